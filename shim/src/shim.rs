@@ -1,0 +1,216 @@
+//! The shim's lifecycle: the `start` and `delete` commands containerd runs, and the server.
+//!
+//! containerd runs the same binary three ways (see containerd's
+//! [runtime v2 README](https://github.com/containerd/containerd/blob/v1.6.20/runtime/v2/README.md)):
+//!
+//! 1. `containerd-shim-sample-v2 -namespace ns -id id -address a start`, in the bundle
+//!    directory: [`start`] launches the long-lived server as a daemon and prints its ttrpc
+//!    address on stdout, which is *all* containerd reads, so nothing else may be printed;
+//! 2. the daemon itself (no action, `-socket` given): serves the `Task` service until
+//!    `Shutdown` finds no task left (see `task.rs`);
+//! 3. `... delete`, after every disconnect, including a crash of the daemon: [`delete`]
+//!    cleans up whatever the daemon could not and answers a `DeleteResponse`.
+//!
+//! The `containerd-shim` crate parses the flags, sets the process up as child subreaper,
+//! runs the reaper and the ttrpc server, and calls into the [`Shim`] implementation below.
+
+use std::{
+    io::Read,
+    os::unix::{
+        fs::{DirBuilderExt, FileTypeExt},
+        net::UnixStream,
+        process::CommandExt,
+    },
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::Arc,
+    time::SystemTime,
+};
+
+use async_trait::async_trait;
+use containerd_shim::{
+    api::DeleteResponse, asynchronous::ExitSignal, publisher::RemotePublisher, Config, Flags, Shim,
+    StartOpts,
+};
+use log::info;
+
+use crate::{
+    bundle,
+    error::{Error, Result},
+    events::{timestamp, Publisher},
+    procfs::ProcStat,
+    spec::CONFIG_FILE,
+    task::TaskService,
+};
+
+/// The exit code `delete` reports for a task it had to kill: 128 + SIGKILL.
+const KILLED_BY_DELETE: u32 = 128 + libc::SIGKILL as u32;
+
+/// The shim as the crate sees it: one value per process, whatever the action.
+pub struct SampleShim {
+    /// containerd namespace of the task (`-namespace`), for events.
+    namespace: String,
+    /// The ttrpc address this daemon serves (`-socket`), removed on exit.
+    socket: String,
+    /// Fired by `Shutdown` when no task is left.
+    exit: Arc<ExitSignal>,
+}
+
+#[async_trait]
+impl Shim for SampleShim {
+    type T = TaskService;
+
+    async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        SampleShim {
+            namespace: args.namespace.clone(),
+            socket: args.socket.clone(),
+            exit: Arc::new(ExitSignal::default()),
+        }
+    }
+
+    async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        Ok(start(&opts)?)
+    }
+
+    async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        Ok(delete()?)
+    }
+
+    async fn wait(&mut self) {
+        self.exit.wait().await;
+        // Remove the socket ourselves: containerd may delete the bundle (and the `address`
+        // file the crate would read to find the socket) as soon as `Shutdown` returns.
+        let path = bundle::socket_path(&self.socket);
+        if let Err(err) = std::fs::remove_file(&path) {
+            info!("remove socket {}: {err}", path.display());
+        }
+    }
+
+    async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        TaskService::new(
+            Publisher::new(publisher, self.namespace.clone()),
+            self.exit.clone(),
+        )
+        .await
+    }
+}
+
+/// `start`: launches the daemon and returns the address containerd must connect to.
+///
+/// The daemon is this binary again, with `-socket`. It gets a session of its own (`setsid`),
+/// so it is detached from containerd: a containerd restart or a signal to containerd's
+/// process group does not reach it, and it outlives the `start` process, which exits right
+/// away. Its umask is 0177, so the socket it binds is mode 0600: only root can connect. The
+/// daemon closes its stdout once it serves; reading that pipe to its end is how `start`
+/// knows the address is ready before printing it.
+pub fn start(opts: &StartOpts) -> Result<String> {
+    let bundle = std::env::current_dir().map_err(Error::io("current directory"))?;
+    if !bundle.join(CONFIG_FILE).is_file() {
+        return Err(Error::InvalidArgument(format!(
+            "{} has no {CONFIG_FILE}: `start` must run in the task's bundle directory",
+            bundle.display()
+        )));
+    }
+    let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &opts.id);
+    let socket = bundle::socket_path(&address);
+    prepare_socket(&socket)?;
+
+    let exe = std::env::current_exe().map_err(Error::io("locate the shim binary"))?;
+    let mut command = Command::new(exe);
+    command
+        .current_dir(&bundle)
+        .args(["-namespace", &opts.namespace, "-id", &opts.id])
+        .args(["-address", &opts.address, "-socket", &address])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if opts.debug {
+        command.arg("-debug");
+    }
+    // SAFETY: setsid and umask are async-signal-safe system calls.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::umask(0o177);
+            Ok(())
+        });
+    }
+    let mut daemon = command
+        .spawn()
+        .map_err(Error::io("spawn the shim daemon"))?;
+    let mut ready = Vec::new();
+    if let Some(mut stdout) = daemon.stdout.take() {
+        let _ = stdout.read_to_end(&mut ready);
+    }
+    // `start` is a short-lived process of its own, with no reaper running: waiting for
+    // its own child here is safe.
+    if let Ok(Some(status)) = daemon.try_wait() {
+        return Err(Error::Io {
+            context: format!("the shim daemon exited ({status}) before serving {address}"),
+            source: std::io::Error::other("see containerd's log for the shim's own"),
+        });
+    }
+    bundle::write_address(&bundle, &address)?;
+    Ok(address)
+}
+
+/// Makes the directory for the socket, and clears a stale socket left by a crashed shim.
+/// A socket that still answers belongs to a live shim: refusing is the only safe answer.
+fn prepare_socket(socket: &Path) -> Result<()> {
+    if let Some(dir) = socket.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(dir)
+            .map_err(Error::io(format!("create {}", dir.display())))?;
+    }
+    match std::fs::symlink_metadata(socket) {
+        Err(_) => Ok(()),
+        Ok(meta) if meta.file_type().is_socket() && UnixStream::connect(socket).is_err() => {
+            std::fs::remove_file(socket)
+                .map_err(Error::io(format!("remove stale {}", socket.display())))
+        }
+        Ok(_) => Err(Error::AlreadyExists(format!(
+            "{} is in use: another shim serves this task",
+            socket.display()
+        ))),
+    }
+}
+
+/// `delete`: containerd's cleanup after the daemon is gone, whether it exited or crashed.
+///
+/// Idempotent: it may run after a clean shutdown (nothing left to do), after a crash (the
+/// task may still run, re-parented away from the dead shim), or twice. The init pid comes
+/// from the bundle and is trusted only if that pid still has the recorded start time and
+/// leads its own process group; then the whole group is killed. It also removes the socket
+/// a crashed daemon could not remove. The answer is always 128 + SIGKILL, as runc's shim.
+pub fn delete() -> Result<DeleteResponse> {
+    let bundle = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let mut pid = 0;
+    if let Some((recorded, start_time)) = bundle::read_init_pid(&bundle) {
+        pid = recorded;
+        let same_process = ProcStat::read(recorded)
+            .is_ok_and(|s| s.start_time == start_time && s.pgid == recorded && s.state != 'Z');
+        if same_process {
+            // SAFETY: a plain system call, on a process group we verified is the task's.
+            unsafe { libc::killpg(recorded, libc::SIGKILL) };
+        }
+        bundle::remove_init_pid(&bundle);
+    }
+    if let Some(address) = bundle::read_address(&bundle) {
+        let socket = bundle::socket_path(&address);
+        let stale = std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket())
+            && UnixStream::connect(&socket).is_err();
+        if stale {
+            let _ = std::fs::remove_file(&socket);
+        }
+    }
+    Ok(DeleteResponse {
+        pid: pid.max(0) as u32,
+        exit_status: KILLED_BY_DELETE,
+        exited_at: Some(timestamp(SystemTime::now())).into(),
+        ..Default::default()
+    })
+}

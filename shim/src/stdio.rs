@@ -1,0 +1,314 @@
+//! Standard I/O: joining the task's stdin, stdout and stderr to the FIFOs containerd names.
+//!
+//! A client (`ctr`, or containerd's CRI for logs) creates up to three FIFOs and passes their
+//! paths in `Create`. The shim never hands a FIFO to the task directly. Each stream goes
+//! through an ordinary pipe, and a small copy task moves bytes between pipe and FIFO:
+//!
+//! ```text
+//! task stdout ─pipe─▶ shim copy ─▶ stdout FIFO ─▶ ctr
+//! ctr ─▶ stdin FIFO ─▶ shim copy ─pipe─▶ task stdin
+//! ```
+//!
+//! The shim opens each FIFO **read-write**. For an output FIFO that makes the shim a reader
+//! too, so a write never fails with `EPIPE` when no client is attached (a detached task would
+//! otherwise die of `SIGPIPE` at its first line); a later `ctr task attach` opens the same
+//! FIFO and reads on. For the stdin FIFO it makes the shim a writer too, so a client that
+//! detaches does not deliver end-of-file to the task. Only `CloseIO` does that.
+//!
+//! Only FIFOs (or an empty path, meaning `/dev/null`) are accepted: the shim runs as root, and
+//! opening an arbitrary path it was handed would let a client write anywhere.
+
+use std::{
+    fs::{File, OpenOptions},
+    os::{
+        fd::OwnedFd,
+        unix::fs::{FileTypeExt, OpenOptionsExt},
+    },
+    process::Stdio,
+    time::Duration,
+};
+
+use log::debug;
+use nix::{fcntl::OFlag, unistd::pipe2};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::unix::pipe,
+    sync::oneshot,
+    task::JoinHandle,
+};
+
+use crate::error::{Error, Result};
+
+/// The FIFO paths of one process, as containerd sent them. Empty means "none".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StdioPaths {
+    /// Where the task's input comes from.
+    pub stdin: String,
+    /// Where the task's output goes.
+    pub stdout: String,
+    /// Where the task's errors go.
+    pub stderr: String,
+    /// Whether a terminal was asked for (refused until terminals are implemented).
+    pub terminal: bool,
+}
+
+/// The shim's ends of the streams, not copying yet: nothing starts copying for a process
+/// that failed to spawn.
+pub struct PendingIo {
+    shim_ends: ShimEnds,
+}
+
+/// The child's stdin, stdout and stderr.
+pub struct ChildStdio {
+    /// Read end of the stdin pipe, or `/dev/null`.
+    pub stdin: Stdio,
+    /// Write end of the stdout pipe, or `/dev/null`.
+    pub stdout: Stdio,
+    /// Write end of the stderr pipe, or `/dev/null`.
+    pub stderr: Stdio,
+}
+
+/// The shim's side of each stream: (source, destination) for each copy.
+struct ShimEnds {
+    stdin: Option<(pipe::Receiver, pipe::Sender)>,
+    stdout: Option<(pipe::Receiver, pipe::Sender)>,
+    stderr: Option<(pipe::Receiver, pipe::Sender)>,
+}
+
+/// The running copies of one process.
+pub struct Io {
+    /// stdout and stderr copies: `Delete` waits for them so no output is lost.
+    outputs: Vec<JoinHandle<()>>,
+    /// The stdin copy, kept to abort it if the process is deleted.
+    input: Option<JoinHandle<()>>,
+    /// Tells the stdin copy to deliver what is pending, then end-of-file (`CloseIO`).
+    close_stdin: Option<oneshot::Sender<()>>,
+}
+
+/// Validates the paths, opens the FIFOs and makes the pipes: the child's ends, to hand to
+/// `std::process::Command`, and the shim's. Must run inside the runtime.
+pub fn open(paths: &StdioPaths) -> Result<(ChildStdio, PendingIo)> {
+    if paths.terminal {
+        return Err(Error::Unimplemented(
+            "terminal (tty) tasks are not implemented by this shim yet".into(),
+        ));
+    }
+    let (stdin_child, stdin) = match open_fifo("stdin", &paths.stdin)? {
+        None => (Stdio::null(), None),
+        Some(fifo) => {
+            let (read, write) = make_pipe()?;
+            let fifo = pipe::Receiver::from_file(fifo).map_err(Error::io("watch stdin FIFO"))?;
+            let to_child = pipe::Sender::from_owned_fd(write).map_err(Error::io("stdin pipe"))?;
+            (Stdio::from(read), Some((fifo, to_child)))
+        }
+    };
+    let (stdout_child, stdout) = output("stdout", &paths.stdout)?;
+    let (stderr_child, stderr) = output("stderr", &paths.stderr)?;
+    let child = ChildStdio {
+        stdin: stdin_child,
+        stdout: stdout_child,
+        stderr: stderr_child,
+    };
+    let shim_ends = ShimEnds {
+        stdin,
+        stdout,
+        stderr,
+    };
+    Ok((child, PendingIo { shim_ends }))
+}
+
+type OutputEnds = (Stdio, Option<(pipe::Receiver, pipe::Sender)>);
+
+fn output(name: &str, path: &str) -> Result<OutputEnds> {
+    let Some(fifo) = open_fifo(name, path)? else {
+        return Ok((Stdio::null(), None));
+    };
+    let (read, write) = make_pipe()?;
+    let fifo = pipe::Sender::from_file(fifo).map_err(Error::io(format!("watch {name} FIFO")))?;
+    let from_child =
+        pipe::Receiver::from_owned_fd(read).map_err(Error::io(format!("{name} pipe")))?;
+    Ok((Stdio::from(write), Some((from_child, fifo))))
+}
+
+/// Opens a FIFO read-write and non-blocking, refusing anything that is not a FIFO.
+/// `O_NOFOLLOW` plus a check on the opened file (not on the path) leaves no window for a
+/// symlink or a swapped file.
+fn open_fifo(name: &str, path: &str) -> Result<Option<File>> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::InvalidArgument(format!("{name} {path}: cannot open: {e}")))?;
+    let is_fifo = file
+        .metadata()
+        .map_err(Error::io(format!("stat {name} {path}")))?
+        .file_type()
+        .is_fifo();
+    if !is_fifo {
+        return Err(Error::InvalidArgument(format!(
+            "{name} {path} is not a FIFO (only FIFOs or an empty path are accepted)"
+        )));
+    }
+    Ok(Some(file))
+}
+
+/// A pipe whose ends are both close-on-exec: the child gets its end through `dup2` onto
+/// 0, 1 or 2, which clears the flag on that copy only.
+fn make_pipe() -> Result<(OwnedFd, OwnedFd)> {
+    pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))
+}
+
+impl PendingIo {
+    /// Starts the copies, once the process exists.
+    pub fn start(self, name: &str) -> Io {
+        let ShimEnds {
+            stdin,
+            stdout,
+            stderr,
+        } = self.shim_ends;
+        let mut outputs = Vec::new();
+        for (stream, ends) in [("stdout", stdout), ("stderr", stderr)] {
+            if let Some((mut from, mut to)) = ends {
+                let label = format!("{name} {stream}");
+                outputs.push(tokio::spawn(async move {
+                    match tokio::io::copy(&mut from, &mut to).await {
+                        Ok(bytes) => debug!("{label}: copied {bytes} bytes, end of stream"),
+                        Err(e) => debug!("{label}: copy ended: {e}"),
+                    }
+                }));
+            }
+        }
+        let (close_stdin, input) = match stdin {
+            None => (None, None),
+            Some((fifo, to_child)) => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(tokio::spawn(copy_stdin(fifo, to_child, rx))))
+            }
+        };
+        Io {
+            outputs,
+            input,
+            close_stdin,
+        }
+    }
+}
+
+/// Copies the stdin FIFO into the task until `close` fires; then delivers whatever input is
+/// already waiting in the FIFO and drops the pipe, which the task reads as end-of-file.
+async fn copy_stdin(
+    mut fifo: pipe::Receiver,
+    mut to_child: pipe::Sender,
+    mut close: oneshot::Receiver<()>,
+) {
+    let mut buf = vec![0u8; 8 * 1024];
+    loop {
+        tokio::select! {
+            read = fifo.read(&mut buf) => match read {
+                Ok(n) if n > 0 => {
+                    if to_child.write_all(&buf[..n]).await.is_err() {
+                        return; // the task closed its stdin or exited
+                    }
+                }
+                _ => return,
+            },
+            _ = &mut close => break,
+        }
+    }
+    while let Ok(n) = fifo.try_read(&mut buf) {
+        if n == 0 || to_child.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+}
+
+impl Io {
+    /// `CloseIO`: the task reads end-of-file on stdin once pending input is delivered.
+    pub fn close_stdin(&mut self) {
+        if let Some(close) = self.close_stdin.take() {
+            let _ = close.send(());
+        }
+    }
+
+    /// Waits until stdout and stderr reached end-of-file (every writer of the pipes has
+    /// exited), or `limit` passed: then the copies are abandoned, as nobody reads them.
+    pub async fn wait_outputs(&mut self, limit: Duration) {
+        let outputs = std::mem::take(&mut self.outputs);
+        let all = async {
+            for copy in outputs {
+                let _ = copy.await;
+            }
+        };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            debug!("output copies still blocked after {limit:?}: abandoned");
+        }
+    }
+}
+
+impl Drop for Io {
+    fn drop(&mut self) {
+        for copy in self.outputs.iter().chain(self.input.iter()) {
+            copy.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_invalid(result: Result<(ChildStdio, PendingIo)>, needle: &str) {
+        match result {
+            Err(Error::InvalidArgument(message)) => assert!(message.contains(needle), "{message}"),
+            Err(other) => panic!("expected InvalidArgument, got {other:?}"),
+            Ok(_) => panic!("expected InvalidArgument, got Ok"),
+        }
+    }
+
+    #[tokio::test]
+    async fn regular_files_and_symlinks_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"").expect("write");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).expect("symlink");
+        let paths = |p: &std::path::Path| StdioPaths {
+            stdout: p.display().to_string(),
+            ..Default::default()
+        };
+        assert_invalid(open(&paths(&file)), "is not a FIFO");
+        assert_invalid(open(&paths(&link)), "cannot open");
+        assert_invalid(open(&paths(&dir.path().join("missing"))), "cannot open");
+    }
+
+    #[tokio::test]
+    async fn output_reaches_the_fifo_even_with_no_reader_attached() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("out");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let paths = StdioPaths {
+            stdout: fifo.display().to_string(),
+            ..Default::default()
+        };
+        let (child, pending) = open(&paths).expect("open");
+        // The shim holds the FIFO open read-write, so a reader can open it at any time; the
+        // kernel keeps the buffered bytes only while some descriptor is open.
+        let mut reader = pipe::OpenOptions::new()
+            .open_receiver(&fifo)
+            .expect("open reader");
+        let status = std::process::Command::new("sh")
+            .args(["-c", "echo one; echo two"])
+            .stdout(child.stdout)
+            .status()
+            .expect("run sh");
+        assert!(status.success(), "sh died, e.g. of SIGPIPE: {status}");
+        let mut io = pending.start("test");
+        io.wait_outputs(Duration::from_secs(5)).await;
+        let mut buf = vec![0u8; 64];
+        let n = reader.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..n], b"one\ntwo\n");
+    }
+}
