@@ -1,1 +1,527 @@
+//! # Integration harness
+//!
+//! Every test gets a **private containerd**: its own root, state, sockets and config under a
+//! temporary directory, with the freshly built `containerd-shim-sample-v2` on its `PATH`, as
+//! containerd's own Go integration tests do. Tests then drive it with real clients (Debian's
+//! `ctr`), never a mock.
+//!
+//! - [`Containerd::start`] starts the daemon and waits until it answers;
+//! - [`Containerd::import_image`] makes a tiny OCI image offline (no registry is reachable:
+//!   the shim ignores images anyway, but `ctr container create` wants one);
+//! - dropping the [`Containerd`] guard stops everything it started, by pid: the shims it
+//!   spawned and their processes, then the daemon. When the test failed (the thread is
+//!   panicking) it prints the daemon's log, where the shims' own log lines also land.
+//!
+//! Needs root and containerd. Without them it fails with a message saying how to get them;
+//! `SAMPLE_SHIM_SKIP_INTEGRATION=1` skips instead, loudly.
 
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+pub mod image;
+pub mod proc;
+
+/// The runtime name the shim answers to.
+pub const RUNTIME: &str = "com.example.sample.v2";
+
+/// The name of the shim binary, as containerd derives it from [`RUNTIME`].
+pub const SHIM_BINARY: &str = "containerd-shim-sample-v2";
+
+/// Set to `1` to skip the integration tests where root or containerd are missing.
+pub const SKIP_VAR: &str = "SAMPLE_SHIM_SKIP_INTEGRATION";
+
+/// A private containerd, stopped with everything it started when dropped.
+pub struct Containerd {
+    /// Root of everything this daemon owns; removed on drop.
+    dir: tempfile::TempDir,
+    /// The daemon process (our child).
+    daemon: Child,
+    /// Its gRPC socket, what `ctr -a` takes.
+    pub address: PathBuf,
+    /// The shim binary under test.
+    pub shim: PathBuf,
+    /// The `ctr` binary.
+    ctr: PathBuf,
+}
+
+impl Containerd {
+    /// Starts a private containerd, or returns `None` when the developer asked to skip.
+    /// Panics with instructions when root or containerd are missing.
+    pub fn start() -> Option<Containerd> {
+        match Self::try_start() {
+            Ok(containerd) => Some(containerd),
+            Err(err) if std::env::var(SKIP_VAR).as_deref() == Ok("1") => {
+                eprintln!("\n!!!!!!!! SKIPPED: {err:#}\n!!!!!!!! ({SKIP_VAR}=1 is set)\n");
+                None
+            }
+            Err(err) => panic!(
+                "cannot run the integration tests: {err:#}\n\
+                 They need root and containerd (`apt-get install -y containerd`), and the \
+                 shim built (`cargo build --workspace`). Set {SKIP_VAR}=1 to skip them."
+            ),
+        }
+    }
+
+    fn try_start() -> Result<Containerd> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("these tests run containerd and must run as root");
+        }
+        become_subreaper()?;
+        let containerd = find_binary("CONTAINERD_BIN", "containerd")?;
+        let ctr = find_binary("CTR_BIN", "ctr")?;
+        let shim = shim_binary()?;
+
+        let dir = tempfile::Builder::new().prefix("shim-it-").tempdir()?;
+        let root = dir.path();
+        // Only our shim in this directory, which goes first on containerd's PATH.
+        let bin = root.join("bin");
+        fs::create_dir(&bin)?;
+        std::os::unix::fs::symlink(&shim, bin.join(SHIM_BINARY))?;
+        let address = root.join("containerd.sock");
+        let config = root.join("config.toml");
+        fs::write(&config, config_toml(root))?;
+        let log = fs::File::create(root.join("containerd.log"))?;
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+        );
+        let daemon = Command::new(&containerd)
+            .arg("--config")
+            .arg(&config)
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawn {}", containerd.display()))?;
+        let containerd = Containerd {
+            dir,
+            daemon,
+            address,
+            shim,
+            ctr,
+        };
+        containerd.wait_ready()?;
+        Ok(containerd)
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(out) = self.ctr().arg("version").output() {
+                if out.status.success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("containerd did not answer within 30 s:\n{}", self.log());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A `ctr` command aimed at this daemon (namespace `default`).
+    pub fn ctr(&self) -> Command {
+        let mut command = Command::new(&self.ctr);
+        command.arg("--address").arg(&self.address);
+        command.stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `ctr args...` and returns its output, whatever its exit code.
+    pub fn ctr_output(&self, args: &[&str]) -> Output {
+        self.ctr()
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run ctr {args:?}: {e}"))
+    }
+
+    /// Runs `ctr args...`, asserts it succeeded, returns stdout.
+    pub fn ctr_ok(&self, args: &[&str]) -> String {
+        let out = self.ctr_output(args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Builds the test image offline and imports it; returns its name.
+    pub fn import_image(&self) -> &'static str {
+        let archive = self.dir.path().join("image.tar");
+        image::write_oci_archive(&archive, image::IMAGE).expect("write the image archive");
+        self.ctr_ok(&["images", "import", &archive.display().to_string()]);
+        image::IMAGE
+    }
+
+    /// `ctr task ls` as (task, pid, status) rows.
+    pub fn tasks(&self) -> Vec<(String, i32, String)> {
+        self.ctr_ok(&["task", "ls"])
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                Some((
+                    cols.first()?.to_string(),
+                    cols.get(1)?.parse().ok()?,
+                    cols.get(2)?.to_string(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The status of `task` in `ctr task ls`, if listed.
+    pub fn task_status(&self, task: &str) -> Option<(i32, String)> {
+        self.tasks()
+            .into_iter()
+            .find(|(name, _, _)| name == task)
+            .map(|(_, pid, status)| (pid, status))
+    }
+
+    /// Polls until `task` has `status`; returns its pid.
+    pub fn wait_status(&self, task: &str, status: &str) -> i32 {
+        let mut last = None;
+        for _ in 0..200 {
+            last = self.task_status(task);
+            if let Some((pid, ref s)) = last {
+                if s == status {
+                    return pid;
+                }
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+        panic!("task {task} never reached {status}; last seen {last:?}");
+    }
+
+    /// Pids of the shims this daemon started: processes running our binary whose command
+    /// line names this daemon's socket.
+    pub fn shim_pids(&self) -> Vec<i32> {
+        let address = self.address.display().to_string();
+        proc::all_pids()
+            .into_iter()
+            .filter(|&pid| {
+                let args = proc::cmdline(pid);
+                args.windows(2)
+                    .any(|w| w[0] == "-address" && w[1] == address)
+                    && fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == self.shim)
+            })
+            .collect()
+    }
+
+    /// The single shim of this daemon; panics unless there is exactly one.
+    pub fn the_shim(&self) -> i32 {
+        let shims = self.shim_pids();
+        assert_eq!(shims.len(), 1, "expected one shim, found {shims:?}");
+        shims[0]
+    }
+
+    /// The daemon's log, shim log lines included.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// The temporary directory this daemon lives in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Spawns `ctr args...` with stdout piped into a line channel (for streaming commands
+    /// such as `ctr events` or an attached `ctr task start`).
+    pub fn spawn_ctr(&self, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+        let mut child = self
+            .ctr()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn ctr {args:?}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (child, rx)
+    }
+
+    /// Waits until every shim of this daemon has exited; panics after 5 s.
+    pub fn wait_shims_gone(&self) {
+        for _ in 0..250 {
+            if self.shim_pids().is_empty() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("shims still running: {:?}", self.shim_pids());
+    }
+
+    fn stop_everything(&mut self) {
+        // Let containerd finish the `start`/`delete` commands it is running: killed, they
+        // would be orphaned to us half-way.
+        let daemon = self.daemon.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && proc::children(daemon).iter().any(|&p| proc::alive(p)) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        // Shims first (with whatever they still run), by pid, then the daemon.
+        let mut killed = Vec::new();
+        for shim in self.shim_pids() {
+            let socket = proc::cmdline(shim)
+                .windows(2)
+                .find(|w| w[0] == "-socket")
+                .map(|w| w[1].trim_start_matches("unix://").to_string());
+            for pid in proc::descendants(shim).into_iter().chain([shim]) {
+                // SAFETY: a plain system call on a pid we just identified.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                killed.push(pid);
+            }
+            if let Some(socket) = socket {
+                let _ = fs::remove_file(socket);
+            }
+        }
+        // SAFETY: a plain system call on our own child.
+        unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.daemon.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        reap_orphans(&killed);
+    }
+}
+
+/// Makes the test process the child subreaper of everything it starts. A shim daemonizes:
+/// once `start` returns, its parent is gone and it is re-parented to the nearest subreaper,
+/// else to pid 1. Some sandboxes run a pid 1 that never reaps, so exited shims would stay
+/// zombies there; as subreaper the harness collects them itself (see [`reap_orphans`]).
+fn become_subreaper() -> Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        bail!(
+            "prctl(PR_SET_CHILD_SUBREAPER): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// Reaps the processes this guard killed and the shims that exited on their own, once
+/// they are our zombie children. Only those: other tests' `Child` handles must keep
+/// their own exit statuses.
+fn reap_orphans(killed: &[i32]) {
+    let me = std::process::id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ours: Vec<i32> = proc::children(me)
+            .into_iter()
+            .filter(|&pid| killed.contains(&pid) || proc::comm(pid) == "containerd-shim")
+            .collect();
+        let mut waiting = false;
+        for pid in ours {
+            if proc::stat(pid).is_some_and(|(state, ..)| state == 'Z') {
+                // SAFETY: waitpid on a zombie child of ours: returns at once.
+                unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+            } else if killed.contains(&pid) {
+                waiting = true;
+            }
+        }
+        if !waiting || Instant::now() > deadline {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    // One more pass for a shim that was finishing its own exit a moment ago.
+    thread::sleep(Duration::from_millis(20));
+    for pid in proc::children(me) {
+        if proc::comm(pid) == "containerd-shim" && proc::stat(pid).is_some_and(|s| s.0 == 'Z') {
+            // SAFETY: waitpid on a zombie child of ours: returns at once.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.stop_everything();
+        if thread::panicking() {
+            eprintln!(
+                "===== containerd log ({}) =====\n{}",
+                self.dir.path().display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// The daemon's configuration: everything under `root`, CRI (which wants CNI) disabled.
+fn config_toml(root: &Path) -> String {
+    let r = root.display();
+    format!(
+        r#"version = 2
+root = "{r}/root"
+state = "{r}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "{r}/containerd.sock"
+
+[ttrpc]
+  address = "{r}/containerd.sock.ttrpc"
+
+[debug]
+  address = "{r}/debug.sock"
+  level = "debug"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{r}/opt"
+"#
+    )
+}
+
+/// `$var` if set, else `name` looked up on `PATH`.
+fn find_binary(var: &str, name: &str) -> Result<PathBuf> {
+    if let Ok(path) = std::env::var(var) {
+        return Ok(PathBuf::from(path));
+    }
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{name} not found on PATH (install it, or set {var})"))
+}
+
+/// The shim under test: `$SHIM_BIN`, or the one cargo built beside this test binary. A
+/// binary older than the shim's sources would test stale code, so that is an error.
+fn shim_binary() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("SHIM_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    // The test runs from target/<profile>/deps/<test>-<hash>.
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("locate the target directory")?;
+    let shim = profile_dir.join(SHIM_BINARY);
+    let built = fs::metadata(&shim)
+        .and_then(|m| m.modified())
+        .with_context(|| {
+            format!(
+                "{} is missing: run `cargo build --workspace` first",
+                shim.display()
+            )
+        })?;
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shim/src");
+    for entry in fs::read_dir(&sources)? {
+        let modified = entry?.metadata()?.modified()?;
+        if modified > built {
+            bail!(
+                "{} is older than its sources: run `cargo build --workspace` first",
+                shim.display()
+            );
+        }
+    }
+    Ok(shim)
+}
+
+/// Waits up to `limit` for a line that satisfies `pred`, returning it.
+pub fn wait_line(
+    rx: &mpsc::Receiver<String>,
+    limit: Duration,
+    pred: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match rx.recv_timeout(left) {
+            Ok(line) if pred(&line) => return Some(line),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Waits up to `limit` for `child` to exit.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Seconds since the epoch of a `date --rfc-3339=seconds` line
+/// (`2026-11-29 18:36:30+00:00`), or `None` if the line is not one.
+pub fn parse_rfc3339_seconds(line: &str) -> Option<i64> {
+    let b = line.as_bytes();
+    if b.len() != 25
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b' '
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| line.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let sign = match b[19] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let offset = sign * (num(20..22)? * 3600 + num(23..25)? * 60);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_lines_parse_to_epoch_seconds() {
+        assert_eq!(parse_rfc3339_seconds("1970-01-01 00:00:00+00:00"), Some(0));
+        assert_eq!(
+            parse_rfc3339_seconds("2026-11-29 18:36:30+00:00"),
+            Some(1_795_977_390)
+        );
+        assert_eq!(
+            parse_rfc3339_seconds("2026-11-29 19:36:30+01:00"),
+            Some(1_795_977_390)
+        );
+        assert_eq!(parse_rfc3339_seconds("not a date"), None);
+    }
+}
