@@ -1,0 +1,19 @@
+# The README's commands. `make test` is what CI runs (through .ci/run).
+
+CARGO ?= cargo
+
+.PHONY: build test lint
+
+## build: debug binaries of the whole workspace (the tests use them)
+build:
+	$(CARGO) build --workspace --locked
+
+## test: unit tests and the integration tests against a private containerd (as root)
+test: build
+	$(CARGO) test --workspace --locked
+
+## lint: formatting, clippy and docs, as CI checks them
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps --locked
