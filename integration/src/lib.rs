@@ -412,10 +412,20 @@ fn find_binary(var: &str, name: &str) -> Result<PathBuf> {
         .with_context(|| format!("{name} not found on PATH (install it, or set {var})"))
 }
 
-/// The shim under test: `$SHIM_BIN`, or the one cargo built beside this test binary. A
-/// binary older than the shim's sources would test stale code, so that is an error.
+/// The shim under test: `$SHIM_BIN`, or the one cargo built beside this test binary.
 fn shim_binary() -> Result<PathBuf> {
-    if let Ok(path) = std::env::var("SHIM_BIN") {
+    built_binary("SHIM_BIN", SHIM_BINARY, "shim")
+}
+
+/// The `shim-demo` under test: `$SHIM_DEMO_BIN`, or the one cargo built beside this test.
+pub fn demo_binary() -> PathBuf {
+    built_binary("SHIM_DEMO_BIN", "shim-demo", "demo-cli").unwrap_or_else(|err| panic!("{err:#}"))
+}
+
+/// `$var`, or binary `name` from this test's target directory, provided it is newer than
+/// the sources of workspace member `member`: an older one would test stale code.
+fn built_binary(var: &str, name: &str, member: &str) -> Result<PathBuf> {
+    if let Ok(path) = std::env::var(var) {
         return Ok(PathBuf::from(path));
     }
     // The test runs from target/<profile>/deps/<test>-<hash>.
@@ -424,26 +434,42 @@ fn shim_binary() -> Result<PathBuf> {
         .parent()
         .and_then(Path::parent)
         .context("locate the target directory")?;
-    let shim = profile_dir.join(SHIM_BINARY);
-    let built = fs::metadata(&shim)
+    let binary = profile_dir.join(name);
+    let missing = || {
+        format!(
+            "{} is missing: run `cargo build --workspace` first",
+            binary.display()
+        )
+    };
+    let built = fs::metadata(&binary)
         .and_then(|m| m.modified())
-        .with_context(|| {
-            format!(
-                "{} is missing: run `cargo build --workspace` first",
-                shim.display()
-            )
-        })?;
-    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shim/src");
-    for entry in fs::read_dir(&sources)? {
-        let modified = entry?.metadata()?.modified()?;
-        if modified > built {
-            bail!(
-                "{} is older than its sources: run `cargo build --workspace` first",
-                shim.display()
-            );
-        }
+        .with_context(missing)?;
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(member)
+        .join("src");
+    if newest_file(&sources)? > built {
+        bail!(
+            "{} is older than its sources: run `cargo build --workspace` first",
+            binary.display()
+        );
     }
-    Ok(shim)
+    Ok(binary)
+}
+
+/// The latest modification time of any file under `dir`.
+fn newest_file(dir: &Path) -> Result<std::time::SystemTime> {
+    let mut newest = std::time::UNIX_EPOCH;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let modified = if entry.file_type()?.is_dir() {
+            newest_file(&entry.path())?
+        } else {
+            entry.metadata()?.modified()?
+        };
+        newest = newest.max(modified);
+    }
+    Ok(newest)
 }
 
 /// Waits up to `limit` for a line that satisfies `pred`, returning it.

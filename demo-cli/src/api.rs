@@ -1,0 +1,270 @@
+//! The containerd gRPC calls the demo makes, each a small method.
+//!
+//! containerd's API is a set of gRPC services on one unix socket (`/run/containerd/
+//! containerd.sock` by default). Every request names a *namespace* in the
+//! `containerd-namespace` metadata header; `ctr` uses `default`. The services used here:
+//! Containers (metadata), Tasks (running processes: this is where the shim is involved),
+//! Content, Images and Leases (to import the tiny image), Events, Version.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use containerd_client::{
+    services::v1::{
+        container::Runtime, Container, CreateContainerRequest, CreateTaskRequest,
+        DeleteContainerRequest, DeleteTaskRequest, GetImageRequest, GetRequest, KillRequest,
+        ListContainersRequest, ListPidsRequest, ListTasksRequest, StartRequest, SubscribeRequest,
+        WaitRequest,
+    },
+    tonic::{self, codec::Streaming, metadata::MetadataValue, Code, Request},
+    types::{v1::Process, Envelope},
+    Client,
+};
+
+use crate::fifo::FifoSet;
+
+/// Result of a call whose gRPC status the caller may want to look at (e.g. the
+/// `FailedPrecondition` of deleting a running task).
+pub type CallResult<T> = std::result::Result<T, tonic::Status>;
+
+/// A connection to one containerd, in one namespace.
+pub struct Containerd {
+    client: Client,
+    /// The namespace every request is made in.
+    pub namespace: String,
+    /// The socket we connected to.
+    pub address: PathBuf,
+}
+
+/// A task's status as `ctr` prints it.
+pub fn status_name(status: i32) -> &'static str {
+    match status {
+        1 => "CREATED",
+        2 => "RUNNING",
+        3 => "STOPPED",
+        4 => "PAUSED",
+        5 => "PAUSING",
+        _ => "UNKNOWN",
+    }
+}
+
+impl Containerd {
+    /// Connects and checks that the daemon answers (`Version`).
+    pub async fn connect(address: &Path, namespace: &str) -> Result<Self> {
+        let channel = containerd_client::connect(address)
+            .await
+            .with_context(|| format!("cannot connect to {}", address.display()))?;
+        let client = Client::from(channel);
+        client
+            .version()
+            .version(())
+            .await
+            .with_context(|| format!("{} does not answer as containerd", address.display()))?;
+        Ok(Containerd {
+            client,
+            namespace: namespace.to_string(),
+            address: address.to_path_buf(),
+        })
+    }
+
+    /// Wraps a message in a request for our namespace.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Ok(value) = MetadataValue::try_from(self.namespace.as_str()) {
+            request.metadata_mut().insert("containerd-namespace", value);
+        }
+        request
+    }
+
+    /// The underlying client, for services used once (content, leases, images).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// containerd's version string.
+    pub async fn version(&self) -> Result<String> {
+        let version = self.client.version().version(()).await?.into_inner();
+        Ok(version.version)
+    }
+
+    /// True when the image store has `name`.
+    pub async fn image_exists(&self, name: &str) -> Result<bool> {
+        let request = self.request(GetImageRequest { name: name.into() });
+        match self.client.images().get(request).await {
+            Ok(_) => Ok(true),
+            Err(status) if status.code() == Code::NotFound => Ok(false),
+            Err(status) => Err(status).context("images.Get"),
+        }
+    }
+
+    /// Creates container `id` for `runtime`, naming `image`. The spec is the seed's command;
+    /// there is no snapshot: the shim runs a host process and ignores the root filesystem.
+    pub async fn create_container(&self, id: &str, image: &str, runtime: &str) -> CallResult<()> {
+        let spec = prost_types::Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+            value: seed_spec().into_bytes(),
+        };
+        let container = Container {
+            id: id.into(),
+            image: image.into(),
+            runtime: Some(Runtime {
+                name: runtime.into(),
+                options: None,
+            }),
+            spec: Some(spec),
+            ..Default::default()
+        };
+        let request = self.request(CreateContainerRequest {
+            container: Some(container),
+        });
+        self.client.containers().create(request).await?;
+        Ok(())
+    }
+
+    /// All containers of the namespace.
+    pub async fn containers(&self) -> CallResult<Vec<Container>> {
+        let request = self.request(ListContainersRequest::default());
+        Ok(self
+            .client
+            .containers()
+            .list(request)
+            .await?
+            .into_inner()
+            .containers)
+    }
+
+    /// Deletes container `id` (its task must be gone).
+    pub async fn delete_container(&self, id: &str) -> CallResult<()> {
+        let request = self.request(DeleteContainerRequest { id: id.into() });
+        self.client.containers().delete(request).await?;
+        Ok(())
+    }
+
+    /// Creates the task of container `id`: containerd starts the shim, which creates the
+    /// process. Returns its pid.
+    pub async fn create_task(&self, id: &str, fifos: &FifoSet) -> CallResult<u32> {
+        let request = self.request(CreateTaskRequest {
+            container_id: id.into(),
+            stdin: fifos.stdin_path(),
+            stdout: fifos.stdout_path(),
+            stderr: fifos.stderr_path(),
+            ..Default::default()
+        });
+        Ok(self.client.tasks().create(request).await?.into_inner().pid)
+    }
+
+    /// Starts the created task.
+    pub async fn start_task(&self, id: &str) -> CallResult<u32> {
+        let request = self.request(StartRequest {
+            container_id: id.into(),
+            ..Default::default()
+        });
+        Ok(self.client.tasks().start(request).await?.into_inner().pid)
+    }
+
+    /// The task of container `id`, if there is one.
+    pub async fn task(&self, id: &str) -> CallResult<Option<Process>> {
+        let request = self.request(GetRequest {
+            container_id: id.into(),
+            ..Default::default()
+        });
+        match self.client.tasks().get(request).await {
+            Ok(response) => Ok(response.into_inner().process),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(status),
+        }
+    }
+
+    /// All tasks of the namespace.
+    pub async fn tasks(&self) -> CallResult<Vec<Process>> {
+        let request = self.request(ListTasksRequest::default());
+        Ok(self.client.tasks().list(request).await?.into_inner().tasks)
+    }
+
+    /// The pids of every process of the task (`Pids` on the shim).
+    pub async fn pids(&self, id: &str) -> CallResult<Vec<u32>> {
+        let request = self.request(ListPidsRequest {
+            container_id: id.into(),
+        });
+        let processes = self
+            .client
+            .tasks()
+            .list_pids(request)
+            .await?
+            .into_inner()
+            .processes;
+        Ok(processes.into_iter().map(|p| p.pid).collect())
+    }
+
+    /// Sends `signal` to the task's init process, or to all of its processes.
+    pub async fn kill(&self, id: &str, signal: u32, all: bool) -> CallResult<()> {
+        let request = self.request(KillRequest {
+            container_id: id.into(),
+            signal,
+            all,
+            ..Default::default()
+        });
+        self.client.tasks().kill(request).await?;
+        Ok(())
+    }
+
+    /// Waits for the task to exit; returns its exit code.
+    pub async fn wait(&self, id: &str) -> CallResult<u32> {
+        let request = self.request(WaitRequest {
+            container_id: id.into(),
+            ..Default::default()
+        });
+        Ok(self
+            .client
+            .tasks()
+            .wait(request)
+            .await?
+            .into_inner()
+            .exit_status)
+    }
+
+    /// Deletes the (stopped) task; returns its exit code.
+    pub async fn delete_task(&self, id: &str) -> CallResult<u32> {
+        let request = self.request(DeleteTaskRequest {
+            container_id: id.into(),
+        });
+        Ok(self
+            .client
+            .tasks()
+            .delete(request)
+            .await?
+            .into_inner()
+            .exit_status)
+    }
+
+    /// Subscribes to events matching `filters` (containerd's filter syntax).
+    pub async fn subscribe(&self, filters: &[&str]) -> CallResult<Streaming<Envelope>> {
+        let request = self.request(SubscribeRequest {
+            filters: filters.iter().map(|f| f.to_string()).collect(),
+        });
+        Ok(self.client.events().subscribe(request).await?.into_inner())
+    }
+}
+
+/// The OCI spec of the demo's container: the seed's command, root, on the host. The shim
+/// takes the environment and working directory from it and runs the seed's loop.
+pub fn seed_spec() -> String {
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": { "uid": 0, "gid": 0 },
+            "args": ["sh", "-c", "while date --rfc-3339=seconds; do sleep 5; done"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "cwd": "/",
+        },
+        "root": { "path": "rootfs" },
+        "linux": {},
+    })
+    .to_string()
+}
+
+/// A gRPC error as one line: code and message.
+pub fn describe(status: &tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}

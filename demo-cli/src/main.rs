@@ -1,0 +1,159 @@
+//! `shim-demo`: the sample shim's guided tour over containerd's gRPC API.
+//! See the library docs (`shim_demo`) for the layout.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use shim_demo::{api::Containerd, commands, walkthrough, DEFAULT_ID, DEFAULT_IMAGE, RUNTIME};
+
+/// Replays the containerd shim sample's guided tour, or its steps one at a time.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// containerd's gRPC socket.
+    #[arg(
+        long,
+        global = true,
+        env = "CONTAINERD_ADDRESS",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    address: PathBuf,
+    /// containerd namespace.
+    #[arg(
+        long,
+        global = true,
+        env = "CONTAINERD_NAMESPACE",
+        default_value = "default"
+    )]
+    namespace: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The whole tour: create, start, inspect, kill (143), attached SIGINT (130), delete.
+    Walkthrough {
+        /// Go straight through, without waiting for Enter between steps.
+        #[arg(long, short)]
+        yes: bool,
+        /// Print one JSON object per step instead of prose.
+        #[arg(long)]
+        json: bool,
+        /// Image to name on the container (imported, tiny and empty, when absent).
+        #[arg(long, default_value = DEFAULT_IMAGE)]
+        image: String,
+    },
+    /// Create the container (no shim runs yet).
+    Create {
+        #[arg(long, default_value = DEFAULT_ID)]
+        id: String,
+        #[arg(long, default_value = DEFAULT_IMAGE)]
+        image: String,
+        /// Runtime name; containerd resolves `a.b.name.vN` to `containerd-shim-name-vN`.
+        #[arg(long, default_value = RUNTIME)]
+        runtime: String,
+    },
+    /// Create and start the task: attached (exit code = the task's) unless --detach.
+    Start {
+        #[arg(long, default_value = DEFAULT_ID)]
+        id: String,
+        #[arg(long, short)]
+        detach: bool,
+    },
+    /// Attach to a running task's stdio; Ctrl-C is forwarded to it.
+    Attach {
+        #[arg(long, default_value = DEFAULT_ID)]
+        id: String,
+    },
+    /// List tasks (TASK PID STATUS).
+    Ps,
+    /// List containers (CONTAINER IMAGE RUNTIME).
+    Ls,
+    /// Signal a task.
+    Kill {
+        #[arg(long, default_value = DEFAULT_ID)]
+        id: String,
+        /// Signal name or number.
+        #[arg(long, short, default_value = "SIGTERM")]
+        signal: String,
+        /// Signal every process of the task, not only its init.
+        #[arg(long, short)]
+        all: bool,
+    },
+    /// Delete the task (printing its exit code) and the container.
+    Rm {
+        #[arg(long, default_value = DEFAULT_ID)]
+        id: String,
+        /// Kill a running task first.
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Stream containerd's events.
+    Events,
+    /// Remove whatever the demo left: task, container, FIFOs, imported image.
+    Cleanup {
+        #[arg(long, default_value = DEFAULT_ID)]
+        id: String,
+        #[arg(long, default_value = DEFAULT_IMAGE)]
+        image: String,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("shim-demo: {err:#}");
+            1
+        }
+    };
+    // Exit here: an attached session may leave a blocking read of our stdin behind.
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    if let Command::Walkthrough { yes, json, image } = &cli.command {
+        let options = walkthrough::Options {
+            address: cli.address.clone(),
+            namespace: cli.namespace.clone(),
+            image: image.clone(),
+            yes: *yes,
+            json: *json,
+        };
+        return Ok(walkthrough::run(options).await);
+    }
+    let api = match Containerd::connect(&cli.address, &cli.namespace).await {
+        Ok(api) => api,
+        Err(err) => {
+            eprintln!(
+                "shim-demo: {err:#}\n{}",
+                walkthrough::preflight::HOW_TO_START
+            );
+            return Ok(2);
+        }
+    };
+    match cli.command {
+        Command::Walkthrough { .. } => unreachable!("handled above"),
+        Command::Create { id, image, runtime } => {
+            commands::create::run(&api, &id, &image, &runtime).await?
+        }
+        Command::Start { id, detach } => {
+            return Ok(commands::start::run(&api, &id, detach).await? as i32)
+        }
+        Command::Attach { id } => return Ok(commands::attach::run(&api, &id).await? as i32),
+        Command::Ps => print!("{}", commands::ps::table(&api).await?),
+        Command::Ls => print!("{}", commands::ls::table(&api).await?),
+        Command::Kill { id, signal, all } => commands::kill::run(&api, &id, &signal, all).await?,
+        Command::Rm { id, force } => commands::rm::run(&api, &id, force).await?,
+        Command::Events => commands::events::run(&api).await?,
+        Command::Cleanup { id, image } => {
+            for line in commands::cleanup::run(&api, &id, &image).await? {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(0)
+}

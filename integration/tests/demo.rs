@@ -1,0 +1,165 @@
+//! `shim-demo`, the built binary, against a private containerd: the walkthrough's JSON
+//! steps, its errors, and the subcommands' round trip.
+
+use std::time::Duration;
+
+use assert_cmd::Command;
+use integration::{demo_binary, Containerd};
+use serde_json::Value;
+
+fn demo(cd: &Containerd) -> Command {
+    let mut command = Command::new(demo_binary());
+    command
+        .arg("--address")
+        .arg(&cd.address)
+        .timeout(Duration::from_secs(120));
+    command
+}
+
+#[test]
+fn walkthrough_json_reports_every_step_with_143_and_130() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let output = demo(&cd)
+        .args(["walkthrough", "--json"])
+        .output()
+        .expect("run shim-demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "walkthrough failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let steps: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let names: Vec<&str> = steps.iter().filter_map(|s| s["step"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "preflight",
+            "image",
+            "create_container",
+            "start_task",
+            "process_tree",
+            "task_output",
+            "delete_refused",
+            "kill",
+            "delete_task",
+            "attached_sigint",
+            "cleanup"
+        ]
+    );
+    assert!(steps.iter().all(|s| s["ok"] == true), "{stdout}");
+    let step =
+        |name: &str| steps.iter().find(|s| s["step"] == name).expect("step")["observed"].clone();
+    assert_eq!(step("start_task")["status"], "RUNNING");
+    assert!(step("start_task")["pid"].as_u64().is_some_and(|p| p > 1));
+    assert_eq!(
+        step("process_tree")["task_pgid"],
+        step("process_tree")["task_pid"]
+    );
+    assert_eq!(step("kill")["status"], "STOPPED");
+    assert_eq!(step("kill")["shim_children"], 0);
+    assert_eq!(step("delete_task")["exit_code"], 143);
+    assert_eq!(
+        step("delete_task")["events"],
+        serde_json::json!([
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ])
+    );
+    assert_eq!(step("attached_sigint")["exit_code"], 130);
+
+    // It cleaned up after itself: no container, no image it imported, no shim.
+    assert!(!cd.ctr_ok(&["container", "ls"]).contains("shim-test"));
+    assert!(!cd.ctr_ok(&["image", "ls"]).contains("busybox"));
+    cd.wait_shims_gone();
+}
+
+#[test]
+fn unreachable_containerd_is_a_clear_error_with_exit_code_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(demo_binary())
+        .arg("--address")
+        .arg(dir.path().join("containerd.sock"))
+        .args(["walkthrough", "--yes"])
+        .timeout(Duration::from_secs(30))
+        .output()
+        .expect("run shim-demo");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("containerd is not reachable"), "{stderr}");
+    assert!(stderr.contains("make demo"), "{stderr}");
+}
+
+#[test]
+fn a_runtime_without_its_shim_binary_is_explained() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let id = ["--id", "no-shim"];
+    demo(&cd)
+        .args(["create", "--runtime", "com.example.missing.v2"])
+        .args(id)
+        .assert()
+        .success();
+    let output = demo(&cd)
+        .args(["start", "--detach"])
+        .args(id)
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("containerd-shim-missing-v2"), "{stderr}");
+    assert!(stderr.contains("Install it"), "{stderr}");
+    demo(&cd).args(["cleanup"]).args(id).assert().success();
+    assert!(!cd.ctr_ok(&["container", "ls"]).contains("no-shim"));
+}
+
+#[test]
+fn subcommands_round_trip() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    demo(&cd).arg("create").assert().success();
+    assert!(
+        String::from_utf8_lossy(&demo(&cd).arg("ls").output().expect("ls").stdout)
+            .contains("com.example.sample.v2")
+    );
+    let started = demo(&cd)
+        .args(["start", "--detach"])
+        .output()
+        .expect("start");
+    assert!(
+        started.status.success() && started.stdout.is_empty(),
+        "{started:?}"
+    );
+    let ps =
+        String::from_utf8_lossy(&demo(&cd).arg("ps").output().expect("ps").stdout).into_owned();
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with("shim-test") && l.ends_with("RUNNING")),
+        "{ps}"
+    );
+
+    demo(&cd)
+        .args(["kill", "--signal", "TERM"])
+        .assert()
+        .success();
+    cd.wait_status("shim-test", "STOPPED");
+    let removed = demo(&cd).arg("rm").output().expect("rm");
+    assert!(removed.status.success(), "{removed:?}");
+    assert!(String::from_utf8_lossy(&removed.stderr).contains("143 = 128 + 15 (SIGTERM)"));
+    assert!(
+        !String::from_utf8_lossy(&demo(&cd).arg("ls").output().expect("ls").stdout)
+            .contains("shim-test")
+    );
+    demo(&cd).arg("cleanup").assert().success();
+    cd.wait_shims_gone();
+}
