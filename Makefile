@@ -1,12 +1,16 @@
-# The README's commands. `make test` is what CI runs (through .ci/run).
+# The README's two commands: `make demo` and `make test` (what CI runs, through .ci/run).
 
 CARGO ?= cargo
 
-.PHONY: build test lint
+.PHONY: build test lint demo
 
 ## build: debug binaries of the whole workspace (the tests use them)
 build:
 	$(CARGO) build --workspace --locked
+
+## demo: the guided walkthrough against a private containerd (as root; installs what it needs)
+demo:
+	bash scripts/demo.sh $(ARGS)
 
 ## test: unit tests and the integration tests against a private containerd (as root)
 test: build
