@@ -1,5 +1,6 @@
 //! Events the shim publishes to containerd: `/tasks/create`, `/tasks/start`, `/tasks/exit`,
-//! `/tasks/delete`.
+//! `/tasks/delete`, and for exec processes and pausing `/tasks/exec-added`,
+//! `/tasks/exec-started`, `/tasks/paused`, `/tasks/resumed`.
 //!
 //! A shim does not answer event subscriptions itself. It forwards each event over ttrpc to
 //! the address containerd gave in `TTRPC_ADDRESS` (the `Events.Forward` RPC), and containerd
@@ -14,7 +15,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use containerd_shim::{publisher::RemotePublisher, Context};
 use containerd_shim_protos::{
-    events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart},
+    events::task::{
+        TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
+        TaskResumed, TaskStart,
+    },
     protobuf::{well_known_types::timestamp::Timestamp, MessageDyn},
     topics,
 };
@@ -83,6 +87,49 @@ impl Publisher {
             ..Default::default()
         };
         self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event))
+            .await;
+    }
+
+    /// `/tasks/exec-added`: an exec process was created (not started yet).
+    pub async fn exec_added(&self, id: &str, exec_id: &str) {
+        let event = TaskExecAdded {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        self.publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(event))
+            .await;
+    }
+
+    /// `/tasks/exec-started`: an exec process runs its program.
+    pub async fn exec_started(&self, id: &str, exec_id: &str, pid: i32) {
+        let event = TaskExecStarted {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            pid: pid as u32,
+            ..Default::default()
+        };
+        self.publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(event))
+            .await;
+    }
+
+    /// `/tasks/paused`: every process of the task is stopped.
+    pub async fn task_paused(&self, id: &str) {
+        let event = TaskPaused {
+            container_id: id.to_string(),
+            ..Default::default()
+        };
+        self.publish(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(event))
+            .await;
+    }
+
+    /// `/tasks/resumed`: the task runs again.
+    pub async fn task_resumed(&self, id: &str) {
+        let event = TaskResumed {
+            container_id: id.to_string(),
+            ..Default::default()
+        };
+        self.publish(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(event))
             .await;
     }
 

@@ -28,12 +28,25 @@ use crate::{procfs, task::Inner};
 const LEFTOVER_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Feeds every exit the reaper reports to the task service, forever.
+///
+/// When the init process exits, what is left of the task is killed first; those exits
+/// (exec processes among them) are then already queued behind the init's, and are reported
+/// first: an exec's `/tasks/exit` never follows its task's.
 pub async fn watch(inner: Arc<Inner>, mut subscription: Subscription) {
     while let Some(event) = subscription.rx.recv().await {
-        if let Subject::Pid(pid) = event.subject {
-            debug!("reaped process {pid}: exit code {}", event.exit_code);
-            inner.process_exited(pid, event.exit_code).await;
+        let Subject::Pid(pid) = event.subject else {
+            continue;
+        };
+        debug!("reaped process {pid}: exit code {}", event.exit_code);
+        if inner.is_running_init(pid).await {
+            kill_leftovers().await;
+            while let Ok(queued) = subscription.rx.try_recv() {
+                if let Subject::Pid(other) = queued.subject {
+                    inner.process_exited(other, queued.exit_code).await;
+                }
+            }
         }
+        inner.process_exited(pid, event.exit_code).await;
     }
 }
 

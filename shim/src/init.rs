@@ -85,8 +85,6 @@ pub fn run(args: Vec<OsString>) -> ! {
     }
     // Closing the gate here means the program never sees fd 3: it starts with 0, 1, 2 only.
     drop(gate);
-    // The shim serves with umask 0177 so its socket is private; the task gets the usual one.
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     // `exec` only returns on failure. It also resets SIGPIPE to its default, which the Rust
     // runtime had set to "ignore" in this helper.
     let err = Command::new(program).arg0(argv0).args(rest).exec();

@@ -11,9 +11,10 @@
 //! |---|---|
 //! | `shim` | lifecycle: the `start` and `delete` commands, the daemon |
 //! | `task` | the ttrpc `Task` service: Create, Start, Kill, Delete, ... |
-//! | `process` | the init process's states (Created, Running, Stopped), signals |
+//! | `process` | a process's states (Created, Running, Stopped), identity, signals |
 //! | `init` | the `init` helper that holds a created process at its start gate |
 //! | `exits` | from `SIGCHLD` to `/tasks/exit`; killing what is left of a task |
+//! | `metrics` | `Stats`: CPU and memory of the task's processes |
 //! | `stdio` | stdin, stdout and stderr between the task and containerd's FIFOs |
 //! | `events` | `/tasks/*` events sent to containerd |
 //! | `spec` | the bundle's `config.json` |
@@ -26,6 +27,7 @@ mod error;
 mod events;
 mod exits;
 mod init;
+mod metrics;
 mod process;
 mod procfs;
 mod shim;

@@ -1,4 +1,4 @@
-//! The task's init process: its states and the only ways they change.
+//! A process of the task (its init, or an exec): its states and the only ways they change.
 //!
 //! ```text
 //!  Create ──▶ Created ──Start──▶ Running ──exit──▶ Stopped ──Delete──▶ (gone)
@@ -6,10 +6,17 @@
 //!                └──────────── Kill / exit ───────────┘
 //! ```
 //!
-//! The process is a child of the shim in its **own process group** (pgid = its pid). The Go
-//! sample left it in the shim's group; a group of its own means `kill --all` can signal the
-//! whole task with one `killpg` without ever signalling the shim, and a terminal's Ctrl-C
-//! aimed at the task cannot reach the shim either.
+//! The init process is a child of the shim in its **own process group** (pgid = its pid);
+//! exec processes join that group. The Go sample left the task in the shim's group; a group
+//! of its own means `kill --all` can signal the whole task with one `killpg` without ever
+//! signalling the shim, and a terminal's Ctrl-C aimed at the task cannot reach the shim. A
+//! process with a terminal leads a session of its own instead, as a login shell does.
+//!
+//! Between `fork` and the `exec` of the `init` helper, the child applies the spec: the start
+//! gate on fd 3, a new session and controlling terminal if asked, `oom_score_adj` back to 0
+//! (containerd runs near -999 and the shim inherits it), rlimits, umask, then setgroups,
+//! setgid, setuid (in that order: groups can only be dropped while still root), then
+//! `no_new_privs`. See [`ChildSetup`].
 //!
 //! Signals go through a *pidfd* (`pidfd_open(2)`), a handle on this very process rather than
 //! on a number: once the process has exited, `pidfd_send_signal` fails with `ESRCH` instead
@@ -17,7 +24,7 @@
 
 use std::{
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
         unix::process::CommandExt,
     },
     process::Command,
@@ -57,9 +64,18 @@ pub enum State {
     Stopped(ExitStatus),
 }
 
-/// The init process of the task.
-pub struct InitProcess {
-    /// Its pid, also its process group id.
+/// Which process group a new process goes into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// A group of its own (the init process).
+    Own,
+    /// The init's group (exec processes), so `kill --all` reaches them with one `killpg`.
+    Join(i32),
+}
+
+/// A process of the task.
+pub struct Process {
+    /// Its pid (the init's is also the task's process group id).
     pub pid: i32,
     /// A handle on exactly this process, for signals that cannot hit a recycled pid.
     pidfd: OwnedFd,
@@ -76,13 +92,20 @@ pub struct InitProcess {
     exited: watch::Sender<Option<ExitStatus>>,
 }
 
-impl InitProcess {
-    /// Spawns the process in the `Created` state: this binary's `init` helper, in a new
-    /// process group, with the spec's environment and working directory, waiting at the gate.
-    pub fn spawn(process: &ProcessSpec, stdio_paths: StdioPaths, name: &str) -> Result<Self> {
+impl Process {
+    /// Spawns the process in the `Created` state: this binary's `init` helper, with the
+    /// spec's environment, working directory and identity, waiting at the gate.
+    pub fn spawn(
+        process: &ProcessSpec,
+        stdio_paths: StdioPaths,
+        group: Group,
+        name: &str,
+    ) -> Result<Self> {
+        let mut stdio_paths = stdio_paths;
+        stdio_paths.terminal = process.terminal;
         let (child_stdio, pending) = stdio::open(&stdio_paths)?;
         let (gate_read, gate_write) = pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))?;
-        let gate_fd = gate_read.as_raw_fd();
+        let setup = ChildSetup::new(process, gate_read.as_raw_fd());
 
         // `/proc/self/exe` is this binary even if it was replaced on disk since.
         let mut command = Command::new("/proc/self/exe");
@@ -96,11 +119,17 @@ impl InitProcess {
             .current_dir(&process.cwd)
             .stdin(child_stdio.stdin)
             .stdout(child_stdio.stdout)
-            .stderr(child_stdio.stderr)
-            .process_group(0);
-        // SAFETY: `install_gate` only calls async-signal-safe functions (see its docs).
+            .stderr(child_stdio.stderr);
+        if !process.terminal {
+            command.process_group(match group {
+                Group::Own => 0,
+                Group::Join(pgid) => pgid,
+            });
+        }
+        // SAFETY: `ChildSetup::apply` only makes async-signal-safe system calls on data
+        // prepared before the fork (see its docs).
         unsafe {
-            command.pre_exec(move || init::install_gate(gate_fd));
+            command.pre_exec(move || setup.apply());
         }
         // No `Child::wait` ever: the crate's reaper collects every child (see exits.rs).
         // Dropping the `Child` neither waits nor kills.
@@ -116,8 +145,8 @@ impl InitProcess {
         // single-threaded runtime) cannot have reaped the child: the pid is still ours.
         let pidfd = pidfd_open(pid).map_err(Error::io(format!("pidfd_open({pid})")))?;
         let io = pending.start(name);
-        info!("{name}: created init process {pid}, waiting for Start");
-        Ok(InitProcess {
+        info!("{name}: created process {pid}, waiting for Start");
+        Ok(Process {
             pid,
             pidfd,
             gate: Some(gate_write),
@@ -202,6 +231,90 @@ impl InitProcess {
     /// A receiver that yields the exit once it happened (`Wait`).
     pub fn subscribe_exit(&self) -> watch::Receiver<Option<ExitStatus>> {
         self.exited.subscribe()
+    }
+}
+
+/// What the child does between `fork` and the `exec` of the helper, prepared beforehand
+/// so that [`ChildSetup::apply`] allocates nothing.
+struct ChildSetup {
+    /// The start gate's read end, moved to fd 3.
+    gate: RawFd,
+    /// Start a new session with the terminal (stdin) as controlling terminal.
+    session: bool,
+    /// Resource limits to set.
+    rlimits: Vec<(i32, libc::rlimit)>,
+    /// The umask.
+    umask: libc::mode_t,
+    /// Supplementary groups, group, user.
+    groups: Vec<libc::gid_t>,
+    gid: libc::gid_t,
+    uid: libc::uid_t,
+    /// `PR_SET_NO_NEW_PRIVS`.
+    no_new_privileges: bool,
+}
+
+impl ChildSetup {
+    fn new(process: &ProcessSpec, gate: RawFd) -> ChildSetup {
+        ChildSetup {
+            gate,
+            session: process.terminal,
+            rlimits: process
+                .rlimits
+                .iter()
+                .map(|&(resource, soft, hard)| {
+                    (
+                        resource,
+                        libc::rlimit {
+                            rlim_cur: soft,
+                            rlim_max: hard,
+                        },
+                    )
+                })
+                .collect(),
+            umask: process.identity.umask as libc::mode_t,
+            groups: process.identity.groups.clone(),
+            gid: process.identity.gid,
+            uid: process.identity.uid,
+            no_new_privileges: process.no_new_privileges,
+        }
+    }
+
+    /// Runs in the forked child. Every call is a plain, async-signal-safe system call; the
+    /// only data touched was allocated before the fork.
+    fn apply(&self) -> std::io::Result<()> {
+        let check = |rc: libc::c_int| {
+            if rc < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        init::install_gate(self.gate)?;
+        // SAFETY (all blocks below): system calls with valid arguments, in the child only.
+        if self.session {
+            check(unsafe { libc::setsid() })?;
+            check(unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) })?;
+        }
+        // Back to the default: the shim inherits containerd's -999, the task must not.
+        let oom_path = c"/proc/self/oom_score_adj";
+        let fd = unsafe { libc::open(oom_path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        if fd >= 0 {
+            unsafe {
+                libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+            }
+        }
+        for (resource, limit) in &self.rlimits {
+            check(unsafe { libc::setrlimit(*resource as _, limit) })?;
+        }
+        unsafe { libc::umask(self.umask) };
+        check(unsafe { libc::setgroups(self.groups.len(), self.groups.as_ptr()) })?;
+        check(unsafe { libc::setgid(self.gid) })?;
+        check(unsafe { libc::setuid(self.uid) })?;
+        if self.no_new_privileges {
+            check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
+        }
+        Ok(())
     }
 }
 

@@ -2,8 +2,11 @@
 //!
 //! containerd writes the spec into the bundle directory before it starts the shim. A runc
 //! shim hands it to runc wholesale; this shim runs host processes, so it takes only the
-//! process's environment and working directory, and runs the seed's hardcoded loop. The
-//! rest of the spec (root filesystem, namespaces, cgroups) is ignored: **no isolation**.
+//! spec's `process`: by default the seed's hardcoded loop, run with the spec's environment,
+//! working directory and user; with the annotation
+//! `com.example.sample.process=spec` ([`PROCESS_ANNOTATION`]), the spec's own command line.
+//! The rest of the spec (root filesystem, namespaces, cgroups, capabilities, seccomp) is
+//! ignored: **no isolation**. A process runs on the host, as the user the spec names.
 
 use std::{
     fs,
@@ -12,7 +15,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{PosixRlimitType, Process, Spec};
 
 use crate::error::{Error, Result};
 
@@ -33,7 +36,27 @@ pub const SEED_COMMAND: [&str; 3] = [
 /// `PATH` for a spec that sets none (containerd's default spec always sets one).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// What the shim needs to start the task's init process.
+/// The annotation that makes the init process the spec's `process` instead of the seed's
+/// loop: `ctr run --annotation com.example.sample.process=spec ...`.
+pub const PROCESS_ANNOTATION: &str = "com.example.sample.process";
+
+/// Who a process runs as.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    /// User id (`setuid`).
+    pub uid: u32,
+    /// Group id (`setgid`).
+    pub gid: u32,
+    /// Supplementary groups (`setgroups`).
+    pub groups: Vec<u32>,
+    /// File mode creation mask; 0o022 when the spec sets none.
+    pub umask: u32,
+}
+
+/// One resource limit: (`RLIMIT_*`, soft, hard).
+pub type Rlimit = (i32, u64, u64);
+
+/// What the shim needs to start a process: the init, or an exec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessSpec {
     /// Absolute path of the program, resolved at `Create` so a missing binary fails there.
@@ -44,6 +67,14 @@ pub struct ProcessSpec {
     pub env: Vec<(String, String)>,
     /// Working directory.
     pub cwd: PathBuf,
+    /// User, groups and umask, applied in the child in the order setgroups, setgid, setuid.
+    pub identity: Identity,
+    /// `noNewPrivileges`: `PR_SET_NO_NEW_PRIVS` before exec.
+    pub no_new_privileges: bool,
+    /// Resource limits to set before exec.
+    pub rlimits: Vec<Rlimit>,
+    /// Whether the process gets a terminal (a pty the shim allocates).
+    pub terminal: bool,
 }
 
 /// Reads and parses `<bundle>/config.json`. Missing, oversized or malformed files are
@@ -62,16 +93,42 @@ pub fn read_spec(bundle: &Path) -> Result<Spec> {
     serde_json::from_slice(&content).map_err(|e| invalid(format!("not a valid OCI spec: {e}")))
 }
 
-/// The seed's loop, run with the spec's environment and working directory.
-pub fn seed_process(spec: &Spec) -> Result<ProcessSpec> {
-    let process = spec.process().as_ref();
+/// The init process the spec asks for: the seed's loop by default, the spec's own
+/// `process` with [`PROCESS_ANNOTATION`] set to `spec`.
+pub fn init_process(spec: &Spec) -> Result<ProcessSpec> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument("the spec has no process".into()))?;
+    let spec_mode = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(PROCESS_ANNOTATION))
+        .is_some_and(|v| v == "spec");
+    if spec_mode {
+        process_spec(process, None)
+    } else {
+        process_spec(process, Some(&SEED_COMMAND.map(String::from)))
+    }
+}
+
+/// Turns an OCI `process` (from `config.json`, or from an `Exec` request) into what the shim
+/// runs; `args` replaces the spec's command line when given.
+pub fn process_spec(process: &Process, args: Option<&[String]>) -> Result<ProcessSpec> {
+    let args: Vec<String> = match args {
+        Some(args) => args.to_vec(),
+        None => process.args().clone().unwrap_or_default(),
+    };
+    let program = args
+        .first()
+        .ok_or_else(|| Error::InvalidArgument("process.args is empty".into()))?
+        .clone();
     let env: Vec<(String, String)> = process
-        .and_then(|p| p.env().as_ref())
+        .env()
+        .as_ref()
         .map(|vars| vars.iter().filter_map(|v| split_env(v)).collect())
         .unwrap_or_default();
-    let cwd = process
-        .map(|p| p.cwd().clone())
-        .unwrap_or_else(|| PathBuf::from("/"));
+    let cwd = process.cwd().clone();
     if !cwd.is_dir() {
         return Err(Error::InvalidArgument(format!(
             "process.cwd {} is not a directory on the host (this shim runs host processes)",
@@ -82,12 +139,54 @@ pub fn seed_process(spec: &Spec) -> Result<ProcessSpec> {
         .iter()
         .find(|(k, _)| k == "PATH")
         .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    let user = process.user();
     Ok(ProcessSpec {
-        program: resolve_program(SEED_COMMAND[0], path_var)?,
-        args: SEED_COMMAND.iter().map(|s| s.to_string()).collect(),
+        program: resolve_program(&program, path_var)?,
+        args,
         env,
         cwd,
+        identity: Identity {
+            uid: user.uid(),
+            gid: user.gid(),
+            groups: user.additional_gids().clone().unwrap_or_default(),
+            umask: user.umask().unwrap_or(0o022),
+        },
+        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        rlimits: process
+            .rlimits()
+            .as_ref()
+            .map(|limits| {
+                limits
+                    .iter()
+                    .map(|l| (rlimit_resource(l.typ()), l.soft(), l.hard()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        terminal: process.terminal().unwrap_or(false),
     })
+}
+
+/// The `RLIMIT_*` constant for an OCI rlimit type.
+fn rlimit_resource(typ: PosixRlimitType) -> i32 {
+    use PosixRlimitType::*;
+    (match typ {
+        RlimitCpu => libc::RLIMIT_CPU,
+        RlimitFsize => libc::RLIMIT_FSIZE,
+        RlimitData => libc::RLIMIT_DATA,
+        RlimitStack => libc::RLIMIT_STACK,
+        RlimitCore => libc::RLIMIT_CORE,
+        RlimitRss => libc::RLIMIT_RSS,
+        RlimitNproc => libc::RLIMIT_NPROC,
+        RlimitNofile => libc::RLIMIT_NOFILE,
+        RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        RlimitAs => libc::RLIMIT_AS,
+        RlimitLocks => libc::RLIMIT_LOCKS,
+        RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        RlimitNice => libc::RLIMIT_NICE,
+        RlimitRtprio => libc::RLIMIT_RTPRIO,
+        RlimitRttime => libc::RLIMIT_RTTIME,
+    }) as i32
 }
 
 /// Splits `KEY=value`; entries without `=` are dropped, as `execve` would ignore them.
@@ -172,7 +271,7 @@ mod tests {
                  "env":["PATH=/usr/bin:/bin","HOME=/root","BROKEN"]}}"#,
         );
         let spec = read_spec(dir.path()).expect("valid spec");
-        let process = seed_process(&spec).expect("seed process");
+        let process = init_process(&spec).expect("seed process");
         assert_eq!(process.args, SEED_COMMAND.map(String::from).to_vec());
         assert_eq!(process.cwd, PathBuf::from("/tmp"));
         assert_eq!(
@@ -183,6 +282,45 @@ mod tests {
             ]
         );
         assert!(process.program.ends_with("sh"));
+    }
+
+    #[test]
+    fn the_annotation_selects_the_specs_own_process() {
+        let dir = bundle_with(
+            br#"{"ociVersion":"1.0.2","annotations":{"com.example.sample.process":"spec"},
+                 "process":{"cwd":"/","args":["true","x"],"user":{"uid":1000,"gid":100,
+                 "additionalGids":[4,24],"umask":63},"noNewPrivileges":true,
+                 "rlimits":[{"type":"RLIMIT_NOFILE","hard":1024,"soft":512}],
+                 "env":["PATH=/usr/bin:/bin"]}}"#,
+        );
+        let process = init_process(&read_spec(dir.path()).expect("spec")).expect("process");
+        assert_eq!(process.args, ["true", "x"]);
+        assert!(process.program.ends_with("true"));
+        assert_eq!(
+            process.identity,
+            Identity {
+                uid: 1000,
+                gid: 100,
+                groups: vec![4, 24],
+                umask: 0o77
+            }
+        );
+        assert!(process.no_new_privileges);
+        assert_eq!(
+            process.rlimits,
+            vec![(libc::RLIMIT_NOFILE as i32, 512, 1024)]
+        );
+    }
+
+    #[test]
+    fn a_missing_binary_in_spec_mode_fails_with_its_name() {
+        let dir = bundle_with(
+            br#"{"ociVersion":"1.0.2","annotations":{"com.example.sample.process":"spec"},
+                 "process":{"cwd":"/","args":["no-such-binary-anywhere"],"user":{"uid":0,"gid":0},
+                 "env":["PATH=/usr/bin:/bin"]}}"#,
+        );
+        let err = init_process(&read_spec(dir.path()).expect("spec")).unwrap_err();
+        assert!(err.to_string().contains("no-such-binary-anywhere"), "{err}");
     }
 
     #[test]

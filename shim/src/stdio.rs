@@ -17,11 +17,16 @@
 //!
 //! Only FIFOs (or an empty path, meaning `/dev/null`) are accepted: the shim runs as root, and
 //! opening an arbitrary path it was handed would let a client write anywhere.
+//!
+//! With `terminal: true` (`ctr run -t`) the process gets a pseudo-terminal instead of pipes:
+//! the shim allocates it, hands the process the slave side as stdin, stdout and stderr (and
+//! as its controlling terminal, see `process.rs`), and copies the master side to the stdout
+//! FIFO and from the stdin FIFO. `ResizePty` sets its window size.
 
 use std::{
     fs::{File, OpenOptions},
     os::{
-        fd::OwnedFd,
+        fd::{AsRawFd, OwnedFd},
         unix::fs::{FileTypeExt, OpenOptionsExt},
     },
     process::Stdio,
@@ -48,7 +53,7 @@ pub struct StdioPaths {
     pub stdout: String,
     /// Where the task's errors go.
     pub stderr: String,
-    /// Whether a terminal was asked for (refused until terminals are implemented).
+    /// Whether the process gets a pseudo-terminal instead of pipes.
     pub terminal: bool,
 }
 
@@ -56,6 +61,8 @@ pub struct StdioPaths {
 /// that failed to spawn.
 pub struct PendingIo {
     shim_ends: ShimEnds,
+    /// The pty master, kept for `ResizePty`.
+    pty: Option<OwnedFd>,
 }
 
 /// The child's stdin, stdout and stderr.
@@ -83,15 +90,15 @@ pub struct Io {
     input: Option<JoinHandle<()>>,
     /// Tells the stdin copy to deliver what is pending, then end-of-file (`CloseIO`).
     close_stdin: Option<oneshot::Sender<()>>,
+    /// The pty master of a terminal process.
+    pty: Option<OwnedFd>,
 }
 
 /// Validates the paths, opens the FIFOs and makes the pipes: the child's ends, to hand to
 /// `std::process::Command`, and the shim's. Must run inside the runtime.
 pub fn open(paths: &StdioPaths) -> Result<(ChildStdio, PendingIo)> {
     if paths.terminal {
-        return Err(Error::Unimplemented(
-            "terminal (tty) tasks are not implemented by this shim yet".into(),
-        ));
+        return open_terminal(paths);
     }
     let (stdin_child, stdin) = match open_fifo("stdin", &paths.stdin)? {
         None => (Stdio::null(), None),
@@ -114,7 +121,54 @@ pub fn open(paths: &StdioPaths) -> Result<(ChildStdio, PendingIo)> {
         stdout,
         stderr,
     };
-    Ok((child, PendingIo { shim_ends }))
+    Ok((
+        child,
+        PendingIo {
+            shim_ends,
+            pty: None,
+        },
+    ))
+}
+
+/// A pseudo-terminal: the slave for the child, the master copied to and from the FIFOs.
+fn open_terminal(paths: &StdioPaths) -> Result<(ChildStdio, PendingIo)> {
+    let pty = nix::pty::openpty(None, None).map_err(Error::sys("openpty"))?;
+    let dup = |fd: &OwnedFd| fd.try_clone().map_err(Error::io("dup pty"));
+    let child = ChildStdio {
+        stdin: Stdio::from(dup(&pty.slave)?),
+        stdout: Stdio::from(dup(&pty.slave)?),
+        stderr: Stdio::from(pty.slave),
+    };
+    // A pty is not a pipe: the `_unchecked` constructors skip tokio's FIFO check; epoll
+    // works on it all the same.
+    let stdout = match open_fifo("stdout", &paths.stdout)? {
+        None => None,
+        Some(fifo) => Some((
+            pipe::Receiver::from_owned_fd_unchecked(dup(&pty.master)?)
+                .map_err(Error::io("watch pty"))?,
+            pipe::Sender::from_file(fifo).map_err(Error::io("watch stdout FIFO"))?,
+        )),
+    };
+    let stdin = match open_fifo("stdin", &paths.stdin)? {
+        None => None,
+        Some(fifo) => Some((
+            pipe::Receiver::from_file(fifo).map_err(Error::io("watch stdin FIFO"))?,
+            pipe::Sender::from_owned_fd_unchecked(dup(&pty.master)?)
+                .map_err(Error::io("watch pty"))?,
+        )),
+    };
+    let shim_ends = ShimEnds {
+        stdin,
+        stdout,
+        stderr: None,
+    };
+    Ok((
+        child,
+        PendingIo {
+            shim_ends,
+            pty: Some(pty.master),
+        },
+    ))
 }
 
 type OutputEnds = (Stdio, Option<(pipe::Receiver, pipe::Sender)>);
@@ -193,6 +247,7 @@ impl PendingIo {
             outputs,
             input,
             close_stdin,
+            pty: self.pty,
         }
     }
 }
@@ -231,6 +286,27 @@ impl Io {
         if let Some(close) = self.close_stdin.take() {
             let _ = close.send(());
         }
+    }
+
+    /// `ResizePty`: sets the terminal's window size (the process gets SIGWINCH).
+    pub fn resize(&self, width: u32, height: u32) -> Result<()> {
+        let pty = self
+            .pty
+            .as_ref()
+            .ok_or_else(|| Error::FailedPrecondition("the process has no terminal".into()))?;
+        let size = libc::winsize {
+            ws_row: height.min(u16::MAX as u32) as u16,
+            ws_col: width.min(u16::MAX as u32) as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
+        if unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
+            return Err(Error::io("resize the terminal")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
     }
 
     /// Waits until stdout and stderr reached end-of-file (every writer of the pipes has

@@ -1,18 +1,19 @@
 //! The ttrpc `Task` service: what containerd calls on the shim for each task.
 //!
 //! The service is `containerd.task.v2.Task` from containerd's
-//! [`api/runtime/task/v2/shim.proto`](https://github.com/containerd/containerd/blob/v1.6.20/runtime/v2/task/shim.proto).
+//! [`runtime/v2/task/shim.proto`](https://github.com/containerd/containerd/blob/v1.6.20/runtime/v2/task/shim.proto).
 //! containerd starts one shim per container, so the shim serves one task: its init process
-//! plus, later, exec processes. All state sits behind one async mutex; every RPC and every
-//! exit takes it, which also fixes the order of events (`/tasks/start` is published before
-//! the exit of the same process can be handled).
+//! plus any exec processes (`ctr task exec`), each known by its exec id. All state sits
+//! behind one async mutex; every RPC and every exit takes it, which also fixes the order of
+//! events (`/tasks/start` is published before the exit of the same process is handled).
 //!
 //! | RPC | here |
 //! |---|---|
 //! | Create, Start, State, Wait, Kill, Delete, Pids, CloseIO, Connect, Shutdown | implemented |
-//! | Exec, ResizePty, Pause, Resume, Stats, Update, Checkpoint | `Unimplemented`, said plainly |
+//! | Exec, ResizePty, Pause, Resume, Stats | implemented |
+//! | Update, Checkpoint | `Unimplemented`, with the reason |
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use containerd_shim::{
@@ -23,6 +24,7 @@ use containerd_shim::{
 use containerd_shim_protos::{
     api::{self, Empty, ProcessInfo, Status},
     events::task::TaskIO,
+    protobuf::{well_known_types::any::Any, Message},
 };
 use log::{debug, info};
 use tokio::sync::Mutex;
@@ -31,8 +33,8 @@ use crate::{
     bundle,
     error::{Error, Result},
     events::{timestamp, Publisher},
-    exits,
-    process::{validate_signal, ExitStatus, InitProcess, State},
+    exits, metrics,
+    process::{validate_signal, ExitStatus, Group, Process, State},
     procfs, spec,
     stdio::StdioPaths,
 };
@@ -62,7 +64,44 @@ struct Container {
     /// The bundle directory containerd made for it.
     bundle: PathBuf,
     /// Its init process.
-    init: InitProcess,
+    init: Process,
+    /// Exec processes by exec id, from `Exec` until their `Delete`.
+    execs: HashMap<String, Process>,
+    /// Between `Pause` and `Resume`: every process of the task is stopped (SIGSTOP).
+    paused: bool,
+}
+
+impl Container {
+    /// The init process (empty exec id) or an exec process.
+    fn process(&mut self, exec_id: &str) -> Result<&mut Process> {
+        if exec_id.is_empty() {
+            return Ok(&mut self.init);
+        }
+        self.execs.get_mut(exec_id).ok_or_else(|| {
+            Error::NotFound(format!(
+                "exec process {exec_id:?} not found in task {:?}",
+                self.id
+            ))
+        })
+    }
+}
+
+/// Longest id accepted for a task or exec process (containerd's own limit is 76).
+pub const MAX_ID_LEN: usize = 76;
+
+/// Checks a task or exec id: it names files and log lines, so no path tricks.
+pub fn validate_id(kind: &str, id: &str) -> Result<()> {
+    let bad = id.is_empty()
+        || id.len() > MAX_ID_LEN
+        || id == "."
+        || id.contains("..")
+        || id.chars().any(|c| c == '/' || c == '\0' || c.is_control());
+    if bad {
+        return Err(Error::InvalidArgument(format!(
+            "invalid {kind} id {id:?}: 1 to {MAX_ID_LEN} characters, no '/', '..' or control characters"
+        )));
+    }
+    Ok(())
 }
 
 impl TaskService {
@@ -85,18 +124,11 @@ impl TaskService {
     }
 }
 
-/// Finds the task `id`, refusing exec ids (no exec processes exist yet).
-fn find<'a>(slot: &'a mut Option<Container>, id: &str, exec_id: &str) -> Result<&'a mut Container> {
-    let container = slot
-        .as_mut()
+/// Finds the task `id`.
+fn find<'a>(slot: &'a mut Option<Container>, id: &str) -> Result<&'a mut Container> {
+    slot.as_mut()
         .filter(|c| c.id == id)
-        .ok_or_else(|| Error::NotFound(format!("task {id:?} not found in this shim")))?;
-    if !exec_id.is_empty() {
-        return Err(Error::NotFound(format!(
-            "exec process {exec_id:?} not found in task {id:?}"
-        )));
-    }
-    Ok(container)
+        .ok_or_else(|| Error::NotFound(format!("task {id:?} not found in this shim")))
 }
 
 impl Inner {
@@ -108,9 +140,7 @@ impl Inner {
                 existing.id
             )));
         }
-        if req.id.is_empty() {
-            return Err(Error::InvalidArgument("task id is empty".into()));
-        }
+        validate_id("task", &req.id)?;
         if !req.rootfs.is_empty() {
             debug!(
                 "{}: ignoring {} rootfs mounts: host processes",
@@ -119,14 +149,14 @@ impl Inner {
             );
         }
         let bundle = PathBuf::from(&req.bundle);
-        let process = spec::seed_process(&spec::read_spec(&bundle)?)?;
+        let process = spec::init_process(&spec::read_spec(&bundle)?)?;
         let stdio = StdioPaths {
             stdin: req.stdin,
             stdout: req.stdout,
             stderr: req.stderr,
             terminal: req.terminal,
         };
-        let init = InitProcess::spawn(&process, stdio.clone(), &req.id)?;
+        let init = Process::spawn(&process, stdio.clone(), Group::Own, &req.id)?;
         let pid = init.pid;
         if let Err(err) = procfs::ProcStat::read(pid)
             .map_err(Error::io(format!("read /proc/{pid}/stat")))
@@ -140,7 +170,7 @@ impl Inner {
             stdin: stdio.stdin,
             stdout: stdio.stdout,
             stderr: stdio.stderr,
-            terminal: stdio.terminal,
+            terminal: process.terminal,
             ..Default::default()
         };
         self.events.task_create(&req.id, &req.bundle, io, pid).await;
@@ -148,6 +178,8 @@ impl Inner {
             id: req.id,
             bundle,
             init,
+            execs: HashMap::new(),
+            paused: false,
         });
         Ok(api::CreateTaskResponse {
             pid: pid as u32,
@@ -157,11 +189,18 @@ impl Inner {
 
     async fn start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
         let mut slot = self.container.lock().await;
-        let container = find(&mut slot, &req.id, &req.exec_id)?;
-        container.init.start()?;
-        let pid = container.init.pid;
-        info!("{}: started process {pid}", container.id);
-        self.events.task_start(&container.id, pid).await;
+        let container = find(&mut slot, &req.id)?;
+        let process = container.process(&req.exec_id)?;
+        process.start()?;
+        let pid = process.pid;
+        info!("{}: started process {pid} {:?}", container.id, req.exec_id);
+        if req.exec_id.is_empty() {
+            self.events.task_start(&container.id, pid).await;
+        } else {
+            self.events
+                .exec_started(&container.id, &req.exec_id, pid)
+                .await;
+        }
         Ok(api::StartResponse {
             pid: pid as u32,
             ..Default::default()
@@ -170,22 +209,28 @@ impl Inner {
 
     async fn state(&self, req: api::StateRequest) -> Result<api::StateResponse> {
         let mut slot = self.container.lock().await;
-        let container = find(&mut slot, &req.id, &req.exec_id)?;
-        let init = &container.init;
-        let (status, exit) = match init.state() {
+        let container = find(&mut slot, &req.id)?;
+        let (id, bundle, paused) = (
+            container.id.clone(),
+            container.bundle.display().to_string(),
+            container.paused,
+        );
+        let process = container.process(&req.exec_id)?;
+        let (status, exit) = match process.state() {
             State::Created => (Status::CREATED, None),
+            State::Running if paused => (Status::PAUSED, None),
             State::Running => (Status::RUNNING, None),
             State::Stopped(exit) => (Status::STOPPED, Some(exit)),
         };
         Ok(api::StateResponse {
-            id: container.id.clone(),
-            bundle: container.bundle.display().to_string(),
-            pid: init.pid as u32,
+            id,
+            bundle,
+            pid: process.pid as u32,
             status: status.into(),
-            stdin: init.stdio.stdin.clone(),
-            stdout: init.stdio.stdout.clone(),
-            stderr: init.stdio.stderr.clone(),
-            terminal: init.stdio.terminal,
+            stdin: process.stdio.stdin.clone(),
+            stdout: process.stdio.stdout.clone(),
+            stderr: process.stdio.stderr.clone(),
+            terminal: process.stdio.terminal,
             exit_status: exit.map_or(0, |e| e.code),
             exited_at: exit.map(|e| timestamp(e.at)).into(),
             exec_id: req.exec_id,
@@ -196,8 +241,8 @@ impl Inner {
     async fn wait(&self, req: api::WaitRequest) -> Result<api::WaitResponse> {
         let mut exited = {
             let mut slot = self.container.lock().await;
-            find(&mut slot, &req.id, &req.exec_id)?
-                .init
+            find(&mut slot, &req.id)?
+                .process(&req.exec_id)?
                 .subscribe_exit()
         };
         // Returns at once if the process already exited: the channel keeps the last value.
@@ -217,10 +262,11 @@ impl Inner {
     async fn kill(&self, req: api::KillRequest) -> Result<()> {
         let signal = validate_signal(req.signal)?;
         let mut slot = self.container.lock().await;
-        let container = find(&mut slot, &req.id, &req.exec_id)?;
+        let container = find(&mut slot, &req.id)?;
         let pgid = container.init.pid;
-        container.init.kill(signal, req.all)?;
-        if req.all {
+        let all = req.all && req.exec_id.is_empty();
+        container.process(&req.exec_id)?.kill(signal, all)?;
+        if all {
             // Processes that left the task's process group are still the shim's descendants.
             let shim = std::process::id() as i32;
             for process in procfs::descendants(shim).unwrap_or_default() {
@@ -230,32 +276,46 @@ impl Inner {
                 }
             }
         }
-        info!("{}: sent signal {signal} (all: {})", container.id, req.all);
+        info!(
+            "{}: sent signal {signal} to {:?} (all: {all})",
+            container.id, req.exec_id
+        );
         Ok(())
     }
 
     async fn delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
         let mut slot = self.container.lock().await;
-        let container = find(&mut slot, &req.id, &req.exec_id)?;
-        let exit = match container.init.state() {
+        let process = find(&mut slot, &req.id)?.process(&req.exec_id)?;
+        let exit = match process.state() {
             State::Running => {
                 return Err(Error::FailedPrecondition(format!(
-                    "task must be stopped before deletion: task {:?} is running",
-                    container.id
+                    "task must be stopped before deletion: process {} of {:?} is running",
+                    process.pid, req.id
                 )))
             }
             State::Stopped(exit) => exit,
             State::Created => {
                 // Never started: the helper is killed at the gate, nothing ever ran.
-                let mut exited = container.init.subscribe_exit();
-                container.init.kill(libc::SIGKILL, true)?;
+                let mut exited = process.subscribe_exit();
+                process.kill(libc::SIGKILL, false)?;
                 drop(slot); // the exit watcher needs the lock to record the exit
                 let exit = exited.wait_for(Option::is_some).await.ok().and_then(|e| *e);
                 slot = self.container.lock().await;
-                let _ = find(&mut slot, &req.id, &req.exec_id)?;
+                find(&mut slot, &req.id)?.process(&req.exec_id)?;
                 exit.ok_or_else(|| Error::NotFound(format!("task {:?} was deleted", req.id)))?
             }
         };
+        let container = find(&mut slot, &req.id)?;
+        if !req.exec_id.is_empty() {
+            if let Some(mut exec) = container.execs.remove(&req.exec_id) {
+                exec.io.wait_outputs(OUTPUT_DRAIN_LIMIT).await;
+                info!(
+                    "{}: deleted exec {:?}, exit code {}",
+                    req.id, req.exec_id, exit.code
+                );
+                return Ok(delete_response(exec.pid, exit));
+            }
+        }
         let mut container = slot.take().ok_or_else(|| Error::NotFound(req.id.clone()))?;
         container.init.io.wait_outputs(OUTPUT_DRAIN_LIMIT).await;
         bundle::remove_init_pid(&container.bundle);
@@ -265,9 +325,47 @@ impl Inner {
         Ok(delete_response(pid, exit))
     }
 
+    async fn exec(&self, req: api::ExecProcessRequest) -> Result<()> {
+        validate_id("exec", &req.exec_id)?;
+        let mut slot = self.container.lock().await;
+        let container = find(&mut slot, &req.id)?;
+        if container.execs.contains_key(&req.exec_id) {
+            return Err(Error::AlreadyExists(format!(
+                "exec process {:?} already exists in task {:?}",
+                req.exec_id, req.id
+            )));
+        }
+        if !matches!(container.init.state(), State::Running) {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot exec in task {:?}: its init process is not running",
+                req.id
+            )));
+        }
+        let oci: oci_spec::runtime::Process = req
+            .spec
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("exec request without a process spec".into()))
+            .and_then(|any| {
+                serde_json::from_slice(&any.value)
+                    .map_err(|e| Error::InvalidArgument(format!("exec process spec: {e}")))
+            })?;
+        let process = spec::process_spec(&oci, None)?;
+        let stdio = StdioPaths {
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            terminal: req.terminal,
+        };
+        let label = format!("{} exec {}", req.id, req.exec_id);
+        let exec = Process::spawn(&process, stdio, Group::Join(container.init.pid), &label)?;
+        container.execs.insert(req.exec_id.clone(), exec);
+        self.events.exec_added(&req.id, &req.exec_id).await;
+        Ok(())
+    }
+
     async fn pids(&self, req: api::PidsRequest) -> Result<api::PidsResponse> {
         let mut slot = self.container.lock().await;
-        find(&mut slot, &req.id, "")?;
+        find(&mut slot, &req.id)?;
         // The task is every descendant of the shim: one task per shim, and the subreaper
         // keeps orphans in the tree.
         let shim = std::process::id() as i32;
@@ -288,11 +386,67 @@ impl Inner {
 
     async fn close_io(&self, req: api::CloseIORequest) -> Result<()> {
         let mut slot = self.container.lock().await;
-        let container = find(&mut slot, &req.id, &req.exec_id)?;
+        let process = find(&mut slot, &req.id)?.process(&req.exec_id)?;
         if req.stdin {
-            container.init.io.close_stdin();
+            process.io.close_stdin();
         }
         Ok(())
+    }
+
+    async fn resize_pty(&self, req: api::ResizePtyRequest) -> Result<()> {
+        let mut slot = self.container.lock().await;
+        let process = find(&mut slot, &req.id)?.process(&req.exec_id)?;
+        process.io.resize(req.width, req.height)
+    }
+
+    /// `Pause` and `Resume`: SIGSTOP or SIGCONT to every process of the task. (A runc
+    /// shim freezes the container's cgroup; host processes have none.)
+    async fn set_paused(&self, id: &str, pause: bool) -> Result<()> {
+        let mut slot = self.container.lock().await;
+        let container = find(&mut slot, id)?;
+        if !matches!(container.init.state(), State::Running) {
+            return Err(Error::FailedPrecondition(format!(
+                "task {id:?} is not running"
+            )));
+        }
+        if container.paused == pause {
+            let now = if pause { "paused" } else { "not paused" };
+            return Err(Error::FailedPrecondition(format!(
+                "task {id:?} is already {now}"
+            )));
+        }
+        let signal = if pause { libc::SIGSTOP } else { libc::SIGCONT };
+        container.init.kill(signal, true)?;
+        let shim = std::process::id() as i32;
+        for process in procfs::descendants(shim).unwrap_or_default() {
+            // SAFETY: a plain system call on a descendant (see `kill`).
+            unsafe { libc::kill(process.pid, signal) };
+        }
+        container.paused = pause;
+        if pause {
+            self.events.task_paused(id).await;
+        } else {
+            self.events.task_resumed(id).await;
+        }
+        Ok(())
+    }
+
+    async fn stats(&self, req: api::StatsRequest) -> Result<api::StatsResponse> {
+        let mut slot = self.container.lock().await;
+        find(&mut slot, &req.id)?;
+        let metrics = metrics::collect().map_err(Error::io("read the task's metrics"))?;
+        let value = metrics
+            .write_to_bytes()
+            .map_err(|e| Error::io("encode metrics")(std::io::Error::other(e)))?;
+        Ok(api::StatsResponse {
+            stats: Some(Any {
+                type_url: metrics::METRICS_TYPE_URL.into(),
+                value,
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        })
     }
 
     async fn connect(&self, _req: api::ConnectRequest) -> Result<api::ConnectResponse> {
@@ -314,24 +468,49 @@ impl Inner {
         self.shutdown.signal();
     }
 
-    /// Called by the exit watcher for every reaped process. Only the init process's exit is
-    /// reported; other pids are the task's descendants, collected by the reaper.
+    /// True while `pid` is the task's init process and has not been reported exited.
+    pub async fn is_running_init(&self, pid: i32) -> bool {
+        let slot = self.container.lock().await;
+        slot.as_ref()
+            .is_some_and(|c| c.init.pid == pid && !matches!(c.init.state(), State::Stopped(_)))
+    }
+
+    /// Called by the exit watcher for every reaped process: the init or an exec records
+    /// its exit and `/tasks/exit` goes out. Other pids are the task's descendants, collected
+    /// by the reaper and reported by nobody.
     pub async fn process_exited(&self, pid: i32, code: i32) {
         let mut slot = self.container.lock().await;
-        let Some(container) = slot.as_mut().filter(|c| c.init.pid == pid) else {
+        let Some(container) = slot.as_mut() else {
             return;
         };
-        if let State::Stopped(_) = container.init.state() {
+        let exec_id = if container.init.pid == pid {
+            String::new()
+        } else if let Some((exec_id, _)) = container.execs.iter().find(|(_, p)| p.pid == pid) {
+            exec_id.clone()
+        } else {
+            return;
+        };
+        let Ok(process) = container.process(&exec_id) else {
+            return;
+        };
+        if let State::Stopped(_) = process.state() {
             return;
         }
-        exits::kill_leftovers().await;
-        let exit = container.init.set_exited(code as u32);
+        let exit = process.set_exited(code as u32);
+        if exec_id.is_empty() {
+            container.paused = false;
+        }
+        let reported_id = if exec_id.is_empty() {
+            container.id.clone()
+        } else {
+            exec_id
+        };
         info!(
-            "{}: init process {pid} exited with {}",
+            "{}: process {pid} ({reported_id}) exited with {}",
             container.id, exit.code
         );
         self.events
-            .task_exit(&container.id, &container.id, pid, exit)
+            .task_exit(&container.id, &reported_id, pid, exit)
             .await;
     }
 }
@@ -442,34 +621,49 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    async fn exec(&self, _: &TtrpcContext, _: api::ExecProcessRequest) -> TtrpcResult<Empty> {
-        unimplemented("Exec", "only the task's init process runs")
+    async fn exec(&self, _: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
+        reply("Exec", self.inner.exec(req).await.map(|()| Empty::new()))
     }
 
-    async fn resize_pty(&self, _: &TtrpcContext, _: api::ResizePtyRequest) -> TtrpcResult<Empty> {
-        unimplemented("ResizePty", "tasks have no terminal")
+    async fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> TtrpcResult<Empty> {
+        reply(
+            "ResizePty",
+            self.inner.resize_pty(req).await.map(|()| Empty::new()),
+        )
     }
 
-    async fn pause(&self, _: &TtrpcContext, _: api::PauseRequest) -> TtrpcResult<Empty> {
-        unimplemented("Pause", "tasks cannot be frozen yet")
+    async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<Empty> {
+        reply(
+            "Pause",
+            self.inner
+                .set_paused(&req.id, true)
+                .await
+                .map(|()| Empty::new()),
+        )
     }
 
-    async fn resume(&self, _: &TtrpcContext, _: api::ResumeRequest) -> TtrpcResult<Empty> {
-        unimplemented("Resume", "tasks cannot be frozen yet")
+    async fn resume(&self, _: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<Empty> {
+        reply(
+            "Resume",
+            self.inner
+                .set_paused(&req.id, false)
+                .await
+                .map(|()| Empty::new()),
+        )
     }
 
     async fn stats(
         &self,
         _: &TtrpcContext,
-        _: api::StatsRequest,
+        req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
-        unimplemented("Stats", "no metrics are collected yet")
+        reply("Stats", self.inner.stats(req).await)
     }
 
     async fn update(&self, _: &TtrpcContext, _: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
         unimplemented(
             "Update",
-            "host processes have no cgroup resources to update",
+            "host processes have no cgroup whose resources could be updated",
         )
     }
 
@@ -478,7 +672,10 @@ impl Task for TaskService {
         _: &TtrpcContext,
         _: api::CheckpointTaskRequest,
     ) -> TtrpcResult<Empty> {
-        unimplemented("Checkpoint", "checkpoint/restore (CRIU) is out of scope")
+        unimplemented(
+            "Checkpoint",
+            "checkpointing needs CRIU and a container to freeze; this shim runs plain host processes",
+        )
     }
 }
 
@@ -501,8 +698,30 @@ mod tests {
     }
 
     #[test]
-    fn find_refuses_other_ids_and_exec_ids() {
+    fn find_refuses_unknown_tasks() {
         let mut empty: Option<Container> = None;
-        assert!(matches!(find(&mut empty, "a", ""), Err(Error::NotFound(_))));
+        assert!(matches!(find(&mut empty, "a"), Err(Error::NotFound(_))));
+    }
+
+    #[test]
+    fn ids_with_path_tricks_or_too_long_are_refused() {
+        for good in ["shim-test", "exec-1", "a.b_c", &"x".repeat(MAX_ID_LEN)] {
+            assert!(validate_id("exec", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "a\0b",
+            "a\nb",
+            &"x".repeat(MAX_ID_LEN + 1),
+        ] {
+            assert!(
+                matches!(validate_id("exec", bad), Err(Error::InvalidArgument(_))),
+                "{bad:?}"
+            );
+        }
     }
 }
