@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use containerd_client::{
     services::v1::{
-        container::Runtime, Container, CreateContainerRequest, CreateTaskRequest,
+        container::Runtime, CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest,
         DeleteContainerRequest, DeleteTaskRequest, GetImageRequest, GetRequest, KillRequest,
         ListContainersRequest, ListPidsRequest, ListTasksRequest, StartRequest, SubscribeRequest,
         WaitRequest,
@@ -100,9 +100,21 @@ impl Containerd {
     /// Creates container `id` for `runtime`, naming `image`. The spec is the seed's command;
     /// there is no snapshot: the shim runs a host process and ignores the root filesystem.
     pub async fn create_container(&self, id: &str, image: &str, runtime: &str) -> CallResult<()> {
+        self.create_container_with_spec(id, image, runtime, &seed_spec())
+            .await
+    }
+
+    /// Like [`Containerd::create_container`], with the OCI spec (JSON) given.
+    pub async fn create_container_with_spec(
+        &self,
+        id: &str,
+        image: &str,
+        runtime: &str,
+        spec: &str,
+    ) -> CallResult<()> {
         let spec = prost_types::Any {
             type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
-            value: seed_spec().into_bytes(),
+            value: spec.as_bytes().to_vec(),
         };
         let container = Container {
             id: id.into(),
@@ -205,6 +217,18 @@ impl Containerd {
             ..Default::default()
         });
         self.client.tasks().kill(request).await?;
+        Ok(())
+    }
+
+    /// `CloseIO`: the task's stdin reaches end-of-file once pending input is delivered.
+    /// (`ctr` never sends it; containerd's Go client does, in `CloseIO`.)
+    pub async fn close_stdin(&self, id: &str) -> CallResult<()> {
+        let request = self.request(CloseIoRequest {
+            container_id: id.into(),
+            stdin: true,
+            ..Default::default()
+        });
+        self.client.tasks().close_io(request).await?;
         Ok(())
     }
 

@@ -131,6 +131,11 @@ impl Containerd {
         }
     }
 
+    /// The `ctr` binary in use.
+    pub fn ctr_path(&self) -> &Path {
+        &self.ctr
+    }
+
     /// A `ctr` command aimed at this daemon (namespace `default`).
     pub fn ctr(&self) -> Command {
         let mut command = Command::new(&self.ctr);
@@ -270,6 +275,21 @@ impl Containerd {
             thread::sleep(Duration::from_millis(20));
         }
         panic!("shims still running: {:?}", self.shim_pids());
+    }
+
+    /// Starts `ctr events` and returns once its subscription is live (`ctr events`
+    /// subscribes asynchronously: the harness makes events until one shows up).
+    pub fn subscribe_events(&self) -> (Child, mpsc::Receiver<String>) {
+        let (child, lines) = self.spawn_ctr(&["events"]);
+        let subscribed = (0..50).any(|i| {
+            self.ctr_ok(&["namespaces", "create", &format!("events-probe-{i}")]);
+            wait_line(&lines, Duration::from_millis(300), |l| {
+                l.contains("/namespaces/create")
+            })
+            .is_some()
+        });
+        assert!(subscribed, "ctr events never showed an event");
+        (child, lines)
     }
 
     fn stop_everything(&mut self) {

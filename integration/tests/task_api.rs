@@ -1,0 +1,422 @@
+//! Beyond the seed: the whole Task API through `ctr` (and `CloseIO` through the gRPC API,
+//! since `ctr` 1.6 never sends it). Processes run in *spec mode*: the annotation
+//! `com.example.sample.process=spec` makes the task run the command `ctr` was given.
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use integration::{proc, wait_line, Containerd, RUNTIME};
+
+const SPEC_MODE: &str = "com.example.sample.process=spec";
+
+/// `ctr run --rm` in spec mode: returns (exit code, stdout, stderr).
+fn run(cd: &Containerd, id: &str, args: &[&str]) -> (i32, String, String) {
+    let image = cd.import_image();
+    let mut full = vec![
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        SPEC_MODE,
+        image,
+        id,
+    ];
+    full.extend_from_slice(args);
+    let out = cd.ctr_output(&full);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `ctr run -d` in spec mode.
+fn run_detached(cd: &Containerd, id: &str, args: &[&str]) -> i32 {
+    let image = cd.import_image();
+    let mut full = vec![
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        SPEC_MODE,
+        image,
+        id,
+    ];
+    full.extend_from_slice(args);
+    cd.ctr_ok(&full);
+    cd.wait_status(id, "RUNNING")
+}
+
+/// The `/tasks/*` topics seen for container `id` (and their lines), until `last` shows up.
+fn topics_until(lines: &mpsc::Receiver<String>, id: &str, last: &str) -> Vec<(String, String)> {
+    let mut seen = Vec::new();
+    while let Some(line) = wait_line(lines, Duration::from_secs(10), |l| l.contains(" /tasks/")) {
+        if !line.contains(&format!("\"container_id\":\"{id}\"")) {
+            continue;
+        }
+        let topic = line
+            .split_whitespace()
+            .find(|w| w.starts_with("/tasks/"))
+            .unwrap_or("")
+            .to_string();
+        let done = topic == last;
+        seen.push((topic, line));
+        if done {
+            break;
+        }
+    }
+    seen
+}
+
+fn topics(seen: &[(String, String)]) -> Vec<&str> {
+    seen.iter().map(|(t, _)| t.as_str()).collect()
+}
+
+#[test]
+fn run_rm_reports_exit_codes_and_events_in_order() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let (mut events, lines) = cd.subscribe_events();
+    assert_eq!(run(&cd, "exit-7", &["sh", "-c", "exit 7"]).0, 7);
+    assert_eq!(run(&cd, "true", &["true"]).0, 0);
+    let seen = topics_until(&lines, "true", "/tasks/delete");
+    assert_eq!(
+        topics(&seen),
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ]
+    );
+    assert!(
+        seen[2].1.contains("\"exit_status\":0") || !seen[2].1.contains("exit_status"),
+        "{}",
+        seen[2].1
+    );
+    let _ = events.kill();
+    let _ = events.wait();
+    cd.wait_shims_gone();
+}
+
+#[test]
+fn stdout_and_stderr_are_separate_exact_and_complete() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let (code, stdout, stderr) = run(&cd, "echo", &["sh", "-c", "echo hi; echo oops >&2"]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout, "hi\n");
+    assert_eq!(stderr, "oops\n");
+
+    let (code, stdout, _) = run(&cd, "seq", &["seq", "1", "1000000"]);
+    assert_eq!(code, 0);
+    let numbers: Vec<&str> = stdout.lines().collect();
+    assert_eq!(numbers.len(), 1_000_000, "every line arrived");
+    assert_eq!((numbers[0], numbers[999_999]), ("1", "1000000"));
+    cd.wait_shims_gone();
+}
+
+#[test]
+fn stdin_reaches_the_task() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let image = cd.import_image();
+    let mut child = cd
+        .ctr()
+        .args([
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--annotation",
+            SPEC_MODE,
+            image,
+            "stdin",
+        ])
+        .args(["sh", "-c", "read x; echo got-$x"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn ctr");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"hello\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("ctr run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got-hello\n");
+    assert!(out.status.success());
+    cd.wait_shims_gone();
+}
+
+#[test]
+fn close_io_gives_eof_after_pending_input() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        use shim_demo::{api::Containerd as Api, fifo::FifoSet};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let api = Api::connect(&cd.address, "default").await.expect("connect");
+        let image = cd.import_image();
+        let spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "annotations": { "com.example.sample.process": "spec" },
+            "process": { "args": ["cat"], "cwd": "/", "user": { "uid": 0, "gid": 0 },
+                         "env": ["PATH=/usr/bin:/bin"] },
+            "root": { "path": "rootfs" },
+        })
+        .to_string();
+        api.create_container_with_spec("cat", image, RUNTIME, &spec)
+            .await
+            .expect("container");
+        let fifos = FifoSet::for_task(&cd.address, "default", "cat");
+        fifos.create().expect("fifos");
+        let mut stdout = shim_demo::fifo::open_reader(&fifos.stdout()).expect("stdout");
+        let mut stdin = shim_demo::fifo::open_writer(&fifos.stdin()).expect("stdin");
+        api.create_task("cat", &fifos).await.expect("create");
+        api.start_task("cat").await.expect("start");
+        let input = "line one\nline two\n".repeat(1000);
+        stdin.write_all(input.as_bytes()).await.expect("write");
+        drop(stdin);
+        api.close_stdin("cat").await.expect("CloseIO");
+        let code = tokio::time::timeout(Duration::from_secs(10), api.wait("cat"))
+            .await
+            .expect("cat ends after CloseIO")
+            .expect("wait");
+        assert_eq!(code, 0, "cat saw end-of-file and exited normally");
+        let mut echoed = vec![0u8; input.len()];
+        tokio::time::timeout(Duration::from_secs(5), stdout.read_exact(&mut echoed))
+            .await
+            .expect("all output")
+            .expect("read");
+        assert_eq!(
+            String::from_utf8_lossy(&echoed),
+            input,
+            "the whole input came back"
+        );
+        api.delete_task("cat").await.expect("delete");
+        api.delete_container("cat").await.expect("container rm");
+        fifos.remove();
+    });
+    cd.wait_shims_gone();
+}
+
+#[test]
+fn exec_processes_have_their_own_exit_codes_events_and_errors() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let (mut events, lines) = cd.subscribe_events();
+    run_detached(&cd, "host", &["sleep", "1000"]);
+
+    let out = cd.ctr_output(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "host",
+        "sh",
+        "-c",
+        "echo in-exec; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "in-exec\n");
+    let seen = topics_until(&lines, "host", "/tasks/exit");
+    assert_eq!(
+        topics(&seen),
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exec-added",
+            "/tasks/exec-started",
+            "/tasks/exit"
+        ]
+    );
+    assert!(
+        seen[4].1.contains("\"id\":\"e1\"") && seen[4].1.contains("\"exit_status\":3"),
+        "{}",
+        seen[4].1
+    );
+
+    // A 20,000-character argument goes through untouched.
+    let big = "x".repeat(20_000);
+    let out = cd.ctr_output(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "big",
+        "host",
+        "sh",
+        "-c",
+        "echo ${#1}",
+        "_",
+        &big,
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "20000\n");
+
+    // A duplicate exec id is refused while the first one lives.
+    let (mut first, _) = cd.spawn_ctr(&["task", "exec", "--exec-id", "same", "host", "sleep", "3"]);
+    thread::sleep(Duration::from_millis(500));
+    let out = cd.ctr_output(&["task", "exec", "--exec-id", "same", "host", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already exists"),
+        "{out:?}"
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+
+    // An exec still running when the task stops: its exit comes before the init's.
+    let (mut long, _) =
+        cd.spawn_ctr(&["task", "exec", "--exec-id", "long", "host", "sleep", "1000"]);
+    thread::sleep(Duration::from_millis(500));
+    cd.ctr_ok(&["task", "kill", "host"]);
+    cd.wait_status("host", "STOPPED");
+    let _ = long.wait();
+    let mut exits = Vec::new();
+    while let Some(line) = wait_line(&lines, Duration::from_secs(10), |l| {
+        l.contains(" /tasks/exit ")
+    }) {
+        if line.contains("\"id\":\"long\"") || line.contains("\"id\":\"host\"") {
+            let init = line.contains("\"id\":\"host\"");
+            exits.push(line);
+            if init {
+                break;
+            }
+        }
+    }
+    let order: Vec<bool> = exits
+        .iter()
+        .map(|l| l.contains("\"id\":\"long\""))
+        .collect();
+    assert_eq!(
+        order,
+        [true, false],
+        "exec exit first, then the init's: {exits:#?}"
+    );
+
+    // No exec into a stopped task.
+    let out = cd.ctr_output(&["task", "exec", "--exec-id", "late", "host", "true"]);
+    assert!(!out.status.success(), "exec into a stopped task must fail");
+    cd.ctr_output(&["task", "rm", "host"]);
+    cd.ctr_ok(&["container", "rm", "host"]);
+    let _ = events.kill();
+    let _ = events.wait();
+    cd.wait_shims_gone();
+}
+
+#[test]
+fn a_terminal_task_sees_the_window_size_ctr_sets() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let image = cd.import_image();
+    // `ctr run -t` wants a terminal: `script` gives it one, sized 40x100 by `stty`; ctr
+    // passes the size on with ResizePty, and `stty size` inside reads it back.
+    let ctr = format!(
+        "stty rows 40 cols 100; {} --address {} run -t --rm --runtime {RUNTIME} --annotation {SPEC_MODE} \
+         {image} tty sh -c 'sleep 0.5; stty size; tty'",
+        cd.ctr_path().display(),
+        cd.address.display()
+    );
+    let out = Command::new("script")
+        .args(["-qfec", &ctr, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script (bsdutils)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("40 100"),
+        "stty size inside the task: {text:?}"
+    );
+    assert!(
+        text.contains("/dev/pts/"),
+        "the task's stdin is a pty: {text:?}"
+    );
+    cd.wait_shims_gone();
+}
+
+#[test]
+fn pause_resume_and_metrics() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let (mut events, lines) = cd.subscribe_events();
+    let pid = run_detached(
+        &cd,
+        "pausable",
+        &["sh", "-c", "while true; do sleep 0.1; done"],
+    );
+
+    cd.ctr_ok(&["task", "pause", "pausable"]);
+    assert_eq!(
+        cd.task_status("pausable").map(|t| t.1).as_deref(),
+        Some("PAUSED")
+    );
+    assert_eq!(
+        proc::stat(pid).map(|s| s.0),
+        Some('T'),
+        "the init is stopped"
+    );
+    cd.ctr_ok(&["task", "resume", "pausable"]);
+    assert_eq!(
+        cd.task_status("pausable").map(|t| t.1).as_deref(),
+        Some("RUNNING")
+    );
+    assert_ne!(proc::stat(pid).map(|s| s.0), Some('T'));
+    let seen = topics_until(&lines, "pausable", "/tasks/resumed");
+    assert_eq!(&topics(&seen)[2..], ["/tasks/paused", "/tasks/resumed"]);
+
+    // Burn a little CPU so the counters move.
+    thread::sleep(Duration::from_millis(500));
+    let metrics = cd.ctr_ok(&["task", "metrics", "pausable"]);
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
+    };
+    assert!(value("memory.usage_in_bytes") > 100_000, "{metrics}");
+    assert!(value("pids.current") >= 1, "{metrics}");
+    let _ = value("cpuacct.usage");
+
+    cd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", "pausable"]);
+    cd.wait_status("pausable", "STOPPED");
+    cd.ctr_output(&["task", "rm", "pausable"]);
+    cd.ctr_ok(&["container", "rm", "pausable"]);
+    let _ = events.kill();
+    let _ = events.wait();
+    cd.wait_shims_gone();
+}
+
+#[test]
+fn a_missing_binary_fails_at_create_and_leaves_nothing() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let (code, _, stderr) = run(&cd, "missing", &["no-such-binary-here"]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("no-such-binary-here") && stderr.contains("not found"),
+        "{stderr}"
+    );
+    cd.wait_shims_gone();
+    assert_eq!(cd.task_status("missing"), None);
+}
