@@ -24,7 +24,8 @@ fi
 
 echo "==> building release binaries"
 cargo build --release --locked -q -p containerd-shim-sample-v2 -p shim-demo
-demo="$PWD/target/release/shim-demo"
+release="${CARGO_TARGET_DIR:-$PWD/target}/release"
+demo="$release/shim-demo"
 
 if [ -n "${CONTAINERD_ADDRESS:-}" ]; then
     echo "==> using the containerd at $CONTAINERD_ADDRESS"
@@ -33,7 +34,7 @@ fi
 
 dir=$(mktemp -d /tmp/shim-demo.XXXXXX)
 mkdir "$dir/bin"
-ln -s "$PWD/target/release/containerd-shim-sample-v2" "$dir/bin/"
+ln -s "$release/containerd-shim-sample-v2" "$dir/bin/"
 cat >"$dir/config.toml" <<TOML
 version = 2
 root = "$dir/root"
