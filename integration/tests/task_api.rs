@@ -420,3 +420,56 @@ fn a_missing_binary_fails_at_create_and_leaves_nothing() {
     cd.wait_shims_gone();
     assert_eq!(cd.task_status("missing"), None);
 }
+
+#[test]
+fn a_client_that_detaches_does_not_close_stdin_and_reattaching_works() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    run_detached(&cd, "cat", &["cat"]);
+    for word in ["first", "second"] {
+        // `ctr task attach` copies its stdin into the task's stdin FIFO; when our pipe
+        // closes, ctr stops copying, which must not close the task's stdin.
+        let mut attach = cd
+            .ctr()
+            .args(["task", "attach", "cat"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn ctr task attach");
+        let stdout = attach.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let mut stdin = attach.stdin.take().expect("stdin");
+        stdin
+            .write_all(format!("{word}\n").as_bytes())
+            .expect("write");
+        drop(stdin);
+        let echoed = wait_line(&rx, Duration::from_secs(10), |l| l == word);
+        assert_eq!(
+            echoed.as_deref(),
+            Some(word),
+            "cat echoed what this attach sent"
+        );
+        let _ = attach.kill(); // detach
+        let _ = attach.wait();
+        assert_eq!(
+            cd.task_status("cat").map(|t| t.1).as_deref(),
+            Some("RUNNING"),
+            "cat got no EOF"
+        );
+    }
+    cd.ctr_ok(&["task", "kill", "cat"]);
+    cd.wait_status("cat", "STOPPED");
+    cd.ctr_output(&["task", "rm", "cat"]);
+    cd.ctr_ok(&["container", "rm", "cat"]);
+    cd.wait_shims_gone();
+}
