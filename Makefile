@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: build test lint demo
+.PHONY: build test test-matrix lint demo
 
 ## build: debug binaries of the whole workspace (the tests use them)
 build:
@@ -15,6 +15,10 @@ demo:
 ## test: unit tests and the integration tests against a private containerd (as root)
 test: build
 	$(CARGO) test --workspace --locked
+
+## test-matrix: the integration suite against containerd 1.6, 1.7 and 2.1 (CONTAINERD_VERSIONS)
+test-matrix: build
+	bash scripts/test-matrix.sh
 
 ## lint: formatting, clippy and docs, as CI checks them
 lint:

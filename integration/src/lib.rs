@@ -113,6 +113,7 @@ impl Containerd {
             ctr,
         };
         containerd.wait_ready()?;
+        containerd.check_version()?;
         Ok(containerd)
     }
 
@@ -134,6 +135,32 @@ impl Containerd {
     /// The `ctr` binary in use.
     pub fn ctr_path(&self) -> &Path {
         &self.ctr
+    }
+
+    /// The daemon's version, as `ctr version` reports it.
+    pub fn server_version(&self) -> String {
+        let out = self.ctr_ok(&["version"]);
+        out.split("Server:")
+            .nth(1)
+            .and_then(|server| {
+                server
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("Version:"))
+            })
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// With `EXPECT_CONTAINERD_VERSION` set (the CI matrix does), the daemon must be that
+    /// version: a matrix run against the wrong binary would prove nothing.
+    fn check_version(&self) -> Result<()> {
+        if let Ok(expected) = std::env::var("EXPECT_CONTAINERD_VERSION") {
+            let actual = self.server_version();
+            if !actual.starts_with(&expected) {
+                bail!("containerd {actual} answers, but the matrix expects {expected}");
+            }
+        }
+        Ok(())
     }
 
     /// A `ctr` command aimed at this daemon (namespace `default`).

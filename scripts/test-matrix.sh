@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# `make test-matrix`: the integration suite (the `ctr` scenarios and the `shim-demo`
+# walkthrough) against every containerd of the matrix (see containerd-matrix.sh), then a
+# summary table. CONTAINERD_VERSIONS picks versions (default: "1.6 1.7 2.1"). Run as root,
+# after `cargo build --workspace`.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+only=" ${CONTAINERD_VERSIONS:-1.6 1.7 2.1} "
+status=0
+summary=()
+matrix=$(bash scripts/containerd-matrix.sh) || exit 1
+while read -r label root; do
+    case "$only" in *" $label "*) ;; *) continue ;; esac
+    bin="${root%/}/usr/bin"
+    version=$("$bin/containerd" --version | awk '{print $3}')
+    echo "::group::integration tests against containerd $version"
+    start=$(date +%s)
+    if CONTAINERD_BIN="$bin/containerd" CTR_BIN="$bin/ctr" EXPECT_CONTAINERD_VERSION="$label" \
+        cargo test --locked -q -p integration; then
+        result=pass
+    else
+        result=FAIL
+        status=1
+    fi
+    echo "::endgroup::"
+    summary+=("$(printf '%-8s %-28s %-6s %ss' "$label" "$version" "$result" "$(($(date +%s) - start))")")
+done <<<"$matrix"
+
+echo
+printf '%-8s %-28s %-6s %s\n' MATRIX CONTAINERD RESULT TIME
+printf '%s\n' "${summary[@]}"
+exit "$status"
