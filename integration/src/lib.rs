@@ -45,6 +45,8 @@ pub struct Containerd {
     dir: tempfile::TempDir,
     /// The daemon process (our child).
     daemon: Child,
+    /// The containerd binary, for restarts.
+    binary: PathBuf,
     /// Its gRPC socket, what `ctr -a` takes.
     pub address: PathBuf,
     /// The shim binary under test.
@@ -88,26 +90,12 @@ impl Containerd {
         fs::create_dir(&bin)?;
         std::os::unix::fs::symlink(&shim, bin.join(SHIM_BINARY))?;
         let address = root.join("containerd.sock");
-        let config = root.join("config.toml");
-        fs::write(&config, config_toml(root))?;
-        let log = fs::File::create(root.join("containerd.log"))?;
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
-        );
-        let daemon = Command::new(&containerd)
-            .arg("--config")
-            .arg(&config)
-            .env("PATH", path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("spawn {}", containerd.display()))?;
+        fs::write(root.join("config.toml"), config_toml(root))?;
+        let daemon = spawn_daemon(&containerd, root)?;
         let containerd = Containerd {
             dir,
             daemon,
+            binary: containerd,
             address,
             shim,
             ctr,
@@ -293,6 +281,25 @@ impl Containerd {
         (child, rx)
     }
 
+    /// Stops the daemon with SIGTERM (its shims keep running, as they must).
+    pub fn stop_daemon(&mut self) {
+        // SAFETY: a plain system call on our own child.
+        unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
+        let _ = self.daemon.wait();
+    }
+
+    /// Starts the daemon again on the same root, state and sockets.
+    pub fn start_daemon(&mut self) {
+        self.daemon = spawn_daemon(&self.binary, self.dir.path()).expect("restart containerd");
+        self.wait_ready()
+            .expect("containerd answers after the restart");
+    }
+
+    /// The daemon's pid.
+    pub fn daemon_pid(&self) -> i32 {
+        self.daemon.id() as i32
+    }
+
     /// Waits until every shim of this daemon has exited; panics after 5 s.
     pub fn wait_shims_gone(&self) {
         for _ in 0..250 {
@@ -323,8 +330,12 @@ impl Containerd {
         // Let containerd finish the `start`/`delete` commands it is running: killed, they
         // would be orphaned to us half-way.
         let daemon = self.daemon.id() as i32;
+        let running = matches!(self.daemon.try_wait(), Ok(None));
         let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && proc::children(daemon).iter().any(|&p| proc::alive(p)) {
+        while running
+            && Instant::now() < deadline
+            && proc::children(daemon).iter().any(|&p| proc::alive(p))
+        {
             thread::sleep(Duration::from_millis(10));
         }
         // Shims first (with whatever they still run), by pid, then the daemon.
@@ -343,8 +354,10 @@ impl Containerd {
                 let _ = fs::remove_file(socket);
             }
         }
-        // SAFETY: a plain system call on our own child.
-        unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
+        if running {
+            // SAFETY: a plain system call on our own, unreaped child.
+            unsafe { libc::kill(daemon, libc::SIGTERM) };
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.daemon.try_wait() {
@@ -419,6 +432,29 @@ impl Drop for Containerd {
             );
         }
     }
+}
+
+/// Starts containerd with the config under `root`, our shim first on its `PATH`, its output
+/// appended to `root/containerd.log`.
+fn spawn_daemon(containerd: &Path, root: &Path) -> Result<Child> {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("containerd.log"))?;
+    let path = format!(
+        "{}:{}",
+        root.join("bin").display(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+    );
+    Command::new(containerd)
+        .arg("--config")
+        .arg(root.join("config.toml"))
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("spawn {}", containerd.display()))
 }
 
 /// The daemon's configuration: everything under `root`, CRI (which wants CNI) disabled.

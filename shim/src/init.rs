@@ -60,6 +60,23 @@ pub fn install_gate(gate: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Marks every descriptor from `first` up close-on-exec. Async-signal-safe: one
+/// `close_range(2)` call, or `fcntl` on each descriptor where the kernel lacks it.
+pub fn cloexec_from(first: RawFd) {
+    // SAFETY: plain system calls on this process's own descriptor table.
+    unsafe {
+        let flags = libc::CLOSE_RANGE_CLOEXEC as libc::c_int;
+        if libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, flags) != 0 {
+            for fd in first..4096 {
+                let current = libc::fcntl(fd, libc::F_GETFD);
+                if current >= 0 {
+                    libc::fcntl(fd, libc::F_SETFD, current | libc::FD_CLOEXEC);
+                }
+            }
+        }
+    }
+}
+
 /// The helper's whole life: wait at the gate, then become the task's program.
 pub fn run(args: Vec<OsString>) -> ! {
     let [_, _, program, argv0, rest @ ..] = args.as_slice() else {

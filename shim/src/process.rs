@@ -290,6 +290,9 @@ impl ChildSetup {
             }
         };
         init::install_gate(self.gate)?;
+        // Descriptors the shim inherited without close-on-exec (a parent's leak, e.g. a
+        // jobserver pipe) must not reach the task: it starts with 0, 1, 2 and the gate only.
+        crate::init::cloexec_from(init::GATE_FD + 1);
         // SAFETY (all blocks below): system calls with valid arguments, in the child only.
         if self.session {
             check(unsafe { libc::setsid() })?;

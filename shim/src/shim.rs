@@ -134,6 +134,8 @@ pub fn start(opts: &StartOpts) -> Result<String> {
                 return Err(std::io::Error::last_os_error());
             }
             libc::umask(0o177);
+            // Whatever containerd's parents leaked without close-on-exec stays behind.
+            crate::init::cloexec_from(3);
             Ok(())
         });
     }

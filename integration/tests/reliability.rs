@@ -1,0 +1,297 @@
+//! Where shims fail in the field, tried on ours: containerd restarts, a shim killed with
+//! SIGKILL, and the hardening a process trusted with other people's processes needs.
+
+use std::{fs, os::unix::fs::PermissionsExt, path::PathBuf, thread, time::Duration};
+
+use integration::{proc, Containerd, RUNTIME};
+
+const SPEC_MODE: &str = "com.example.sample.process=spec";
+
+fn run_detached(cd: &Containerd, id: &str, args: &[&str]) -> i32 {
+    let image = cd.import_image();
+    let mut full = vec![
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        SPEC_MODE,
+        image,
+        id,
+    ];
+    full.extend_from_slice(args);
+    cd.ctr_ok(&full);
+    cd.wait_status(id, "RUNNING")
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn tasks_survive_a_containerd_restart() {
+    let Some(mut cd) = Containerd::start() else {
+        return;
+    };
+    let pid = run_detached(&cd, "survivor", &["sleep", "1000"]);
+    let doomed = run_detached(&cd, "doomed", &["sh", "-c", "read x; exit 42"]);
+    let shims = cd.shim_pids();
+    assert_eq!(shims.len(), 2);
+
+    let fifo = stdin_fifo(&cd, "doomed");
+    cd.stop_daemon();
+    // While containerd is down, one task exits with a code of its own (its stdin FIFO is
+    // ours to write: the shim holds it open).
+    fs::write(&fifo, b"go\n").expect("write to the stdin FIFO");
+    for _ in 0..100 {
+        if !proc::alive(doomed) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !proc::alive(doomed),
+        "the doomed task exited while containerd was down"
+    );
+    assert!(
+        shims.iter().all(|&s| proc::alive(s)),
+        "shims outlive containerd"
+    );
+    cd.start_daemon();
+
+    assert_eq!(cd.task_status("survivor"), Some((pid, "RUNNING".into())));
+    assert_eq!(cd.wait_status("doomed", "STOPPED"), doomed);
+    let out = cd.ctr_output(&["task", "rm", "doomed"]);
+    assert!(stderr(&out).contains("exit code 42"), "{}", stderr(&out));
+
+    let (mut events, lines) = cd.subscribe_events();
+    cd.ctr_ok(&["task", "kill", "survivor"]);
+    cd.wait_status("survivor", "STOPPED");
+    let exit = integration::wait_line(&lines, Duration::from_secs(10), |l| {
+        l.contains("/tasks/exit") && l.contains("\"container_id\":\"survivor\"")
+    })
+    .expect("events reach the restarted containerd");
+    assert!(exit.contains("\"exit_status\":143"), "{exit}");
+    let out = cd.ctr_output(&["task", "rm", "survivor"]);
+    assert!(stderr(&out).contains("exit code 143"), "{}", stderr(&out));
+    for id in ["survivor", "doomed"] {
+        cd.ctr_ok(&["container", "rm", id]);
+    }
+    let _ = events.kill();
+    let _ = events.wait();
+    cd.wait_shims_gone();
+}
+
+/// The stdin FIFO of task `id`, as containerd recorded it.
+fn stdin_fifo(cd: &Containerd, id: &str) -> PathBuf {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let api = shim_demo::api::Containerd::connect(&cd.address, "default")
+            .await
+            .expect("connect");
+        let task = api.task(id).await.expect("get task").expect("task exists");
+        PathBuf::from(task.stdin)
+    })
+}
+
+#[test]
+fn a_shim_killed_with_sigkill_is_cleaned_up_by_delete() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let (mut events, lines) = cd.subscribe_events();
+    let pid = run_detached(&cd, "crash", &["sleep", "1000"]);
+    let shim = cd.the_shim();
+    let socket = PathBuf::from(
+        fs::read_to_string(
+            cd.dir()
+                .join("state/io.containerd.runtime.v2.task/default/crash/address"),
+        )
+        .expect("address")
+        .trim_start_matches("unix://"),
+    );
+    // SAFETY: a plain system call on the shim we just identified.
+    unsafe { libc::kill(shim, libc::SIGKILL) };
+
+    let exit = integration::wait_line(&lines, Duration::from_secs(15), |l| {
+        l.contains("/tasks/exit") && l.contains("\"container_id\":\"crash\"")
+    })
+    .expect("/tasks/exit after the shim died");
+    assert!(exit.contains("\"exit_status\":137"), "{exit}");
+    for _ in 0..250 {
+        if !proc::alive(pid) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!proc::alive(pid), "`delete` killed the orphaned task");
+    assert!(!socket.exists(), "`delete` removed the dead shim's socket");
+    let _ = cd.ctr_output(&["task", "rm", "crash"]);
+    assert!(
+        !cd.dir()
+            .join("state/io.containerd.runtime.v2.task/default/crash")
+            .exists(),
+        "the bundle is gone"
+    );
+    // The same container starts again at once.
+    cd.ctr_ok(&["task", "start", "--detach", "crash"]);
+    cd.wait_status("crash", "RUNNING");
+    cd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", "crash"]);
+    cd.wait_status("crash", "STOPPED");
+    cd.ctr_output(&["task", "rm", "crash"]);
+    cd.ctr_ok(&["container", "rm", "crash"]);
+    let _ = events.kill();
+    let _ = events.wait();
+    cd.wait_shims_gone();
+}
+
+#[test]
+fn the_shim_is_private_and_the_task_inherits_nothing() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let pid = run_detached(&cd, "tidy", &["sleep", "1000"]);
+    let shim = cd.the_shim();
+
+    // The socket: a file (no abstract socket), owned by root, mode 0600.
+    let socket = PathBuf::from(
+        fs::read_to_string(
+            cd.dir()
+                .join("state/io.containerd.runtime.v2.task/default/tidy/address"),
+        )
+        .expect("address")
+        .trim_start_matches("unix://"),
+    );
+    let meta = fs::metadata(&socket).expect("socket file");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 0);
+    let abstract_sockets = fs::read_to_string("/proc/net/unix")
+        .expect("/proc/net/unix")
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(7)
+                .is_some_and(|p| p.starts_with('@') && p.contains("containerd-shim"))
+        })
+        .count();
+    assert_eq!(abstract_sockets, 0);
+
+    // A non-root user cannot connect.
+    let socket_c = std::ffi::CString::new(socket.display().to_string()).expect("path");
+    // SAFETY: fork in a test process; the child only calls async-signal-safe functions
+    // (setgid, setuid, socket, connect, _exit) on data prepared before the fork.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        unsafe {
+            let ok = libc::setgid(65534) == 0 && libc::setuid(65534) == 0;
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (i, b) in socket_c.as_bytes().iter().enumerate() {
+                addr.sun_path[i] = *b as libc::c_char;
+            }
+            let rc = libc::connect(
+                fd,
+                &addr as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_un>() as u32,
+            );
+            libc::_exit(if !ok {
+                2
+            } else if rc == 0 {
+                1
+            } else {
+                0
+            });
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waitpid on our own child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "user nobody could connect to the shim (or setuid failed)"
+    );
+
+    // The task holds only 0, 1, 2: every descriptor of the shim is close-on-exec.
+    let mut fds: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("task fds")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    fds.sort();
+    let described: Vec<String> = fds
+        .iter()
+        .map(|fd| {
+            format!(
+                "{fd} -> {:?}",
+                fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            )
+        })
+        .collect();
+    assert_eq!(fds, ["0", "1", "2"], "{described:?}");
+
+    // Its environment is the spec's: ctr's default spec sets PATH (and TERM for -t) only.
+    let environ = fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let vars: Vec<String> = environ
+        .split(|&b| b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert!(
+        vars.iter().all(|v| v.starts_with("PATH=")),
+        "unexpected environment {vars:?}"
+    );
+    assert!(
+        !vars.iter().any(|v| v.starts_with("TTRPC_ADDRESS")),
+        "{vars:?}"
+    );
+
+    // It runs with the default oom_score_adj, not containerd's.
+    let oom = fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).expect("oom_score_adj");
+    assert_eq!(oom.trim(), "0");
+    assert!(proc::alive(shim));
+    cd.ctr_ok(&["task", "kill", "tidy"]);
+    cd.wait_status("tidy", "STOPPED");
+    cd.ctr_output(&["task", "rm", "tidy"]);
+    cd.ctr_ok(&["container", "rm", "tidy"]);
+    cd.wait_shims_gone();
+}
+
+#[test]
+fn start_outside_a_bundle_leaves_no_daemon_and_no_socket() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let empty = tempfile::tempdir().expect("tempdir");
+    let before: Vec<String> = fs::read_dir("/run/containerd/s")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let out = std::process::Command::new(&cd.shim)
+        .args(["-namespace", "default", "-id", "nobundle", "-address"])
+        .arg(&cd.address)
+        .arg("start")
+        .env("TTRPC_ADDRESS", format!("{}.ttrpc", cd.address.display()))
+        .current_dir(empty.path())
+        .output()
+        .expect("run the shim's start");
+    assert!(!out.status.success());
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(text.contains("config.json"), "{text}");
+    let after: Vec<String> = fs::read_dir("/run/containerd/s")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(before.len(), after.len(), "no new socket");
+    assert!(cd.shim_pids().is_empty(), "no daemon");
+}
