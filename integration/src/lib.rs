@@ -29,6 +29,7 @@ use anyhow::{bail, Context, Result};
 
 pub mod image;
 pub mod proc;
+pub mod soak;
 
 /// The runtime name the shim answers to.
 pub const RUNTIME: &str = "com.example.sample.v2";
