@@ -133,6 +133,7 @@ fn find<'a>(slot: &'a mut Option<Container>, id: &str) -> Result<&'a mut Contain
 
 impl Inner {
     async fn create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
+        validate_id("task", &req.id)?;
         let mut slot = self.container.lock().await;
         if let Some(existing) = slot.as_ref() {
             return Err(Error::AlreadyExists(format!(
@@ -140,7 +141,6 @@ impl Inner {
                 existing.id
             )));
         }
-        validate_id("task", &req.id)?;
         if !req.rootfs.is_empty() {
             debug!(
                 "{}: ignoring {} rootfs mounts: host processes",

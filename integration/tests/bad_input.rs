@@ -1,0 +1,212 @@
+//! Bad input straight to the shim's ttrpc socket (as containerd would send it, but wrong):
+//! each is answered with a clear error and the right code, and the shim keeps serving.
+
+use std::{
+    fs,
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use containerd_shim_protos::{
+    protobuf::well_known_types::any::Any,
+    shim::shim::{CreateTaskRequest, ExecProcessRequest, KillRequest, ShutdownRequest, StateRequest},
+    shim::shim_ttrpc::TaskClient,
+    ttrpc::{self, context, Code},
+};
+use integration::{Containerd, RUNTIME};
+
+const SPEC_MODE: &str = "com.example.sample.process=spec";
+
+fn client(address: &str) -> TaskClient {
+    TaskClient::new(ttrpc::Client::connect(address).expect("connect to the shim"))
+}
+
+fn ctx() -> context::Context {
+    context::with_timeout(Duration::from_secs(10).as_nanos() as i64)
+}
+
+/// The gRPC code and message of a failed call.
+fn status<T: std::fmt::Debug>(result: ttrpc::Result<T>) -> (Code, String) {
+    match result {
+        Err(ttrpc::Error::RpcStatus(status)) => (status.code(), status.message().to_string()),
+        other => panic!("expected an error status, got {other:?}"),
+    }
+}
+
+fn exec_spec() -> Any {
+    let process = serde_json::json!({
+        "args": ["true"], "cwd": "/", "user": { "uid": 0, "gid": 0 }, "env": ["PATH=/usr/bin:/bin"],
+    });
+    Any {
+        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+        value: process.to_string().into_bytes(),
+        ..Default::default()
+    }
+}
+
+fn shim_address(cd: &Containerd, id: &str) -> String {
+    fs::read_to_string(cd.dir().join(format!("state/io.containerd.runtime.v2.task/default/{id}/address")))
+        .expect("address file")
+}
+
+#[test]
+fn bad_ids_signals_and_stdio_paths_are_refused_with_the_right_codes() {
+    let Some(cd) = Containerd::start() else { return };
+    let image = cd.import_image();
+    cd.ctr_ok(&["run", "-d", "--runtime", RUNTIME, "--annotation", SPEC_MODE, image, "target", "sleep", "1000"]);
+    cd.wait_status("target", "RUNNING");
+    let shim = client(&shim_address(&cd, "target"));
+
+    let long = "x".repeat(77);
+    for bad in ["a/b", "..", "../etc", "a\0b", long.as_str()] {
+        let req = ExecProcessRequest {
+            id: "target".into(),
+            exec_id: bad.into(),
+            spec: Some(exec_spec()).into(),
+            ..Default::default()
+        };
+        let (code, message) = status(shim.exec(ctx(), &req));
+        assert_eq!(code, Code::INVALID_ARGUMENT, "exec id {bad:?}: {message}");
+        let req = CreateTaskRequest {
+            id: bad.into(),
+            bundle: "/nonexistent".into(),
+            ..Default::default()
+        };
+        assert_eq!(status(shim.create(ctx(), &req)).0, Code::INVALID_ARGUMENT, "task id {bad:?}");
+    }
+
+    // Only FIFOs (or nothing) as stdio: a regular file, a symlink and a device are refused,
+    // and no process is left behind.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("file");
+    fs::write(&file, b"").expect("file");
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&file, &link).expect("symlink");
+    for (i, path) in [file.as_path(), link.as_path(), Path::new("/dev/null")].iter().enumerate() {
+        let exec_id = format!("bad-stdio-{i}");
+        let req = ExecProcessRequest {
+            id: "target".into(),
+            exec_id: exec_id.clone(),
+            stdout: path.display().to_string(),
+            spec: Some(exec_spec()).into(),
+            ..Default::default()
+        };
+        let (code, message) = status(shim.exec(ctx(), &req));
+        assert_eq!(code, Code::INVALID_ARGUMENT, "{}: {message}", path.display());
+        let state = StateRequest {
+            id: "target".into(),
+            exec_id,
+            ..Default::default()
+        };
+        assert_eq!(status(shim.state(ctx(), &state)).0, Code::NOT_FOUND);
+    }
+    assert_eq!(fs::read(&file).expect("file"), b"", "nothing was written to the regular file");
+
+    for signal in [0, 65, 1000] {
+        let req = KillRequest {
+            id: "target".into(),
+            signal,
+            ..Default::default()
+        };
+        assert_eq!(status(shim.kill(ctx(), &req)).0, Code::INVALID_ARGUMENT, "signal {signal}");
+    }
+    let req = KillRequest {
+        id: "target".into(),
+        exec_id: "nope".into(),
+        signal: 15,
+        ..Default::default()
+    };
+    assert_eq!(status(shim.kill(ctx(), &req)).0, Code::NOT_FOUND);
+
+    // A ttrpc frame announcing more than 4 MiB: the connection is refused, the shim lives.
+    let socket = shim_address(&cd, "target").trim_start_matches("unix://").to_string();
+    let mut raw = UnixStream::connect(&socket).expect("raw connection");
+    raw.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let length: u32 = 5 << 20;
+    let mut header = length.to_be_bytes().to_vec();
+    header.extend(1u32.to_be_bytes()); // stream id
+    header.extend([1u8, 0u8]); // request, no flags
+    let _ = raw.write_all(&header);
+    let _ = raw.write_all(&vec![0u8; 64 * 1024]);
+    let mut buf = [0u8; 256];
+    let _ = raw.read(&mut buf);
+    drop(raw);
+
+    let state = StateRequest {
+        id: "target".into(),
+        ..Default::default()
+    };
+    let answer = client(&shim_address(&cd, "target")).state(ctx(), &state).expect("still serving");
+    assert_eq!(answer.status.value(), 2, "still RUNNING");
+
+    cd.ctr_ok(&["task", "kill", "target"]);
+    cd.wait_status("target", "STOPPED");
+    cd.ctr_output(&["task", "rm", "target"]);
+    cd.ctr_ok(&["container", "rm", "target"]);
+    cd.wait_shims_gone();
+}
+
+/// Starts a shim of our own (as containerd would: `start` in a bundle, with the `log` FIFO
+/// the shim writes its log lines to), with no task yet. Returns the address and the log
+/// FIFO, held open read-write so the shim's writes never block.
+fn start_bare_shim(cd: &Containerd, bundle: &Path, id: &str) -> (String, fs::File) {
+    let log = bundle.join("log");
+    let c_log = std::ffi::CString::new(log.display().to_string()).expect("path");
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_log.as_ptr(), 0o600) }, 0, "mkfifo log");
+    let log = fs::OpenOptions::new().read(true).write(true).open(&log).expect("open log FIFO");
+    fs::write(bundle.join("config.json"), r#"{"ociVersion":"1.0.2","process":{"cwd":"/","user":{"uid":0,"gid":0}}}"#)
+        .expect("config");
+    let out = Command::new(&cd.shim)
+        .args(["-namespace", "bad-input", "-id", id, "-address"])
+        .arg(&cd.address)
+        .arg("start")
+        .env("TTRPC_ADDRESS", format!("{}.ttrpc", cd.address.display()))
+        .current_dir(bundle)
+        .output()
+        .expect("start");
+    assert!(out.status.success(), "{out:?}");
+    (String::from_utf8(out.stdout).expect("address"), log)
+}
+
+#[test]
+fn missing_oversized_and_malformed_config_json_are_invalid_arguments() {
+    let Some(cd) = Containerd::start() else { return };
+    let bundle = tempfile::tempdir().expect("bundle");
+    let (address, _log) = start_bare_shim(&cd, bundle.path(), "bare");
+    let shim = client(&address);
+
+    let cases: Vec<(&str, Option<Vec<u8>>)> = vec![
+        ("missing", None),
+        ("oversized", Some(vec![b' '; 5 << 20])),
+        ("malformed", Some(b"{ not json".to_vec())),
+    ];
+    for (name, content) in cases {
+        let dir: PathBuf = bundle.path().join(name);
+        fs::create_dir(&dir).expect("dir");
+        if let Some(content) = content {
+            fs::write(dir.join("config.json"), content).expect("write config");
+        }
+        let req = CreateTaskRequest {
+            id: name.into(),
+            bundle: dir.display().to_string(),
+            ..Default::default()
+        };
+        let (code, message) = status(shim.create(ctx(), &req));
+        assert_eq!(code, Code::INVALID_ARGUMENT, "{name}: {message}");
+        assert!(message.contains("config.json"), "{name}: {message}");
+    }
+    // No task was created: the shim shuts down when asked, and removes its socket.
+    shim.shutdown(ctx(), &ShutdownRequest::default()).ok();
+    let socket = PathBuf::from(address.trim_start_matches("unix://"));
+    for _ in 0..250 {
+        if !socket.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!socket.exists(), "the shim exited and removed {}", socket.display());
+}
