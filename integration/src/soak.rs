@@ -79,14 +79,26 @@ pub fn soak(cd: &Containerd, n: usize) -> Result<SoakReport> {
         cd.wait_status(&id, "STOPPED");
         let out = demo(&["rm", "--id", &id])?;
         let said = String::from_utf8_lossy(&out.stderr);
-        ensure!(out.status.success() && said.contains("143 = 128 + 15"), "rm {id}: {said}");
+        ensure!(
+            out.status.success() && said.contains("143 = 128 + 15"),
+            "rm {id}: {said}"
+        );
         Ok(())
     };
     let run_rm = |id: &str, code: i32| -> Result<()> {
         let script = format!("exit {code}");
         let out = cd.ctr_output(&[
-            "run", "--rm", "--runtime", RUNTIME, "--annotation", "com.example.sample.process=spec", image,
-            id, "sh", "-c", &script,
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--annotation",
+            "com.example.sample.process=spec",
+            image,
+            id,
+            "sh",
+            "-c",
+            &script,
         ]);
         ensure!(out.status.code() == Some(code), "ctr run {id}: {out:?}");
         Ok(())
@@ -123,7 +135,9 @@ pub fn soak(cd: &Containerd, n: usize) -> Result<SoakReport> {
     let me = std::process::id() as i32;
     let zombies = proc::children(me)
         .into_iter()
-        .filter(|&p| proc::stat(p).is_some_and(|s| s.0 == 'Z') && proc::comm(p) != "containerd-shim")
+        .filter(|&p| {
+            proc::stat(p).is_some_and(|s| s.0 == 'Z') && proc::comm(p) != "containerd-shim"
+        })
         .count();
     let bundles = cd.dir().join("state/io.containerd.runtime.v2.task/default");
     Ok(SoakReport {
@@ -134,7 +148,11 @@ pub fn soak(cd: &Containerd, n: usize) -> Result<SoakReport> {
         zombies,
         shims: cd.shim_pids().len(),
         sockets_left: count(Path::new("/run/containerd/s")).saturating_sub(sockets_before),
-        fifos_left: count(&shim_demo::fifo::FifoSet::for_task(&cd.address, "default", "x").dir.join("../..")),
+        fifos_left: count(
+            &shim_demo::fifo::FifoSet::for_task(&cd.address, "default", "x")
+                .dir
+                .join("../.."),
+        ),
         bundles_left: count(&bundles),
     })
 }

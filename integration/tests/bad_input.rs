@@ -12,7 +12,9 @@ use std::{
 
 use containerd_shim_protos::{
     protobuf::well_known_types::any::Any,
-    shim::shim::{CreateTaskRequest, ExecProcessRequest, KillRequest, ShutdownRequest, StateRequest},
+    shim::shim::{
+        CreateTaskRequest, ExecProcessRequest, KillRequest, ShutdownRequest, StateRequest,
+    },
     shim::shim_ttrpc::TaskClient,
     ttrpc::{self, context, Code},
 };
@@ -48,15 +50,30 @@ fn exec_spec() -> Any {
 }
 
 fn shim_address(cd: &Containerd, id: &str) -> String {
-    fs::read_to_string(cd.dir().join(format!("state/io.containerd.runtime.v2.task/default/{id}/address")))
-        .expect("address file")
+    fs::read_to_string(cd.dir().join(format!(
+        "state/io.containerd.runtime.v2.task/default/{id}/address"
+    )))
+    .expect("address file")
 }
 
 #[test]
 fn bad_ids_signals_and_stdio_paths_are_refused_with_the_right_codes() {
-    let Some(cd) = Containerd::start() else { return };
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
     let image = cd.import_image();
-    cd.ctr_ok(&["run", "-d", "--runtime", RUNTIME, "--annotation", SPEC_MODE, image, "target", "sleep", "1000"]);
+    cd.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        SPEC_MODE,
+        image,
+        "target",
+        "sleep",
+        "1000",
+    ]);
     cd.wait_status("target", "RUNNING");
     let shim = client(&shim_address(&cd, "target"));
 
@@ -75,7 +92,11 @@ fn bad_ids_signals_and_stdio_paths_are_refused_with_the_right_codes() {
             bundle: "/nonexistent".into(),
             ..Default::default()
         };
-        assert_eq!(status(shim.create(ctx(), &req)).0, Code::INVALID_ARGUMENT, "task id {bad:?}");
+        assert_eq!(
+            status(shim.create(ctx(), &req)).0,
+            Code::INVALID_ARGUMENT,
+            "task id {bad:?}"
+        );
     }
 
     // Only FIFOs (or nothing) as stdio: a regular file, a symlink and a device are refused,
@@ -85,7 +106,10 @@ fn bad_ids_signals_and_stdio_paths_are_refused_with_the_right_codes() {
     fs::write(&file, b"").expect("file");
     let link = dir.path().join("link");
     std::os::unix::fs::symlink(&file, &link).expect("symlink");
-    for (i, path) in [file.as_path(), link.as_path(), Path::new("/dev/null")].iter().enumerate() {
+    for (i, path) in [file.as_path(), link.as_path(), Path::new("/dev/null")]
+        .iter()
+        .enumerate()
+    {
         let exec_id = format!("bad-stdio-{i}");
         let req = ExecProcessRequest {
             id: "target".into(),
@@ -95,7 +119,12 @@ fn bad_ids_signals_and_stdio_paths_are_refused_with_the_right_codes() {
             ..Default::default()
         };
         let (code, message) = status(shim.exec(ctx(), &req));
-        assert_eq!(code, Code::INVALID_ARGUMENT, "{}: {message}", path.display());
+        assert_eq!(
+            code,
+            Code::INVALID_ARGUMENT,
+            "{}: {message}",
+            path.display()
+        );
         let state = StateRequest {
             id: "target".into(),
             exec_id,
@@ -103,7 +132,11 @@ fn bad_ids_signals_and_stdio_paths_are_refused_with_the_right_codes() {
         };
         assert_eq!(status(shim.state(ctx(), &state)).0, Code::NOT_FOUND);
     }
-    assert_eq!(fs::read(&file).expect("file"), b"", "nothing was written to the regular file");
+    assert_eq!(
+        fs::read(&file).expect("file"),
+        b"",
+        "nothing was written to the regular file"
+    );
 
     for signal in [0, 65, 1000] {
         let req = KillRequest {
@@ -111,7 +144,11 @@ fn bad_ids_signals_and_stdio_paths_are_refused_with_the_right_codes() {
             signal,
             ..Default::default()
         };
-        assert_eq!(status(shim.kill(ctx(), &req)).0, Code::INVALID_ARGUMENT, "signal {signal}");
+        assert_eq!(
+            status(shim.kill(ctx(), &req)).0,
+            Code::INVALID_ARGUMENT,
+            "signal {signal}"
+        );
     }
     let req = KillRequest {
         id: "target".into(),
@@ -122,9 +159,12 @@ fn bad_ids_signals_and_stdio_paths_are_refused_with_the_right_codes() {
     assert_eq!(status(shim.kill(ctx(), &req)).0, Code::NOT_FOUND);
 
     // A ttrpc frame announcing more than 4 MiB: the connection is refused, the shim lives.
-    let socket = shim_address(&cd, "target").trim_start_matches("unix://").to_string();
+    let socket = shim_address(&cd, "target")
+        .trim_start_matches("unix://")
+        .to_string();
     let mut raw = UnixStream::connect(&socket).expect("raw connection");
-    raw.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    raw.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let length: u32 = 5 << 20;
     let mut header = length.to_be_bytes().to_vec();
     header.extend(1u32.to_be_bytes()); // stream id
@@ -139,7 +179,9 @@ fn bad_ids_signals_and_stdio_paths_are_refused_with_the_right_codes() {
         id: "target".into(),
         ..Default::default()
     };
-    let answer = client(&shim_address(&cd, "target")).state(ctx(), &state).expect("still serving");
+    let answer = client(&shim_address(&cd, "target"))
+        .state(ctx(), &state)
+        .expect("still serving");
     assert_eq!(answer.status.value(), 2, "still RUNNING");
 
     cd.ctr_ok(&["task", "kill", "target"]);
@@ -156,10 +198,21 @@ fn start_bare_shim(cd: &Containerd, bundle: &Path, id: &str) -> (String, fs::Fil
     let log = bundle.join("log");
     let c_log = std::ffi::CString::new(log.display().to_string()).expect("path");
     // SAFETY: mkfifo with a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c_log.as_ptr(), 0o600) }, 0, "mkfifo log");
-    let log = fs::OpenOptions::new().read(true).write(true).open(&log).expect("open log FIFO");
-    fs::write(bundle.join("config.json"), r#"{"ociVersion":"1.0.2","process":{"cwd":"/","user":{"uid":0,"gid":0}}}"#)
-        .expect("config");
+    assert_eq!(
+        unsafe { libc::mkfifo(c_log.as_ptr(), 0o600) },
+        0,
+        "mkfifo log"
+    );
+    let log = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&log)
+        .expect("open log FIFO");
+    fs::write(
+        bundle.join("config.json"),
+        r#"{"ociVersion":"1.0.2","process":{"cwd":"/","user":{"uid":0,"gid":0}}}"#,
+    )
+    .expect("config");
     let out = Command::new(&cd.shim)
         .args(["-namespace", "bad-input", "-id", id, "-address"])
         .arg(&cd.address)
@@ -174,7 +227,9 @@ fn start_bare_shim(cd: &Containerd, bundle: &Path, id: &str) -> (String, fs::Fil
 
 #[test]
 fn missing_oversized_and_malformed_config_json_are_invalid_arguments() {
-    let Some(cd) = Containerd::start() else { return };
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
     let bundle = tempfile::tempdir().expect("bundle");
     let (address, _log) = start_bare_shim(&cd, bundle.path(), "bare");
     let shim = client(&address);
@@ -208,5 +263,9 @@ fn missing_oversized_and_malformed_config_json_are_invalid_arguments() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!socket.exists(), "the shim exited and removed {}", socket.display());
+    assert!(
+        !socket.exists(),
+        "the shim exited and removed {}",
+        socket.display()
+    );
 }

@@ -9,15 +9,35 @@ use integration::{wait_line, Containerd, RUNTIME};
 const SPEC_MODE: &str = "com.example.sample.process=spec";
 
 fn run_args<'a>(image: &'a str, mode: &'a str, id: &'a str) -> Vec<&'a str> {
-    vec!["run", mode, "--runtime", RUNTIME, "--annotation", SPEC_MODE, image, id]
+    vec![
+        "run",
+        mode,
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        SPEC_MODE,
+        image,
+        id,
+    ]
 }
 
 /// Collects `/tasks/*` topics per container until `quiet` passes without a new line.
-fn collect(lines: &std::sync::mpsc::Receiver<String>, quiet: Duration) -> HashMap<String, Vec<String>> {
+fn collect(
+    lines: &std::sync::mpsc::Receiver<String>,
+    quiet: Duration,
+) -> HashMap<String, Vec<String>> {
     let mut seen: HashMap<String, Vec<String>> = HashMap::new();
     while let Some(line) = wait_line(lines, quiet, |l| l.contains(" /tasks/")) {
-        let topic = line.split_whitespace().find(|w| w.starts_with("/tasks/")).unwrap_or("").to_string();
-        if let Some(id) = line.split("\"container_id\":\"").nth(1).and_then(|r| r.split('"').next()) {
+        let topic = line
+            .split_whitespace()
+            .find(|w| w.starts_with("/tasks/"))
+            .unwrap_or("")
+            .to_string();
+        if let Some(id) = line
+            .split("\"container_id\":\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+        {
             seen.entry(id.to_string()).or_default().push(topic);
         }
     }
@@ -26,7 +46,9 @@ fn collect(lines: &std::sync::mpsc::Receiver<String>, quiet: Duration) -> HashMa
 
 #[test]
 fn short_lived_processes_report_start_before_exit_exactly_once() {
-    let Some(cd) = Containerd::start() else { return };
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
     let image = cd.import_image();
     let (mut events, lines) = cd.subscribe_events();
     for i in 0..20 {
@@ -39,7 +61,16 @@ fn short_lived_processes_report_start_before_exit_exactly_once() {
     let seen = collect(&lines, Duration::from_secs(3));
     for i in 0..20 {
         let topics = &seen[&format!("true-{i}")];
-        assert_eq!(topics, &["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], "true-{i}");
+        assert_eq!(
+            topics,
+            &[
+                "/tasks/create",
+                "/tasks/start",
+                "/tasks/exit",
+                "/tasks/delete"
+            ],
+            "true-{i}"
+        );
     }
     let _ = events.kill();
     let _ = events.wait();
@@ -48,7 +79,9 @@ fn short_lived_processes_report_start_before_exit_exactly_once() {
 
 #[test]
 fn kill_and_delete_racing_the_exit_lose_nothing() {
-    let Some(cd) = Containerd::start() else { return };
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
     let image = cd.import_image();
     let (mut events, lines) = cd.subscribe_events();
     for i in 0..10 {
@@ -60,12 +93,18 @@ fn kill_and_delete_racing_the_exit_lose_nothing() {
         cd.ctr_ok(&args);
         let out = cd.ctr_output(&["task", "kill", &id]);
         let said = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() || said.contains("not found"), "kill {id}: {said}");
+        assert!(
+            out.status.success() || said.contains("not found"),
+            "kill {id}: {said}"
+        );
         cd.wait_status(&id, "STOPPED");
         let out = cd.ctr_output(&["task", "rm", &id]);
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "rm {id}: {said}");
-        assert!(said.is_empty() || said.contains("exit code 143"), "{id}: {said}");
+        assert!(
+            said.is_empty() || said.contains("exit code 143"),
+            "{id}: {said}"
+        );
         cd.ctr_ok(&["container", "rm", &id]);
 
         // Delete racing the exit: refused until the process is gone, then exit code 0.
@@ -81,7 +120,10 @@ fn kill_and_delete_racing_the_exit_lose_nothing() {
                 deleted = true;
                 break;
             }
-            assert!(String::from_utf8_lossy(&out.stderr).contains("must be stopped"), "{out:?}");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("must be stopped"),
+                "{out:?}"
+            );
         }
         assert!(deleted, "{id} was never deleted");
         cd.ctr_ok(&["container", "rm", &id]);
@@ -102,7 +144,9 @@ fn kill_and_delete_racing_the_exit_lose_nothing() {
 
 #[test]
 fn twenty_concurrent_execs_get_their_own_exit_codes() {
-    let Some(cd) = Containerd::start() else { return };
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
     let image = cd.import_image();
     let mut args = run_args(image, "-d", "host");
     args.extend(["sleep", "1000"]);
@@ -115,12 +159,24 @@ fn twenty_concurrent_execs_get_their_own_exit_codes() {
                 scope.spawn(move || {
                     let exec_id = format!("e{i}");
                     let script = format!("sleep 0.2; exit {i}");
-                    let out = cd.ctr_output(&["task", "exec", "--exec-id", &exec_id, "host", "sh", "-c", &script]);
+                    let out = cd.ctr_output(&[
+                        "task",
+                        "exec",
+                        "--exec-id",
+                        &exec_id,
+                        "host",
+                        "sh",
+                        "-c",
+                        &script,
+                    ]);
                     (i, out.status.code())
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
     });
     for (i, code) in codes {
         assert_eq!(code, Some(i), "exec e{i}");
@@ -134,7 +190,9 @@ fn twenty_concurrent_execs_get_their_own_exit_codes() {
 
 #[test]
 fn many_shims_started_at_once() {
-    let Some(cd) = Containerd::start() else { return };
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
     let image = cd.import_image();
     let codes: Vec<(i32, Option<i32>)> = thread::scope(|scope| {
         let handles: Vec<_> = (0..10)
@@ -149,7 +207,10 @@ fn many_shims_started_at_once() {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
     });
     for (want, code) in codes {
         assert_eq!(code, Some(want));

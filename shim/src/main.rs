@@ -30,6 +30,8 @@ mod init;
 mod metrics;
 mod process;
 mod procfs;
+#[cfg(test)]
+mod proptests;
 mod shim;
 mod spec;
 mod stdio;

@@ -190,7 +190,7 @@ fn rlimit_resource(typ: PosixRlimitType) -> i32 {
 }
 
 /// Splits `KEY=value`; entries without `=` are dropped, as `execve` would ignore them.
-fn split_env(var: &str) -> Option<(String, String)> {
+pub fn split_env(var: &str) -> Option<(String, String)> {
     let (key, value) = var.split_once('=')?;
     (!key.is_empty()).then(|| (key.to_string(), value.to_string()))
 }

@@ -4,7 +4,10 @@
 use anyhow::{Context, Result};
 
 fn main() -> Result<()> {
-    let n: usize = std::env::args().nth(1).map_or(Ok(50), |a| a.parse()).context("usage: soak [N]")?;
+    let n: usize = std::env::args()
+        .nth(1)
+        .map_or(Ok(50), |a| a.parse())
+        .context("usage: soak [N]")?;
     let cd = integration::Containerd::start().context("no containerd")?;
     let report = integration::soak::soak(&cd, n)?;
     println!("{report:#?}");
