@@ -294,4 +294,30 @@ fn start_outside_a_bundle_leaves_no_daemon_and_no_socket() {
         .unwrap_or_default();
     assert_eq!(before.len(), after.len(), "no new socket");
     assert!(cd.shim_pids().is_empty(), "no daemon");
+
+    // Ids on the command line are checked too, before anything is spawned.
+    let bundle = tempfile::tempdir().expect("tempdir");
+    fs::write(bundle.path().join("config.json"), "{}").expect("config");
+    for (flag, bad) in [("-id", "../escape"), ("-id", "a/b"), ("-namespace", "..")] {
+        let (id, namespace) = if flag == "-id" {
+            (bad, "default")
+        } else {
+            ("ok", bad)
+        };
+        let out = std::process::Command::new(&cd.shim)
+            .args(["-namespace", namespace, "-id", id, "-address"])
+            .arg(&cd.address)
+            .arg("start")
+            .env("TTRPC_ADDRESS", format!("{}.ttrpc", cd.address.display()))
+            .current_dir(bundle.path())
+            .output()
+            .expect("run the shim's start");
+        assert!(!out.status.success(), "{flag} {bad:?} was accepted");
+        assert!(
+            stderr(&out).contains("invalid"),
+            "{flag} {bad:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(cd.shim_pids().is_empty(), "no daemon");
 }

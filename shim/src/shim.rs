@@ -104,6 +104,9 @@ impl Shim for SampleShim {
 /// daemon closes its stdout once it serves; reading that pipe to its end is how `start`
 /// knows the address is ready before printing it.
 pub fn start(opts: &StartOpts) -> Result<String> {
+    // The id and namespace become part of the socket's name and of every log line.
+    crate::task::validate_id("task", &opts.id)?;
+    crate::task::validate_id("namespace", &opts.namespace)?;
     let bundle = std::env::current_dir().map_err(Error::io("current directory"))?;
     if !bundle.join(CONFIG_FILE).is_file() {
         return Err(Error::InvalidArgument(format!(
