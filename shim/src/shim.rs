@@ -184,6 +184,19 @@ fn prepare_socket(socket: &Path) -> Result<()> {
     }
 }
 
+/// True when a live shim still serves `socket`. A shim that was just killed may still have
+/// its listening socket for a moment (the kernel closes it last), so a connection that
+/// succeeds is retried for up to a second before the shim is believed alive.
+fn serving(socket: &Path) -> bool {
+    for _ in 0..20 {
+        if UnixStream::connect(socket).is_err() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    true
+}
+
 /// `delete`: containerd's cleanup after the daemon is gone, whether it exited or crashed.
 ///
 /// Idempotent: it may run after a clean shutdown (nothing left to do), after a crash (the
@@ -206,9 +219,9 @@ pub fn delete() -> Result<DeleteResponse> {
     }
     if let Some(address) = bundle::read_address(&bundle) {
         let socket = bundle::socket_path(&address);
-        let stale = std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket())
-            && UnixStream::connect(&socket).is_err();
-        if stale {
+        if std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket())
+            && !serving(&socket)
+        {
             let _ = std::fs::remove_file(&socket);
         }
     }
