@@ -60,9 +60,22 @@ fn tasks_survive_a_containerd_restart() {
     cd.start_daemon();
 
     assert_eq!(cd.task_status("survivor"), Some((pid, "RUNNING".into())));
-    assert_eq!(cd.wait_status("doomed", "STOPPED"), doomed);
-    let out = cd.ctr_output(&["task", "rm", "doomed"]);
-    assert!(stderr(&out).contains("exit code 42"), "{}", stderr(&out));
+    // containerd 1.6 lists the exited task as STOPPED with its real exit code until
+    // `ctr task rm`. containerd 1.7 and 2.x, when they reload a shim whose task has no
+    // process left, delete it themselves (containerd#6860): the shim reports the real code
+    // to that Delete, as its log line in containerd's log shows.
+    thread::sleep(Duration::from_millis(300));
+    match cd.task_status("doomed") {
+        Some(_) => {
+            assert_eq!(cd.wait_status("doomed", "STOPPED"), doomed);
+            let out = cd.ctr_output(&["task", "rm", "doomed"]);
+            assert!(stderr(&out).contains("exit code 42"), "{}", stderr(&out));
+        }
+        None => assert!(
+            cd.log().contains("doomed: deleted, exit code 42"),
+            "containerd deleted the exited task: the shim must have reported 42"
+        ),
+    }
 
     let (mut events, lines) = cd.subscribe_events();
     cd.ctr_ok(&["task", "kill", "survivor"]);
