@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: build test test-matrix lint demo
+.PHONY: build test test-matrix lint demo bench
 
 ## build: debug binaries of the whole workspace (the tests use them)
 build:
@@ -19,6 +19,11 @@ test: build
 ## test-matrix: the integration suite against containerd 1.6, 1.7 and 2.1 (CONTAINERD_VERSIONS)
 test-matrix: build
 	bash scripts/test-matrix.sh
+
+## bench: ours against containerd-shim-runc-v2 in one private containerd; writes bench/RESULTS.md
+## (QUICK=1: a smoke run of under a minute, written to target/bench-quick/)
+bench:
+	bash scripts/bench.sh
 
 ## lint: formatting, clippy and docs, as CI checks them
 lint:

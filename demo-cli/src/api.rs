@@ -12,9 +12,9 @@ use anyhow::{Context, Result};
 use containerd_client::{
     services::v1::{
         container::Runtime, CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest,
-        DeleteContainerRequest, DeleteTaskRequest, GetImageRequest, GetRequest, KillRequest,
-        ListContainersRequest, ListPidsRequest, ListTasksRequest, StartRequest, SubscribeRequest,
-        WaitRequest,
+        DeleteContainerRequest, DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest,
+        GetImageRequest, GetRequest, KillRequest, ListContainersRequest, ListPidsRequest,
+        ListTasksRequest, StartRequest, SubscribeRequest, WaitRequest,
     },
     tonic::{self, codec::Streaming, metadata::MetadataValue, Code, Request},
     types::{v1::Process, Envelope},
@@ -230,6 +230,42 @@ impl Containerd {
         });
         self.client.tasks().close_io(request).await?;
         Ok(())
+    }
+
+    /// Adds an exec process `exec_id` running the OCI process `spec` (JSON), no stdio.
+    pub async fn exec(&self, id: &str, exec_id: &str, spec: &str) -> CallResult<()> {
+        let request = self.request(ExecProcessRequest {
+            container_id: id.into(),
+            exec_id: exec_id.into(),
+            spec: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                value: spec.as_bytes().to_vec(),
+            }),
+            ..Default::default()
+        });
+        self.client.tasks().exec(request).await?;
+        Ok(())
+    }
+
+    /// Starts exec process `exec_id`, waits for it and deletes it; returns its exit code.
+    pub async fn run_exec(&self, id: &str, exec_id: &str) -> CallResult<u32> {
+        let start = self.request(StartRequest {
+            container_id: id.into(),
+            exec_id: exec_id.into(),
+        });
+        let wait = self.request(WaitRequest {
+            container_id: id.into(),
+            exec_id: exec_id.into(),
+        });
+        let mut tasks = self.client.tasks();
+        tasks.start(start).await?;
+        let code = tasks.wait(wait).await?.into_inner().exit_status;
+        let delete = self.request(DeleteProcessRequest {
+            container_id: id.into(),
+            exec_id: exec_id.into(),
+        });
+        tasks.delete_process(delete).await?;
+        Ok(code)
     }
 
     /// Waits for the task to exit; returns its exit code.

@@ -512,12 +512,14 @@ fn built_binary(var: &str, name: &str, member: &str) -> Result<PathBuf> {
     if let Ok(path) = std::env::var(var) {
         return Ok(PathBuf::from(path));
     }
-    // The test runs from target/<profile>/deps/<test>-<hash>.
+    // A test runs from target/<profile>/deps/<test>-<hash>, a binary from target/<profile>/.
     let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("locate the target directory")?;
+    let mut profile_dir = exe.parent().context("locate the target directory")?;
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir
+            .parent()
+            .context("locate the target directory")?;
+    }
     let binary = profile_dir.join(name);
     let missing = || {
         format!(

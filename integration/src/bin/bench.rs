@@ -1,0 +1,519 @@
+//! `make bench` (`cargo run --release -p integration --bin bench -- [--quick] [--out DIR]`):
+//! our shim and Debian's `containerd-shim-runc-v2`, side by side, in one private containerd.
+//!
+//! Writes `bench/RESULTS.md` and `bench/results.svg`. runc gets a busybox root filesystem
+//! (`busybox-static`); our shim runs the same commands on the host in spec mode.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use integration::{proc, Containerd, RUNTIME};
+use shim_demo::{api::Containerd as Api, fifo::FifoSet};
+use tokio::io::AsyncReadExt;
+
+const RUNC: &str = "io.containerd.runc.v2";
+
+struct Runtime {
+    name: &'static str,
+    runtime: &'static str,
+    shim_binary: &'static str,
+}
+
+const RUNTIMES: [Runtime; 2] = [
+    Runtime {
+        name: "sample (ours)",
+        runtime: RUNTIME,
+        shim_binary: "containerd-shim-sample-v2",
+    },
+    Runtime {
+        name: "runc-v2 (Go)",
+        runtime: RUNC,
+        shim_binary: "containerd-shim-runc-v2",
+    },
+];
+
+struct Settings {
+    quick: bool,
+    starts: usize,
+    tasks: usize,
+    cycles: usize,
+    stdout_bytes: u64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn ms(durations: &mut [f64]) -> (f64, f64, f64) {
+    durations.sort_by(|a, b| a.total_cmp(b));
+    (
+        percentile(durations, 0.5),
+        percentile(durations, 0.95),
+        percentile(durations, 0.99),
+    )
+}
+
+/// A spec for `runtime` running `args`: ours in spec mode on the host; runc in a busybox root.
+fn spec(
+    template: &serde_json::Value,
+    rt: &Runtime,
+    id: &str,
+    rootfs: &Path,
+    args: &[&str],
+) -> String {
+    let mut spec = template.clone();
+    spec["process"]["args"] = serde_json::json!(args);
+    spec["process"]["terminal"] = serde_json::json!(false);
+    spec["root"] = serde_json::json!({ "path": rootfs, "readonly": false });
+    spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/shim-bench/{id}"));
+    if rt.runtime == RUNTIME {
+        spec["annotations"] = serde_json::json!({ "com.example.sample.process": "spec" });
+    }
+    spec.to_string()
+}
+
+/// Readers on the task's stdout and stderr FIFOs, held while the task lives. runc's shim
+/// opens them write-only and waits for a reader; ours would not need one.
+fn readers(
+    fifos: &FifoSet,
+) -> Result<(
+    tokio::net::unix::pipe::Receiver,
+    tokio::net::unix::pipe::Receiver,
+)> {
+    Ok((
+        shim_demo::fifo::open_reader(&fifos.stdout())?,
+        shim_demo::fifo::open_reader(&fifos.stderr())?,
+    ))
+}
+
+fn shim_memory(binary: &str, address: &Path) -> Vec<(u64, u64)> {
+    let address = address.display().to_string();
+    proc::all_pids()
+        .into_iter()
+        .filter(|&pid| {
+            let args = proc::cmdline(pid);
+            args.first().is_some_and(|a| a.ends_with(binary)) && args.contains(&address)
+        })
+        .filter_map(|pid| {
+            let field = |file: &str, key: &str| -> Option<u64> {
+                fs::read_to_string(format!("/proc/{pid}/{file}"))
+                    .ok()?
+                    .lines()
+                    .find(|l| l.starts_with(key))?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()
+            };
+            Some((field("status", "VmRSS:")?, field("smaps_rollup", "Pss:")?))
+        })
+        .collect()
+}
+
+struct Row {
+    label: String,
+    ours: f64,
+    runc: f64,
+    unit: &'static str,
+    lower_is_better: bool,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let out_dir = std::env::args()
+        .skip_while(|a| a != "--out")
+        .nth(1)
+        .map_or_else(|| PathBuf::from("bench"), PathBuf::from);
+    let settings = if quick {
+        Settings {
+            quick,
+            starts: 10,
+            tasks: 5,
+            cycles: 5,
+            stdout_bytes: 32 << 20,
+        }
+    } else {
+        Settings {
+            quick,
+            starts: 200,
+            tasks: 100,
+            cycles: 50,
+            stdout_bytes: 1 << 30,
+        }
+    };
+    let cd = Containerd::start().context("the benchmark needs root and containerd")?;
+    let image = cd.import_image();
+    let api = Api::connect(&cd.address, "default").await?;
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.exists() {
+        bail!("runc needs a root filesystem: apt-get install -y busybox-static");
+    }
+    let rootfs = cd.dir().join("rootfs");
+    fs::create_dir_all(rootfs.join("bin"))?;
+    for dir in ["proc", "dev", "sys", "tmp"] {
+        fs::create_dir_all(rootfs.join(dir))?;
+    }
+    fs::copy(busybox, rootfs.join("bin/busybox"))?;
+    for applet in ["sh", "sleep", "true", "head", "cat"] {
+        let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
+    }
+    let template: serde_json::Value =
+        serde_json::from_slice(&cd.ctr().args(["oci", "spec"]).output()?.stdout)
+            .context("ctr oci spec")?;
+
+    let mut rows = Vec::new();
+    let mut results: Vec<Vec<f64>> = Vec::new();
+    for rt in &RUNTIMES {
+        let mut values = Vec::new();
+        eprintln!("== {}", rt.name);
+        // Idle memory: one task, then `tasks` tasks.
+        let mut ids = Vec::new();
+        for i in 0..settings.tasks {
+            let id = format!("idle-{}-{i}", rt.shim_binary);
+            let fifos = FifoSet::for_task(&cd.address, "default", &id);
+            fifos.create()?;
+            api.create_container_with_spec(
+                &id,
+                image,
+                rt.runtime,
+                &spec(&template, rt, &id, &rootfs, &["/bin/sleep", "1000"]),
+            )
+            .await?;
+            let io = readers(&fifos)?;
+            api.create_task(&id, &fifos).await?;
+            api.start_task(&id).await?;
+            ids.push((id, fifos, io));
+            if i == 0 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let one = shim_memory(rt.shim_binary, &cd.address);
+                values.push(one.first().map_or(f64::NAN, |m| m.0 as f64 / 1024.0));
+                values.push(one.first().map_or(f64::NAN, |m| m.1 as f64 / 1024.0));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let all = shim_memory(rt.shim_binary, &cd.address);
+        values.push(all.iter().map(|m| m.0).sum::<u64>() as f64 / 1024.0);
+        values.push(all.iter().map(|m| m.1).sum::<u64>() as f64 / 1024.0);
+
+        // Exec latency, in the first idle task.
+        let mut execs = Vec::new();
+        let exec_spec =
+            serde_json::json!({ "args": ["/bin/true"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+            "env": ["PATH=/bin:/usr/bin"] })
+            .to_string();
+        for i in 0..settings.starts.min(50) {
+            let exec_id = format!("x{i}");
+            let started = Instant::now();
+            api.exec(&ids[0].0, &exec_id, &exec_spec).await?;
+            api.run_exec(&ids[0].0, &exec_id).await?;
+            execs.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        // Exit latency: kill, then the /tasks/exit event. containerd answers Subscribe only
+        // with its first event, so the stream is read in the background.
+        let mut exits = Vec::new();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let address = cd.address.clone();
+        let listener = tokio::spawn(async move {
+            let api = Api::connect(&address, "default").await?;
+            let mut events = api.subscribe(&["topic==\"/tasks/exit\""]).await?;
+            while let Some(envelope) = events.message().await? {
+                let payload = shim_demo::commands::events::decode_task_event(
+                    &envelope.topic,
+                    &envelope.event.map(|e| e.value).unwrap_or_default(),
+                );
+                let _ = tx.send(
+                    payload["container_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+            anyhow::Ok(())
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for (id, fifos, _io) in ids.drain(..) {
+            let started = Instant::now();
+            api.kill(&id, 9, false).await?;
+            loop {
+                let seen = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                    .await
+                    .context("no /tasks/exit within 10 s")?
+                    .context("event stream ended")?;
+                if seen == id {
+                    break;
+                }
+            }
+            exits.push(started.elapsed().as_secs_f64() * 1000.0);
+            api.delete_task(&id).await?;
+            api.delete_container(&id).await?;
+            fifos.remove();
+        }
+        listener.abort();
+        // Start latency: Create + Start of a task.
+        let mut starts = Vec::new();
+        for i in 0..settings.starts {
+            let id = format!("start-{}-{i}", rt.shim_binary);
+            let fifos = FifoSet::for_task(&cd.address, "default", &id);
+            fifos.create()?;
+            api.create_container_with_spec(
+                &id,
+                image,
+                rt.runtime,
+                &spec(&template, rt, &id, &rootfs, &["/bin/sleep", "1000"]),
+            )
+            .await?;
+            let _io = readers(&fifos)?;
+            let started = Instant::now();
+            api.create_task(&id, &fifos).await?;
+            api.start_task(&id).await?;
+            starts.push(started.elapsed().as_secs_f64() * 1000.0);
+            api.kill(&id, 9, false).await?;
+            api.wait(&id).await?;
+            api.delete_task(&id).await?;
+            api.delete_container(&id).await?;
+            fifos.remove();
+        }
+        // Short-task throughput, concurrency 1 and 8.
+        let mut throughput = Vec::new();
+        for concurrency in [1usize, 8] {
+            let started = Instant::now();
+            let mut handles = Vec::new();
+            for worker in 0..concurrency {
+                let address = cd.address.clone();
+                let image = image.to_string();
+                let cycles = settings.cycles;
+                let spec_of = {
+                    let template = template.clone();
+                    let rootfs = rootfs.clone();
+                    move |id: &str| {
+                        spec(
+                            &template,
+                            &RUNTIMES[if rt.runtime == RUNTIME { 0 } else { 1 }],
+                            id,
+                            &rootfs,
+                            &["/bin/true"],
+                        )
+                    }
+                };
+                let runtime = rt.runtime;
+                let tag = rt.shim_binary;
+                handles.push(tokio::spawn(async move {
+                    let api = Api::connect(&address, "default").await?;
+                    for i in 0..cycles {
+                        let id = format!("short-{tag}-{concurrency}-{worker}-{i}");
+                        let fifos = FifoSet::for_task(&address, "default", &id);
+                        fifos.create()?;
+                        api.create_container_with_spec(&id, &image, runtime, &spec_of(&id))
+                            .await?;
+                        let _io = readers(&fifos)?;
+                        api.create_task(&id, &fifos).await?;
+                        let wait = api.wait(&id);
+                        api.start_task(&id).await?;
+                        wait.await?;
+                        api.delete_task(&id).await?;
+                        api.delete_container(&id).await?;
+                        fifos.remove();
+                    }
+                    anyhow::Ok(())
+                }));
+            }
+            for handle in handles {
+                handle.await??;
+            }
+            let total = (settings.cycles * concurrency) as f64;
+            throughput.push(total / started.elapsed().as_secs_f64());
+        }
+        // stdout throughput.
+        let id = format!("stdout-{}", rt.shim_binary);
+        let fifos = FifoSet::for_task(&cd.address, "default", &id);
+        fifos.create()?;
+        let count = settings.stdout_bytes.to_string();
+        api.create_container_with_spec(
+            &id,
+            image,
+            rt.runtime,
+            &spec(
+                &template,
+                rt,
+                &id,
+                &rootfs,
+                &["/bin/head", "-c", &count, "/dev/zero"],
+            ),
+        )
+        .await?;
+        let (mut reader, _stderr) = readers(&fifos)?;
+        api.create_task(&id, &fifos).await?;
+        let started = Instant::now();
+        api.start_task(&id).await?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        while got < settings.stdout_bytes {
+            let n = tokio::time::timeout(Duration::from_secs(60), reader.read(&mut buf)).await??;
+            got += n as u64;
+        }
+        let mib_s = got as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64();
+        api.wait(&id).await?;
+        api.delete_task(&id).await?;
+        api.delete_container(&id).await?;
+        fifos.remove();
+
+        let (s50, s95, s99) = ms(&mut starts);
+        let (e50, _, e99) = ms(&mut exits);
+        let (x50, _, x99) = ms(&mut execs);
+        values.extend([
+            s50,
+            s95,
+            s99,
+            e50,
+            e99,
+            throughput[0],
+            throughput[1],
+            mib_s,
+            x50,
+            x99,
+        ]);
+        results.push(values);
+    }
+    let labels: [(&str, &str, bool); 14] = [
+        ("idle RSS, one shim", "MiB", true),
+        ("idle PSS, one shim", "MiB", true),
+        ("RSS, all shims (N tasks)", "MiB", true),
+        ("PSS, all shims (N tasks)", "MiB", true),
+        ("start latency p50", "ms", true),
+        ("start latency p95", "ms", true),
+        ("start latency p99", "ms", true),
+        ("exit latency p50", "ms", true),
+        ("exit latency p99", "ms", true),
+        ("run-to-delete, concurrency 1", "tasks/s", false),
+        ("run-to-delete, concurrency 8", "tasks/s", false),
+        ("stdout throughput", "MiB/s", false),
+        ("exec latency p50", "ms", true),
+        ("exec latency p99", "ms", true),
+    ];
+    for (i, (label, unit, lower)) in labels.iter().enumerate() {
+        rows.push(Row {
+            label: label.replace("(N tasks)", &format!("({} tasks)", settings.tasks)),
+            ours: results[0][i],
+            runc: results[1][i],
+            unit,
+            lower_is_better: *lower,
+        });
+    }
+    fs::create_dir_all(&out_dir)?;
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let cores = fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .matches("processor")
+        .count();
+    let mut md = String::new();
+    writeln!(md, "# Benchmark results\n")?;
+    writeln!(
+        md,
+        "`make bench{}`, {} UTC.\n",
+        if settings.quick { " QUICK=1" } else { "" },
+        now()
+    )?;
+    writeln!(
+        md,
+        "- machine: {cpu}, {cores} cores; kernel {}",
+        kernel.trim()
+    )?;
+    writeln!(
+        md,
+        "- containerd {}; runc shim: Debian's `containerd-shim-runc-v2`",
+        cd.server_version()
+    )?;
+    writeln!(
+        md,
+        "- {} start runs, {} idle tasks, {} short tasks per worker, {} MiB of stdout\n",
+        settings.starts,
+        settings.tasks,
+        settings.cycles,
+        settings.stdout_bytes >> 20
+    )?;
+    writeln!(md, "| measure | ours | runc | ours / runc |")?;
+    writeln!(md, "|---|---:|---:|---:|")?;
+    for row in &rows {
+        writeln!(
+            md,
+            "| {} ({}) | {:.2} | {:.2} | {:.2} |",
+            row.label,
+            row.unit,
+            row.ours,
+            row.runc,
+            row.ours / row.runc
+        )?;
+    }
+    writeln!(md, "\n![ours / runc](results.svg)")?;
+    fs::write(out_dir.join("RESULTS.md"), &md)?;
+    fs::write(out_dir.join("results.svg"), svg(&rows))?;
+    print!("{md}");
+    Ok(())
+}
+
+fn now() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M"])
+        .output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// One bar per measure: ours / runc, oriented so that longer is better for us.
+fn svg(rows: &[Row]) -> String {
+    let height = 30 * rows.len() + 40;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"760\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <text x=\"10\" y=\"18\">How many times better than runc's shim (1.0 = equal; longer is better for ours)</text>\n"
+    );
+    for (i, row) in rows.iter().enumerate() {
+        let advantage = if row.lower_is_better {
+            row.runc / row.ours
+        } else {
+            row.ours / row.runc
+        };
+        let advantage = if advantage.is_finite() {
+            advantage
+        } else {
+            0.0
+        };
+        let y = 30 + i * 30;
+        let width = (advantage.min(10.0) * 40.0) as usize;
+        let color = if advantage >= 1.0 {
+            "#2e7d32"
+        } else {
+            "#c62828"
+        };
+        let _ = writeln!(
+            out,
+            "<text x=\"10\" y=\"{}\">{}</text><rect x=\"300\" y=\"{}\" width=\"{width}\" height=\"18\" fill=\"{color}\"/>\
+             <text x=\"{}\" y=\"{}\">{advantage:.2}x</text>",
+            y + 14,
+            row.label,
+            y,
+            305 + width,
+            y + 14
+        );
+    }
+    out + "<line x1=\"340\" y1=\"25\" x2=\"340\" y2=\""
+        + &height.to_string()
+        + "\" stroke=\"#555\" stroke-dasharray=\"4\"/>\n</svg>\n"
+}

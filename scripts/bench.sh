@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# `make bench`: builds release binaries and runs integration/src/bin/bench.rs, which measures
+# our shim and Debian's containerd-shim-runc-v2 side by side in one private containerd.
+# QUICK=1 runs a small smoke version and writes to target/bench-quick/ instead of bench/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "make bench starts containerd and must run as root (try: sudo make bench)" >&2
+    exit 2
+fi
+missing=()
+command -v containerd >/dev/null || missing+=(containerd)
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+[ -x /bin/busybox ] || missing+=(busybox-static) # runc's tasks need a root filesystem
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+cargo build --release --locked -q -p containerd-shim-sample-v2 -p integration --bin bench
+bench="${CARGO_TARGET_DIR:-$PWD/target}/release/bench"
+if [ "${QUICK:-}" = 1 ]; then
+    "$bench" --quick --out "${CARGO_TARGET_DIR:-$PWD/target}/bench-quick"
+else
+    "$bench" --out bench
+fi
