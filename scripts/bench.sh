@@ -19,7 +19,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo build --release --locked -q -p containerd-shim-sample-v2 -p integration --bin bench
-bench="${CARGO_TARGET_DIR:-$PWD/target}/release/bench"
+release="${CARGO_TARGET_DIR:-$PWD/target}/release"
+bench="$release/bench"
+# The binaries cargo just built are current by definition.
+export SHIM_BIN="$release/containerd-shim-sample-v2"
 if [ "${QUICK:-}" = 1 ]; then
     "$bench" --quick --out "${CARGO_TARGET_DIR:-$PWD/target}/bench-quick"
 else
