@@ -37,6 +37,14 @@ pub const RUNTIME: &str = "com.example.sample.v2";
 /// The name of the shim binary, as containerd derives it from [`RUNTIME`].
 pub const SHIM_BINARY: &str = "containerd-shim-sample-v2";
 
+/// The annotation that makes the shim run the spec's own process (spec mode).
+pub const SPEC_MODE: &str = "com.example.sample.process=spec";
+
+/// A command's stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Set to `1` to skip the integration tests where root or containerd are missing.
 pub const SKIP_VAR: &str = "SAMPLE_SHIM_SKIP_INTEGRATION";
 
@@ -187,6 +195,24 @@ impl Containerd {
         image::write_oci_archive(&archive, image::IMAGE).expect("write the image archive");
         self.ctr_ok(&["images", "import", &archive.display().to_string()]);
         image::IMAGE
+    }
+
+    /// `ctr run -d` of `args` in spec mode as task `id`; returns its pid once RUNNING.
+    pub fn run_detached(&self, id: &str, args: &[&str]) -> i32 {
+        let image = self.import_image();
+        let mut full = vec![
+            "run",
+            "-d",
+            "--runtime",
+            RUNTIME,
+            "--annotation",
+            SPEC_MODE,
+            image,
+            id,
+        ];
+        full.extend_from_slice(args);
+        self.ctr_ok(&full);
+        self.wait_status(id, "RUNNING")
     }
 
     /// `ctr task ls` as (task, pid, status) rows.

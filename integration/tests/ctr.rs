@@ -5,13 +5,9 @@
 
 use std::{fs, path::PathBuf, thread, time::Duration};
 
-use integration::{parse_rfc3339_seconds, proc, wait_exit, wait_line, Containerd, RUNTIME};
+use integration::{parse_rfc3339_seconds, proc, stderr, wait_exit, wait_line, Containerd, RUNTIME};
 
 const TASK: &str = "shim-test";
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 fn create_container(cd: &Containerd) {
     let image = cd.import_image();

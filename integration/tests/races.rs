@@ -4,9 +4,7 @@
 
 use std::{collections::HashMap, thread, time::Duration};
 
-use integration::{wait_line, Containerd, RUNTIME};
-
-const SPEC_MODE: &str = "com.example.sample.process=spec";
+use integration::{wait_line, Containerd, RUNTIME, SPEC_MODE};
 
 fn run_args<'a>(image: &'a str, mode: &'a str, id: &'a str) -> Vec<&'a str> {
     vec![

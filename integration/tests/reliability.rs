@@ -3,38 +3,15 @@
 
 use std::{fs, os::unix::fs::PermissionsExt, path::PathBuf, thread, time::Duration};
 
-use integration::{proc, Containerd, RUNTIME};
-
-const SPEC_MODE: &str = "com.example.sample.process=spec";
-
-fn run_detached(cd: &Containerd, id: &str, args: &[&str]) -> i32 {
-    let image = cd.import_image();
-    let mut full = vec![
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        "--annotation",
-        SPEC_MODE,
-        image,
-        id,
-    ];
-    full.extend_from_slice(args);
-    cd.ctr_ok(&full);
-    cd.wait_status(id, "RUNNING")
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use integration::{proc, stderr, Containerd};
 
 #[test]
 fn tasks_survive_a_containerd_restart() {
     let Some(mut cd) = Containerd::start() else {
         return;
     };
-    let pid = run_detached(&cd, "survivor", &["sleep", "1000"]);
-    let doomed = run_detached(&cd, "doomed", &["sh", "-c", "read x; exit 42"]);
+    let pid = cd.run_detached("survivor", &["sleep", "1000"]);
+    let doomed = cd.run_detached("doomed", &["sh", "-c", "read x; exit 42"]);
     let shims = cd.shim_pids();
     assert_eq!(shims.len(), 2);
 
@@ -116,7 +93,7 @@ fn a_shim_killed_with_sigkill_is_cleaned_up_by_delete() {
         return;
     };
     let (mut events, lines) = cd.subscribe_events();
-    let pid = run_detached(&cd, "crash", &["sleep", "1000"]);
+    let pid = cd.run_detached("crash", &["sleep", "1000"]);
     let shim = cd.the_shim();
     let socket = PathBuf::from(
         fs::read_to_string(
@@ -166,7 +143,7 @@ fn the_shim_is_private_and_the_task_inherits_nothing() {
     let Some(cd) = Containerd::start() else {
         return;
     };
-    let pid = run_detached(&cd, "tidy", &["sleep", "1000"]);
+    let pid = cd.run_detached("tidy", &["sleep", "1000"]);
     let shim = cd.the_shim();
 
     // The socket: a file (no abstract socket), owned by root, mode 0600.

@@ -10,9 +10,7 @@ use std::{
     time::Duration,
 };
 
-use integration::{proc, wait_line, Containerd, RUNTIME};
-
-const SPEC_MODE: &str = "com.example.sample.process=spec";
+use integration::{proc, wait_line, Containerd, RUNTIME, SPEC_MODE};
 
 /// `ctr run --rm` in spec mode: returns (exit code, stdout, stderr).
 fn run(cd: &Containerd, id: &str, args: &[&str]) -> (i32, String, String) {
@@ -34,24 +32,6 @@ fn run(cd: &Containerd, id: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// `ctr run -d` in spec mode.
-fn run_detached(cd: &Containerd, id: &str, args: &[&str]) -> i32 {
-    let image = cd.import_image();
-    let mut full = vec![
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        "--annotation",
-        SPEC_MODE,
-        image,
-        id,
-    ];
-    full.extend_from_slice(args);
-    cd.ctr_ok(&full);
-    cd.wait_status(id, "RUNNING")
 }
 
 /// The `/tasks/*` topics seen for container `id` (and their lines), until `last` shows up.
@@ -223,7 +203,7 @@ fn exec_processes_have_their_own_exit_codes_events_and_errors() {
         return;
     };
     let (mut events, lines) = cd.subscribe_events();
-    run_detached(&cd, "host", &["sleep", "1000"]);
+    cd.run_detached("host", &["sleep", "1000"]);
 
     let out = cd.ctr_output(&[
         "task",
@@ -358,11 +338,7 @@ fn pause_resume_and_metrics() {
         return;
     };
     let (mut events, lines) = cd.subscribe_events();
-    let pid = run_detached(
-        &cd,
-        "pausable",
-        &["sh", "-c", "while true; do sleep 0.1; done"],
-    );
+    let pid = cd.run_detached("pausable", &["sh", "-c", "while true; do sleep 0.1; done"]);
 
     cd.ctr_ok(&["task", "pause", "pausable"]);
     assert_eq!(
@@ -426,7 +402,7 @@ fn a_client_that_detaches_does_not_close_stdin_and_reattaching_works() {
     let Some(cd) = Containerd::start() else {
         return;
     };
-    run_detached(&cd, "cat", &["cat"]);
+    cd.run_detached("cat", &["cat"]);
     for word in ["first", "second"] {
         // `ctr task attach` copies its stdin into the task's stdin FIFO; when our pipe
         // closes, ctr stops copying, which must not close the task's stdin.
