@@ -2,11 +2,15 @@
 
 CARGO ?= cargo
 
-.PHONY: build test test-matrix lint demo bench
+.PHONY: build shim test test-matrix lint demo bench
 
 ## build: debug binaries of the whole workspace (the tests use them)
 build:
 	$(CARGO) build --workspace --locked
+
+## shim: the shim as we ship it (static, small): target/shim/containerd-shim-sample-v2
+shim:
+	bash scripts/build-shim.sh
 
 ## demo: the guided walkthrough against a private containerd (as root; installs what it needs)
 demo:

@@ -23,9 +23,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 echo "==> building release binaries"
-cargo build --release --locked -q -p containerd-shim-sample-v2 -p shim-demo
-release="${CARGO_TARGET_DIR:-$PWD/target}/release"
-demo="$release/shim-demo"
+shim=$(bash scripts/build-shim.sh)
+cargo build --release --locked -q -p shim-demo
+demo="${CARGO_TARGET_DIR:-$PWD/target}/release/shim-demo"
 
 if [ -n "${CONTAINERD_ADDRESS:-}" ]; then
     echo "==> using the containerd at $CONTAINERD_ADDRESS"
@@ -34,7 +34,7 @@ fi
 
 dir=$(mktemp -d /tmp/shim-demo.XXXXXX)
 mkdir "$dir/bin"
-ln -s "$release/containerd-shim-sample-v2" "$dir/bin/"
+ln -s "$shim" "$dir/bin/"
 cat >"$dir/config.toml" <<TOML
 version = 2
 root = "$dir/root"

@@ -19,6 +19,16 @@ use tokio::net::unix::pipe;
 /// Where the demo keeps its FIFO directories.
 pub const FIFO_ROOT: &str = "/run/shim-demo";
 
+/// The directory holding every FIFO the demo made for the containerd at `address`.
+pub fn daemon_dir(address: &Path) -> PathBuf {
+    let daemon = crate::image::digest(address.as_os_str().as_bytes());
+    let daemon = daemon
+        .trim_start_matches("sha256:")
+        .get(..12)
+        .unwrap_or_default();
+    Path::new(FIFO_ROOT).join(daemon)
+}
+
 /// The three FIFOs of one task.
 #[derive(Debug, Clone)]
 pub struct FifoSet {
@@ -29,13 +39,8 @@ pub struct FifoSet {
 impl FifoSet {
     /// The directory for task `id` in `namespace` of the containerd at `address`.
     pub fn for_task(address: &Path, namespace: &str, id: &str) -> FifoSet {
-        let daemon = crate::image::digest(address.as_os_str().as_bytes());
-        let daemon = daemon
-            .trim_start_matches("sha256:")
-            .get(..12)
-            .unwrap_or_default();
         FifoSet {
-            dir: Path::new(FIFO_ROOT).join(daemon).join(namespace).join(id),
+            dir: daemon_dir(address).join(namespace).join(id),
         }
     }
 

@@ -536,7 +536,11 @@ pub fn demo_binary() -> PathBuf {
 /// the sources of workspace member `member`: an older one would test stale code.
 fn built_binary(var: &str, name: &str, member: &str) -> Result<PathBuf> {
     if let Ok(path) = std::env::var(var) {
-        return Ok(PathBuf::from(path));
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("{var}={} is not a file (build it first)", path.display());
+        }
+        return Ok(path);
     }
     // A test runs from target/<profile>/deps/<test>-<hash>, a binary from target/<profile>/.
     let exe = std::env::current_exe()?;

@@ -10,17 +10,28 @@
 //! Order matters to clients: `ctr run` waits for `/tasks/exit` after `/tasks/start`. The
 //! task service publishes under its state lock, so the queue sees them in the order they
 //! happened (see `task.rs`).
+//!
+//! Each event travels as a protobuf `Any`: its type name (`containerd.events.TaskExit`)
+//! and its encoded bytes. The name comes from the generated type's `Message::NAME`, not
+//! from protobuf reflection: building the reflection tables (what the crate's `publish`
+//! does through `descriptor_dyn()`) costs a shim hundreds of KiB of heap it never frees.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use containerd_shim::{publisher::RemotePublisher, Context};
+use containerd_shim::publisher::RemotePublisher;
 use containerd_shim_protos::{
     events::task::{
         TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
         TaskResumed, TaskStart,
     },
-    protobuf::{well_known_types::timestamp::Timestamp, MessageDyn},
+    protobuf::{
+        well_known_types::{any::Any, timestamp::Timestamp},
+        Message, MessageField,
+    },
+    shim::{event::Envelope, events::ForwardRequest},
+    shim_async::Events,
     topics,
+    ttrpc::r#async::TtrpcContext,
 };
 use log::warn;
 
@@ -40,12 +51,34 @@ impl Publisher {
         Publisher { remote, namespace }
     }
 
-    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
-        let sent = self
-            .remote
-            .publish(Context::default(), topic, &self.namespace, event)
-            .await;
-        if let Err(err) = sent {
+    async fn publish<E: Message>(&self, topic: &str, event: E) {
+        let value = match event.write_to_bytes() {
+            Ok(value) => value,
+            Err(err) => return warn!("encode {topic}: {err}"),
+        };
+        let envelope = Envelope {
+            timestamp: MessageField::some(timestamp(SystemTime::now())),
+            namespace: self.namespace.clone(),
+            topic: topic.to_string(),
+            event: MessageField::some(Any {
+                type_url: type_url::<E>(),
+                value,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let request = ForwardRequest {
+            envelope: MessageField::some(envelope),
+            ..Default::default()
+        };
+        // `forward` only queues the envelope: the crate's queue sends it to containerd in
+        // order and retries while containerd is away. The context is unused there.
+        let context = TtrpcContext {
+            mh: Default::default(),
+            metadata: Default::default(),
+            timeout_nano: 0,
+        };
+        if let Err(err) = self.remote.forward(&context, request).await {
             // The queue is full or closed: containerd is gone. The state is still correct
             // and `State` still answers, so the shim goes on.
             warn!("publish {topic}: {err}");
@@ -61,8 +94,7 @@ impl Publisher {
             pid: pid as u32,
             ..Default::default()
         };
-        self.publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event))
-            .await;
+        self.publish(topics::TASK_CREATE_EVENT_TOPIC, event).await;
     }
 
     /// `/tasks/start`: the init process runs its program.
@@ -72,8 +104,7 @@ impl Publisher {
             pid: pid as u32,
             ..Default::default()
         };
-        self.publish(topics::TASK_START_EVENT_TOPIC, Box::new(event))
-            .await;
+        self.publish(topics::TASK_START_EVENT_TOPIC, event).await;
     }
 
     /// `/tasks/exit`: a process of the task exited; `exec_id` is the task id for init.
@@ -86,8 +117,7 @@ impl Publisher {
             exited_at: Some(timestamp(exit.at)).into(),
             ..Default::default()
         };
-        self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event))
-            .await;
+        self.publish(topics::TASK_EXIT_EVENT_TOPIC, event).await;
     }
 
     /// `/tasks/exec-added`: an exec process was created (not started yet).
@@ -97,7 +127,7 @@ impl Publisher {
             exec_id: exec_id.to_string(),
             ..Default::default()
         };
-        self.publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(event))
+        self.publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, event)
             .await;
     }
 
@@ -109,7 +139,7 @@ impl Publisher {
             pid: pid as u32,
             ..Default::default()
         };
-        self.publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(event))
+        self.publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, event)
             .await;
     }
 
@@ -119,8 +149,7 @@ impl Publisher {
             container_id: id.to_string(),
             ..Default::default()
         };
-        self.publish(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(event))
-            .await;
+        self.publish(topics::TASK_PAUSED_EVENT_TOPIC, event).await;
     }
 
     /// `/tasks/resumed`: the task runs again.
@@ -129,8 +158,7 @@ impl Publisher {
             container_id: id.to_string(),
             ..Default::default()
         };
-        self.publish(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(event))
-            .await;
+        self.publish(topics::TASK_RESUMED_EVENT_TOPIC, event).await;
     }
 
     /// `/tasks/delete`: the task is gone from the shim.
@@ -143,9 +171,14 @@ impl Publisher {
             exited_at: Some(timestamp(exit.at)).into(),
             ..Default::default()
         };
-        self.publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(event))
-            .await;
+        self.publish(topics::TASK_DELETE_EVENT_TOPIC, event).await;
     }
+}
+
+/// The name containerd decodes an event by: every task event is in the protobuf package
+/// `containerd.events` (containerd's `api/events/task.proto`).
+fn type_url<E: Message>() -> String {
+    format!("containerd.events.{}", E::NAME)
 }
 
 /// A protobuf `Timestamp` for a point in time.
@@ -163,6 +196,22 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn type_urls_match_protobuf_reflection() {
+        use containerd_shim_protos::protobuf::MessageFull;
+        fn check<E: MessageFull>() {
+            assert_eq!(type_url::<E>(), E::descriptor().full_name());
+        }
+        check::<TaskCreate>();
+        check::<TaskStart>();
+        check::<TaskExit>();
+        check::<TaskDelete>();
+        check::<TaskExecAdded>();
+        check::<TaskExecStarted>();
+        check::<TaskPaused>();
+        check::<TaskResumed>();
+    }
 
     #[test]
     fn timestamps_keep_seconds_and_nanoseconds() {

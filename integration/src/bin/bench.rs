@@ -119,6 +119,15 @@ fn shim_memory(binary: &str, address: &Path) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// Removes a directory tree when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 struct Row {
     label: String,
     ours: f64,
@@ -152,6 +161,8 @@ async fn main() -> Result<()> {
         }
     };
     let cd = Containerd::start().context("the benchmark needs root and containerd")?;
+    // The daemon is private, so are its FIFOs: remove them all, also when a step fails.
+    let _fifos = RemoveOnDrop(shim_demo::fifo::daemon_dir(&cd.address));
     let image = cd.import_image();
     let api = Api::connect(&cd.address, "default").await?;
     let busybox = Path::new("/bin/busybox");
