@@ -95,7 +95,8 @@ fn readers(
     ))
 }
 
-fn shim_memory(binary: &str, address: &Path) -> Vec<(u64, u64)> {
+/// The pids of the shims `binary` that serve the containerd at `address`.
+fn shim_pids(binary: &str, address: &Path) -> Vec<i32> {
     let address = address.display().to_string();
     proc::all_pids()
         .into_iter()
@@ -103,6 +104,13 @@ fn shim_memory(binary: &str, address: &Path) -> Vec<(u64, u64)> {
             let args = proc::cmdline(pid);
             args.first().is_some_and(|a| a.ends_with(binary)) && args.contains(&address)
         })
+        .collect()
+}
+
+/// VmRSS and PSS (KiB) of each shim `binary` of the containerd at `address`.
+fn shim_memory(binary: &str, address: &Path) -> Vec<(u64, u64)> {
+    shim_pids(binary, address)
+        .into_iter()
         .filter_map(|pid| {
             let field = |file: &str, key: &str| -> Option<u64> {
                 fs::read_to_string(format!("/proc/{pid}/{file}"))
@@ -117,6 +125,42 @@ fn shim_memory(binary: &str, address: &Path) -> Vec<(u64, u64)> {
             Some((field("status", "VmRSS:")?, field("smaps_rollup", "Pss:")?))
         })
         .collect()
+}
+
+/// Where one process's resident memory is (KiB), from `/proc/<pid>/smaps`: its own binary,
+/// shared libraries, heap, stacks and other anonymous memory; and its thread count.
+fn breakdown(pid: i32) -> Vec<(&'static str, f64)> {
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut kib = [0u64; 5];
+    let mut kind = 0;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            let name = line.split_whitespace().nth(5).unwrap_or_default();
+            kind = match name {
+                _ if Path::new(name) == exe => 0,
+                _ if name.starts_with('/') => 1,
+                "[heap]" => 2,
+                _ if name.starts_with("[stack") => 3,
+                _ => 4,
+            };
+        } else if first == "Rss:" {
+            kib[kind] += words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        }
+    }
+    let threads = fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+    let size = fs::metadata(&exe).map_or(0, |m| m.len() / 1024);
+    vec![
+        ("its binary, mapped", kib[0] as f64),
+        ("shared libraries", kib[1] as f64),
+        ("heap", kib[2] as f64),
+        ("main stack", kib[3] as f64),
+        ("other anonymous (thread stacks, runtime)", kib[4] as f64),
+        ("threads (count)", threads as f64),
+        ("binary file size", size as f64),
+    ]
 }
 
 /// Removes a directory tree when dropped.
@@ -184,6 +228,7 @@ async fn main() -> Result<()> {
 
     let mut rows = Vec::new();
     let mut results: Vec<Vec<f64>> = Vec::new();
+    let mut breakdowns: Vec<Vec<(&str, f64)>> = Vec::new();
     for rt in &RUNTIMES {
         let mut values = Vec::new();
         eprintln!("== {}", rt.name);
@@ -207,6 +252,8 @@ async fn main() -> Result<()> {
             if i == 0 {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let one = shim_memory(rt.shim_binary, &cd.address);
+                let pid = shim_pids(rt.shim_binary, &cd.address);
+                breakdowns.push(pid.first().map(|&pid| breakdown(pid)).unwrap_or_default());
                 values.push(one.first().map_or(f64::NAN, |m| m.0 as f64 / 1024.0));
                 values.push(one.first().map_or(f64::NAN, |m| m.1 as f64 / 1024.0));
             }
@@ -474,6 +521,18 @@ async fn main() -> Result<()> {
         )?;
     }
     writeln!(md, "\n![ours / runc](results.svg)")?;
+    writeln!(
+        md,
+        "\n## Where one idle shim's memory is\n\nResident KiB by mapping, from \
+         `/proc/<pid>/smaps` of the first idle shim of each kind.\n"
+    )?;
+    writeln!(md, "| KiB | ours | runc |")?;
+    writeln!(md, "|---|---:|---:|")?;
+    if let [ours, runc] = &breakdowns[..] {
+        for ((label, a), (_, b)) in ours.iter().zip(runc) {
+            writeln!(md, "| {label} | {a:.0} | {b:.0} |")?;
+        }
+    }
     fs::write(out_dir.join("RESULTS.md"), &md)?;
     fs::write(out_dir.join("results.svg"), svg(&rows))?;
     print!("{md}");
