@@ -168,10 +168,30 @@ impl Containerd {
         command
     }
 
+    /// `ctr args...`, ready to run.
+    ///
+    /// `ctr run`, `ctr task start` and `ctr task exec` get `--fifo-dir` under this daemon's
+    /// directory: `ctr` leaves a task's FIFOs behind unless it waited for the task itself
+    /// (detached, failed, or deleted by another command), and they should go with the
+    /// daemon, not pile up in the machine's `/run/containerd/fifo`.
+    pub fn ctr_with(&self, args: &[&str]) -> Command {
+        let subcommand = match args {
+            ["run", ..] => 1,
+            ["task", "start" | "exec", ..] => 2,
+            _ => 0,
+        };
+        let mut command = self.ctr();
+        command.args(&args[..subcommand]);
+        if subcommand > 0 {
+            command.arg("--fifo-dir").arg(self.dir.path().join("fifo"));
+        }
+        command.args(&args[subcommand..]);
+        command
+    }
+
     /// Runs `ctr args...` and returns its output, whatever its exit code.
     pub fn ctr_output(&self, args: &[&str]) -> Output {
-        self.ctr()
-            .args(args)
+        self.ctr_with(args)
             .output()
             .unwrap_or_else(|e| panic!("run ctr {args:?}: {e}"))
     }
@@ -290,8 +310,7 @@ impl Containerd {
     /// such as `ctr events` or an attached `ctr task start`).
     pub fn spawn_ctr(&self, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
         let mut child = self
-            .ctr()
-            .args(args)
+            .ctr_with(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

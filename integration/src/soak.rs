@@ -148,11 +148,9 @@ pub fn soak(cd: &Containerd, n: usize) -> Result<SoakReport> {
         zombies,
         shims: cd.shim_pids().len(),
         sockets_left: count(Path::new("/run/containerd/s")).saturating_sub(sockets_before),
-        fifos_left: count(
-            &shim_demo::fifo::FifoSet::for_task(&cd.address, "default", "x")
-                .dir
-                .join("../.."),
-        ),
+        // shim-demo's FIFO directories, and ctr's (under the daemon's directory).
+        fifos_left: count(&shim_demo::fifo::daemon_dir(&cd.address))
+            + count(&cd.dir().join("fifo")),
         bundles_left: count(&bundles),
     })
 }

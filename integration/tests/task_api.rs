@@ -112,8 +112,7 @@ fn stdin_reaches_the_task() {
     };
     let image = cd.import_image();
     let mut child = cd
-        .ctr()
-        .args([
+        .ctr_with(&[
             "run",
             "--rm",
             "--runtime",
