@@ -62,6 +62,8 @@ pub struct Containerd {
     pub shim: PathBuf,
     /// The `ctr` binary.
     ctr: PathBuf,
+    /// Set once the test image is imported: tests ask for it from many threads at once.
+    image: std::sync::OnceLock<()>,
 }
 
 impl Containerd {
@@ -108,6 +110,7 @@ impl Containerd {
             address,
             shim,
             ctr,
+            image: std::sync::OnceLock::new(),
         };
         containerd.wait_ready()?;
         containerd.check_version()?;
@@ -209,30 +212,42 @@ impl Containerd {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Builds the test image offline and imports it; returns its name.
+    /// Builds the test image offline and imports it, once per daemon; returns its name.
     pub fn import_image(&self) -> &'static str {
-        let archive = self.dir.path().join("image.tar");
-        image::write_oci_archive(&archive, image::IMAGE).expect("write the image archive");
-        self.ctr_ok(&["images", "import", &archive.display().to_string()]);
+        self.image.get_or_init(|| {
+            let archive = self.dir.path().join("image.tar");
+            image::write_oci_archive(&archive, image::IMAGE).expect("write the image archive");
+            self.ctr_ok(&["images", "import", &archive.display().to_string()]);
+        });
         image::IMAGE
     }
 
-    /// `ctr run -d` of `args` in spec mode as task `id`; returns its pid once RUNNING.
-    pub fn run_detached(&self, id: &str, args: &[&str]) -> i32 {
-        let image = self.import_image();
+    /// The arguments of `ctr run <mode>` (`-d`, `--rm`, ...) of `args` as task `id`, with our
+    /// runtime in spec mode and the test image.
+    pub fn run_args<'a>(&self, mode: &'a str, id: &'a str, args: &[&'a str]) -> Vec<&'a str> {
         let mut full = vec![
             "run",
-            "-d",
+            mode,
             "--runtime",
             RUNTIME,
             "--annotation",
             SPEC_MODE,
-            image,
+            self.import_image(),
             id,
         ];
         full.extend_from_slice(args);
-        self.ctr_ok(&full);
+        full
+    }
+
+    /// `ctr run -d` of `args` in spec mode as task `id`; returns its pid once RUNNING.
+    pub fn run_detached(&self, id: &str, args: &[&str]) -> i32 {
+        self.ctr_ok(&self.run_args("-d", id, args));
         self.wait_status(id, "RUNNING")
+    }
+
+    /// `ctr run --rm` of `args` in spec mode as task `id`, whatever its exit code.
+    pub fn run_rm(&self, id: &str, args: &[&str]) -> Output {
+        self.ctr_output(&self.run_args("--rm", id, args))
     }
 
     /// `ctr task ls` as (task, pid, status) rows.
@@ -358,8 +373,9 @@ impl Containerd {
     }
 
     /// Starts `ctr events` and returns once its subscription is live (`ctr events`
-    /// subscribes asynchronously: the harness makes events until one shows up).
-    pub fn subscribe_events(&self) -> (Child, mpsc::Receiver<String>) {
+    /// subscribes asynchronously: the harness makes events until one shows up). The
+    /// guard stops `ctr events` when dropped; the receiver has its lines.
+    pub fn subscribe_events(&self) -> (ChildGuard, mpsc::Receiver<String>) {
         let (child, lines) = self.spawn_ctr(&["events"]);
         let subscribed = (0..50).any(|i| {
             self.ctr_ok(&["namespaces", "create", &format!("events-probe-{i}")]);
@@ -369,7 +385,7 @@ impl Containerd {
             .is_some()
         });
         assert!(subscribed, "ctr events never showed an event");
-        (child, lines)
+        (ChildGuard(child), lines)
     }
 
     fn stop_everything(&mut self) {
@@ -464,6 +480,16 @@ fn reap_orphans(killed: &[i32]) {
             // SAFETY: waitpid on a zombie child of ours: returns at once.
             unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
         }
+    }
+}
+
+/// A child process (such as `ctr events`) killed and reaped when the guard is dropped.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

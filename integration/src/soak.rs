@@ -6,7 +6,7 @@ use std::{fs, path::Path, process::Command, time::Instant};
 
 use anyhow::{ensure, Context, Result};
 
-use crate::{demo_binary, proc, Containerd, RUNTIME};
+use crate::{demo_binary, proc, Containerd};
 
 /// What a soak observed.
 #[derive(Debug)]
@@ -87,19 +87,7 @@ pub fn soak(cd: &Containerd, n: usize) -> Result<SoakReport> {
     };
     let run_rm = |id: &str, code: i32| -> Result<()> {
         let script = format!("exit {code}");
-        let out = cd.ctr_output(&[
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--annotation",
-            "com.example.sample.process=spec",
-            image,
-            id,
-            "sh",
-            "-c",
-            &script,
-        ]);
+        let out = cd.run_rm(id, &["sh", "-c", &script]);
         ensure!(out.status.code() == Some(code), "ctr run {id}: {out:?}");
         Ok(())
     };

@@ -18,9 +18,7 @@ use containerd_shim_protos::{
     shim::shim_ttrpc::TaskClient,
     ttrpc::{self, context, Code},
 };
-use integration::{Containerd, RUNTIME};
-
-const SPEC_MODE: &str = "com.example.sample.process=spec";
+use integration::Containerd;
 
 fn client(address: &str) -> TaskClient {
     TaskClient::new(ttrpc::Client::connect(address).expect("connect to the shim"))
@@ -61,20 +59,7 @@ fn bad_ids_signals_and_stdio_paths_are_refused_with_the_right_codes() {
     let Some(cd) = Containerd::start() else {
         return;
     };
-    let image = cd.import_image();
-    cd.ctr_ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        "--annotation",
-        SPEC_MODE,
-        image,
-        "target",
-        "sleep",
-        "1000",
-    ]);
-    cd.wait_status("target", "RUNNING");
+    cd.run_detached("target", &["sleep", "1000"]);
     let shim = client(&shim_address(&cd, "target"));
 
     let long = "x".repeat(77);

@@ -4,20 +4,7 @@
 
 use std::{collections::HashMap, thread, time::Duration};
 
-use integration::{wait_line, Containerd, RUNTIME, SPEC_MODE};
-
-fn run_args<'a>(image: &'a str, mode: &'a str, id: &'a str) -> Vec<&'a str> {
-    vec![
-        "run",
-        mode,
-        "--runtime",
-        RUNTIME,
-        "--annotation",
-        SPEC_MODE,
-        image,
-        id,
-    ]
-}
+use integration::{wait_line, Containerd};
 
 /// Collects `/tasks/*` topics per container until `quiet` passes without a new line.
 fn collect(
@@ -47,13 +34,10 @@ fn short_lived_processes_report_start_before_exit_exactly_once() {
     let Some(cd) = Containerd::start() else {
         return;
     };
-    let image = cd.import_image();
-    let (mut events, lines) = cd.subscribe_events();
+    let (_events, lines) = cd.subscribe_events();
     for i in 0..20 {
         let id = format!("true-{i}");
-        let mut args = run_args(image, "--rm", &id);
-        args.push("true");
-        let out = cd.ctr_output(&args);
+        let out = cd.run_rm(&id, &["true"]);
         assert_eq!(out.status.code(), Some(0), "{out:?}");
     }
     let seen = collect(&lines, Duration::from_secs(3));
@@ -70,8 +54,6 @@ fn short_lived_processes_report_start_before_exit_exactly_once() {
             "true-{i}"
         );
     }
-    let _ = events.kill();
-    let _ = events.wait();
     cd.wait_shims_gone();
 }
 
@@ -80,14 +62,12 @@ fn kill_and_delete_racing_the_exit_lose_nothing() {
     let Some(cd) = Containerd::start() else {
         return;
     };
-    let image = cd.import_image();
-    let (mut events, lines) = cd.subscribe_events();
+    let (_events, lines) = cd.subscribe_events();
     for i in 0..10 {
         // Kill racing a process that is exiting on its own.
         let id = format!("kill-{i}");
         let sleep = format!("0.0{i}");
-        let mut args = run_args(image, "-d", &id);
-        args.extend(["sleep", &sleep]);
+        let args = cd.run_args("-d", &id, &["sleep", &sleep]);
         cd.ctr_ok(&args);
         let out = cd.ctr_output(&["task", "kill", &id]);
         let said = String::from_utf8_lossy(&out.stderr);
@@ -109,8 +89,7 @@ fn kill_and_delete_racing_the_exit_lose_nothing() {
 
         // Delete racing the exit: refused until the process is gone, then exit code 0.
         let id = format!("rm-{i}");
-        let mut args = run_args(image, "-d", &id);
-        args.extend(["sleep", &sleep]);
+        let args = cd.run_args("-d", &id, &["sleep", &sleep]);
         cd.ctr_ok(&args);
         let mut deleted = false;
         for _ in 0..500 {
@@ -137,8 +116,6 @@ fn kill_and_delete_racing_the_exit_lose_nothing() {
         assert!(start < exit, "{id}: {topics:?}");
     }
     assert_eq!(seen.len(), 20);
-    let _ = events.kill();
-    let _ = events.wait();
     cd.wait_shims_gone();
 }
 
@@ -147,11 +124,7 @@ fn twenty_concurrent_execs_get_their_own_exit_codes() {
     let Some(cd) = Containerd::start() else {
         return;
     };
-    let image = cd.import_image();
-    let mut args = run_args(image, "-d", "host");
-    args.extend(["sleep", "1000"]);
-    cd.ctr_ok(&args);
-    cd.wait_status("host", "RUNNING");
+    cd.run_detached("host", &["sleep", "1000"]);
     let codes: Vec<(i32, Option<i32>)> = thread::scope(|scope| {
         let handles: Vec<_> = (0..20)
             .map(|i| {
@@ -193,7 +166,6 @@ fn many_shims_started_at_once() {
     let Some(cd) = Containerd::start() else {
         return;
     };
-    let image = cd.import_image();
     let codes: Vec<(i32, Option<i32>)> = thread::scope(|scope| {
         let handles: Vec<_> = (0..10)
             .map(|i| {
@@ -201,9 +173,7 @@ fn many_shims_started_at_once() {
                 scope.spawn(move || {
                     let id = format!("many-{i}");
                     let script = format!("exit {}", 10 + i);
-                    let mut args = run_args(image, "--rm", &id);
-                    args.extend(["sh", "-c", &script]);
-                    (10 + i, cd.ctr_output(&args).status.code())
+                    (10 + i, cd.run_rm(&id, &["sh", "-c", &script]).status.code())
                 })
             })
             .collect();

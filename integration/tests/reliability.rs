@@ -54,7 +54,7 @@ fn tasks_survive_a_containerd_restart() {
         ),
     }
 
-    let (mut events, lines) = cd.subscribe_events();
+    let (_events, lines) = cd.subscribe_events();
     cd.ctr_ok(&["task", "kill", "survivor"]);
     cd.wait_status("survivor", "STOPPED");
     let exit = integration::wait_line(&lines, Duration::from_secs(10), |l| {
@@ -67,8 +67,6 @@ fn tasks_survive_a_containerd_restart() {
     for id in ["survivor", "doomed"] {
         cd.ctr_ok(&["container", "rm", id]);
     }
-    let _ = events.kill();
-    let _ = events.wait();
     cd.wait_shims_gone();
 }
 
@@ -92,7 +90,7 @@ fn a_shim_killed_with_sigkill_is_cleaned_up_by_delete() {
     let Some(cd) = Containerd::start() else {
         return;
     };
-    let (mut events, lines) = cd.subscribe_events();
+    let (_events, lines) = cd.subscribe_events();
     let pid = cd.run_detached("crash", &["sleep", "1000"]);
     let shim = cd.the_shim();
     let socket = PathBuf::from(
@@ -133,8 +131,6 @@ fn a_shim_killed_with_sigkill_is_cleaned_up_by_delete() {
     cd.wait_status("crash", "STOPPED");
     cd.ctr_output(&["task", "rm", "crash"]);
     cd.ctr_ok(&["container", "rm", "crash"]);
-    let _ = events.kill();
-    let _ = events.wait();
     cd.wait_shims_gone();
 }
 

@@ -14,19 +14,7 @@ use integration::{proc, wait_line, Containerd, RUNTIME, SPEC_MODE};
 
 /// `ctr run --rm` in spec mode: returns (exit code, stdout, stderr).
 fn run(cd: &Containerd, id: &str, args: &[&str]) -> (i32, String, String) {
-    let image = cd.import_image();
-    let mut full = vec![
-        "run",
-        "--rm",
-        "--runtime",
-        RUNTIME,
-        "--annotation",
-        SPEC_MODE,
-        image,
-        id,
-    ];
-    full.extend_from_slice(args);
-    let out = cd.ctr_output(&full);
+    let out = cd.run_rm(id, args);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -64,7 +52,7 @@ fn run_rm_reports_exit_codes_and_events_in_order() {
     let Some(cd) = Containerd::start() else {
         return;
     };
-    let (mut events, lines) = cd.subscribe_events();
+    let (_events, lines) = cd.subscribe_events();
     assert_eq!(run(&cd, "exit-7", &["sh", "-c", "exit 7"]).0, 7);
     assert_eq!(run(&cd, "true", &["true"]).0, 0);
     let seen = topics_until(&lines, "true", "/tasks/delete");
@@ -82,8 +70,6 @@ fn run_rm_reports_exit_codes_and_events_in_order() {
         "{}",
         seen[2].1
     );
-    let _ = events.kill();
-    let _ = events.wait();
     cd.wait_shims_gone();
 }
 
@@ -110,19 +96,8 @@ fn stdin_reaches_the_task() {
     let Some(cd) = Containerd::start() else {
         return;
     };
-    let image = cd.import_image();
     let mut child = cd
-        .ctr_with(&[
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--annotation",
-            SPEC_MODE,
-            image,
-            "stdin",
-        ])
-        .args(["sh", "-c", "read x; echo got-$x"])
+        .ctr_with(&cd.run_args("--rm", "stdin", &["sh", "-c", "read x; echo got-$x"]))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -201,7 +176,7 @@ fn exec_processes_have_their_own_exit_codes_events_and_errors() {
     let Some(cd) = Containerd::start() else {
         return;
     };
-    let (mut events, lines) = cd.subscribe_events();
+    let (_events, lines) = cd.subscribe_events();
     cd.run_detached("host", &["sleep", "1000"]);
 
     let out = cd.ctr_output(&[
@@ -295,8 +270,6 @@ fn exec_processes_have_their_own_exit_codes_events_and_errors() {
     assert!(!out.status.success(), "exec into a stopped task must fail");
     cd.ctr_output(&["task", "rm", "host"]);
     cd.ctr_ok(&["container", "rm", "host"]);
-    let _ = events.kill();
-    let _ = events.wait();
     cd.wait_shims_gone();
 }
 
@@ -336,7 +309,7 @@ fn pause_resume_and_metrics() {
     let Some(cd) = Containerd::start() else {
         return;
     };
-    let (mut events, lines) = cd.subscribe_events();
+    let (_events, lines) = cd.subscribe_events();
     let pid = cd.run_detached("pausable", &["sh", "-c", "while true; do sleep 0.1; done"]);
 
     cd.ctr_ok(&["task", "pause", "pausable"]);
@@ -376,8 +349,6 @@ fn pause_resume_and_metrics() {
     cd.wait_status("pausable", "STOPPED");
     cd.ctr_output(&["task", "rm", "pausable"]);
     cd.ctr_ok(&["container", "rm", "pausable"]);
-    let _ = events.kill();
-    let _ = events.wait();
     cd.wait_shims_gone();
 }
 
