@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make bench`: builds release binaries and runs integration/src/bin/bench.rs, which measures
-# our shim and Debian's containerd-shim-runc-v2 side by side in one private containerd.
+# `make bench`: builds the shim (`make shim`) and runs integration/src/bin/bench.rs, which
+# measures our shim and Debian's containerd-shim-runc-v2 side by side in one private
+# containerd.
 # QUICK=1 runs a small smoke version and writes to target/bench-quick/ instead of bench/.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make demo`: the guided walkthrough on a fresh Debian or Ubuntu machine, as root.
 #
-# Installs containerd and protoc if absent, builds release binaries, starts a private
-# containerd under a temporary directory with the shim first on its PATH (or uses the daemon
-# named by CONTAINERD_ADDRESS), runs `shim-demo walkthrough --yes`, and stops what it started.
+# Installs containerd and protoc if absent, builds the shim (`make shim`) and shim-demo,
+# starts a private containerd under a temporary directory with the shim first on its PATH
+# (or uses the daemon named by CONTAINERD_ADDRESS), runs `shim-demo walkthrough --yes`, and
+# stops what it started.
 # Extra arguments go to the walkthrough (e.g. `make demo ARGS=--json`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-echo "==> building release binaries"
+echo "==> building the shim and shim-demo"
 shim=$(bash scripts/build-shim.sh)
 cargo build --release --locked -q -p shim-demo
 demo="${CARGO_TARGET_DIR:-$PWD/target}/release/shim-demo"

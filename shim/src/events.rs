@@ -4,8 +4,11 @@
 //!
 //! A shim does not answer event subscriptions itself. It forwards each event over ttrpc to
 //! the address containerd gave in `TTRPC_ADDRESS` (the `Events.Forward` RPC), and containerd
-//! fans them out to its subscribers (`ctr events`). The crate's `RemotePublisher` queues
-//! them in order and retries while containerd is away.
+//! fans them out to its subscribers (`ctr events`). The crate's `RemotePublisher` sends
+//! them from one queue, in order while containerd answers. An event that fails (containerd
+//! restarting) is queued again behind later ones after a pause of 1 s, then 2 s, and so
+//! on, and dropped after six tries (about 20 s). A client that reconnects after a restart
+//! asks `State`, which is always right, rather than trusting it saw every event.
 //!
 //! Order matters to clients: `ctr run` waits for `/tasks/exit` after `/tasks/start`. The
 //! task service publishes under its state lock, so the queue sees them in the order they
@@ -71,15 +74,15 @@ impl Publisher {
             envelope: MessageField::some(envelope),
             ..Default::default()
         };
-        // `forward` only queues the envelope: the crate's queue sends it to containerd in
-        // order and retries while containerd is away. The context is unused there.
+        // `forward` only queues the envelope (see the module docs); the context is unused
+        // there. It waits up to 3 s when the queue (1024 events) is full.
         let context = TtrpcContext {
             mh: Default::default(),
             metadata: Default::default(),
             timeout_nano: 0,
         };
         if let Err(err) = self.remote.forward(&context, request).await {
-            // The queue is full or closed: containerd is gone. The state is still correct
+            // The queue stayed full for 3 s: containerd is gone. The state is still correct
             // and `State` still answers, so the shim goes on.
             warn!("publish {topic}: {err}");
         }

@@ -12,7 +12,8 @@
 //! (the init `sh` dies while its `sleep` runs), the orphan is re-parented to the shim rather
 //! than to pid 1. So when init exits, [`kill_leftovers`] finds every remaining process of the
 //! task among the shim's descendants and kills it; the reaper collects them. Once the task is
-//! reported STOPPED the shim has no children left.
+//! reported STOPPED the shim has no children left, unless a process resisted for the whole
+//! [`LEFTOVER_DEADLINE`] (one in uninterruptible sleep, say), which is logged.
 
 use std::{
     sync::Arc,
@@ -29,20 +30,38 @@ const LEFTOVER_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Feeds every exit the reaper reports to the task service, forever.
 ///
-/// When the init process exits, what is left of the task is killed first; those exits
-/// (exec processes among them) are then already queued behind the init's, and are reported
-/// first: an exec's `/tasks/exit` never follows its task's.
+/// When the init process exits, what is left of the task is killed first, and the exits of
+/// the exec processes are reported before the init's: an exec's `/tasks/exit` never follows
+/// its task's. Most are already queued behind the init's exit; one the reaper has not
+/// reached yet is awaited, for at most [`LEFTOVER_DEADLINE`].
 pub async fn watch(inner: Arc<Inner>, mut subscription: Subscription) {
     while let Some(event) = subscription.rx.recv().await {
         let Subject::Pid(pid) = event.subject else {
             continue;
         };
         debug!("reaped process {pid}: exit code {}", event.exit_code);
-        if inner.is_running_init(pid).await {
+        if inner.is_live_init(pid).await {
             kill_leftovers().await;
-            while let Ok(queued) = subscription.rx.try_recv() {
-                if let Subject::Pid(other) = queued.subject {
-                    inner.process_exited(other, queued.exit_code).await;
+            let deadline = tokio::time::Instant::now() + LEFTOVER_DEADLINE;
+            loop {
+                while let Ok(queued) = subscription.rx.try_recv() {
+                    if let Subject::Pid(other) = queued.subject {
+                        inner.process_exited(other, queued.exit_code).await;
+                    }
+                }
+                if !inner.has_live_execs().await {
+                    break;
+                }
+                match tokio::time::timeout_at(deadline, subscription.rx.recv()).await {
+                    Ok(Some(queued)) => {
+                        if let Subject::Pid(other) = queued.subject {
+                            inner.process_exited(other, queued.exit_code).await;
+                        }
+                    }
+                    _ => {
+                        warn!("an exec process outlived its task's init by {LEFTOVER_DEADLINE:?}");
+                        break;
+                    }
                 }
             }
         }

@@ -216,6 +216,15 @@ impl Process {
         Ok(())
     }
 
+    /// `Delete` of a process that was never started: kills the helper at its gate, then
+    /// closes the gate, so that a `Start` racing this `Delete` finds no gate to open
+    /// (the pending SIGKILL wins over the end-of-file the helper would read).
+    pub fn cancel_start(&mut self) -> Result<()> {
+        self.kill(libc::SIGKILL, false)?;
+        self.gate = None;
+        Ok(())
+    }
+
     /// Records the exit reported by the reaper and wakes every `Wait`.
     pub fn set_exited(&mut self, code: u32) -> ExitStatus {
         let exit = ExitStatus {

@@ -297,7 +297,7 @@ impl Inner {
             State::Created => {
                 // Never started: the helper is killed at the gate, nothing ever ran.
                 let mut exited = process.subscribe_exit();
-                process.kill(libc::SIGKILL, false)?;
+                process.cancel_start()?;
                 drop(slot); // the exit watcher needs the lock to record the exit
                 let exit = exited.wait_for(Option::is_some).await.ok().and_then(|e| *e);
                 slot = self.container.lock().await;
@@ -308,6 +308,9 @@ impl Inner {
         let container = find(&mut slot, &req.id)?;
         if !req.exec_id.is_empty() {
             if let Some(mut exec) = container.execs.remove(&req.exec_id) {
+                // Not under the lock: an exec's background children may hold its output
+                // open until the drain limit, and nothing else should wait for that.
+                drop(slot);
                 exec.io.wait_outputs(OUTPUT_DRAIN_LIMIT).await;
                 info!(
                     "{}: deleted exec {:?}, exit code {}",
@@ -469,10 +472,20 @@ impl Inner {
     }
 
     /// True while `pid` is the task's init process and has not been reported exited.
-    pub async fn is_running_init(&self, pid: i32) -> bool {
+    pub async fn is_live_init(&self, pid: i32) -> bool {
         let slot = self.container.lock().await;
         slot.as_ref()
             .is_some_and(|c| c.init.pid == pid && !matches!(c.init.state(), State::Stopped(_)))
+    }
+
+    /// True while an exec process of the task has not been reported exited.
+    pub async fn has_live_execs(&self) -> bool {
+        let slot = self.container.lock().await;
+        slot.as_ref().is_some_and(|c| {
+            c.execs
+                .values()
+                .any(|exec| !matches!(exec.state(), State::Stopped(_)))
+        })
     }
 
     /// Called by the exit watcher for every reaped process: the init or an exec records

@@ -47,7 +47,7 @@ pub fn explain_create_error(status: &containerd_client::tonic::Status) -> String
     if missing.iter().any(|m| message.contains(m)) {
         format!(
             "containerd could not find the runtime's shim binary on its PATH ({}). \
-             Install it, e.g. `install target/release/containerd-shim-sample-v2 /usr/local/bin/`",
+             Install it, e.g. `make shim && install target/shim/containerd-shim-sample-v2 /usr/local/bin/`",
             describe(status)
         )
     } else {

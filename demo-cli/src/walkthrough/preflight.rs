@@ -22,7 +22,7 @@ pub const HOW_TO_START: &str = "containerd is not reachable. Start one as root (
 
 /// What to do when containerd cannot find the shim.
 pub const HOW_TO_INSTALL: &str = "Build and install the shim where containerd looks: \
-     `cargo build --release && install target/release/containerd-shim-sample-v2 /usr/local/bin/`.";
+     `make shim && install target/shim/containerd-shim-sample-v2 /usr/local/bin/`.";
 
 pub async fn run(tour: &mut Tour) -> Result<Observed> {
     let options = &tour.options;

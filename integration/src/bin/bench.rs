@@ -1,5 +1,6 @@
-//! `make bench` (`cargo run --release -p integration --bin bench -- [--quick] [--out DIR]`):
-//! our shim and Debian's `containerd-shim-runc-v2`, side by side, in one private containerd.
+//! `make bench` (`scripts/bench.sh`: builds the shim with `make shim`, then runs this with
+//! `SHIM_BIN` set and `[--quick] [--out DIR]`): our shim and Debian's
+//! `containerd-shim-runc-v2`, side by side, in one private containerd.
 //!
 //! Writes `bench/RESULTS.md` and `bench/results.svg`. runc gets a busybox root filesystem
 //! (`busybox-static`); our shim runs the same commands on the host in spec mode.
