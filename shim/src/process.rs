@@ -194,9 +194,18 @@ impl Process {
         Ok(())
     }
 
-    /// Sends `signal` to the process, or to its whole process group when `group` is set.
-    /// `NotFound` once it has exited, as containerd expects.
-    pub fn kill(&self, signal: i32, group: bool) -> Result<()> {
+    /// Sends `signal` to the process. `NotFound` once it has exited, as containerd expects.
+    pub fn kill(&self, signal: i32) -> Result<()> {
+        self.send(signal, false)
+    }
+
+    /// Sends `signal` to the process and to every process of its process group (the task's
+    /// processes, unless they moved to a group of their own).
+    pub fn kill_group(&self, signal: i32) -> Result<()> {
+        self.send(signal, true)
+    }
+
+    fn send(&self, signal: i32, group: bool) -> Result<()> {
         if let State::Stopped(_) = self.state {
             return Err(Error::NotFound(format!(
                 "process {} already finished",
@@ -220,7 +229,7 @@ impl Process {
     /// closes the gate, so that a `Start` racing this `Delete` finds no gate to open
     /// (the pending SIGKILL wins over the end-of-file the helper would read).
     pub fn cancel_start(&mut self) -> Result<()> {
-        self.kill(libc::SIGKILL, false)?;
+        self.kill(libc::SIGKILL)?;
         self.gate = None;
         Ok(())
     }

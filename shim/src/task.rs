@@ -163,7 +163,7 @@ impl Inner {
             .and_then(|stat| bundle::write_init_pid(&bundle, pid, stat.start_time))
         {
             // Leave nothing behind: the helper exits unstarted and the reaper collects it.
-            let _ = init.kill(libc::SIGKILL, true);
+            let _ = init.kill_group(libc::SIGKILL);
             return Err(err);
         }
         let io = TaskIO {
@@ -265,8 +265,11 @@ impl Inner {
         let container = find(&mut slot, &req.id)?;
         let pgid = container.init.pid;
         let all = req.all && req.exec_id.is_empty();
-        container.process(&req.exec_id)?.kill(signal, all)?;
-        if all {
+        let process = container.process(&req.exec_id)?;
+        if !all {
+            process.kill(signal)?;
+        } else {
+            process.kill_group(signal)?;
             // Processes that left the task's process group are still the shim's descendants.
             let shim = std::process::id() as i32;
             for process in procfs::descendants(shim).unwrap_or_default() {
@@ -419,7 +422,7 @@ impl Inner {
             )));
         }
         let signal = if pause { libc::SIGSTOP } else { libc::SIGCONT };
-        container.init.kill(signal, true)?;
+        container.init.kill_group(signal)?;
         let shim = std::process::id() as i32;
         for process in procfs::descendants(shim).unwrap_or_default() {
             // SAFETY: a plain system call on a descendant (see `kill`).
