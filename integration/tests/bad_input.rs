@@ -180,6 +180,29 @@ fn bad_ids_signals_and_stdio_paths_are_refused_with_the_right_codes() {
 /// the shim writes its log lines to), with no task yet. Returns the address and the log
 /// FIFO, held open read-write so the shim's writes never block.
 fn start_bare_shim(cd: &Containerd, bundle: &Path, id: &str) -> (String, fs::File) {
+    let log = bare_bundle(bundle);
+    let out = start_command(cd, bundle, id)
+        .env("TTRPC_ADDRESS", format!("{}.ttrpc", cd.address.display()))
+        .output()
+        .expect("start");
+    assert!(out.status.success(), "{out:?}");
+    (String::from_utf8(out.stdout).expect("address"), log)
+}
+
+/// `<shim> -namespace bad-input -id <id> -address <containerd> start`, in `bundle`.
+fn start_command(cd: &Containerd, bundle: &Path, id: &str) -> Command {
+    let mut command = Command::new(&cd.shim);
+    command
+        .args(["-namespace", "bad-input", "-id", id, "-address"])
+        .arg(&cd.address)
+        .arg("start")
+        .current_dir(bundle);
+    command
+}
+
+/// Makes `bundle` a bundle with a minimal `config.json` and the `log` FIFO, which it
+/// returns held open read-write so the shim's writes never block.
+fn bare_bundle(bundle: &Path) -> fs::File {
     let log = bundle.join("log");
     let c_log = std::ffi::CString::new(log.display().to_string()).expect("path");
     // SAFETY: mkfifo with a valid NUL-terminated path.
@@ -198,16 +221,36 @@ fn start_bare_shim(cd: &Containerd, bundle: &Path, id: &str) -> (String, fs::Fil
         r#"{"ociVersion":"1.0.2","process":{"cwd":"/","user":{"uid":0,"gid":0}}}"#,
     )
     .expect("config");
-    let out = Command::new(&cd.shim)
-        .args(["-namespace", "bad-input", "-id", id, "-address"])
-        .arg(&cd.address)
-        .arg("start")
-        .env("TTRPC_ADDRESS", format!("{}.ttrpc", cd.address.display()))
-        .current_dir(bundle)
+    log
+}
+
+#[test]
+fn a_daemon_that_dies_before_serving_fails_start_and_leaves_nothing() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    // The daemon cannot reach containerd's event service, so it exits before it serves: it
+    // closes its stdout on the way out, as a ready daemon would. `start` must not take that
+    // for readiness and print an address nobody answers.
+    let bundle = tempfile::tempdir().expect("bundle");
+    let _log = bare_bundle(bundle.path());
+    let id = "dies-early";
+    let out = start_command(&cd, bundle.path(), id)
+        .env("TTRPC_ADDRESS", bundle.path().join("no-such.ttrpc"))
         .output()
         .expect("start");
-    assert!(out.status.success(), "{out:?}");
-    (String::from_utf8(out.stdout).expect("address"), log)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "start succeeded: {out:?}");
+    assert!(stderr.contains("before serving"), "{stderr}");
+    assert!(
+        !bundle.path().join("address").exists(),
+        "start wrote an address for a dead daemon"
+    );
+    let daemons: Vec<i32> = integration::proc::all_pids()
+        .into_iter()
+        .filter(|&pid| integration::proc::cmdline(pid).iter().any(|a| a == id))
+        .collect();
+    assert!(daemons.is_empty(), "daemons left: {daemons:?}");
 }
 
 #[test]

@@ -149,9 +149,15 @@ pub fn start(opts: &StartOpts) -> Result<String> {
     if let Some(mut stdout) = daemon.stdout.take() {
         let _ = stdout.read_to_end(&mut ready);
     }
-    // `start` is a short-lived process of its own, with no reaper running: waiting for
-    // its own child here is safe.
-    if let Ok(Some(status)) = daemon.try_wait() {
+    // The daemon closes its stdout once it serves, but one that crashed closes it too, on
+    // its way out, possibly before it is a zombie: a connection tells the two apart.
+    // `start` is a short-lived process of its own, with no reaper running: waiting for its
+    // own child here is safe.
+    if UnixStream::connect(&socket).is_err() {
+        let _ = daemon.kill();
+        let status = daemon
+            .wait()
+            .map_err(Error::io("wait for the shim daemon"))?;
         return Err(Error::Io {
             context: format!("the shim daemon exited ({status}) before serving {address}"),
             source: std::io::Error::other("see containerd's log for the shim's own"),
