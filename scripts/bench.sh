@@ -6,18 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "make bench starts containerd and must run as root (try: sudo make bench)" >&2
-    exit 2
-fi
-missing=()
-command -v containerd >/dev/null || missing+=(containerd)
-command -v protoc >/dev/null || missing+=(protobuf-compiler)
-[ -x /bin/busybox ] || missing+=(busybox-static) # runc's tasks need a root filesystem
-if [ "${#missing[@]}" -gt 0 ]; then
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+. scripts/host.sh
+require_root bench
+# runc's tasks need a root filesystem: busybox-static's.
+install_missing containerd=containerd protoc=protobuf-compiler /bin/busybox=busybox-static
 
 # Our shim as we ship it (static, profile `shim`), the benchmark itself in release.
 export SHIM_BIN

@@ -9,19 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "make demo starts containerd and must run as root (try: sudo make demo)" >&2
-    exit 2
-fi
-
-missing=()
-command -v containerd >/dev/null || missing+=(containerd)
-command -v protoc >/dev/null || missing+=(protobuf-compiler)
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "==> installing ${missing[*]}"
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+. scripts/host.sh
+require_root demo
+install_missing containerd=containerd protoc=protobuf-compiler
 
 echo "==> building the shim and shim-demo"
 shim=$(bash scripts/build-shim.sh)

@@ -245,6 +245,15 @@ impl Containerd {
         self.wait_status(id, "RUNNING")
     }
 
+    /// The usual end of a test's task: `ctr task kill --signal <signal>`, wait for STOPPED,
+    /// then `ctr task rm` (whatever it prints) and `ctr container rm`.
+    pub fn kill_and_remove(&self, id: &str, signal: &str) {
+        self.ctr_ok(&["task", "kill", "--signal", signal, id]);
+        self.wait_status(id, "STOPPED");
+        self.ctr_output(&["task", "rm", id]);
+        self.ctr_ok(&["container", "rm", id]);
+    }
+
     /// `ctr run --rm` of `args` in spec mode as task `id`, whatever its exit code.
     pub fn run_rm(&self, id: &str, args: &[&str]) -> Output {
         self.ctr_output(&self.run_args("--rm", id, args))

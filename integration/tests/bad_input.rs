@@ -169,10 +169,7 @@ fn bad_ids_signals_and_stdio_paths_are_refused_with_the_right_codes() {
         .expect("still serving");
     assert_eq!(answer.status.value(), 2, "still RUNNING");
 
-    cd.ctr_ok(&["task", "kill", "target"]);
-    cd.wait_status("target", "STOPPED");
-    cd.ctr_output(&["task", "rm", "target"]);
-    cd.ctr_ok(&["container", "rm", "target"]);
+    cd.kill_and_remove("target", "SIGTERM");
     cd.wait_shims_gone();
 }
 

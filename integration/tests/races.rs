@@ -154,10 +154,7 @@ fn twenty_concurrent_execs_get_their_own_exit_codes() {
     for (i, code) in codes {
         assert_eq!(code, Some(i), "exec e{i}");
     }
-    cd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", "host"]);
-    cd.wait_status("host", "STOPPED");
-    cd.ctr_output(&["task", "rm", "host"]);
-    cd.ctr_ok(&["container", "rm", "host"]);
+    cd.kill_and_remove("host", "SIGKILL");
     cd.wait_shims_gone();
 }
 

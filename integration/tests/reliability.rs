@@ -127,10 +127,7 @@ fn a_shim_killed_with_sigkill_is_cleaned_up_by_delete() {
     // The same container starts again at once.
     cd.ctr_ok(&["task", "start", "--detach", "crash"]);
     cd.wait_status("crash", "RUNNING");
-    cd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", "crash"]);
-    cd.wait_status("crash", "STOPPED");
-    cd.ctr_output(&["task", "rm", "crash"]);
-    cd.ctr_ok(&["container", "rm", "crash"]);
+    cd.kill_and_remove("crash", "SIGKILL");
     cd.wait_shims_gone();
 }
 
@@ -240,10 +237,7 @@ fn the_shim_is_private_and_the_task_inherits_nothing() {
     let oom = fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).expect("oom_score_adj");
     assert_eq!(oom.trim(), "0");
     assert!(proc::alive(shim));
-    cd.ctr_ok(&["task", "kill", "tidy"]);
-    cd.wait_status("tidy", "STOPPED");
-    cd.ctr_output(&["task", "rm", "tidy"]);
-    cd.ctr_ok(&["container", "rm", "tidy"]);
+    cd.kill_and_remove("tidy", "SIGTERM");
     cd.wait_shims_gone();
 }
 

@@ -345,10 +345,7 @@ fn pause_resume_and_metrics() {
     assert!(value("pids.current") >= 1, "{metrics}");
     let _ = value("cpuacct.usage");
 
-    cd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", "pausable"]);
-    cd.wait_status("pausable", "STOPPED");
-    cd.ctr_output(&["task", "rm", "pausable"]);
-    cd.ctr_ok(&["container", "rm", "pausable"]);
+    cd.kill_and_remove("pausable", "SIGKILL");
     cd.wait_shims_gone();
 }
 
@@ -413,9 +410,6 @@ fn a_client_that_detaches_does_not_close_stdin_and_reattaching_works() {
             "cat got no EOF"
         );
     }
-    cd.ctr_ok(&["task", "kill", "cat"]);
-    cd.wait_status("cat", "STOPPED");
-    cd.ctr_output(&["task", "rm", "cat"]);
-    cd.ctr_ok(&["container", "rm", "cat"]);
+    cd.kill_and_remove("cat", "SIGTERM");
     cd.wait_shims_gone();
 }

@@ -42,30 +42,28 @@ pub async fn watch(inner: Arc<Inner>, mut subscription: Subscription) {
         debug!("reaped process {pid}: exit code {}", event.exit_code);
         if inner.is_live_init(pid).await {
             kill_leftovers().await;
-            let deadline = tokio::time::Instant::now() + LEFTOVER_DEADLINE;
-            loop {
-                while let Ok(queued) = subscription.rx.try_recv() {
-                    if let Subject::Pid(other) = queued.subject {
-                        inner.process_exited(other, queued.exit_code).await;
-                    }
-                }
-                if !inner.has_live_execs().await {
-                    break;
-                }
-                match tokio::time::timeout_at(deadline, subscription.rx.recv()).await {
-                    Ok(Some(queued)) => {
-                        if let Subject::Pid(other) = queued.subject {
-                            inner.process_exited(other, queued.exit_code).await;
-                        }
-                    }
-                    _ => {
-                        warn!("an exec process outlived its task's init by {LEFTOVER_DEADLINE:?}");
-                        break;
-                    }
-                }
-            }
+            report_exec_exits(&inner, &mut subscription).await;
         }
         inner.process_exited(pid, event.exit_code).await;
+    }
+}
+
+/// After the init's exit, before it is reported: the exits of the exec processes, those
+/// already queued and, for at most [`LEFTOVER_DEADLINE`], those still on their way.
+async fn report_exec_exits(inner: &Inner, subscription: &mut Subscription) {
+    let deadline = tokio::time::Instant::now() + LEFTOVER_DEADLINE;
+    loop {
+        let queued = match subscription.rx.try_recv() {
+            Ok(queued) => queued,
+            Err(_) if !inner.has_live_execs().await => return,
+            Err(_) => match tokio::time::timeout_at(deadline, subscription.rx.recv()).await {
+                Ok(Some(queued)) => queued,
+                _ => return warn!("an exec process outlived its init by {LEFTOVER_DEADLINE:?}"),
+            },
+        };
+        if let Subject::Pid(pid) = queued.subject {
+            inner.process_exited(pid, queued.exit_code).await;
+        }
     }
 }
 

@@ -82,18 +82,32 @@ fn spec(
     spec.to_string()
 }
 
-/// Readers on the task's stdout and stderr FIFOs, held while the task lives. runc's shim
+/// Readers on a task's stdout and stderr FIFOs, held while the task lives. runc's shim
 /// opens them write-only and waits for a reader; ours would not need one.
-fn readers(
-    fifos: &FifoSet,
-) -> Result<(
+type Readers = (
     tokio::net::unix::pipe::Receiver,
     tokio::net::unix::pipe::Receiver,
-)> {
-    Ok((
+);
+
+/// Everything a task needs before `CreateTask` (which callers time, or not): container `id`
+/// with `spec`, its FIFOs, and readers on its stdout and stderr.
+async fn prepare(
+    api: &Api,
+    address: &Path,
+    id: &str,
+    image: &str,
+    runtime: &str,
+    spec: &str,
+) -> Result<(FifoSet, Readers)> {
+    let fifos = FifoSet::for_task(address, "default", id);
+    fifos.create()?;
+    api.create_container_with_spec(id, image, runtime, spec)
+        .await?;
+    let readers = (
         shim_demo::fifo::open_reader(&fifos.stdout())?,
         shim_demo::fifo::open_reader(&fifos.stderr())?,
-    ))
+    );
+    Ok((fifos, readers))
 }
 
 /// The pids of the shims `binary` that serve the containerd at `address`.
@@ -237,16 +251,8 @@ async fn main() -> Result<()> {
         let mut ids = Vec::new();
         for i in 0..settings.tasks {
             let id = format!("idle-{}-{i}", rt.shim_binary);
-            let fifos = FifoSet::for_task(&cd.address, "default", &id);
-            fifos.create()?;
-            api.create_container_with_spec(
-                &id,
-                image,
-                rt.runtime,
-                &spec(&template, rt, &id, &rootfs, &["/bin/sleep", "1000"]),
-            )
-            .await?;
-            let io = readers(&fifos)?;
+            let sleep = spec(&template, rt, &id, &rootfs, &["/bin/sleep", "1000"]);
+            let (fifos, io) = prepare(&api, &cd.address, &id, image, rt.runtime, &sleep).await?;
             api.create_task(&id, &fifos).await?;
             api.start_task(&id).await?;
             ids.push((id, fifos, io));
@@ -322,16 +328,8 @@ async fn main() -> Result<()> {
         let mut starts = Vec::new();
         for i in 0..settings.starts {
             let id = format!("start-{}-{i}", rt.shim_binary);
-            let fifos = FifoSet::for_task(&cd.address, "default", &id);
-            fifos.create()?;
-            api.create_container_with_spec(
-                &id,
-                image,
-                rt.runtime,
-                &spec(&template, rt, &id, &rootfs, &["/bin/sleep", "1000"]),
-            )
-            .await?;
-            let _io = readers(&fifos)?;
+            let sleep = spec(&template, rt, &id, &rootfs, &["/bin/sleep", "1000"]);
+            let (fifos, _io) = prepare(&api, &cd.address, &id, image, rt.runtime, &sleep).await?;
             let started = Instant::now();
             api.create_task(&id, &fifos).await?;
             api.start_task(&id).await?;
@@ -370,11 +368,8 @@ async fn main() -> Result<()> {
                     let api = Api::connect(&address, "default").await?;
                     for i in 0..cycles {
                         let id = format!("short-{tag}-{concurrency}-{worker}-{i}");
-                        let fifos = FifoSet::for_task(&address, "default", &id);
-                        fifos.create()?;
-                        api.create_container_with_spec(&id, &image, runtime, &spec_of(&id))
-                            .await?;
-                        let _io = readers(&fifos)?;
+                        let (fifos, _io) =
+                            prepare(&api, &address, &id, &image, runtime, &spec_of(&id)).await?;
                         api.create_task(&id, &fifos).await?;
                         let wait = api.wait(&id);
                         api.start_task(&id).await?;
@@ -394,23 +389,16 @@ async fn main() -> Result<()> {
         }
         // stdout throughput.
         let id = format!("stdout-{}", rt.shim_binary);
-        let fifos = FifoSet::for_task(&cd.address, "default", &id);
-        fifos.create()?;
         let count = settings.stdout_bytes.to_string();
-        api.create_container_with_spec(
+        let head = spec(
+            &template,
+            rt,
             &id,
-            image,
-            rt.runtime,
-            &spec(
-                &template,
-                rt,
-                &id,
-                &rootfs,
-                &["/bin/head", "-c", &count, "/dev/zero"],
-            ),
-        )
-        .await?;
-        let (mut reader, _stderr) = readers(&fifos)?;
+            &rootfs,
+            &["/bin/head", "-c", &count, "/dev/zero"],
+        );
+        let (fifos, (mut reader, _stderr)) =
+            prepare(&api, &cd.address, &id, image, rt.runtime, &head).await?;
         api.create_task(&id, &fifos).await?;
         let started = Instant::now();
         api.start_task(&id).await?;
