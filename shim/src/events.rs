@@ -12,7 +12,11 @@
 //!
 //! Order matters to clients: `ctr run` waits for `/tasks/exit` after `/tasks/start`. The
 //! task service publishes under its state lock, so the queue sees them in the order they
-//! happened (see `task.rs`).
+//! happened (see `service.rs`).
+//!
+//! The service does not know about ttrpc here: it hands a [`TaskEvent`] to an [`EventSink`].
+//! The shim's sink is the [`Publisher`] below; the core's tests (`shim/tests/core.rs`) use
+//! one that records, and run the task logic without containerd.
 //!
 //! Each event travels as a protobuf `Any`: its type name (`containerd.events.TaskExit`)
 //! and its encoded bytes. The name comes from the generated type's `Message::NAME`, not
@@ -21,6 +25,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim_protos::{
     events::task::{
@@ -38,9 +43,86 @@ use containerd_shim_protos::{
 };
 use log::warn;
 
-use crate::process::ExitStatus;
+use crate::{process::ExitStatus, stdio::StdioPaths};
 
-/// Publishes task events for one namespace.
+/// An event of a task's life, in the order the service publishes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskEvent {
+    /// `/tasks/create`: the task exists, with its init pid, and has not run yet.
+    Create {
+        /// The container (task) id.
+        id: String,
+        /// Its bundle directory.
+        bundle: String,
+        /// The init process's stdio, as `Create` received it.
+        stdio: StdioPaths,
+        /// The init's pid.
+        pid: i32,
+    },
+    /// `/tasks/start`: the init process runs its program.
+    Start {
+        /// The task id.
+        id: String,
+        /// The init's pid.
+        pid: i32,
+    },
+    /// `/tasks/exec-added`: an exec process was created (not started yet).
+    ExecAdded {
+        /// The task id.
+        id: String,
+        /// The exec id.
+        exec_id: String,
+    },
+    /// `/tasks/exec-started`: an exec process runs its program.
+    ExecStarted {
+        /// The task id.
+        id: String,
+        /// The exec id.
+        exec_id: String,
+        /// The exec's pid.
+        pid: i32,
+    },
+    /// `/tasks/exit`: a process of the task exited.
+    Exit {
+        /// The task id.
+        id: String,
+        /// The exec id, or the task id for the init process (what containerd expects).
+        exec_id: String,
+        /// The process's pid.
+        pid: i32,
+        /// Its exit code and time.
+        exit: ExitStatus,
+    },
+    /// `/tasks/paused`: every process of the task is stopped.
+    Paused {
+        /// The task id.
+        id: String,
+    },
+    /// `/tasks/resumed`: the task runs again.
+    Resumed {
+        /// The task id.
+        id: String,
+    },
+    /// `/tasks/delete`: the task is gone from the shim.
+    Delete {
+        /// The task id.
+        id: String,
+        /// The init's pid.
+        pid: i32,
+        /// The init's exit.
+        exit: ExitStatus,
+    },
+}
+
+/// Where the service sends events: containerd in the shim, a recorder in tests.
+#[async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    /// Sends one event. Never fails the caller: an event that cannot be delivered is
+    /// logged, and `State` still tells the truth.
+    async fn publish(&self, event: TaskEvent);
+}
+
+/// Publishes task events of one namespace to containerd.
 pub struct Publisher {
     /// The crate's ttrpc client to containerd's event service.
     remote: RemotePublisher,
@@ -54,7 +136,7 @@ impl Publisher {
         Publisher { remote, namespace }
     }
 
-    async fn publish<E: Message>(&self, topic: &str, event: E) {
+    async fn forward<E: Message>(&self, topic: &str, event: E) {
         let value = match event.write_to_bytes() {
             Ok(value) => value,
             Err(err) => return warn!("encode {topic}: {err}"),
@@ -87,94 +169,102 @@ impl Publisher {
             warn!("publish {topic}: {err}");
         }
     }
+}
 
-    /// `/tasks/create`: the task exists, with its init pid, and has not run yet.
-    pub async fn task_create(&self, id: &str, bundle: &str, io: TaskIO, pid: i32) {
-        let event = TaskCreate {
-            container_id: id.to_string(),
-            bundle: bundle.to_string(),
-            io: Some(io).into(),
-            pid: pid as u32,
-            ..Default::default()
-        };
-        self.publish(topics::TASK_CREATE_EVENT_TOPIC, event).await;
-    }
-
-    /// `/tasks/start`: the init process runs its program.
-    pub async fn task_start(&self, id: &str, pid: i32) {
-        let event = TaskStart {
-            container_id: id.to_string(),
-            pid: pid as u32,
-            ..Default::default()
-        };
-        self.publish(topics::TASK_START_EVENT_TOPIC, event).await;
-    }
-
-    /// `/tasks/exit`: a process of the task exited; `exec_id` is the task id for init.
-    pub async fn task_exit(&self, id: &str, exec_id: &str, pid: i32, exit: ExitStatus) {
-        let event = TaskExit {
-            container_id: id.to_string(),
-            id: exec_id.to_string(),
-            pid: pid as u32,
-            exit_status: exit.code,
-            exited_at: Some(timestamp(exit.at)).into(),
-            ..Default::default()
-        };
-        self.publish(topics::TASK_EXIT_EVENT_TOPIC, event).await;
-    }
-
-    /// `/tasks/exec-added`: an exec process was created (not started yet).
-    pub async fn exec_added(&self, id: &str, exec_id: &str) {
-        let event = TaskExecAdded {
-            container_id: id.to_string(),
-            exec_id: exec_id.to_string(),
-            ..Default::default()
-        };
-        self.publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, event)
-            .await;
-    }
-
-    /// `/tasks/exec-started`: an exec process runs its program.
-    pub async fn exec_started(&self, id: &str, exec_id: &str, pid: i32) {
-        let event = TaskExecStarted {
-            container_id: id.to_string(),
-            exec_id: exec_id.to_string(),
-            pid: pid as u32,
-            ..Default::default()
-        };
-        self.publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, event)
-            .await;
-    }
-
-    /// `/tasks/paused`: every process of the task is stopped.
-    pub async fn task_paused(&self, id: &str) {
-        let event = TaskPaused {
-            container_id: id.to_string(),
-            ..Default::default()
-        };
-        self.publish(topics::TASK_PAUSED_EVENT_TOPIC, event).await;
-    }
-
-    /// `/tasks/resumed`: the task runs again.
-    pub async fn task_resumed(&self, id: &str) {
-        let event = TaskResumed {
-            container_id: id.to_string(),
-            ..Default::default()
-        };
-        self.publish(topics::TASK_RESUMED_EVENT_TOPIC, event).await;
-    }
-
-    /// `/tasks/delete`: the task is gone from the shim.
-    pub async fn task_delete(&self, id: &str, pid: i32, exit: ExitStatus) {
-        let event = TaskDelete {
-            container_id: id.to_string(),
-            id: id.to_string(),
-            pid: pid as u32,
-            exit_status: exit.code,
-            exited_at: Some(timestamp(exit.at)).into(),
-            ..Default::default()
-        };
-        self.publish(topics::TASK_DELETE_EVENT_TOPIC, event).await;
+#[async_trait]
+impl EventSink for Publisher {
+    async fn publish(&self, event: TaskEvent) {
+        use topics::*;
+        match event {
+            TaskEvent::Create {
+                id,
+                bundle,
+                stdio,
+                pid,
+            } => {
+                let io = TaskIO {
+                    stdin: stdio.stdin,
+                    stdout: stdio.stdout,
+                    stderr: stdio.stderr,
+                    terminal: stdio.terminal,
+                    ..Default::default()
+                };
+                let event = TaskCreate {
+                    container_id: id,
+                    bundle,
+                    io: Some(io).into(),
+                    pid: pid as u32,
+                    ..Default::default()
+                };
+                self.forward(TASK_CREATE_EVENT_TOPIC, event).await
+            }
+            TaskEvent::Start { id, pid } => {
+                let event = TaskStart {
+                    container_id: id,
+                    pid: pid as u32,
+                    ..Default::default()
+                };
+                self.forward(TASK_START_EVENT_TOPIC, event).await
+            }
+            TaskEvent::ExecAdded { id, exec_id } => {
+                let event = TaskExecAdded {
+                    container_id: id,
+                    exec_id,
+                    ..Default::default()
+                };
+                self.forward(TASK_EXEC_ADDED_EVENT_TOPIC, event).await
+            }
+            TaskEvent::ExecStarted { id, exec_id, pid } => {
+                let event = TaskExecStarted {
+                    container_id: id,
+                    exec_id,
+                    pid: pid as u32,
+                    ..Default::default()
+                };
+                self.forward(TASK_EXEC_STARTED_EVENT_TOPIC, event).await
+            }
+            TaskEvent::Exit {
+                id,
+                exec_id,
+                pid,
+                exit,
+            } => {
+                let event = TaskExit {
+                    container_id: id,
+                    id: exec_id,
+                    pid: pid as u32,
+                    exit_status: exit.code,
+                    exited_at: Some(timestamp(exit.at)).into(),
+                    ..Default::default()
+                };
+                self.forward(TASK_EXIT_EVENT_TOPIC, event).await
+            }
+            TaskEvent::Paused { id } => {
+                let event = TaskPaused {
+                    container_id: id,
+                    ..Default::default()
+                };
+                self.forward(TASK_PAUSED_EVENT_TOPIC, event).await
+            }
+            TaskEvent::Resumed { id } => {
+                let event = TaskResumed {
+                    container_id: id,
+                    ..Default::default()
+                };
+                self.forward(TASK_RESUMED_EVENT_TOPIC, event).await
+            }
+            TaskEvent::Delete { id, pid, exit } => {
+                let event = TaskDelete {
+                    container_id: id.clone(),
+                    id,
+                    pid: pid as u32,
+                    exit_status: exit.code,
+                    exited_at: Some(timestamp(exit.at)).into(),
+                    ..Default::default()
+                };
+                self.forward(TASK_DELETE_EVENT_TOPIC, event).await
+            }
+        }
     }
 }
 

@@ -1,105 +1,188 @@
-//! Exits: from `SIGCHLD` to `/tasks/exit`.
+//! Exits: from `SIGCHLD` to the task service, and killing what is left of a task.
 //!
 //! Every child of the shim is reaped in exactly one place: the reaper of the
 //! `containerd-shim` crate. On `SIGCHLD` it calls `waitpid(-1, WNOHANG)` until no child is
 //! left to collect, turns each status into containerd's exit code (the exit status, or 128 +
 //! the signal number: 143 for SIGTERM, 130 for SIGINT, 137 for SIGKILL) and broadcasts it on
-//! its *monitor*. The task service subscribes to the monitor once, before it spawns anything,
-//! so no exit can be missed. Nothing else in the shim may wait for a child: a
-//! `Child::wait` would race the reaper and one of the two would lose the status.
+//! its *monitor*. [`from_monitor`] subscribes to the monitor once, before the service spawns
+//! anything, so no exit can be missed, and hands each exit on as a [`Reaped`]. Nothing else
+//! in the shim may wait for a child: a `Child::wait` would race the reaper and one of the
+//! two would lose the status. (The core's tests reap for themselves and send [`Reaped`]
+//! values on the same kind of channel.)
+//!
+//! What the service does with an exit (the exit policy) lives in one function,
+//! `Service::process_exited` in `service.rs`. This module gives it the tool for the init's
+//! exit: [`kill_leftovers`].
 //!
 //! The shim is the task's *child subreaper*: when a process of the task loses its parent
 //! (the init `sh` dies while its `sleep` runs), the orphan is re-parented to the shim rather
-//! than to pid 1. So when init exits, [`kill_leftovers`] finds every remaining process of the
-//! task among the shim's descendants and kills it; the reaper collects them. Once the task is
-//! reported STOPPED the shim has no children left, unless a process resisted for the whole
-//! [`LEFTOVER_DEADLINE`] (one in uninterruptible sleep, say), which is logged.
+//! than to pid 1. So when the init exits, every remaining process of the task is among the
+//! shim's descendants, where [`kill_leftovers`] finds and kills it.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{io, time::Duration};
 
 use containerd_shim::monitor::{Subject, Subscription};
 use log::{debug, warn};
+use tokio::sync::mpsc;
 
-use crate::{procfs, task::Inner};
+use crate::{
+    procfs::{self, ProcStat},
+    sys::{self, Signal},
+};
 
 /// How long [`kill_leftovers`] keeps trying before it reports the task stopped anyway.
-const LEFTOVER_DEADLINE: Duration = Duration::from_secs(2);
+pub const LEFTOVER_DEADLINE: Duration = Duration::from_secs(2);
 
-/// Feeds every exit the reaper reports to the task service, forever.
-///
-/// When the init process exits, what is left of the task is killed first, and the exits of
-/// the exec processes are reported before the init's: an exec's `/tasks/exit` never follows
-/// its task's. Most are already queued behind the init's exit; one the reaper has not
-/// reached yet is awaited, for at most [`LEFTOVER_DEADLINE`].
-pub async fn watch(inner: Arc<Inner>, mut subscription: Subscription) {
-    while let Some(event) = subscription.rx.recv().await {
-        let Subject::Pid(pid) = event.subject else {
-            continue;
-        };
-        debug!("reaped process {pid}: exit code {}", event.exit_code);
-        if inner.is_live_init(pid).await {
-            kill_leftovers().await;
-            report_exec_exits(&inner, &mut subscription).await;
+/// A process the reaper collected, with the code containerd reports for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reaped {
+    /// Its pid (free for reuse from now on).
+    pub pid: i32,
+    /// The exit status, or 128 + the signal that killed it.
+    pub code: i32,
+}
+
+/// The exits the crate's reaper reports, as a channel of [`Reaped`].
+pub fn from_monitor(mut subscription: Subscription) -> mpsc::UnboundedReceiver<Reaped> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(event) = subscription.rx.recv().await {
+            if let Subject::Pid(pid) = event.subject {
+                debug!("reaped process {pid}: exit code {}", event.exit_code);
+                let reaped = Reaped {
+                    pid,
+                    code: event.exit_code,
+                };
+                if tx.send(reaped).is_err() {
+                    return;
+                }
+            }
         }
-        inner.process_exited(pid, event.exit_code).await;
+    });
+    rx
+}
+
+/// Where [`kill_leftovers`] looks for the task's processes.
+pub trait ProcessTree {
+    /// A quick look, which may miss a process (see `procfs::descendants`).
+    fn quick(&self) -> io::Result<Vec<ProcStat>>;
+    /// A look that cannot miss a process that exists throughout it.
+    fn exhaustive(&self) -> io::Result<Vec<ProcStat>>;
+}
+
+/// The descendants of a process (the shim's, in the shim).
+pub struct Descendants(pub i32);
+
+impl Descendants {
+    /// The shim's own descendants: its task, thanks to the subreaper.
+    pub fn of_this_process() -> Descendants {
+        Descendants(std::process::id() as i32)
     }
 }
 
-/// After the init's exit, before it is reported: the exits of the exec processes, those
-/// already queued and, for at most [`LEFTOVER_DEADLINE`], those still on their way.
-async fn report_exec_exits(inner: &Inner, subscription: &mut Subscription) {
-    let deadline = tokio::time::Instant::now() + LEFTOVER_DEADLINE;
-    loop {
-        let queued = match subscription.rx.try_recv() {
-            Ok(queued) => queued,
-            Err(_) if !inner.has_live_execs().await => return,
-            Err(_) => match tokio::time::timeout_at(deadline, subscription.rx.recv()).await {
-                Ok(Some(queued)) => queued,
-                _ => return warn!("an exec process outlived its init by {LEFTOVER_DEADLINE:?}"),
-            },
-        };
-        if let Subject::Pid(pid) = queued.subject {
-            inner.process_exited(pid, queued.exit_code).await;
-        }
+impl ProcessTree for Descendants {
+    fn quick(&self) -> io::Result<Vec<ProcStat>> {
+        procfs::descendants(self.0)
+    }
+
+    fn exhaustive(&self) -> io::Result<Vec<ProcStat>> {
+        procfs::descendants_exhaustive(self.0)
     }
 }
 
-/// Kills every process left in the task after its init exited, and waits until the reaper
-/// collected them (they are all descendants of the shim, thanks to the subreaper).
+/// Kills every process left in `tree` and waits until the reaper collected them, for at
+/// most [`LEFTOVER_DEADLINE`]. Returns how many processes it found alive or unreaped on its
+/// last look (0 once the tree is empty).
 ///
-/// The scan and the kills run without an `.await` in between, on the shim's single runtime
+/// Quick looks find and kill; the tree counts as empty only when an exhaustive look agrees,
+/// since a quick look can miss a child exactly while others are exiting.
+///
+/// Each look and its kills run without an `.await` in between, on the shim's single runtime
 /// thread, so the reaper cannot collect a direct child in between and free its pid for
 /// reuse. A grandchild reaped by its own parent in those microseconds is the one window left.
-pub async fn kill_leftovers() {
-    let shim = std::process::id() as i32;
-    let deadline = Instant::now() + LEFTOVER_DEADLINE;
+pub async fn kill_leftovers(tree: &impl ProcessTree) -> usize {
+    let deadline = tokio::time::Instant::now() + LEFTOVER_DEADLINE;
     loop {
-        let left = match procfs::descendants(shim) {
+        let mut left = tree.quick();
+        if left.as_ref().is_ok_and(Vec::is_empty) {
+            left = tree.exhaustive();
+        }
+        let left = match left {
+            Ok(left) if left.is_empty() => return 0,
             Ok(left) => left,
             Err(err) => {
                 warn!("cannot list the task's remaining processes: {err}");
-                return;
+                return 0;
             }
         };
-        if left.is_empty() {
-            return;
-        }
         for process in left.iter().filter(|p| p.state != 'Z') {
             debug!(
                 "killing leftover process {} ({})",
                 process.pid, process.comm
             );
-            // SAFETY: a plain system call.
-            unsafe { libc::kill(process.pid, libc::SIGKILL) };
+            let _ = sys::signal_pid(process.pid, Signal::KILL);
         }
-        if Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline {
             warn!("{} processes of the task survived SIGKILL", left.len());
-            return;
+            return left.len();
         }
         // Let the reaper (another task on this thread) collect them.
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{os::unix::process::ExitStatusExt, process::Command, time::Instant};
+
+    use super::*;
+
+    /// A tree whose quick look always misses everything, as the kernel's `children` lists
+    /// can while children exit; the exhaustive look sees one real process.
+    struct QuickLookMisses(i32);
+
+    impl ProcessTree for QuickLookMisses {
+        fn quick(&self) -> io::Result<Vec<ProcStat>> {
+            Ok(Vec::new())
+        }
+
+        fn exhaustive(&self) -> io::Result<Vec<ProcStat>> {
+            Ok(ProcStat::read(self.0).into_iter().collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_process_the_quick_look_misses_is_still_killed() {
+        let mut child = Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        // This test plays the reaper for its own child, and gives up after 5 s.
+        let reaper = std::thread::spawn(move || {
+            let started = Instant::now();
+            loop {
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    return Some(status);
+                }
+                if started.elapsed() > Duration::from_secs(5) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let started = Instant::now();
+        let left = kill_leftovers(&QuickLookMisses(pid)).await;
+        let status = reaper.join().expect("reaper");
+        assert_eq!(left, 0, "the process was still there after the deadline");
+        let status = status.expect("kill_leftovers never killed the process");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        assert!(
+            started.elapsed() < LEFTOVER_DEADLINE,
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

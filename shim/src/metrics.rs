@@ -10,44 +10,21 @@
 use containerd_shim_protos::cgroups::metrics::{
     CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat,
 };
-use std::fs;
 
-use crate::procfs;
+use crate::{procfs, sys};
 
 /// The type URL containerd's clients look up for [`Metrics`].
 pub const METRICS_TYPE_URL: &str = "io.containerd.cgroups.v1.Metrics";
 
-/// Metrics of every process below the shim.
+/// Metrics of every live process below the shim.
 pub fn collect() -> std::io::Result<Metrics> {
     let shim = std::process::id() as i32;
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let (ticks, page) = (sys::clock_ticks(), sys::page_size());
     let (mut user, mut kernel, mut rss, mut count) = (0u64, 0u64, 0u64, 0u64);
     for process in procfs::descendants(shim)?.iter().filter(|p| p.state != 'Z') {
-        let Ok(stat) = fs::read_to_string(format!("/proc/{}/stat", process.pid)) else {
-            continue;
-        };
-        let fields: Vec<&str> = stat
-            .get(stat.rfind(')').unwrap_or(0) + 1..)
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect();
-        // Fields 14 and 15 (utime, stime) are at 11 and 12 after the comm.
-        user += fields
-            .get(11)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        kernel += fields
-            .get(12)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        // Field 24 (rss, in pages).
-        rss += fields
-            .get(21)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            * page;
+        user += process.user_ticks;
+        kernel += process.kernel_ticks;
+        rss += process.rss_pages * page;
         count += 1;
     }
     let nanos = |t: u64| t * 1_000_000_000 / ticks;

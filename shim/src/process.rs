@@ -6,16 +6,17 @@
 //!                └──────────── Kill / exit ───────────┘
 //! ```
 //!
-//! The init process is a child of the shim in its **own process group** (pgid = its pid);
-//! exec processes join that group. The Go sample left the task in the shim's group; a group
-//! of its own means `kill --all` can signal the whole task with one `killpg` without ever
-//! signalling the shim, and a terminal's Ctrl-C aimed at the task cannot reach the shim. A
-//! process with a terminal leads a session of its own instead, as a login shell does.
+//! The init process is a child of the shim in its **own process group** (pgid = its pid), so
+//! `kill --all` can signal the whole task with one `killpg` without ever signalling the shim,
+//! and a terminal's Ctrl-C aimed at the task cannot reach the shim. An exec process joins
+//! that group when it can ([`Group::Join`]). A process with a terminal leads a session of its
+//! own instead, as a login shell does; a group in another session cannot be joined, so the
+//! execs of a terminal task get a group of their own ([`Group::Own`]) and `kill --all`
+//! reaches them as descendants of the shim.
 //!
-//! Between `fork` and the `exec` of the `init` helper, the child applies the spec: the start
-//! gate on fd 3, a new session and controlling terminal if asked, `oom_score_adj` back to 0
-//! (containerd runs near -999 and the shim inherits it), rlimits, umask, then setgroups,
-//! setgid, setuid (in that order: groups can only be dropped while still root), then
+//! Between `fork` and the `exec` of the start-gate helper (`gate.rs`), the child applies the
+//! spec: the start gate on fd 3, a new session and controlling terminal if asked,
+//! `oom_score_adj` back to 0, rlimits, umask, then setgroups, setgid, setuid, then
 //! `no_new_privs`. See [`ChildSetup`].
 //!
 //! Signals go through a *pidfd* (`pidfd_open(2)`), a handle on this very process rather than
@@ -24,30 +25,36 @@
 
 use std::{
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+        fd::{AsRawFd, OwnedFd, RawFd},
         unix::process::CommandExt,
     },
+    path::Path,
     process::Command,
     time::SystemTime,
 };
 
 use log::info;
-use nix::{fcntl::OFlag, unistd::pipe2};
+use nix::{
+    fcntl::OFlag,
+    sys::resource::Resource,
+    unistd::{pipe2, Gid, Uid},
+};
 use tokio::sync::watch;
 
 use crate::{
     error::{Error, Result},
-    init,
+    gate,
     spec::ProcessSpec,
     stdio::{self, Io, StdioPaths},
+    sys::{self, Signal},
 };
 
 /// How a process ended: the code containerd reports, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExitStatus {
     /// The exit status, or 128 + the signal number when a signal killed the process
-    /// (143 for SIGTERM, 130 for SIGINT, 137 for SIGKILL). The crate's reaper computes it
-    /// from `waitpid`; see `exits.rs`.
+    /// (143 for SIGTERM, 130 for SIGINT, 137 for SIGKILL). The reaper computes it from
+    /// `waitpid`; see `exits.rs`.
     pub code: u32,
     /// When the shim reaped it.
     pub at: SystemTime,
@@ -64,12 +71,14 @@ pub enum State {
     Stopped(ExitStatus),
 }
 
-/// Which process group a new process goes into.
+/// Which process group a new process goes into (ignored for a process with a terminal,
+/// which leads a session, and so a group, of its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Group {
-    /// A group of its own (the init process).
+    /// A group of its own (the init process; the execs of a terminal task).
     Own,
-    /// The init's group (exec processes), so `kill --all` reaches them with one `killpg`.
+    /// An existing group in the shim's session (the init's, for exec processes), so that
+    /// `kill --all` reaches them with one `killpg`.
     Join(i32),
 }
 
@@ -93,25 +102,29 @@ pub struct Process {
 }
 
 impl Process {
-    /// Spawns the process in the `Created` state: this binary's `init` helper, with the
-    /// spec's environment, working directory and identity, waiting at the gate.
+    /// Spawns the process in the `Created` state: the start-gate helper `helper` (this very
+    /// binary, `/proc/self/exe`, in the shim), with the spec's environment, working
+    /// directory and identity, waiting at the gate.
     pub fn spawn(
+        helper: &Path,
         process: &ProcessSpec,
         stdio_paths: StdioPaths,
         group: Group,
         name: &str,
     ) -> Result<Self> {
+        let program = process.program.to_string_lossy();
+        let arg0 = "containerd-shim-sample-v2";
+        process.check_exec_size(&[arg0, gate::SUBCOMMAND, &program], sys::arg_max())?;
         let mut stdio_paths = stdio_paths;
         stdio_paths.terminal = process.terminal;
         let (child_stdio, pending) = stdio::open(&stdio_paths)?;
         let (gate_read, gate_write) = pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))?;
         let setup = ChildSetup::new(process, gate_read.as_raw_fd());
 
-        // `/proc/self/exe` is this binary even if it was replaced on disk since.
-        let mut command = Command::new("/proc/self/exe");
+        let mut command = Command::new(helper);
         command
-            .arg0(env!("CARGO_BIN_NAME"))
-            .arg(init::SUBCOMMAND)
+            .arg0(arg0)
+            .arg(gate::SUBCOMMAND)
             .arg(&process.program)
             .args(&process.args)
             .env_clear()
@@ -127,15 +140,21 @@ impl Process {
             });
         }
         // SAFETY: `ChildSetup::apply` only makes async-signal-safe system calls on data
-        // prepared before the fork (see its docs).
+        // prepared before the fork (see `sys::child`).
         unsafe {
             command.pre_exec(move || setup.apply());
         }
-        // No `Child::wait` ever: the crate's reaper collects every child (see exits.rs).
-        // Dropping the `Child` neither waits nor kills.
-        let child = command
-            .spawn()
-            .map_err(Error::io("spawn the init helper"))?;
+        // No `Child::wait` ever: the reaper collects every child (see exits.rs). Dropping
+        // the `Child` neither waits nor kills.
+        let child = command.spawn().map_err(|err| match err.raw_os_error() {
+            // The pre-check above makes this rare (the limit can shrink in between).
+            Some(libc::E2BIG) => Error::InvalidArgument(format!(
+                "spawn {name}: the arguments and environment exceed what one execve accepts \
+                 (ARG_MAX {} bytes): {err}",
+                sys::arg_max()
+            )),
+            _ => Error::io(format!("spawn the start-gate helper for {name}"))(err),
+        })?;
         let pid = child.id() as i32;
         // Drop our copies of the child's ends now: the output copies see end-of-file only
         // when every writer is closed.
@@ -143,7 +162,7 @@ impl Process {
         drop(gate_read);
         // Nothing between spawn and here awaits, so the reaper (a task on this same
         // single-threaded runtime) cannot have reaped the child: the pid is still ours.
-        let pidfd = pidfd_open(pid).map_err(Error::io(format!("pidfd_open({pid})")))?;
+        let pidfd = sys::pidfd_open(pid).map_err(Error::io(format!("pidfd_open({pid})")))?;
         let io = pending.start(name);
         info!("{name}: created process {pid}, waiting for Start");
         Ok(Process {
@@ -160,6 +179,11 @@ impl Process {
     /// The current state.
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// True once the exit was recorded.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.state, State::Stopped(_))
     }
 
     /// `Start`: opens the gate so the helper `exec`s the program.
@@ -184,7 +208,7 @@ impl Process {
         })?;
         // A one-byte write into an empty pipe never blocks. EPIPE means the helper is gone;
         // its exit is on its way through the reaper.
-        nix::unistd::write(&gate, &[init::GO]).map_err(|errno| {
+        nix::unistd::write(&gate, &[gate::GO]).map_err(|errno| {
             Error::FailedPrecondition(format!(
                 "process {} exited before it could be started: {errno}",
                 self.pid
@@ -195,32 +219,34 @@ impl Process {
     }
 
     /// Sends `signal` to the process. `NotFound` once it has exited, as containerd expects.
-    pub fn kill(&self, signal: i32) -> Result<()> {
+    pub fn kill(&self, signal: Signal) -> Result<()> {
         self.send(signal, false)
     }
 
     /// Sends `signal` to the process and to every process of its process group (the task's
     /// processes, unless they moved to a group of their own).
-    pub fn kill_group(&self, signal: i32) -> Result<()> {
+    pub fn kill_group(&self, signal: Signal) -> Result<()> {
         self.send(signal, true)
     }
 
-    fn send(&self, signal: i32, group: bool) -> Result<()> {
-        if let State::Stopped(_) = self.state {
-            return Err(Error::NotFound(format!(
-                "process {} already finished",
-                self.pid
-            )));
+    fn send(&self, signal: Signal, group: bool) -> Result<()> {
+        let gone = || Error::NotFound(format!("process {} already finished", self.pid));
+        if self.is_stopped() {
+            return Err(gone());
         }
-        pidfd_send_signal(&self.pidfd, signal).map_err(|e| match e.raw_os_error() {
-            Some(libc::ESRCH) => Error::NotFound(format!("process {} already finished", self.pid)),
-            _ => Error::io(format!("signal {signal} to process {}", self.pid))(e),
+        sys::signal_pidfd(&self.pidfd, signal).map_err(|e| match e.raw_os_error() {
+            Some(libc::ESRCH) => gone(),
+            _ => Error::io(format!(
+                "signal {} to process {}",
+                signal.number(),
+                self.pid
+            ))(e),
         })?;
         if group {
             // Safe from pid reuse: the group leader is alive (the pidfd signal above
             // succeeded and the shim has not reaped it), so the group id is still its own.
-            // SAFETY: a plain system call.
-            unsafe { libc::killpg(self.pid, signal) };
+            // ESRCH: a leader with a terminal leads a session and a group of its own.
+            let _ = sys::signal_group(self.pid, signal);
         }
         Ok(())
     }
@@ -229,7 +255,7 @@ impl Process {
     /// closes the gate, so that a `Start` racing this `Delete` finds no gate to open
     /// (the pending SIGKILL wins over the end-of-file the helper would read).
     pub fn cancel_start(&mut self) -> Result<()> {
-        self.kill(libc::SIGKILL)?;
+        self.kill(Signal::KILL)?;
         self.gate = None;
         Ok(())
     }
@@ -259,125 +285,68 @@ struct ChildSetup {
     gate: RawFd,
     /// Start a new session with the terminal (stdin) as controlling terminal.
     session: bool,
-    /// Resource limits to set.
-    rlimits: Vec<(i32, libc::rlimit)>,
+    /// Resource limits to set: (resource, soft, hard).
+    rlimits: Vec<(Resource, u64, u64)>,
     /// The umask.
-    umask: libc::mode_t,
-    /// Supplementary groups, group, user.
-    groups: Vec<libc::gid_t>,
-    gid: libc::gid_t,
-    uid: libc::uid_t,
+    umask: u32,
+    /// Supplementary groups.
+    groups: Vec<Gid>,
+    /// The group id.
+    gid: Gid,
+    /// The user id.
+    uid: Uid,
     /// `PR_SET_NO_NEW_PRIVS`.
     no_new_privileges: bool,
 }
 
 impl ChildSetup {
     fn new(process: &ProcessSpec, gate: RawFd) -> ChildSetup {
+        let identity = &process.identity;
         ChildSetup {
             gate,
             session: process.terminal,
-            rlimits: process
-                .rlimits
-                .iter()
-                .map(|&(resource, soft, hard)| {
-                    (
-                        resource,
-                        libc::rlimit {
-                            rlim_cur: soft,
-                            rlim_max: hard,
-                        },
-                    )
-                })
-                .collect(),
-            umask: process.identity.umask as libc::mode_t,
-            groups: process.identity.groups.clone(),
-            gid: process.identity.gid,
-            uid: process.identity.uid,
+            rlimits: process.rlimits.clone(),
+            umask: identity.umask,
+            groups: identity.groups.iter().map(|&g| Gid::from_raw(g)).collect(),
+            gid: Gid::from_raw(identity.gid),
+            uid: Uid::from_raw(identity.uid),
             no_new_privileges: process.no_new_privileges,
         }
     }
 
-    /// Runs in the forked child. Every call is a plain, async-signal-safe system call; the
-    /// only data touched was allocated before the fork.
+    /// Runs in the forked child: async-signal-safe system calls only (`sys::child`), on
+    /// data allocated before the fork.
     fn apply(&self) -> std::io::Result<()> {
-        let check = |rc: libc::c_int| {
-            if rc < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        };
-        init::install_gate(self.gate)?;
-        // Descriptors the shim inherited without close-on-exec (a parent's leak, e.g. a
-        // jobserver pipe) must not reach the task: it starts with 0, 1, 2 and the gate only.
-        crate::init::cloexec_from(init::GATE_FD + 1);
-        // SAFETY (all blocks below): system calls with valid arguments, in the child only.
+        use sys::child;
+        child::place_fd(self.gate, gate::GATE_FD)?;
+        // Descriptors the shim inherited without close-on-exec must not reach the process:
+        // it starts with 0, 1, 2 and the gate only.
+        child::close_on_exec_from(gate::GATE_FD + 1);
         if self.session {
-            check(unsafe { libc::setsid() })?;
-            check(unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) })?;
+            child::new_session_on_terminal()?;
         }
-        // Back to the default: the shim inherits containerd's -999, the task must not.
-        let oom_path = c"/proc/self/oom_score_adj";
-        let fd = unsafe { libc::open(oom_path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-        if fd >= 0 {
-            unsafe {
-                libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-            }
+        child::reset_oom_score_adj();
+        for &(resource, soft, hard) in &self.rlimits {
+            child::set_rlimit(resource, soft, hard)?;
         }
-        for (resource, limit) in &self.rlimits {
-            check(unsafe { libc::setrlimit(*resource as _, limit) })?;
-        }
-        unsafe { libc::umask(self.umask) };
-        check(unsafe { libc::setgroups(self.groups.len(), self.groups.as_ptr()) })?;
-        check(unsafe { libc::setgid(self.gid) })?;
-        check(unsafe { libc::setuid(self.uid) })?;
+        child::set_umask(self.umask);
+        child::set_identity(&self.groups, self.gid, self.uid)?;
         if self.no_new_privileges {
-            check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
+            child::no_new_privileges()?;
         }
         Ok(())
     }
 }
 
-/// `pidfd_open(2)`: a descriptor that refers to this process and no other.
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: a plain system call; on success the kernel returns a new descriptor we own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::PIDFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// `pidfd_send_signal(2)`.
-fn pidfd_send_signal(pidfd: &OwnedFd, signal: i32) -> std::io::Result<()> {
-    // SAFETY: a plain system call on a descriptor we own; no siginfo is passed.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Validates a signal number from a `Kill` request: 1 to `SIGRTMAX`, real-time signals
 /// included. 0 (kill's "does it exist?" probe) is not a signal to deliver.
-pub fn validate_signal(signal: u32) -> Result<i32> {
-    let max = libc::SIGRTMAX() as u32;
-    if (1..=max).contains(&signal) {
-        Ok(signal as i32)
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "signal {signal} is out of range (1 to {max})"
-        )))
-    }
+pub fn validate_signal(signal: u32) -> Result<Signal> {
+    Signal::new(signal).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "signal {signal} is out of range (1 to {})",
+            Signal::max()
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -385,11 +354,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signals_are_checked_against_the_kernel_range() {
-        assert_eq!(validate_signal(15).expect("SIGTERM"), libc::SIGTERM);
-        assert_eq!(validate_signal(9).expect("SIGKILL"), libc::SIGKILL);
-        assert!(validate_signal(libc::SIGRTMAX() as u32).is_ok());
-        for bad in [0, libc::SIGRTMAX() as u32 + 1, 1000, u32::MAX] {
+    fn out_of_range_signals_are_invalid_argument() {
+        assert_eq!(
+            validate_signal(15).expect("SIGTERM").number(),
+            libc::SIGTERM
+        );
+        for bad in [0, Signal::max() + 1, u32::MAX] {
             assert!(
                 matches!(validate_signal(bad), Err(Error::InvalidArgument(_))),
                 "{bad}"

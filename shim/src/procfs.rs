@@ -20,9 +20,15 @@ pub struct ProcStat {
     pub ppid: i32,
     /// Process group id.
     pub pgid: i32,
+    /// CPU time in user mode, in clock ticks (`sys::clock_ticks` per second).
+    pub user_ticks: u64,
+    /// CPU time in kernel mode, in clock ticks.
+    pub kernel_ticks: u64,
     /// Start time in clock ticks since boot: with the pid it names a process uniquely, since
     /// a recycled pid has a later start time.
     pub start_time: u64,
+    /// Resident set size, in pages (`sys::page_size` bytes).
+    pub rss_pages: u64,
 }
 
 impl ProcStat {
@@ -53,7 +59,10 @@ pub fn parse_stat(line: &str) -> Option<ProcStat> {
         state: rest.first()?.chars().next()?,
         ppid: rest.get(1)?.parse().ok()?,
         pgid: rest.get(2)?.parse().ok()?,
+        user_ticks: rest.get(11)?.parse().ok()?,
+        kernel_ticks: rest.get(12)?.parse().ok()?,
         start_time: rest.get(19)?.parse().ok()?,
+        rss_pages: rest.get(21)?.parse().ok()?,
     })
 }
 
@@ -72,16 +81,27 @@ pub fn all_processes() -> io::Result<Vec<ProcStat>> {
     Ok(processes)
 }
 
-/// The descendants of `root` (not `root` itself), parents before children.
+/// The descendants of `root` (not `root` itself), parents before children: the quick way.
 ///
 /// Walks the kernel's per-thread `children` lists (`/proc/<pid>/task/<tid>/children`),
 /// which costs a few reads instead of one per process on the host; where the kernel lacks
 /// them (`CONFIG_PROC_CHILDREN`), scans all of `/proc`.
+///
+/// proc(5) calls those lists reliable only while the children are stopped or frozen: a
+/// child that exits while its parent's list is read can hide its siblings. Good enough to
+/// list or measure a task; where missing a process matters (killing what is left of a
+/// task), [`descendants_exhaustive`] has the last word.
 pub fn descendants(root: i32) -> io::Result<Vec<ProcStat>> {
     match descendants_via_children(root) {
         Some(found) => Ok(found),
-        None => Ok(descendants_in(all_processes()?, root)),
+        None => descendants_exhaustive(root),
     }
+}
+
+/// The descendants of `root` from one pass over every process in `/proc`, linked by their
+/// parent pids: slower, but it cannot miss a process that exists for the whole pass.
+pub fn descendants_exhaustive(root: i32) -> io::Result<Vec<ProcStat>> {
+    Ok(descendants_in(all_processes()?, root))
 }
 
 /// The children of `pid` according to its threads' `children` files; `None` when the
@@ -157,7 +177,10 @@ mod tests {
             state: 'S',
             ppid,
             pgid: pid,
+            user_ticks: 0,
+            kernel_ticks: 0,
             start_time: 1,
+            rss_pages: 0,
         }
     }
 
@@ -171,7 +194,9 @@ mod tests {
         assert_eq!(stat.state, 'S');
         assert_eq!(stat.ppid, 17);
         assert_eq!(stat.pgid, 4242);
+        assert_eq!((stat.user_ticks, stat.kernel_ticks), (1, 2));
         assert_eq!(stat.start_time, 987654);
+        assert_eq!(stat.rss_pages, 200);
     }
 
     #[test]
@@ -204,8 +229,7 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        // SAFETY: kills the process group we just created.
-        unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
+        crate::sys::signal_group(child.id() as i32, crate::sys::Signal::KILL).expect("killpg");
         let _ = child.wait();
         assert!(
             found.iter().any(|p| p.pid == child.id() as i32),

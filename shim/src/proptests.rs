@@ -3,7 +3,12 @@
 
 use proptest::prelude::*;
 
-use crate::{bundle, process::validate_signal, procfs, spec, task::validate_id, task::MAX_ID_LEN};
+use crate::{
+    bundle,
+    container::{validate_id, MAX_ID_LEN},
+    process::validate_signal,
+    procfs, spec,
+};
 
 proptest! {
     #[test]

@@ -7,7 +7,7 @@
 //!    directory: [`start`] launches the long-lived server as a daemon and prints its ttrpc
 //!    address on stdout, which is *all* containerd reads, so nothing else may be printed;
 //! 2. the daemon itself (no action, `-socket` given): serves the `Task` service until
-//!    `Shutdown` finds no task left (see `task.rs`);
+//!    `Shutdown` finds no task left (see `service.rs`);
 //! 3. `... delete`, after every disconnect, including a crash of the daemon: [`delete`]
 //!    cleans up whatever the daemon could not and answers a `DeleteResponse`.
 //!
@@ -29,18 +29,25 @@ use std::{
 
 use async_trait::async_trait;
 use containerd_shim::{
-    api::DeleteResponse, asynchronous::ExitSignal, publisher::RemotePublisher, Config, Flags, Shim,
-    StartOpts,
+    api::DeleteResponse,
+    asynchronous::ExitSignal,
+    monitor::{monitor_subscribe, Topic},
+    publisher::RemotePublisher,
+    Config, Flags, Shim, StartOpts,
 };
 use log::info;
 
 use crate::{
     bundle,
+    container::validate_id,
     error::{Error, Result},
     events::{timestamp, Publisher},
+    exits,
     procfs::ProcStat,
+    rpc::TaskService,
+    service::Service,
     spec::CONFIG_FILE,
-    task::TaskService,
+    sys::{self, Signal},
 };
 
 /// The exit code `delete` reports for a task it had to kill: 128 + SIGKILL.
@@ -87,11 +94,17 @@ impl Shim for SampleShim {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
-        TaskService::new(
-            Publisher::new(publisher, self.namespace.clone()),
-            self.exit.clone(),
-        )
-        .await
+        // Subscribe to the reaper before the service can spawn anything: no exit is missed.
+        let exits = match monitor_subscribe(Topic::Pid).await {
+            Ok(subscription) => exits::from_monitor(subscription),
+            // The crate's monitor cannot fail to subscribe today; if it ever did, the shim
+            // could not report exits and must not pretend otherwise.
+            Err(err) => panic!("cannot subscribe to process exits: {err}"),
+        };
+        let events = Publisher::new(publisher, self.namespace.clone());
+        // `/proc/self/exe` is this binary, even if it was replaced on disk since.
+        let helper = Path::new("/proc/self/exe");
+        TaskService(Service::new(events, self.exit.clone(), exits, helper))
     }
 }
 
@@ -105,8 +118,8 @@ impl Shim for SampleShim {
 /// knows the address is ready before printing it.
 pub fn start(opts: &StartOpts) -> Result<String> {
     // The id and namespace become part of the socket's name and of every log line.
-    crate::task::validate_id("task", &opts.id)?;
-    crate::task::validate_id("namespace", &opts.namespace)?;
+    validate_id("task", &opts.id)?;
+    validate_id("namespace", &opts.namespace)?;
     let bundle = std::env::current_dir().map_err(Error::io("current directory"))?;
     if !bundle.join(CONFIG_FILE).is_file() {
         return Err(Error::InvalidArgument(format!(
@@ -130,15 +143,14 @@ pub fn start(opts: &StartOpts) -> Result<String> {
     if opts.debug {
         command.arg("-debug");
     }
-    // SAFETY: setsid and umask are async-signal-safe system calls.
+    // SAFETY: setsid, umask and close_range are async-signal-safe system calls
+    // (`sys::child`), and the closure allocates nothing.
     unsafe {
         command.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::umask(0o177);
+            nix::unistd::setsid()?;
+            sys::child::set_umask(0o177);
             // Whatever containerd's parents leaked without close-on-exec stays behind.
-            crate::init::cloexec_from(3);
+            sys::child::close_on_exec_from(3);
             Ok(())
         });
     }
@@ -218,8 +230,8 @@ pub fn delete() -> Result<DeleteResponse> {
         let same_process = ProcStat::read(recorded)
             .is_ok_and(|s| s.start_time == start_time && s.pgid == recorded && s.state != 'Z');
         if same_process {
-            // SAFETY: a plain system call, on a process group we verified is the task's.
-            unsafe { libc::killpg(recorded, libc::SIGKILL) };
+            // A process group we just verified is the task's.
+            let _ = sys::signal_group(recorded, Signal::KILL);
         }
         bundle::remove_init_pid(&bundle);
     }

@@ -2,7 +2,7 @@
 //!
 //! containerd writes the spec into the bundle directory before it starts the shim. A runc
 //! shim hands it to runc wholesale; this shim runs host processes, so it takes only the
-//! spec's `process`: by default the seed's hardcoded loop, run with the spec's environment,
+//! spec's `process`: by default the [`DEFAULT_COMMAND`] (a date loop), run with the spec's environment,
 //! working directory and user; with the annotation
 //! `com.example.sample.process=spec` ([`PROCESS_ANNOTATION`]), the spec's own command line.
 //! The rest of the spec (root filesystem, namespaces, cgroups, capabilities, seccomp) is
@@ -15,6 +15,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use nix::sys::resource::Resource;
 use oci_spec::runtime::{PosixRlimitType, Process, Spec};
 
 use crate::error::{Error, Result};
@@ -26,8 +27,9 @@ pub const CONFIG_FILE: &str = "config.json";
 /// broken bundle from making the shim allocate without bound.
 pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
-/// The seed's command: print the date every five seconds, forever.
-pub const SEED_COMMAND: [&str; 3] = [
+/// What a task runs unless told otherwise: print the date every five seconds, forever.
+/// (The command of the Go sample this project grew from.)
+pub const DEFAULT_COMMAND: [&str; 3] = [
     "sh",
     "-c",
     "while date --rfc-3339=seconds; do sleep 5; done",
@@ -36,8 +38,8 @@ pub const SEED_COMMAND: [&str; 3] = [
 /// `PATH` for a spec that sets none (containerd's default spec always sets one).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The annotation that makes the init process the spec's `process` instead of the seed's
-/// loop: `ctr run --annotation com.example.sample.process=spec ...`.
+/// The annotation that makes the init process the spec's `process` instead of the
+/// [`DEFAULT_COMMAND`]: `ctr run --annotation com.example.sample.process=spec ...`.
 pub const PROCESS_ANNOTATION: &str = "com.example.sample.process";
 
 /// Who a process runs as.
@@ -53,8 +55,8 @@ pub struct Identity {
     pub umask: u32,
 }
 
-/// One resource limit: (`RLIMIT_*`, soft, hard).
-pub type Rlimit = (i32, u64, u64);
+/// One resource limit: (resource, soft, hard).
+pub type Rlimit = (Resource, u64, u64);
 
 /// What the shim needs to start a process: the init, or an exec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +79,59 @@ pub struct ProcessSpec {
     pub terminal: bool,
 }
 
+/// The longest single argument or environment entry one `execve` accepts
+/// (`MAX_ARG_STRLEN`: 32 pages of 4 KiB), terminating NUL included.
+pub const MAX_ARG_STRLEN: usize = 32 * 4096;
+
+impl ProcessSpec {
+    /// Checks that the kernel will `execve` this command line and environment, with the
+    /// start-gate helper's own `extra` arguments in front, when one `execve` accepts
+    /// `arg_max` bytes. A spec too large is the caller's input: it fails `Create` or `Exec`
+    /// as `InvalidArgument` naming the limit, rather than as an `E2BIG` from deep inside
+    /// the spawn.
+    pub fn check_exec_size(&self, extra: &[&str], arg_max: usize) -> Result<()> {
+        let args = extra
+            .iter()
+            .copied()
+            .chain(self.args.iter().map(String::as_str));
+        let mut total = 0;
+        let mut count = 0;
+        for (i, arg) in args.enumerate() {
+            let size = arg.len() + 1;
+            if size > MAX_ARG_STRLEN {
+                return Err(Error::InvalidArgument(format!(
+                    "argument {} is {size} bytes: the kernel accepts at most {MAX_ARG_STRLEN} \
+                     per argument (MAX_ARG_STRLEN)",
+                    i.saturating_sub(extra.len())
+                )));
+            }
+            total += size;
+            count += 1;
+        }
+        for (key, value) in &self.env {
+            let size = key.len() + 1 + value.len() + 1;
+            if size > MAX_ARG_STRLEN {
+                return Err(Error::InvalidArgument(format!(
+                    "environment variable {key} is {size} bytes: the kernel accepts at most \
+                     {MAX_ARG_STRLEN} per variable (MAX_ARG_STRLEN)"
+                )));
+            }
+            total += size;
+            count += 1;
+        }
+        // The argv and envp pointer arrays count too, each with its NULL terminator.
+        total += (count + 2) * std::mem::size_of::<usize>();
+        if total > arg_max {
+            return Err(Error::InvalidArgument(format!(
+                "the process's arguments and environment ({} variables) take {total} bytes: \
+                 one execve accepts at most {arg_max} (ARG_MAX, a quarter of the stack limit)",
+                self.env.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Reads and parses `<bundle>/config.json`. Missing, oversized or malformed files are
 /// `InvalidArgument` with the file named, since they are the caller's input.
 pub fn read_spec(bundle: &Path) -> Result<Spec> {
@@ -93,7 +148,7 @@ pub fn read_spec(bundle: &Path) -> Result<Spec> {
     serde_json::from_slice(&content).map_err(|e| invalid(format!("not a valid OCI spec: {e}")))
 }
 
-/// The init process the spec asks for: the seed's loop by default, the spec's own
+/// The init process the spec asks for: the [`DEFAULT_COMMAND`] by default, the spec's own
 /// `process` with [`PROCESS_ANNOTATION`] set to `spec`.
 pub fn init_process(spec: &Spec) -> Result<ProcessSpec> {
     let process = spec
@@ -108,7 +163,7 @@ pub fn init_process(spec: &Spec) -> Result<ProcessSpec> {
     if spec_mode {
         process_spec(process, None)
     } else {
-        process_spec(process, Some(&SEED_COMMAND.map(String::from)))
+        process_spec(process, Some(&DEFAULT_COMMAND.map(String::from)))
     }
 }
 
@@ -166,27 +221,27 @@ pub fn process_spec(process: &Process, args: Option<&[String]>) -> Result<Proces
     })
 }
 
-/// The `RLIMIT_*` constant for an OCI rlimit type.
-fn rlimit_resource(typ: PosixRlimitType) -> i32 {
+/// The resource an OCI rlimit type names.
+fn rlimit_resource(typ: PosixRlimitType) -> Resource {
     use PosixRlimitType::*;
-    (match typ {
-        RlimitCpu => libc::RLIMIT_CPU,
-        RlimitFsize => libc::RLIMIT_FSIZE,
-        RlimitData => libc::RLIMIT_DATA,
-        RlimitStack => libc::RLIMIT_STACK,
-        RlimitCore => libc::RLIMIT_CORE,
-        RlimitRss => libc::RLIMIT_RSS,
-        RlimitNproc => libc::RLIMIT_NPROC,
-        RlimitNofile => libc::RLIMIT_NOFILE,
-        RlimitMemlock => libc::RLIMIT_MEMLOCK,
-        RlimitAs => libc::RLIMIT_AS,
-        RlimitLocks => libc::RLIMIT_LOCKS,
-        RlimitSigpending => libc::RLIMIT_SIGPENDING,
-        RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
-        RlimitNice => libc::RLIMIT_NICE,
-        RlimitRtprio => libc::RLIMIT_RTPRIO,
-        RlimitRttime => libc::RLIMIT_RTTIME,
-    }) as i32
+    match typ {
+        RlimitCpu => Resource::RLIMIT_CPU,
+        RlimitFsize => Resource::RLIMIT_FSIZE,
+        RlimitData => Resource::RLIMIT_DATA,
+        RlimitStack => Resource::RLIMIT_STACK,
+        RlimitCore => Resource::RLIMIT_CORE,
+        RlimitRss => Resource::RLIMIT_RSS,
+        RlimitNproc => Resource::RLIMIT_NPROC,
+        RlimitNofile => Resource::RLIMIT_NOFILE,
+        RlimitMemlock => Resource::RLIMIT_MEMLOCK,
+        RlimitAs => Resource::RLIMIT_AS,
+        RlimitLocks => Resource::RLIMIT_LOCKS,
+        RlimitSigpending => Resource::RLIMIT_SIGPENDING,
+        RlimitMsgqueue => Resource::RLIMIT_MSGQUEUE,
+        RlimitNice => Resource::RLIMIT_NICE,
+        RlimitRtprio => Resource::RLIMIT_RTPRIO,
+        RlimitRttime => Resource::RLIMIT_RTTIME,
+    }
 }
 
 /// Splits `KEY=value`; entries without `=` are dropped, as `execve` would ignore them.
@@ -265,14 +320,14 @@ mod tests {
     }
 
     #[test]
-    fn seed_process_takes_env_and_cwd_from_the_spec_only() {
+    fn the_default_command_takes_env_and_cwd_from_the_spec_only() {
         let dir = bundle_with(
             br#"{"ociVersion":"1.0.2","process":{"cwd":"/tmp","args":["ignored"],"user":{"uid":0,"gid":0},
                  "env":["PATH=/usr/bin:/bin","HOME=/root","BROKEN"]}}"#,
         );
         let spec = read_spec(dir.path()).expect("valid spec");
-        let process = init_process(&spec).expect("seed process");
-        assert_eq!(process.args, SEED_COMMAND.map(String::from).to_vec());
+        let process = init_process(&spec).expect("default process");
+        assert_eq!(process.args, DEFAULT_COMMAND.map(String::from).to_vec());
         assert_eq!(process.cwd, PathBuf::from("/tmp"));
         assert_eq!(
             process.env,
@@ -306,10 +361,7 @@ mod tests {
             }
         );
         assert!(process.no_new_privileges);
-        assert_eq!(
-            process.rlimits,
-            vec![(libc::RLIMIT_NOFILE as i32, 512, 1024)]
-        );
+        assert_eq!(process.rlimits, vec![(Resource::RLIMIT_NOFILE, 512, 1024)]);
     }
 
     #[test]
@@ -321,6 +373,43 @@ mod tests {
         );
         let err = init_process(&read_spec(dir.path()).expect("spec")).unwrap_err();
         assert!(err.to_string().contains("no-such-binary-anywhere"), "{err}");
+    }
+
+    #[test]
+    fn an_environment_too_large_for_execve_is_invalid_argument_naming_the_limit() {
+        let mut process = ProcessSpec {
+            program: PathBuf::from("/bin/true"),
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: PathBuf::from("/"),
+            identity: Identity::default(),
+            no_new_privileges: false,
+            rlimits: vec![],
+            terminal: false,
+        };
+        let value = "v".repeat(1023);
+        process.env = (0..2100)
+            .map(|i| (format!("V{i}"), value.clone()))
+            .collect();
+        let limit = 2 * 1024 * 1024;
+        let message = match process.check_exec_size(&["shim", "gate"], limit) {
+            Err(Error::InvalidArgument(message)) => message,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        };
+        assert!(
+            message.contains("ARG_MAX") && message.contains(&limit.to_string()),
+            "{message}"
+        );
+        process.env.truncate(1000);
+        process
+            .check_exec_size(&["shim", "gate"], limit)
+            .expect("1000 variables fit");
+        process.env = vec![("BIG".into(), "x".repeat(MAX_ARG_STRLEN))];
+        let err = process.check_exec_size(&[], limit).unwrap_err();
+        assert!(
+            err.to_string().contains("BIG") && err.to_string().contains("MAX_ARG_STRLEN"),
+            "{err}"
+        );
     }
 
     #[test]

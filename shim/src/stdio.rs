@@ -26,7 +26,7 @@
 use std::{
     fs::{File, OpenOptions},
     os::{
-        fd::{AsRawFd, OwnedFd},
+        fd::OwnedFd,
         unix::fs::{FileTypeExt, OpenOptionsExt},
     },
     process::Stdio,
@@ -294,19 +294,7 @@ impl Io {
             .pty
             .as_ref()
             .ok_or_else(|| Error::FailedPrecondition("the process has no terminal".into()))?;
-        let size = libc::winsize {
-            ws_row: height.min(u16::MAX as u32) as u16,
-            ws_col: width.min(u16::MAX as u32) as u16,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
-        if unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
-            return Err(Error::io("resize the terminal")(
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
+        crate::sys::set_window_size(pty, width, height).map_err(Error::io("resize the terminal"))
     }
 
     /// Waits until stdout and stderr reached end-of-file (every writer of the pipes has
@@ -334,6 +322,8 @@ impl Drop for Io {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsFd;
+
     use super::*;
 
     fn assert_invalid(result: Result<(ChildStdio, PendingIo)>, needle: &str) {
@@ -360,6 +350,13 @@ mod tests {
         assert_invalid(open(&paths(&dir.path().join("missing"))), "cannot open");
     }
 
+    /// A detached task (`ctr run -d`) writes while no client has its stdout FIFO open; a
+    /// later `ctr task attach` must still get that output. Here the child writes everything,
+    /// the copy moves it into the FIFO, and only then does a reader open the FIFO.
+    ///
+    /// The child stays alive until after the read, as a detached task does: the copy holds
+    /// the shim's FIFO descriptor until the task's output ends, and once no descriptor is
+    /// open the kernel drops what the FIFO buffered.
     #[tokio::test]
     async fn output_reaches_the_fifo_even_with_no_reader_attached() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -369,22 +366,49 @@ mod tests {
             stdout: fifo.display().to_string(),
             ..Default::default()
         };
-        let (child, pending) = open(&paths).expect("open");
-        // The shim holds the FIFO open read-write, so a reader can open it at any time; the
-        // kernel keeps the buffered bytes only while some descriptor is open.
+        let (child_stdio, pending) = open(&paths).expect("open");
+        // A second handle on the shim's own (read-write) FIFO descriptor, only to ask the
+        // kernel how many bytes the FIFO holds: the test opens no reader of its own.
+        let shim_fifo = {
+            let (_, fifo_end) = pending.shim_ends.stdout.as_ref().expect("stdout ends");
+            fifo_end.as_fd().try_clone_to_owned().expect("dup")
+        };
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "echo one; echo two; read _"])
+            .stdin(Stdio::piped())
+            .stdout(child_stdio.stdout)
+            .spawn()
+            .expect("run sh");
+        let mut io = pending.start("test");
+
+        // Nobody reads the FIFO: the copy must still move all eight bytes into it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let queued = rustix::io::ioctl_fionread(&shim_fifo).expect("FIONREAD");
+            if queued == 8 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the FIFO holds {queued} of 8 bytes after 5 s with no reader attached"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // A client attaches late and gets everything.
         let mut reader = pipe::OpenOptions::new()
             .open_receiver(&fifo)
             .expect("open reader");
-        let status = std::process::Command::new("sh")
-            .args(["-c", "echo one; echo two"])
-            .stdout(child.stdout)
-            .status()
-            .expect("run sh");
-        assert!(status.success(), "sh died, e.g. of SIGPIPE: {status}");
-        let mut io = pending.start("test");
-        io.wait_outputs(Duration::from_secs(5)).await;
         let mut buf = vec![0u8; 64];
         let n = reader.read(&mut buf).await.expect("read");
         assert_eq!(&buf[..n], b"one\ntwo\n");
+
+        // The task ends normally (no SIGPIPE along the way), and the copy with it.
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        std::io::Write::write_all(&mut stdin, b"go\n").expect("let sh go");
+        drop(stdin);
+        let status = child.wait().expect("wait for sh");
+        assert!(status.success(), "sh died, e.g. of SIGPIPE: {status}");
+        io.wait_outputs(Duration::from_secs(5)).await;
     }
 }

@@ -1,0 +1,56 @@
+//! `containerd-shim-sample-v2`: a containerd runtime v2 shim that runs host processes.
+//!
+//! containerd starts this binary for every task of the runtime `com.example.sample.v2` and
+//! talks to it over ttrpc. By default a task runs [`spec::DEFAULT_COMMAND`],
+//! `sh -c 'while date --rfc-3339=seconds; do sleep 5; done'`, on the host, with **no
+//! isolation** (no namespaces, no cgroups, no root filesystem).
+//!
+//! # Layout
+//!
+//! This is the one module table of the project; the README and docs/ARCHITECTURE.md point
+//! here. In the order a request travels:
+//!
+//! | module | role |
+//! |---|---|
+//! | [`shim`] | lifecycle: the `start` and `delete` commands containerd runs, the daemon |
+//! | [`rpc`] | the ttrpc `Task` service: each RPC (Create, Start, Kill, ...) calls [`service`] |
+//! | [`service`] | the task logic: every RPC, the one lock, the exit policy |
+//! | [`container`] | a container: its init and exec processes, and their ids |
+//! | [`process`] | one process's states (Created, Running, Stopped), spawning, signals |
+//! | [`gate`] | the start-gate helper that holds a created process until `Start` |
+//! | [`exits`] | from the reaper to the service; killing what is left of a task |
+//! | [`stdio`] | stdin, stdout and stderr between the task and containerd's FIFOs |
+//! | [`events`] | `/tasks/*` events, and where they go ([`events::EventSink`]) |
+//! | [`spec`] | the bundle's `config.json`: what to run, as whom |
+//! | [`bundle`] | the files the shim keeps in the bundle: `address`, `init.pid` |
+//! | [`metrics`] | `Stats`: CPU and memory of the task's processes |
+//! | [`procfs`] | what `/proc` says about the task's processes |
+//! | [`sys`] | every system call, and the few `unsafe` blocks, in one place |
+//! | [`error`] | the error type and its gRPC codes |
+//!
+//! Words used throughout: the *init process* is a task's main process, the one `Create`
+//! makes (containerd's term); the *start-gate helper* is what it is before `Start`; *pid 1*
+//! is the machine's init, which this shim never is.
+
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod bundle;
+pub mod container;
+pub mod error;
+pub mod events;
+pub mod exits;
+pub mod gate;
+pub mod metrics;
+pub mod process;
+pub mod procfs;
+#[cfg(test)]
+mod proptests;
+pub mod rpc;
+pub mod service;
+pub mod shim;
+pub mod spec;
+pub mod stdio;
+pub mod sys;
+
+/// The runtime name containerd knows this shim by (`ctr run --runtime ...`).
+pub const RUNTIME_ID: &str = "com.example.sample.v2";

@@ -1,0 +1,185 @@
+//! The ttrpc face of the task service: each RPC of containerd's `Task` service
+//! ([`runtime/v2/task/shim.proto`](https://github.com/containerd/containerd/blob/v1.6.20/runtime/v2/task/shim.proto))
+//! calls the task logic in [`Service`] and turns our error into a ttrpc status.
+//!
+//! | RPC | here |
+//! |---|---|
+//! | Create, Start, State, Wait, Kill, Delete, Pids, CloseIO, Connect, Shutdown | implemented |
+//! | Exec, ResizePty, Pause, Resume, Stats | implemented |
+//! | Update, Checkpoint | `Unimplemented`, with the reason |
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use containerd_shim::{Task, TtrpcContext, TtrpcResult};
+use containerd_shim_protos::api::{self, Empty};
+use log::{debug, info};
+
+use crate::{
+    error::{Error, Result},
+    service::Service,
+};
+
+/// The task service as the `containerd-shim` crate serves it over ttrpc.
+pub struct TaskService(pub Arc<Service>);
+
+/// The answer for RPCs this shim leaves out. The generated default says "not found", which
+/// sends users looking for a missing task; this names the RPC instead.
+fn unimplemented<T>(rpc: &str, why: &str) -> TtrpcResult<T> {
+    Err(Error::Unimplemented(format!(
+        "{rpc} is not implemented by containerd-shim-sample-v2: {why}"
+    ))
+    .into())
+}
+
+/// Logs the RPC's outcome and converts our error into a ttrpc status.
+fn reply<T>(rpc: &str, result: Result<T>) -> TtrpcResult<T> {
+    match result {
+        Ok(value) => {
+            debug!("{rpc}: ok");
+            Ok(value)
+        }
+        Err(err) => {
+            info!("{rpc}: {err} ({:?})", err.code());
+            Err(err.into())
+        }
+    }
+}
+
+#[async_trait]
+impl Task for TaskService {
+    async fn create(
+        &self,
+        _: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        reply("Create", self.0.create(req).await)
+    }
+
+    async fn start(
+        &self,
+        _: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> TtrpcResult<api::StartResponse> {
+        reply("Start", self.0.start(req).await)
+    }
+
+    async fn state(
+        &self,
+        _: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> TtrpcResult<api::StateResponse> {
+        reply("State", self.0.state(req).await)
+    }
+
+    async fn wait(
+        &self,
+        _: &TtrpcContext,
+        req: api::WaitRequest,
+    ) -> TtrpcResult<api::WaitResponse> {
+        reply("Wait", self.0.wait(req).await)
+    }
+
+    async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
+        reply("Kill", self.0.kill(req).await.map(|()| Empty::new()))
+    }
+
+    async fn delete(
+        &self,
+        _: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> TtrpcResult<api::DeleteResponse> {
+        reply("Delete", self.0.delete(req).await)
+    }
+
+    async fn pids(
+        &self,
+        _: &TtrpcContext,
+        req: api::PidsRequest,
+    ) -> TtrpcResult<api::PidsResponse> {
+        reply("Pids", self.0.pids(req).await)
+    }
+
+    async fn close_io(&self, _: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<Empty> {
+        reply("CloseIO", self.0.close_io(req).await.map(|()| Empty::new()))
+    }
+
+    async fn connect(
+        &self,
+        _: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> TtrpcResult<api::ConnectResponse> {
+        reply("Connect", self.0.connect(req).await)
+    }
+
+    async fn shutdown(&self, _: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<Empty> {
+        self.0.shutdown().await;
+        Ok(Empty::new())
+    }
+
+    async fn exec(&self, _: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
+        reply("Exec", self.0.exec(req).await.map(|()| Empty::new()))
+    }
+
+    async fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> TtrpcResult<Empty> {
+        reply(
+            "ResizePty",
+            self.0.resize_pty(req).await.map(|()| Empty::new()),
+        )
+    }
+
+    async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<Empty> {
+        let result = self.0.set_paused(&req.id, true).await;
+        reply("Pause", result.map(|()| Empty::new()))
+    }
+
+    async fn resume(&self, _: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<Empty> {
+        let result = self.0.set_paused(&req.id, false).await;
+        reply("Resume", result.map(|()| Empty::new()))
+    }
+
+    async fn stats(
+        &self,
+        _: &TtrpcContext,
+        req: api::StatsRequest,
+    ) -> TtrpcResult<api::StatsResponse> {
+        reply("Stats", self.0.stats(req).await)
+    }
+
+    async fn update(&self, _: &TtrpcContext, _: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
+        unimplemented(
+            "Update",
+            "host processes have no cgroup whose resources could be updated",
+        )
+    }
+
+    async fn checkpoint(
+        &self,
+        _: &TtrpcContext,
+        _: api::CheckpointTaskRequest,
+    ) -> TtrpcResult<Empty> {
+        unimplemented(
+            "Checkpoint",
+            "checkpointing needs CRIU and a container to freeze; this shim runs plain host processes",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use containerd_shim_protos::ttrpc::{self, Code};
+
+    use super::*;
+
+    #[test]
+    fn unimplemented_rpcs_say_so_with_the_right_code() {
+        let result: TtrpcResult<Empty> = unimplemented("Pause", "why");
+        match result {
+            Err(ttrpc::Error::RpcStatus(status)) => {
+                assert_eq!(status.code(), Code::UNIMPLEMENTED);
+                assert!(status.message().contains("Pause is not implemented"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! The ttrpc `Task` service: what containerd calls on the shim for each task, and the one
+//! lock that orders everything.
+//!
+//! The service is `containerd.task.v2.Task` from containerd's
+//! [`runtime/v2/task/shim.proto`](https://github.com/containerd/containerd/blob/v1.6.20/runtime/v2/task/shim.proto).
+//! containerd starts one shim per container, so the shim serves one task: its init process
+//! plus any exec processes, each known by its exec id (`container.rs`).
+//!
+//! All state sits behind one async mutex. Every RPC takes it, and so does every exit
+//! ([`Service::process_exited`], the exit policy): one lock orders the events
+//! (`/tasks/start` is published before the exit of the same process is handled), and no RPC
+//! ever sees a task half-way through its exit. See "Concurrency" in docs/ARCHITECTURE.md.
+//!
+//! [`Service`] is the task logic, free of ttrpc: it takes the request messages, answers
+//! with our [`Error`], and sends events to an [`EventSink`]. `rpc.rs` is the thin ttrpc
+//! face the `containerd-shim` crate serves. The core's tests (`shim/tests/core.rs`) drive
+//! [`Service`] directly, without containerd.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim_protos::{
+    api::{self, ProcessInfo, Status},
+    protobuf::{well_known_types::any::Any, Message},
+};
+use log::{debug, info, warn};
+use tokio::{
+    runtime::{Handle, RuntimeFlavor},
+    sync::{mpsc::UnboundedReceiver, Mutex},
+};
+
+use crate::{
+    bundle,
+    container::{validate_id, Container, Member},
+    error::{Error, Result},
+    events::{timestamp, EventSink, TaskEvent},
+    exits::{kill_leftovers, Descendants, Reaped, LEFTOVER_DEADLINE},
+    metrics,
+    process::{validate_signal, ExitStatus, Group, Process, State},
+    procfs, spec,
+    stdio::StdioPaths,
+    sys::{self, Signal},
+};
+
+/// How long `Delete` waits for the last output to reach the FIFOs.
+const OUTPUT_DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// The containers of this shim, by id.
+type Containers = HashMap<String, Container>;
+
+/// The task logic: the state behind the lock, and every RPC as a method.
+pub struct Service {
+    /// The containers, from `Create` until `Delete`. One at most today: one shim per task.
+    containers: Mutex<Containers>,
+    /// Where events go: containerd in the shim, a recorder in tests.
+    events: Box<dyn EventSink>,
+    /// Fired by `Shutdown` once no task is left: the shim then exits.
+    shutdown: Arc<ExitSignal>,
+    /// The start-gate helper every process is spawned as (`gate.rs`): this binary.
+    helper: PathBuf,
+}
+
+/// Finds the container `id`.
+fn find<'a>(containers: &'a mut Containers, id: &str) -> Result<&'a mut Container> {
+    containers
+        .get_mut(id)
+        .ok_or_else(|| Error::NotFound(format!("task {id:?} not found in this shim")))
+}
+
+impl Service {
+    /// Makes the service and starts its exit watcher on `exits` (see `exits.rs`), which
+    /// must have been subscribed before anything is spawned. `helper` is the executable of
+    /// the start-gate helper: `/proc/self/exe` in the shim.
+    ///
+    /// # Panics
+    ///
+    /// When not called on a current-thread tokio runtime: the exit policy and the RPCs rely
+    /// on never running at the same time (see "Concurrency" in docs/ARCHITECTURE.md).
+    pub fn new(
+        events: impl EventSink,
+        shutdown: Arc<ExitSignal>,
+        exits: UnboundedReceiver<Reaped>,
+        helper: &Path,
+    ) -> Arc<Service> {
+        assert_eq!(
+            Handle::current().runtime_flavor(),
+            RuntimeFlavor::CurrentThread,
+            "the shim's service must run on a current-thread runtime"
+        );
+        let service = Arc::new(Service {
+            containers: Mutex::new(HashMap::new()),
+            events: Box::new(events),
+            shutdown,
+            helper: helper.to_path_buf(),
+        });
+        tokio::spawn(service.clone().watch_exits(exits));
+        service
+    }
+
+    /// `Create`: spawns the init process, held at its start gate (`gate.rs`).
+    pub async fn create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
+        validate_id("task", &req.id)?;
+        let mut containers = self.containers.lock().await;
+        if let Some(existing) = containers.keys().next() {
+            return Err(Error::AlreadyExists(format!(
+                "task {existing:?} already exists in this shim (one task per shim)"
+            )));
+        }
+        if !req.rootfs.is_empty() {
+            debug!(
+                "{}: ignoring {} rootfs mounts: host processes",
+                req.id,
+                req.rootfs.len()
+            );
+        }
+        let bundle = PathBuf::from(&req.bundle);
+        let process = spec::init_process(&spec::read_spec(&bundle)?)?;
+        let stdio = StdioPaths {
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            terminal: req.terminal,
+        };
+        let init = Process::spawn(&self.helper, &process, stdio, Group::Own, &req.id)?;
+        let pid = init.pid;
+        if let Err(err) = procfs::ProcStat::read(pid)
+            .map_err(Error::io(format!("read /proc/{pid}/stat")))
+            .and_then(|stat| bundle::write_init_pid(&bundle, pid, stat.start_time))
+        {
+            // Leave nothing behind: the helper exits unstarted and the reaper collects it.
+            let _ = init.kill_group(Signal::KILL);
+            return Err(err);
+        }
+        self.events
+            .publish(TaskEvent::Create {
+                id: req.id.clone(),
+                bundle: req.bundle,
+                stdio: init.stdio.clone(),
+                pid,
+            })
+            .await;
+        containers.insert(req.id.clone(), Container::new(req.id, bundle, init));
+        Ok(api::CreateTaskResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    /// `Start`: opens the start gate of the init or of an exec process.
+    pub async fn start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
+        let mut containers = self.containers.lock().await;
+        let container = find(&mut containers, &req.id)?;
+        let process = container.process(&req.exec_id)?;
+        process.start()?;
+        let pid = process.pid;
+        info!("{}: started process {pid} {:?}", container.id, req.exec_id);
+        let event = if req.exec_id.is_empty() {
+            TaskEvent::Start {
+                id: container.id.clone(),
+                pid,
+            }
+        } else {
+            TaskEvent::ExecStarted {
+                id: container.id.clone(),
+                exec_id: req.exec_id,
+                pid,
+            }
+        };
+        self.events.publish(event).await;
+        Ok(api::StartResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    /// `State`: where a process is in its life, and how it ended.
+    pub async fn state(&self, req: api::StateRequest) -> Result<api::StateResponse> {
+        let mut containers = self.containers.lock().await;
+        let container = find(&mut containers, &req.id)?;
+        let (id, bundle, paused) = (
+            container.id.clone(),
+            container.bundle.display().to_string(),
+            container.paused,
+        );
+        let process = container.process(&req.exec_id)?;
+        let (status, exit) = match process.state() {
+            State::Created => (Status::CREATED, None),
+            State::Running if paused => (Status::PAUSED, None),
+            State::Running => (Status::RUNNING, None),
+            State::Stopped(exit) => (Status::STOPPED, Some(exit)),
+        };
+        Ok(api::StateResponse {
+            id,
+            bundle,
+            pid: process.pid as u32,
+            status: status.into(),
+            stdin: process.stdio.stdin.clone(),
+            stdout: process.stdio.stdout.clone(),
+            stderr: process.stdio.stderr.clone(),
+            terminal: process.stdio.terminal,
+            exit_status: exit.map_or(0, |e| e.code),
+            exited_at: exit.map(|e| timestamp(e.at)).into(),
+            exec_id: req.exec_id,
+            ..Default::default()
+        })
+    }
+
+    /// `Wait`: returns once the process has exited (at once if it already has).
+    pub async fn wait(&self, req: api::WaitRequest) -> Result<api::WaitResponse> {
+        let mut exited = {
+            let mut containers = self.containers.lock().await;
+            find(&mut containers, &req.id)?
+                .process(&req.exec_id)?
+                .subscribe_exit()
+        };
+        // Returns at once if the process already exited: the channel keeps the last value.
+        let exit = exited
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|exit| *exit)
+            .ok_or_else(|| Error::NotFound(format!("task {:?} was deleted", req.id)))?;
+        Ok(api::WaitResponse {
+            exit_status: exit.code,
+            exited_at: Some(timestamp(exit.at)).into(),
+            ..Default::default()
+        })
+    }
+
+    /// `Kill`: a signal to one process or, with `all`, to every process of the task.
+    pub async fn kill(&self, req: api::KillRequest) -> Result<()> {
+        let signal = validate_signal(req.signal)?;
+        let mut containers = self.containers.lock().await;
+        let container = find(&mut containers, &req.id)?;
+        let pgid = container.init.pid;
+        let all = req.all && req.exec_id.is_empty();
+        let process = container.process(&req.exec_id)?;
+        if !all {
+            process.kill(signal)?;
+        } else {
+            process.kill_group(signal)?;
+            // Processes outside the task's process group (the execs of a terminal task, a
+            // daemon that called setsid) are still the shim's descendants.
+            let shim = std::process::id() as i32;
+            for process in procfs::descendants(shim).unwrap_or_default() {
+                if process.pgid != pgid {
+                    let _ = sys::signal_pid(process.pid, signal);
+                }
+            }
+        }
+        info!(
+            "{}: sent signal {} to {:?} (all: {all})",
+            container.id,
+            signal.number(),
+            req.exec_id
+        );
+        Ok(())
+    }
+
+    /// `Delete`: forgets a stopped process (or cancels one never started); for the init,
+    /// the whole task.
+    pub async fn delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
+        let mut containers = self.containers.lock().await;
+        let process = find(&mut containers, &req.id)?.process(&req.exec_id)?;
+        let exit = match process.state() {
+            State::Running => {
+                return Err(Error::FailedPrecondition(format!(
+                    "task must be stopped before deletion: process {} of {:?} is running",
+                    process.pid, req.id
+                )))
+            }
+            State::Stopped(exit) => exit,
+            State::Created => {
+                // Never started: the helper is killed at the gate, nothing ever ran.
+                let mut exited = process.subscribe_exit();
+                process.cancel_start()?;
+                drop(containers); // the exit policy needs the lock to record the exit
+                let exit = exited.wait_for(Option::is_some).await.ok().and_then(|e| *e);
+                containers = self.containers.lock().await;
+                find(&mut containers, &req.id)?.process(&req.exec_id)?;
+                exit.ok_or_else(|| Error::NotFound(format!("task {:?} was deleted", req.id)))?
+            }
+        };
+        let container = find(&mut containers, &req.id)?;
+        if !req.exec_id.is_empty() {
+            if let Some(mut exec) = container.execs.remove(&req.exec_id) {
+                // Not under the lock: an exec's background children may hold its output
+                // open until the drain limit, and nothing else should wait for that.
+                drop(containers);
+                exec.io.wait_outputs(OUTPUT_DRAIN_LIMIT).await;
+                info!(
+                    "{}: deleted exec {:?}, exit code {}",
+                    req.id, req.exec_id, exit.code
+                );
+                return Ok(delete_response(exec.pid, exit));
+            }
+        }
+        let mut container = containers
+            .remove(&req.id)
+            .ok_or_else(|| Error::NotFound(req.id.clone()))?;
+        container.init.io.wait_outputs(OUTPUT_DRAIN_LIMIT).await;
+        bundle::remove_init_pid(&container.bundle);
+        let pid = container.init.pid;
+        self.events
+            .publish(TaskEvent::Delete {
+                id: container.id.clone(),
+                pid,
+                exit,
+            })
+            .await;
+        info!("{}: deleted, exit code {}", container.id, exit.code);
+        Ok(delete_response(pid, exit))
+    }
+
+    /// `Exec`: spawns another process in the task, held at its start gate.
+    pub async fn exec(&self, req: api::ExecProcessRequest) -> Result<()> {
+        validate_id("exec", &req.exec_id)?;
+        let mut containers = self.containers.lock().await;
+        let container = find(&mut containers, &req.id)?;
+        if container.execs.contains_key(&req.exec_id) {
+            return Err(Error::AlreadyExists(format!(
+                "exec process {:?} already exists in task {:?}",
+                req.exec_id, req.id
+            )));
+        }
+        if !matches!(container.init.state(), State::Running) {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot exec in task {:?}: its init process is not running",
+                req.id
+            )));
+        }
+        let oci: oci_spec::runtime::Process = req
+            .spec
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("exec request without a process spec".into()))
+            .and_then(|any| {
+                serde_json::from_slice(&any.value)
+                    .map_err(|e| Error::InvalidArgument(format!("exec process spec: {e}")))
+            })?;
+        let process = spec::process_spec(&oci, None)?;
+        let stdio = StdioPaths {
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            terminal: req.terminal,
+        };
+        let label = format!("{} exec {}", req.id, req.exec_id);
+        let group = container.exec_group();
+        let exec = Process::spawn(&self.helper, &process, stdio, group, &label)?;
+        container.execs.insert(req.exec_id.clone(), exec);
+        self.events
+            .publish(TaskEvent::ExecAdded {
+                id: req.id,
+                exec_id: req.exec_id,
+            })
+            .await;
+        Ok(())
+    }
+
+    /// `Pids`: every live process of the task.
+    pub async fn pids(&self, req: api::PidsRequest) -> Result<api::PidsResponse> {
+        let mut containers = self.containers.lock().await;
+        find(&mut containers, &req.id)?;
+        // The task is every descendant of the shim: one task per shim, and the subreaper
+        // keeps orphans in the tree.
+        let shim = std::process::id() as i32;
+        let processes = procfs::descendants(shim)
+            .map_err(Error::io("list the task's processes"))?
+            .into_iter()
+            .filter(|p| p.state != 'Z')
+            .map(|p| ProcessInfo {
+                pid: p.pid as u32,
+                ..Default::default()
+            })
+            .collect();
+        Ok(api::PidsResponse {
+            processes,
+            ..Default::default()
+        })
+    }
+
+    /// `CloseIO`: end-of-file on the process's stdin, once pending input is delivered.
+    pub async fn close_io(&self, req: api::CloseIORequest) -> Result<()> {
+        let mut containers = self.containers.lock().await;
+        let process = find(&mut containers, &req.id)?.process(&req.exec_id)?;
+        if req.stdin {
+            process.io.close_stdin();
+        }
+        Ok(())
+    }
+
+    /// `ResizePty`: the window size of the process's terminal.
+    pub async fn resize_pty(&self, req: api::ResizePtyRequest) -> Result<()> {
+        let mut containers = self.containers.lock().await;
+        let process = find(&mut containers, &req.id)?.process(&req.exec_id)?;
+        process.io.resize(req.width, req.height)
+    }
+
+    /// `Pause` and `Resume`: SIGSTOP or SIGCONT to every process of the task. (A runc
+    /// shim freezes the container's cgroup; host processes have none.)
+    pub async fn set_paused(&self, id: &str, pause: bool) -> Result<()> {
+        let mut containers = self.containers.lock().await;
+        let container = find(&mut containers, id)?;
+        if !matches!(container.init.state(), State::Running) {
+            return Err(Error::FailedPrecondition(format!(
+                "task {id:?} is not running"
+            )));
+        }
+        if container.paused == pause {
+            let now = if pause { "paused" } else { "not paused" };
+            return Err(Error::FailedPrecondition(format!(
+                "task {id:?} is already {now}"
+            )));
+        }
+        let signal = if pause { Signal::STOP } else { Signal::CONT };
+        container.init.kill_group(signal)?;
+        let shim = std::process::id() as i32;
+        for process in procfs::descendants(shim).unwrap_or_default() {
+            let _ = sys::signal_pid(process.pid, signal);
+        }
+        container.paused = pause;
+        let id = id.to_string();
+        let event = if pause {
+            TaskEvent::Paused { id }
+        } else {
+            TaskEvent::Resumed { id }
+        };
+        self.events.publish(event).await;
+        Ok(())
+    }
+
+    /// `Stats`: CPU and memory of the task (`metrics.rs`).
+    pub async fn stats(&self, req: api::StatsRequest) -> Result<api::StatsResponse> {
+        let mut containers = self.containers.lock().await;
+        find(&mut containers, &req.id)?;
+        let metrics = metrics::collect().map_err(Error::io("read the task's metrics"))?;
+        let value = metrics
+            .write_to_bytes()
+            .map_err(|e| Error::io("encode metrics")(std::io::Error::other(e)))?;
+        Ok(api::StatsResponse {
+            stats: Some(Any {
+                type_url: metrics::METRICS_TYPE_URL.into(),
+                value,
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        })
+    }
+
+    /// `Connect`: the shim's pid and the task's.
+    pub async fn connect(&self, _req: api::ConnectRequest) -> Result<api::ConnectResponse> {
+        let containers = self.containers.lock().await;
+        let task_pid = containers.values().next().map_or(0, |c| c.init.pid as u32);
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
+        })
+    }
+
+    /// `Shutdown`: the shim exits once no task is left; otherwise it stays.
+    pub async fn shutdown(&self) {
+        if !self.containers.lock().await.is_empty() {
+            debug!("shutdown requested while a task exists: staying up");
+            return;
+        }
+        info!("no task left: shutting down");
+        self.shutdown.signal();
+    }
+
+    /// Feeds every exit to the exit policy, forever (until the reaper's channel closes).
+    async fn watch_exits(self: Arc<Self>, mut exits: UnboundedReceiver<Reaped>) {
+        while let Some(reaped) = exits.recv().await {
+            self.process_exited(reaped, &mut exits).await;
+        }
+    }
+
+    /// The exit policy, all of it, under one acquisition of the lock.
+    ///
+    /// - An exec process: its exit is recorded (waking its `Wait`s) and `/tasks/exit` goes
+    ///   out.
+    /// - The init process: the task is over. What is left of it is killed first
+    ///   ([`kill_leftovers`]), then the exits of the exec processes are reported, those
+    ///   already queued and, for at most [`LEFTOVER_DEADLINE`], those still on their way, so
+    ///   that an exec's `/tasks/exit` never follows its task's. Then the init's exit.
+    /// - Any other pid: a descendant of the task, collected by the reaper and reported by
+    ///   nobody.
+    ///
+    /// The lock is held throughout, so from the moment the init is reaped no RPC sees the
+    /// task half-way: `State` answers STOPPED with the exit code, `Exec` is refused
+    /// (FailedPrecondition) and `Kill` finds the process finished (NotFound), all three only
+    /// once the exit is recorded, as containerd's runc shim answers once its init exited.
+    pub async fn process_exited(&self, reaped: Reaped, exits: &mut UnboundedReceiver<Reaped>) {
+        let mut containers = self.containers.lock().await;
+        let Some((container, member)) = containers
+            .values_mut()
+            .find_map(|c| c.live_member(reaped.pid).map(|member| (c, member)))
+        else {
+            return;
+        };
+        if member == Member::Init {
+            kill_leftovers(&Descendants::of_this_process()).await;
+            let deadline = tokio::time::Instant::now() + LEFTOVER_DEADLINE;
+            while container.has_live_execs() {
+                let queued = match exits.try_recv() {
+                    Ok(queued) => queued,
+                    Err(_) => match tokio::time::timeout_at(deadline, exits.recv()).await {
+                        Ok(Some(queued)) => queued,
+                        _ => {
+                            warn!("an exec process outlived its init by {LEFTOVER_DEADLINE:?}");
+                            break;
+                        }
+                    },
+                };
+                if let Some(exec @ Member::Exec(_)) = container.live_member(queued.pid) {
+                    self.record_exit(container, &exec, queued.code).await;
+                }
+            }
+        }
+        self.record_exit(container, &member, reaped.code).await;
+    }
+
+    /// Records one process's exit and publishes `/tasks/exit`.
+    async fn record_exit(&self, container: &mut Container, member: &Member, code: i32) {
+        let Some((process, reported_id)) = container.member(member) else {
+            return;
+        };
+        let exit = process.set_exited(code as u32);
+        let pid = process.pid;
+        if *member == Member::Init {
+            container.paused = false;
+        }
+        info!(
+            "{}: process {pid} ({reported_id}) exited with {}",
+            container.id, exit.code
+        );
+        self.events
+            .publish(TaskEvent::Exit {
+                id: container.id.clone(),
+                exec_id: reported_id,
+                pid,
+                exit,
+            })
+            .await;
+    }
+}
+
+fn delete_response(pid: i32, exit: ExitStatus) -> api::DeleteResponse {
+    api::DeleteResponse {
+        pid: pid as u32,
+        exit_status: exit.code,
+        exited_at: Some(timestamp(exit.at)).into(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_refuses_unknown_tasks() {
+        let mut empty = Containers::new();
+        assert!(matches!(find(&mut empty, "a"), Err(Error::NotFound(_))));
+    }
+}
