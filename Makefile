@@ -29,8 +29,9 @@ test-matrix: build
 bench:
 	bash scripts/bench.sh
 
-## lint: formatting, clippy and docs, as CI checks them
+## lint: formatting, clippy, docs and unused dependencies, as CI checks them
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps --locked
+	bash scripts/unused-deps.sh

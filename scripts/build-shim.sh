@@ -11,6 +11,7 @@
 # an OCI spec), so the usual caveats of static glibc do not apply.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo rustc --profile shim --locked -q -p containerd-shim-sample-v2 \
+# cargo's progress goes to stderr; stdout is only the path, for the scripts that call this.
+cargo rustc --profile shim --locked -p containerd-shim-sample-v2 \
     --bin containerd-shim-sample-v2 -- -C target-feature=+crt-static -C relocation-model=static
 echo "${CARGO_TARGET_DIR:-$PWD/target}/shim/containerd-shim-sample-v2"

@@ -8,21 +8,44 @@
 #   2.1  Debian unstable (sid): apt-get download containerd/sid, unpacked with dpkg-deb -x
 #
 # The trixie and sid suites are added with pin priority 1, so apt never installs from them
-# on its own. Unpacked trees are cached in $SHIM_MATRIX_CACHE (default
-# /var/cache/shim-matrix). Run as root.
+# on its own, from the Debian archive this machine's apt already uses (its mirror or
+# proxy). Unpacked trees are cached in $SHIM_MATRIX_CACHE (default /var/cache/shim-matrix).
+# Run as root.
 set -euo pipefail
 
 cache=${SHIM_MATRIX_CACHE:-/var/cache/shim-matrix}
 sources=/etc/apt/sources.list.d/shim-matrix.sources
 mkdir -p "$cache"
 
+# debian_archive: the URI this machine's apt fetches its own Debian release from (the
+# repository serving `<codename> main`), asked of apt itself, so both source formats
+# (sources.list lines and deb822 .sources files) and any mirror or proxy count. Prints
+# nothing on a machine that is not Debian or has no such repository.
+debian_archive() {
+    local codename
+    codename=$(. /etc/os-release 2>/dev/null && [ "${ID:-}" = debian ] &&
+        echo "${VERSION_CODENAME:-}") || true
+    [ -n "$codename" ] || return 0
+    # --no-release-info: also the repositories `apt-get update` has not fetched yet.
+    apt-get indextargets --no-release-info \
+        --format '$(TARGET_OF) $(IDENTIFIER) $(RELEASE) $(COMPONENT) $(REPO_URI)' |
+        awk -v release="$codename" '$1 == "deb" && $2 == "Packages" && $3 == release &&
+            $4 == "main" && !found { print $5; found = 1 }' || true
+}
+
 if [ ! -f "$sources" ]; then
     if [ ! -f /usr/share/keyrings/debian-archive-keyring.gpg ]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q debian-archive-keyring >&2
     fi
+    archive=$(debian_archive)
+    if [ -z "$archive" ]; then
+        archive=http://deb.debian.org/debian
+        echo "containerd-matrix: no Debian archive found in this machine's apt sources;" \
+            "fetching trixie and sid from $archive" >&2
+    fi
     cat >"$sources" <<SOURCES
 Types: deb
-URIs: http://deb.debian.org/debian
+URIs: $archive
 Suites: trixie sid
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg

@@ -4,7 +4,7 @@
 # Installs containerd and protoc if absent, builds the shim (`make shim`) and shim-demo,
 # starts a private containerd under a temporary directory with the shim first on its PATH
 # (or uses the daemon named by CONTAINERD_ADDRESS), runs `shim-demo walkthrough --yes`, and
-# stops what it started.
+# stops and removes what it started.
 # Extra arguments go to the walkthrough (e.g. `make demo ARGS=--json`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,14 +13,27 @@ cd "$(dirname "$0")/.."
 require_root demo
 install_missing containerd=containerd protoc=protobuf-compiler
 
-echo "==> building the shim and shim-demo"
+echo "==> building the shim and shim-demo (a cold build takes a few minutes)"
 shim=$(bash scripts/build-shim.sh)
-cargo build --release --locked -q -p shim-demo
+cargo build --release --locked -p shim-demo
 demo="${CARGO_TARGET_DIR:-$PWD/target}/release/shim-demo"
+
+# shim-demo keeps its FIFOs under /run/shim-demo (demo-cli/src/fifo.rs) and removes each
+# task's directory when done, but not that root, which other runs may share. Remove it at
+# the end if this run made it and it is empty.
+fifo_root=/run/shim-demo
+fifo_root_was_there=$([ -e "$fifo_root" ] && echo yes || echo no)
+remove_fifo_root() {
+    if [ "$fifo_root_was_there" = no ]; then
+        rmdir "$fifo_root" 2>/dev/null || true
+    fi
+}
 
 if [ -n "${CONTAINERD_ADDRESS:-}" ]; then
     echo "==> using the containerd at $CONTAINERD_ADDRESS"
-    exec "$demo" --address "$CONTAINERD_ADDRESS" walkthrough --yes "$@"
+    trap remove_fifo_root EXIT
+    "$demo" --address "$CONTAINERD_ADDRESS" walkthrough --yes "$@"
+    exit
 fi
 
 dir=$(mktemp -d /tmp/shim-demo.XXXXXX)
@@ -59,6 +72,10 @@ stop() {
     kill -TERM "$daemon" 2>/dev/null || true
     wait "$daemon" 2>/dev/null || true
     rm -rf "$dir"
+    # This daemon's FIFO directory, if an interrupted walkthrough left it: shim-demo names
+    # it by the first 12 hex digits of the SHA-256 of the daemon's socket path.
+    rm -rf "$fifo_root/$(printf %s "$dir/containerd.sock" | sha256sum | cut -c1-12)"
+    remove_fifo_root
 }
 trap stop EXIT
 

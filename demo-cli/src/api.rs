@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use containerd_client::{
     services::v1::{
         container::Runtime, CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest,
@@ -36,24 +36,18 @@ pub struct Containerd {
     pub address: PathBuf,
 }
 
-/// A task's status as `ctr` prints it.
-pub fn status_name(status: i32) -> &'static str {
-    match status {
-        1 => "CREATED",
-        2 => "RUNNING",
-        3 => "STOPPED",
-        4 => "PAUSED",
-        5 => "PAUSING",
-        _ => "UNKNOWN",
-    }
-}
-
 impl Containerd {
     /// Connects and checks that the daemon answers (`Version`).
     pub async fn connect(address: &Path, namespace: &str) -> Result<Self> {
-        let channel = containerd_client::connect(address)
-            .await
-            .with_context(|| format!("cannot connect to {}", address.display()))?;
+        let channel = containerd_client::connect(address).await.map_err(|err| {
+            // tonic's error says only "transport error"; the reason (a missing socket, a
+            // refused connection) is the innermost error of its chain.
+            let reason = anyhow::Error::new(err).root_cause().to_string();
+            anyhow!(
+                "cannot connect to containerd at {}: {reason}",
+                address.display()
+            )
+        })?;
         let client = Client::from(channel);
         client
             .version()
@@ -97,10 +91,11 @@ impl Containerd {
         }
     }
 
-    /// Creates container `id` for `runtime`, naming `image`. The spec is the seed's command;
-    /// there is no snapshot: the shim runs a host process and ignores the root filesystem.
+    /// Creates container `id` for `runtime`, naming `image`. The spec runs the shim's default
+    /// command (the date loop); there is no snapshot: the shim runs a host process and
+    /// ignores the root filesystem.
     pub async fn create_container(&self, id: &str, image: &str, runtime: &str) -> CallResult<()> {
-        self.create_container_with_spec(id, image, runtime, &seed_spec())
+        self.create_container_with_spec(id, image, runtime, &default_spec())
             .await
     }
 
@@ -306,9 +301,9 @@ impl Containerd {
     }
 }
 
-/// The OCI spec of the demo's container: the seed's command, root, on the host. The shim
-/// takes the environment and working directory from it and runs the seed's loop.
-pub fn seed_spec() -> String {
+/// The OCI spec of the demo's container: as root, on the host. The shim takes the
+/// environment and working directory from it and runs its default command, the date loop.
+pub fn default_spec() -> String {
     serde_json::json!({
         "ociVersion": "1.0.2",
         "process": {

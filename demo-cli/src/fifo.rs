@@ -14,18 +14,17 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
 use tokio::net::unix::pipe;
 
 /// Where the demo keeps its FIFO directories.
 pub const FIFO_ROOT: &str = "/run/shim-demo";
 
-/// The directory holding every FIFO the demo made for the containerd at `address`.
+/// The directory holding every FIFO the demo made for the containerd at `address`: named
+/// by the first 12 hex digits of the SHA-256 of the socket's path.
 pub fn daemon_dir(address: &Path) -> PathBuf {
-    let daemon = crate::image::digest(address.as_os_str().as_bytes());
-    let daemon = daemon
-        .trim_start_matches("sha256:")
-        .get(..12)
-        .unwrap_or_default();
+    let hash = Sha256::digest(address.as_os_str().as_bytes());
+    let daemon: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
     Path::new(FIFO_ROOT).join(daemon)
 }
 
@@ -122,4 +121,17 @@ pub fn open_writer(path: &Path) -> Result<pipe::Sender> {
         .read_write(true)
         .open_sender(path)
         .with_context(|| format!("open {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_daemon_gets_its_own_directory() {
+        let default = daemon_dir(Path::new("/run/containerd/containerd.sock"));
+        // `printf %s /run/containerd/containerd.sock | sha256sum | cut -c1-12`
+        assert_eq!(default, Path::new("/run/shim-demo/1935db59889b"));
+        assert_ne!(default, daemon_dir(Path::new("/tmp/other/containerd.sock")));
+    }
 }

@@ -31,9 +31,10 @@ pub mod walkthrough;
 /// The runtime the demo creates containers with.
 pub const RUNTIME: &str = "com.example.sample.v2";
 
-/// The container id of the seed's tour.
+/// The container id of the guided tour.
 pub const DEFAULT_ID: &str = "shim-test";
 
-/// The image the seed's tour names. The shim ignores images; when this one is absent the
-/// demo imports its own tiny image under this name.
-pub const DEFAULT_IMAGE: &str = "docker.io/library/busybox:1.36";
+/// The image the demo names on its container. The shim ignores images; when this one is
+/// absent the demo imports its own tiny, empty image under this name (the README's `ctr`
+/// tour imports the same name).
+pub const DEFAULT_IMAGE: &str = "example.com/sample-shim/empty:latest";

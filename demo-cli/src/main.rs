@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
-use shim_demo::{api::Containerd, commands, walkthrough, DEFAULT_ID, DEFAULT_IMAGE, RUNTIME};
+use clap::{Args, Parser, Subcommand};
+use shim_demo::{api::Containerd, commands, ui, walkthrough, DEFAULT_ID, DEFAULT_IMAGE, RUNTIME};
 
 /// Replays the containerd shim sample's guided tour, or its steps one at a time.
 #[derive(Parser)]
@@ -30,6 +30,14 @@ struct Cli {
     command: Command,
 }
 
+/// The container a subcommand acts on.
+#[derive(Args)]
+struct Container {
+    /// Container id.
+    #[arg(long, default_value = DEFAULT_ID)]
+    id: String,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// The whole tour: create, start, inspect, kill (143), attached SIGINT (130), delete.
@@ -46,8 +54,8 @@ enum Command {
     },
     /// Create the container (no shim runs yet).
     Create {
-        #[arg(long, default_value = DEFAULT_ID)]
-        id: String,
+        #[command(flatten)]
+        container: Container,
         #[arg(long, default_value = DEFAULT_IMAGE)]
         image: String,
         /// Runtime name; containerd resolves `a.b.name.vN` to `containerd-shim-name-vN`.
@@ -56,15 +64,15 @@ enum Command {
     },
     /// Create and start the task: attached (exit code = the task's) unless --detach.
     Start {
-        #[arg(long, default_value = DEFAULT_ID)]
-        id: String,
+        #[command(flatten)]
+        container: Container,
         #[arg(long, short)]
         detach: bool,
     },
     /// Attach to a running task's stdio; Ctrl-C is forwarded to it.
     Attach {
-        #[arg(long, default_value = DEFAULT_ID)]
-        id: String,
+        #[command(flatten)]
+        container: Container,
     },
     /// List tasks (TASK PID STATUS).
     Ps,
@@ -72,8 +80,8 @@ enum Command {
     Ls,
     /// Signal a task.
     Kill {
-        #[arg(long, default_value = DEFAULT_ID)]
-        id: String,
+        #[command(flatten)]
+        container: Container,
         /// Signal name or number.
         #[arg(long, short, default_value = "SIGTERM")]
         signal: String,
@@ -83,8 +91,8 @@ enum Command {
     },
     /// Delete the task (printing its exit code) and the container.
     Rm {
-        #[arg(long, default_value = DEFAULT_ID)]
-        id: String,
+        #[command(flatten)]
+        container: Container,
         /// Kill a running task first.
         #[arg(long, short)]
         force: bool,
@@ -93,8 +101,8 @@ enum Command {
     Events,
     /// Remove whatever the demo left: task, container, FIFOs, imported image.
     Cleanup {
-        #[arg(long, default_value = DEFAULT_ID)]
-        id: String,
+        #[command(flatten)]
+        container: Container,
         #[arg(long, default_value = DEFAULT_IMAGE)]
         image: String,
     },
@@ -106,7 +114,7 @@ async fn main() {
     let code = match run(cli).await {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("shim-demo: {err:#}");
+            eprintln!("shim-demo: {}", ui::error_text(&err));
             1
         }
     };
@@ -129,7 +137,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Ok(api) => api,
         Err(err) => {
             eprintln!(
-                "shim-demo: {err:#}\n{}",
+                "shim-demo: {}\n{}",
+                ui::error_text(&err),
                 walkthrough::preflight::HOW_TO_START
             );
             return Ok(2);
@@ -137,23 +146,41 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     match cli.command {
         Command::Walkthrough { .. } => unreachable!("handled above"),
-        Command::Create { id, image, runtime } => {
-            commands::create::run(&api, &id, &image, &runtime).await?
+        Command::Create {
+            container,
+            image,
+            runtime,
+        } => commands::create::run(&api, &container.id, &image, &runtime).await?,
+        Command::Start { container, detach } => {
+            return Ok(commands::start::run(&api, &container.id, detach).await? as i32)
         }
-        Command::Start { id, detach } => {
-            return Ok(commands::start::run(&api, &id, detach).await? as i32)
+        Command::Attach { container } => {
+            return Ok(commands::attach::run(&api, &container.id).await? as i32)
         }
-        Command::Attach { id } => return Ok(commands::attach::run(&api, &id).await? as i32),
         Command::Ps => print!("{}", commands::ps::table(&api).await?),
         Command::Ls => print!("{}", commands::ls::table(&api).await?),
-        Command::Kill { id, signal, all } => commands::kill::run(&api, &id, &signal, all).await?,
-        Command::Rm { id, force } => commands::rm::run(&api, &id, force).await?,
+        Command::Kill {
+            container,
+            signal,
+            all,
+        } => commands::kill::run(&api, &container.id, &signal, all).await?,
+        Command::Rm { container, force } => commands::rm::run(&api, &container.id, force).await?,
         Command::Events => commands::events::run(&api).await?,
-        Command::Cleanup { id, image } => {
-            for line in commands::cleanup::run(&api, &id, &image).await? {
+        Command::Cleanup { container, image } => {
+            for line in commands::cleanup::run(&api, &container.id, &image).await? {
                 println!("{line}");
             }
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -38,7 +38,7 @@ pub fn name(number: u32) -> String {
         .map_or_else(|| format!("signal {number}"), |(n, _)| format!("SIG{n}"))
 }
 
-/// Explains an exit code the way the seed's README does: `143 = 128 + 15 (SIGTERM)`.
+/// Explains an exit code the way the Go sample's README does: `143 = 128 + 15 (SIGTERM)`.
 pub fn explain_exit(code: u32) -> String {
     if code > 128 && code <= 128 + 64 {
         format!("{code} = 128 + {} ({})", code - 128, name(code - 128))

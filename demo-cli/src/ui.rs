@@ -131,6 +131,23 @@ impl Ui {
     }
 }
 
+/// An error and its causes on one line, like `{:#}`, but each text once: libraries wrap an
+/// error in one that displays the same words (tonic's `ConnectError` shows its
+/// `io::Error`), and the reader should not see "No such file or directory" twice.
+pub fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain().map(|cause| cause.to_string()) {
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text += ": ";
+        }
+        text += &cause;
+    }
+    text
+}
+
 /// Stops the spinner and clears its line when dropped.
 pub struct Spinner(Option<JoinHandle<()>>);
 
@@ -141,5 +158,34 @@ impl Drop for Spinner {
             print!("\r\x1b[2K");
             let _ = std::io::stdout().flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Displays what it wraps, as tonic's `ConnectError` does.
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.0.fmt(f)
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_error_chain_names_each_cause_once() {
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let text = missing.to_string();
+        let err = anyhow::Error::new(Wrapper(missing)).context("cannot connect");
+        assert_eq!(error_text(&err), format!("cannot connect: {text}"));
     }
 }

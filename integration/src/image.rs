@@ -11,8 +11,8 @@ use std::{io::Write, path::Path};
 use anyhow::Result;
 use shim_demo::image::{digest, TinyImage};
 
-/// The image name the tests use: clearly not a real image.
-pub const IMAGE: &str = "example.com/sample-shim/empty:latest";
+/// The image name the tests use, `shim-demo`'s own: clearly not a real image.
+pub const IMAGE: &str = shim_demo::DEFAULT_IMAGE;
 
 /// Writes an OCI archive holding one image called `name`.
 pub fn write_oci_archive(path: &Path, name: &str) -> Result<()> {

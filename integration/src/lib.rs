@@ -333,22 +333,7 @@ impl Containerd {
     /// Spawns `ctr args...` with stdout piped into a line channel (for streaming commands
     /// such as `ctr events` or an attached `ctr task start`).
     pub fn spawn_ctr(&self, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-        let mut child = self
-            .ctr_with(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn ctr {args:?}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        (child, rx)
+        spawn_lines(self.ctr_with(args))
     }
 
     /// Stops the daemon with SIGTERM (its shims keep running, as they must).
@@ -640,6 +625,45 @@ fn newest_file(dir: &Path) -> Result<std::time::SystemTime> {
         newest = newest.max(modified);
     }
     Ok(newest)
+}
+
+/// Spawns `command` with stdout piped into a line channel; [`Containerd::spawn_ctr`] for a
+/// `ctr` command that needs more set up than its arguments (see `ctr.rs`, which starts one
+/// with SIGINT ignored).
+pub fn spawn_lines(mut command: Command) -> (Child, mpsc::Receiver<String>) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Calls `check` every 20 ms until it returns `Some`, and returns that value; panics after
+/// `timeout`, naming `what` the test was waiting for.
+///
+/// Tests wait for state this way, never with a fixed sleep: a sleep long enough for a
+/// loaded CI machine wastes time everywhere else, and is still a guess.
+pub fn poll_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("gave up after {timeout:?} waiting for {what}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Waits up to `limit` for a line that satisfies `pred`, returning it.

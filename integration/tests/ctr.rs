@@ -1,17 +1,32 @@
-//! The seed's guided tour, driven by Debian's `ctr` against a private containerd.
+//! The Go sample's guided tour, driven by Debian's `ctr` against a private containerd.
 //!
-//! Each test reads like a step of the seed's README: a command, and what a reader should
+//! Each test reads like a step of the Go sample's README: a command, and what a reader should
 //! observe about the process tree, the statuses and the exit codes.
 
-use std::{fs, path::PathBuf, thread, time::Duration};
+use std::{fs, os::unix::process::CommandExt, path::PathBuf, thread, time::Duration};
 
-use integration::{parse_rfc3339_seconds, proc, stderr, wait_exit, wait_line, Containerd, RUNTIME};
+use integration::{
+    parse_rfc3339_seconds, poll_until, proc, spawn_lines, stderr, wait_exit, wait_line, Containerd,
+    RUNTIME,
+};
 
 const TASK: &str = "shim-test";
 
 fn create_container(cd: &Containerd) {
     let image = cd.import_image();
     cd.ctr_ok(&["container", "create", "--runtime", RUNTIME, image, TASK]);
+}
+
+/// True when process `pid` has a handler for `signal`: its bit in `SigCgt`, the caught
+/// signals mask of `/proc/<pid>/status` (bit `n - 1` for signal `n`).
+fn catches_signal(pid: i32, signal: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|caught| caught & (1 << (signal - 1)) != 0)
 }
 
 fn now_secs() -> i64 {
@@ -22,7 +37,7 @@ fn now_secs() -> i64 {
 }
 
 #[test]
-fn seed_walkthrough_step_by_step() {
+fn the_guided_tour_step_by_step() {
     let Some(cd) = Containerd::start() else {
         return;
     };
@@ -150,7 +165,23 @@ fn attached_start_streams_dates_and_ctrl_c_exits_130() {
     };
     create_container(&cd);
 
-    let (mut ctr, lines) = cd.spawn_ctr(&["task", "start", TASK]);
+    // Ctrl-C reaches ctr, which forwards it to the task. ctr installs that forwarding
+    // (`signal.Notify`) only after `Start` returns, which can be after the first line; a
+    // SIGINT before then would kill ctr itself. So ctr starts with SIGINT ignored: a Go
+    // program leaves an inherited SIG_IGN alone until `signal.Notify` asks for the signal,
+    // and only then installs its handler, which `/proc/<pid>/status` shows (see below).
+    let mut start = cd.ctr_with(&["task", "start", TASK]);
+    // SAFETY: between fork and exec the child only calls signal(2), which is
+    // async-signal-safe, and reads errno.
+    unsafe {
+        start.pre_exec(|| {
+            if libc::signal(libc::SIGINT, libc::SIG_IGN) == libc::SIG_ERR {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (mut ctr, lines) = spawn_lines(start);
     let line = wait_line(&lines, Duration::from_secs(10), |l| {
         parse_rfc3339_seconds(l).is_some()
     })
@@ -161,10 +192,13 @@ fn attached_start_streams_dates_and_ctrl_c_exits_130() {
         "{line} is not the current time"
     );
 
-    // Ctrl-C: ctr forwards SIGINT to the task, which dies of it: 128 + 2. ctr installs its
-    // forwarding right after `Start` returns, which can be after the first line: give it a
-    // moment, or the signal would kill ctr itself.
-    thread::sleep(Duration::from_millis(500));
+    // Ctrl-C: ctr forwards SIGINT to the task, which dies of it: 128 + 2. Wait until ctr
+    // catches SIGINT, that is until its forwarding is in place.
+    poll_until(
+        Duration::from_secs(10),
+        "ctr to catch SIGINT (its signal forwarding after Start)",
+        || catches_signal(ctr.id() as i32, libc::SIGINT).then_some(()),
+    );
     // SAFETY: a plain system call on our own child.
     unsafe { libc::kill(ctr.id() as i32, libc::SIGINT) };
     let status = wait_exit(&mut ctr, Duration::from_secs(15)).expect("ctr exits after SIGINT");

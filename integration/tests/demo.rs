@@ -78,7 +78,9 @@ fn walkthrough_json_reports_every_step_with_143_and_130() {
 
     // It cleaned up after itself: no container, no image it imported, no shim.
     assert!(!cd.ctr_ok(&["container", "ls"]).contains("shim-test"));
-    assert!(!cd.ctr_ok(&["image", "ls"]).contains("busybox"));
+    assert!(!cd
+        .ctr_ok(&["image", "ls"])
+        .contains(integration::image::IMAGE));
     cd.wait_shims_gone();
 }
 
@@ -96,6 +98,12 @@ fn unreachable_containerd_is_a_clear_error_with_exit_code_2() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("containerd is not reachable"), "{stderr}");
     assert!(stderr.contains("make demo"), "{stderr}");
+    // The cause once, not repeated by every layer of the error chain.
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
 }
 
 #[test]

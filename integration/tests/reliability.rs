@@ -3,7 +3,7 @@
 
 use std::{fs, os::unix::fs::PermissionsExt, path::PathBuf, thread, time::Duration};
 
-use integration::{proc, stderr, Containerd};
+use integration::{poll_until, proc, stderr, Containerd};
 
 #[test]
 fn tasks_survive_a_containerd_restart() {
@@ -40,18 +40,23 @@ fn tasks_survive_a_containerd_restart() {
     // containerd 1.6 lists the exited task as STOPPED with its real exit code until
     // `ctr task rm`. containerd 1.7 and 2.x, when they reload a shim whose task has no
     // process left, delete it themselves (containerd#6860): the shim reports the real code
-    // to that Delete, as its log line in containerd's log shows.
-    thread::sleep(Duration::from_millis(300));
-    match cd.task_status("doomed") {
-        Some(_) => {
-            assert_eq!(cd.wait_status("doomed", "STOPPED"), doomed);
-            let out = cd.ctr_output(&["task", "rm", "doomed"]);
-            assert!(stderr(&out).contains("exit code 42"), "{}", stderr(&out));
-        }
-        None => assert!(
-            cd.log().contains("doomed: deleted, exit code 42"),
-            "containerd deleted the exited task: the shim must have reported 42"
-        ),
+    // to that Delete, as its log line in containerd's log shows (once the shim's log FIFO
+    // has carried it there). Wait until one of the two is true.
+    let deleted_line = "doomed: deleted, exit code 42";
+    let listed = poll_until(
+        Duration::from_secs(10),
+        "the task that exited while containerd was down to be listed STOPPED (containerd \
+         1.6), or deleted with the shim logging its exit code 42 (1.7, 2.x)",
+        || match cd.task_status("doomed") {
+            Some((pid, status)) if status == "STOPPED" => Some(Some(pid)),
+            None if cd.log().contains(deleted_line) => Some(None),
+            _ => None,
+        },
+    );
+    if let Some(pid) = listed {
+        assert_eq!(pid, doomed);
+        let out = cd.ctr_output(&["task", "rm", "doomed"]);
+        assert!(stderr(&out).contains("exit code 42"), "{}", stderr(&out));
     }
 
     let (_events, lines) = cd.subscribe_events();

@@ -1,4 +1,4 @@
-//! Beyond the seed: the whole Task API through `ctr` (and `CloseIO` through the gRPC API,
+//! Beyond the guided tour: the whole Task API through `ctr` (and `CloseIO` through the gRPC API,
 //! since `ctr` 1.6 never sends it). Processes run in *spec mode*: the annotation
 //! `com.example.sample.process=spec` makes the task run the command `ctr` was given.
 
@@ -45,6 +45,16 @@ fn topics_until(lines: &mpsc::Receiver<String>, id: &str, last: &str) -> Vec<(St
 
 fn topics(seen: &[(String, String)]) -> Vec<&str> {
     seen.iter().map(|(t, _)| t.as_str()).collect()
+}
+
+/// Waits for `/tasks/exec-started` of exec `exec_id`: from then on the shim has the exec
+/// and its process runs. Events of other processes seen on the way are dropped.
+fn wait_exec_started(lines: &mpsc::Receiver<String>, exec_id: &str) {
+    let id = format!("\"exec_id\":\"{exec_id}\"");
+    wait_line(lines, Duration::from_secs(10), |l| {
+        l.contains(" /tasks/exec-started ") && l.contains(&id)
+    })
+    .unwrap_or_else(|| panic!("no /tasks/exec-started for exec {exec_id} within 10 s"));
 }
 
 #[test]
@@ -226,7 +236,7 @@ fn exec_processes_have_their_own_exit_codes_events_and_errors() {
 
     // A duplicate exec id is refused while the first one lives.
     let (mut first, _) = cd.spawn_ctr(&["task", "exec", "--exec-id", "same", "host", "sleep", "3"]);
-    thread::sleep(Duration::from_millis(500));
+    wait_exec_started(&lines, "same");
     let out = cd.ctr_output(&["task", "exec", "--exec-id", "same", "host", "true"]);
     assert!(!out.status.success());
     assert!(
@@ -239,7 +249,7 @@ fn exec_processes_have_their_own_exit_codes_events_and_errors() {
     // An exec still running when the task stops: its exit comes before the init's.
     let (mut long, _) =
         cd.spawn_ctr(&["task", "exec", "--exec-id", "long", "host", "sleep", "1000"]);
-    thread::sleep(Duration::from_millis(500));
+    wait_exec_started(&lines, "long");
     cd.ctr_ok(&["task", "kill", "host"]);
     cd.wait_status("host", "STOPPED");
     let _ = long.wait();

@@ -17,7 +17,7 @@
 //! Between `fork` and the `exec` of the start-gate helper (`gate.rs`), the child applies the
 //! spec: the start gate on fd 3, a new session and controlling terminal if asked,
 //! `oom_score_adj` back to 0, rlimits, umask, then setgroups, setgid, setuid, then
-//! `no_new_privs`. See [`ChildSetup`].
+//! `no_new_privs`. See `ChildSetup`.
 //!
 //! Signals go through a *pidfd* (`pidfd_open(2)`), a handle on this very process rather than
 //! on a number: once the process has exited, `pidfd_send_signal` fails with `ESRCH` instead

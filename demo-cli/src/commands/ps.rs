@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use crate::api::{status_name, Containerd};
+use crate::api::Containerd;
 
 /// The table `ctr task ls` prints.
 pub async fn table(api: &Containerd) -> Result<String> {
@@ -14,7 +14,11 @@ pub async fn table(api: &Containerd) -> Result<String> {
         } else {
             &task.container_id
         };
-        text += &format!("{name:<16} {:<8} {}\n", task.pid, status_name(task.status));
+        text += &format!(
+            "{name:<16} {:<8} {}\n",
+            task.pid,
+            task.status().as_str_name()
+        );
     }
     Ok(text)
 }

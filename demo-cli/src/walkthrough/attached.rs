@@ -1,4 +1,4 @@
-//! Step 10: round two, attached. Ctrl-C in an attached `ctr` becomes SIGINT for the task:
+//! Walkthrough step: round two, attached. Ctrl-C in an attached `ctr` becomes SIGINT for the task:
 //! exit code 130 = 128 + 2.
 
 use std::time::Duration;

@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::Tour;
-use crate::{commands, proctree};
+use crate::{commands, proctree, ui};
 
 /// Removes the task, container, FIFOs and imported image; checks that the shim exited.
 pub async fn run(tour: &mut Tour, number: usize) -> Result<()> {
@@ -41,9 +41,10 @@ pub async fn run(tour: &mut Tour, number: usize) -> Result<()> {
             .ui
             .json_line(&json!({ "step": "cleanup", "ok": true, "observed": { "removed": done } })),
         Err(err) => {
-            tour.ui.fail(&format!("{err:#}"));
+            let error = ui::error_text(err);
+            tour.ui.fail(&error);
             tour.ui
-                .json_line(&json!({ "step": "cleanup", "ok": false, "error": format!("{err:#}") }));
+                .json_line(&json!({ "step": "cleanup", "ok": false, "error": error }));
         }
     }
     result.map(|_| ())

@@ -1,4 +1,4 @@
-//! Step 3: create the container. Metadata only: containerd alone, no shim yet.
+//! Walkthrough step: create the container. Metadata only: containerd alone, no shim yet.
 
 use anyhow::{Context, Result};
 use serde_json::json;

@@ -1,4 +1,4 @@
-//! Step 9: delete the task; its exit code is 143 = 128 + SIGTERM. And the events.
+//! Walkthrough step: delete the task; its exit code is 143 = 128 + SIGTERM. And the events.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Step 2: an image in the store. The shim ignores it; containerd wants a name anyway.
+//! Walkthrough step: an image in the store. The shim ignores it; containerd wants a name anyway.
 
 use anyhow::Result;
 use serde_json::json;

@@ -1,4 +1,4 @@
-//! Step 8: SIGTERM. The task stops; the shim stays, with no children, to report it.
+//! Walkthrough step: SIGTERM. The task stops; the shim stays, with no children, to report it.
 
 use std::time::Duration;
 

@@ -4,9 +4,14 @@
 //! containerd's API, shows the `ctr` command a reader would type for it, checks what it
 //! expects (a failed expectation fails the tour), and says what to notice. The tour cleans
 //! up everything it created, also when a step fails or the reader presses Ctrl-C.
+//!
+//! The steps are listed once, in `STEPS` below: a new step is a new file (and its `mod`
+//! line) and one entry there.
 
 use std::{
+    future::Future,
     path::PathBuf,
+    pin::Pin,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -15,7 +20,12 @@ use anyhow::{bail, Result};
 use serde_json::{json, Map, Value};
 use tokio::task::JoinHandle;
 
-use crate::{api::Containerd, fifo::FifoSet, ui::Ui, DEFAULT_ID};
+use crate::{
+    api::Containerd,
+    fifo::FifoSet,
+    ui::{self, Ui},
+    DEFAULT_ID,
+};
 
 mod attached;
 mod cleanup;
@@ -96,7 +106,7 @@ impl Tour {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let status = match api.task(&self.id).await? {
-                Some(task) => crate::api::status_name(task.status).to_string(),
+                Some(task) => task.status().as_str_name().to_string(),
                 None => "NONE".to_string(),
             };
             if status == want || tokio::time::Instant::now() > deadline {
@@ -115,80 +125,73 @@ impl Tour {
     }
 }
 
-/// The steps, in order.
-#[derive(Clone, Copy)]
-enum Step {
-    Preflight,
-    Image,
-    Create,
-    Start,
-    Tree,
-    Output,
-    Refuse,
-    Kill,
-    Delete,
-    Attached,
+/// What a step's function returns: a future borrowing the tour.
+type StepFuture<'a> = Pin<Box<dyn Future<Output = Result<Observed>> + 'a>>;
+
+/// One step of the tour.
+struct Step {
+    /// The step's key in `--json` output (the integration tests read it).
+    name: &'static str,
+    /// The heading the reader sees.
+    title: &'static str,
+    /// Does the step's work (a function in the step's file).
+    run: for<'a> fn(&'a mut Tour) -> StepFuture<'a>,
 }
 
-const STEPS: [Step; 10] = [
-    Step::Preflight,
-    Step::Image,
-    Step::Create,
-    Step::Start,
-    Step::Tree,
-    Step::Output,
-    Step::Refuse,
-    Step::Kill,
-    Step::Delete,
-    Step::Attached,
+/// The steps, in order. Adding a step is a file of its own (and its `mod` line) and one
+/// entry here: numbering, headings and `--json` names all come from this list.
+const STEPS: &[Step] = &[
+    Step {
+        name: "preflight",
+        title: "Is containerd there, and can it find our shim?",
+        run: |tour| Box::pin(preflight::run(tour)),
+    },
+    Step {
+        name: "image",
+        title: "An image in the store",
+        run: |tour| Box::pin(image::run(tour)),
+    },
+    Step {
+        name: "create_container",
+        title: "Create the container (containerd alone)",
+        run: |tour| Box::pin(create::run(tour)),
+    },
+    Step {
+        name: "start_task",
+        title: "Start the task: here the shim's work begins",
+        run: |tour| Box::pin(start::run(tour)),
+    },
+    Step {
+        name: "process_tree",
+        title: "The process tree",
+        run: |tour| Box::pin(tree::run(tour)),
+    },
+    Step {
+        name: "task_output",
+        title: "The task's output, through FIFOs",
+        run: |tour| Box::pin(output::run(tour)),
+    },
+    Step {
+        name: "delete_refused",
+        title: "A running task cannot be deleted",
+        run: |tour| Box::pin(refuse::run(tour)),
+    },
+    Step {
+        name: "kill",
+        title: "Kill the task with SIGTERM",
+        run: |tour| Box::pin(kill::run(tour)),
+    },
+    Step {
+        name: "delete_task",
+        title: "Delete the task: exit code 143",
+        run: |tour| Box::pin(delete::run(tour)),
+    },
+    Step {
+        name: "attached_sigint",
+        title: "Round two: attached, and Ctrl-C",
+        run: |tour| Box::pin(attached::run(tour)),
+    },
 ];
-
-impl Step {
-    fn name(self) -> &'static str {
-        match self {
-            Step::Preflight => "preflight",
-            Step::Image => "image",
-            Step::Create => "create_container",
-            Step::Start => "start_task",
-            Step::Tree => "process_tree",
-            Step::Output => "task_output",
-            Step::Refuse => "delete_refused",
-            Step::Kill => "kill",
-            Step::Delete => "delete_task",
-            Step::Attached => "attached_sigint",
-        }
-    }
-
-    fn title(self) -> &'static str {
-        match self {
-            Step::Preflight => "Is containerd there, and can it find our shim?",
-            Step::Image => "An image in the store",
-            Step::Create => "Create the container (containerd alone)",
-            Step::Start => "Start the task: here the shim's work begins",
-            Step::Tree => "The process tree",
-            Step::Output => "The task's output, through FIFOs",
-            Step::Refuse => "A running task cannot be deleted",
-            Step::Kill => "Kill the task with SIGTERM",
-            Step::Delete => "Delete the task: exit code 143",
-            Step::Attached => "Round two: attached, and Ctrl-C",
-        }
-    }
-
-    async fn run(self, tour: &mut Tour) -> Result<Observed> {
-        match self {
-            Step::Preflight => preflight::run(tour).await,
-            Step::Image => image::run(tour).await,
-            Step::Create => create::run(tour).await,
-            Step::Start => start::run(tour).await,
-            Step::Tree => tree::run(tour).await,
-            Step::Output => output::run(tour).await,
-            Step::Refuse => refuse::run(tour).await,
-            Step::Kill => kill::run(tour).await,
-            Step::Delete => delete::run(tour).await,
-            Step::Attached => attached::run(tour).await,
-        }
-    }
-}
 
 /// Runs the tour; returns the process exit code: 0, 1 (an expectation failed), 2 (the
 /// preflight failed) or 130 (interrupted).
@@ -224,25 +227,23 @@ pub async fn run(options: Options) -> i32 {
 }
 
 async fn run_steps(tour: &mut Tour) -> i32 {
+    // The cleanup is the last step, run whatever happened.
     let total = STEPS.len() + 1;
-    for (index, step) in STEPS.into_iter().enumerate() {
-        tour.ui.heading(index + 1, total, step.title());
-        match step.run(tour).await {
+    for (index, step) in STEPS.iter().enumerate() {
+        tour.ui.heading(index + 1, total, step.title);
+        match (step.run)(tour).await {
             Ok(observed) => {
                 tour.ui
-                    .json_line(&json!({ "step": step.name(), "ok": true, "observed": observed }));
+                    .json_line(&json!({ "step": step.name, "ok": true, "observed": observed }));
                 tour.ui.pause().await;
             }
             Err(err) => {
-                tour.ui.fail(&format!("{err:#}"));
-                tour.ui.json_line(
-                    &json!({ "step": step.name(), "ok": false, "error": format!("{err:#}") }),
-                );
-                return if matches!(step, Step::Preflight) {
-                    2
-                } else {
-                    1
-                };
+                let error = ui::error_text(&err);
+                tour.ui.fail(&error);
+                tour.ui
+                    .json_line(&json!({ "step": step.name, "ok": false, "error": error }));
+                // The first step is the preflight: no containerd, or no shim, is exit code 2.
+                return if index == 0 { 2 } else { 1 };
             }
         }
     }

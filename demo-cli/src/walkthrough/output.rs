@@ -1,4 +1,4 @@
-//! Step 6: the task's output, read from the FIFO the demo created.
+//! Walkthrough step: the task's output, read from the FIFO the demo created.
 
 use std::time::Duration;
 

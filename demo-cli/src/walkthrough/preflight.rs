@@ -1,4 +1,4 @@
-//! Step 1: containerd answers, and can find the shim binary.
+//! Walkthrough step: containerd answers, and can find the shim binary.
 //!
 //! containerd turns the runtime name `com.example.sample.v2` into the binary name
 //! `containerd-shim-sample-v2` and looks for it on *its own* `PATH`. The demo finds the
@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Result};
 use serde_json::json;
 
 use super::{Observed, Tour};
-use crate::{api::Containerd, RUNTIME};
+use crate::{api::Containerd, ui, RUNTIME};
 
 /// What to do when containerd does not answer.
 pub const HOW_TO_START: &str = "containerd is not reachable. Start one as root (`containerd &`, \
@@ -32,7 +32,7 @@ pub async fn run(tour: &mut Tour) -> Result<Observed> {
     );
     let api = Containerd::connect(&options.address, &options.namespace)
         .await
-        .map_err(|err| anyhow!("{err:#}\n{HOW_TO_START}"))?;
+        .map_err(|err| anyhow!("{}\n{HOW_TO_START}", ui::error_text(&err)))?;
     let version = api.version().await?;
     tour.ui.ok(&format!(
         "containerd {version} answers at {}",

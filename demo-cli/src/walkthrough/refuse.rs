@@ -1,4 +1,4 @@
-//! Step 7: containerd refuses to delete a running task.
+//! Walkthrough step: containerd refuses to delete a running task.
 
 use anyhow::Result;
 use containerd_client::tonic::Code;

@@ -1,4 +1,4 @@
-//! Step 4: start the task, detached. containerd runs the shim; the shim runs the process.
+//! Walkthrough step: start the task, detached. containerd runs the shim; the shim runs the process.
 
 use std::time::Duration;
 

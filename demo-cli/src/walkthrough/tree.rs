@@ -1,4 +1,4 @@
-//! Step 5: the process tree, as `ps axjf` would show it.
+//! Walkthrough step: the process tree, as `ps axjf` would show it.
 
 use anyhow::{Context, Result};
 use serde_json::json;
