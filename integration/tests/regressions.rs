@@ -78,8 +78,11 @@ fn an_environment_too_large_for_execve_is_an_invalid_argument() {
     let message = stderr(&out);
     assert!(!out.status.success(), "ctr run succeeded: {message}");
     assert!(message.contains("ARG_MAX"), "{message}");
-    assert!(message.contains("invalid argument"), "{message}");
     assert!(!message.contains("unknown"), "{message}");
+    // ctr 1.x names the gRPC code at the end of its message; 2.x prints the message alone.
+    if cd.server_version().starts_with("1.") {
+        assert!(message.contains("invalid argument"), "{message}");
+    }
 
     assert_eq!(cd.task_status("big"), None, "no task is left");
     cd.ctr_output(&["container", "rm", "big"]);
