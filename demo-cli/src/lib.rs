@@ -13,7 +13,7 @@
 //! | [`image`] | the tiny, empty image, imported offline through the content service |
 //! | [`fifo`] | the FIFOs a client creates for a task's stdio |
 //! | [`attach`] | stdio and signal forwarding for an attached task |
-//! | [`proctree`] | the shim and its task, read from `/proc` like `ps axjf` |
+//! | [`proctree`] | the shim and its task, read from `/proc`, printed as `ps -o ppid,pid,pgid,sid,args --forest` |
 //! | [`ui`] | narration, colour, spinner, JSON output |
 //! | [`commands`] | one file per subcommand |
 //! | [`walkthrough`] | the tour: one file per step |

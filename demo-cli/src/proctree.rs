@@ -1,4 +1,5 @@
-//! The shim and its task as `ps axjf` shows them, read from `/proc`.
+//! The shim and its task as `ps -o ppid,pid,pgid,sid,args --forest` shows them, read from
+//! `/proc`.
 
 use std::fs;
 
@@ -72,7 +73,8 @@ fn walk(all: &[Row], row: Row, depth: usize, out: &mut Vec<(usize, Row)>) {
     }
 }
 
-/// Renders rows in `ps axjf` style: PPID, PID, PGID, SID, then the indented command.
+/// Renders rows as `ps -o ppid,pid,pgid,sid,args --forest` does: PPID, PID, PGID, SID, then
+/// the indented command.
 pub fn render(rows: &[(usize, Row)], width: usize) -> String {
     let mut text = format!(
         "{:>7} {:>7} {:>7} {:>7}  COMMAND\n",

@@ -39,7 +39,7 @@ use crate::{
     container::{validate_id, Container, Member},
     error::{Error, Result},
     events::{timestamp, EventSink, TaskEvent},
-    exits::{kill_leftovers, Descendants, Reaped, LEFTOVER_DEADLINE},
+    exits::{kill_leftovers, Reaped, ShimDescendants, LEFTOVER_DEADLINE},
     metrics,
     process::{validate_signal, ExitStatus, Group, Process, State},
     procfs, spec,
@@ -506,7 +506,7 @@ impl Service {
             return;
         };
         if member == Member::Init {
-            kill_leftovers(&Descendants::of_this_process()).await;
+            kill_leftovers(&ShimDescendants).await;
             let deadline = tokio::time::Instant::now() + LEFTOVER_DEADLINE;
             while container.has_live_execs() {
                 let queued = match exits.try_recv() {

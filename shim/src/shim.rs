@@ -167,6 +167,7 @@ pub fn start(opts: &StartOpts) -> Result<String> {
     // own child here is safe.
     if UnixStream::connect(&socket).is_err() {
         let _ = daemon.kill();
+        #[allow(clippy::disallowed_methods)] // `start` has no reaper: see just above
         let status = daemon
             .wait()
             .map_err(Error::io("wait for the shim daemon"))?;

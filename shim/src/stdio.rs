@@ -320,7 +320,9 @@ impl Drop for Io {
     }
 }
 
+// A unit test's process has no reaper of its own: the test waits for its children.
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use std::os::fd::AsFd;
 

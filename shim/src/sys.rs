@@ -86,6 +86,17 @@ pub fn signal_group(pgid: i32, signal: Signal) -> io::Result<()> {
     Ok(rustix::process::kill_process_group(pgid, signal.0)?)
 }
 
+/// True while this process has any child, running or exited and not yet reaped: the
+/// kernel's own answer, from `waitid(P_ALL, WNOHANG | WNOWAIT)`. `ECHILD` means none.
+///
+/// This is not a wait in the sense of the reaper rule (docs/ARCHITECTURE.md): `WNOWAIT`
+/// leaves every status where it is, for the reaper to collect.
+pub fn has_children() -> bool {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    !matches!(waitid(Id::All, flags), Err(nix::errno::Errno::ECHILD))
+}
+
 /// `TIOCSWINSZ`: sets a terminal's window size; the process on it gets `SIGWINCH`.
 pub fn set_window_size(terminal: impl AsFd, width: u32, height: u32) -> io::Result<()> {
     let size = rustix::termios::Winsize {
@@ -228,6 +239,17 @@ mod tests {
         for bad in [0, Signal::max() + 1, 1000, u32::MAX] {
             assert_eq!(Signal::new(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test waits for its own child
+    fn a_child_not_yet_reaped_counts_as_a_child() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(has_children(), "an exited, unreaped child is still a child");
+        child.wait().expect("reap");
     }
 
     #[test]

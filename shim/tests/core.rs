@@ -11,6 +11,9 @@
 //! `setgroups`, which needs root: run as root (`make test` does), or set
 //! `SAMPLE_SHIM_SKIP_INTEGRATION=1` to skip, loudly.
 
+// This test is the reaper, so it may wait for children (see the shim's clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 use std::{
     path::Path,
     sync::{

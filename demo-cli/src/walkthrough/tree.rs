@@ -1,4 +1,4 @@
-//! Walkthrough step: the process tree, as `ps axjf` would show it.
+//! Walkthrough step: the process tree, as `ps -o ppid,pid,pgid,sid,args --forest` shows it.
 
 use anyhow::{Context, Result};
 use serde_json::json;
