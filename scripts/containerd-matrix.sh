@@ -33,23 +33,23 @@ debian_archive() {
             $4 == "main" && !found { print $5; found = 1 }' || true
 }
 
-if [ ! -f "$sources" ]; then
-    if [ ! -f /usr/share/keyrings/debian-archive-keyring.gpg ]; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q debian-archive-keyring >&2
-    fi
-    archive=$(debian_archive)
-    if [ -z "$archive" ]; then
-        archive=http://deb.debian.org/debian
-        echo "containerd-matrix: no Debian archive found in this machine's apt sources;" \
-            "fetching trixie and sid from $archive" >&2
-    fi
-    cat >"$sources" <<SOURCES
-Types: deb
+if [ ! -f /usr/share/keyrings/debian-archive-keyring.gpg ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q debian-archive-keyring >&2
+fi
+archive=$(debian_archive)
+if [ -z "$archive" ]; then
+    archive=http://deb.debian.org/debian
+    echo "containerd-matrix: no Debian archive found in this machine's apt sources;" \
+        "fetching trixie and sid from $archive" >&2
+fi
+wanted="Types: deb
 URIs: $archive
 Suites: trixie sid
 Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SOURCES
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+# (Re)written when missing or different: a machine moved behind another mirror follows.
+if [ ! -f "$sources" ] || [ "$(cat "$sources")" != "$wanted" ]; then
+    printf '%s\n' "$wanted" >"$sources"
     cat >/etc/apt/preferences.d/shim-matrix <<PINS
 Package: *
 Pin: release n=trixie

@@ -68,8 +68,10 @@ impl FifoSet {
     /// Removes the directory and its FIFOs, and the parents it leaves empty.
     pub fn remove(&self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+        // Then the directories above it that are left empty, `FIFO_ROOT` included: a
+        // directory another task still uses is not empty and stays.
         for parent in self.dir.ancestors().skip(1) {
-            if parent == Path::new(FIFO_ROOT) || std::fs::remove_dir(parent).is_err() {
+            if std::fs::remove_dir(parent).is_err() || parent == Path::new(FIFO_ROOT) {
                 break;
             }
         }

@@ -14,6 +14,7 @@
 //! | [`fifo`] | the FIFOs a client creates for a task's stdio |
 //! | [`attach`] | stdio and signal forwarding for an attached task |
 //! | [`proctree`] | the shim and its task, read from `/proc`, printed as `ps -o ppid,pid,pgid,sid,args --forest` |
+//! | [`signals`] | signal names and numbers, and exit codes explained (`143 = 128 + 15`) |
 //! | [`ui`] | narration, colour, spinner, JSON output |
 //! | [`commands`] | one file per subcommand |
 //! | [`walkthrough`] | the tour: one file per step |

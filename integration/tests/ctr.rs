@@ -223,7 +223,8 @@ fn attach_sees_new_output_and_sigkill_exits_137() {
     cd.ctr_ok(&["task", "start", "--detach", TASK]);
     cd.wait_status(TASK, "RUNNING");
 
-    // Nobody read the output for a while: the task must still be alive.
+    // Nobody reads the output for a while (this sleep is the point of the test, not a
+    // wait for something): the task must still be alive afterwards.
     thread::sleep(Duration::from_secs(1));
     let attached_at = now_secs();
     let (mut attach, lines) = cd.spawn_ctr(&["task", "attach", TASK]);

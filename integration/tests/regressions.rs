@@ -11,8 +11,8 @@ use std::{
 use integration::{poll_until, proc, stderr, Containerd, RUNTIME, SPEC_MODE};
 
 /// A task started with a terminal leads a session of its own; a plain exec used to ask to
-/// join its process group, in another session, and failed with `spawn the init helper:
-/// Operation not permitted`. containerd's runc shim prints `hi` and exits 3.
+/// join its process group, in another session, and failed (the old message: `spawn the init
+/// helper: Operation not permitted`). containerd's runc shim prints `hi` and exits 3.
 #[test]
 fn a_plain_exec_into_a_terminal_task_runs() {
     let Some(cd) = Containerd::start() else {
@@ -60,16 +60,28 @@ fn a_plain_exec_into_a_terminal_task_runs() {
     cd.wait_shims_gone();
 }
 
-/// 2,100 environment variables of 1 KiB are more than one `execve` takes: that is the
-/// caller's input, so `invalid argument` naming the limit, not `unknown`; nothing is left.
+/// 2,100 environment variables of 1 KiB (with the usual stack limit) are more than one
+/// `execve` takes: that is the caller's input, so `invalid argument` naming the limit, not
+/// `unknown`; nothing is left.
 #[test]
 fn an_environment_too_large_for_execve_is_an_invalid_argument() {
     let Some(cd) = Containerd::start() else {
         return;
     };
+    // containerd and the shim inherit this test's stack limit, so its ARG_MAX: 2 MiB with
+    // the usual 8 MiB, where 2,100 variables of 1 KiB are just over.
+    // SAFETY: sysconf has no preconditions.
+    let arg_max = unsafe { libc::sysconf(libc::_SC_ARG_MAX) }.max(0) as usize;
+    assert!(
+        arg_max <= 3 << 20,
+        "this test needs ARG_MAX at most 3 MiB (a stack limit of 12 MiB at most; `ulimit -s`), \
+         so that a spec over it stays under the shim's 4 MiB cap on config.json; here {arg_max}"
+    );
     let env_file = cd.dir().join("big.env");
     let value = "v".repeat(1024);
-    let lines: Vec<String> = (0..2100).map(|i| format!("VAR{i}={value}")).collect();
+    let lines: Vec<String> = (0..arg_max / 1000 + 50)
+        .map(|i| format!("VAR{i}={value}"))
+        .collect();
     fs::write(&env_file, lines.join("\n")).expect("write the env file");
     let env_file = env_file.display().to_string();
     let mut args = cd.run_args("-d", "big", &["true"]);

@@ -4,8 +4,9 @@
 //! `containerd-shim` crate. On `SIGCHLD` it calls `waitpid(-1, WNOHANG)` until no child is
 //! left to collect, turns each status into containerd's exit code (the exit status, or 128 +
 //! the signal number: 143 for SIGTERM, 130 for SIGINT, 137 for SIGKILL) and broadcasts it on
-//! its *monitor*. [`from_monitor`] subscribes to the monitor once, before the service spawns
-//! anything, so no exit can be missed, and hands each exit on as a [`Reaped`]. Nothing else
+//! its *monitor*. The shim subscribes to the monitor once, before the service can spawn
+//! anything (`shim.rs`), so no exit can be missed, and [`from_monitor`] hands each exit on
+//! as a [`Reaped`]. Nothing else
 //! in the shim may wait for a child: a `Child::wait` would race the reaper and one of the
 //! two would lose the status. (The core's tests reap for themselves and send [`Reaped`]
 //! values on the same kind of channel.)

@@ -25,7 +25,7 @@
 //! | [`bundle`] | the files the shim keeps in the bundle: `address`, `init.pid` |
 //! | [`metrics`] | `Stats`: CPU and memory of the task's processes |
 //! | [`procfs`] | what `/proc` says about the task's processes |
-//! | [`sys`] | every system call, and the few `unsafe` blocks, in one place |
+//! | [`sys`] | the system calls that need care (signals, pidfds, children, what a child does before `exec`), and most of the few `unsafe` blocks |
 //! | [`error`] | the error type and its gRPC codes |
 //!
 //! Words used throughout: the *init process* is a task's main process, the one `Create`

@@ -186,6 +186,12 @@ impl Process {
         matches!(self.state, State::Stopped(_))
     }
 
+    /// True when the process has exited but its exit is not recorded yet: the reaper has
+    /// it, or is about to, and the exit policy will record it (see `service.rs`).
+    pub fn exit_pending(&self) -> bool {
+        !self.is_stopped() && sys::pidfd_exited(&self.pidfd)
+    }
+
     /// `Start`: opens the gate so the helper `exec`s the program.
     pub fn start(&mut self) -> Result<()> {
         match self.state {
@@ -231,7 +237,8 @@ impl Process {
 
     fn send(&self, signal: Signal, group: bool) -> Result<()> {
         let gone = || Error::NotFound(format!("process {} already finished", self.pid));
-        if self.is_stopped() {
+        // Exited, recorded or not: nothing to signal, whatever the reaper has got to.
+        if self.is_stopped() || self.exit_pending() {
             return Err(gone());
         }
         sys::signal_pidfd(&self.pidfd, signal).map_err(|e| match e.raw_os_error() {
@@ -245,7 +252,6 @@ impl Process {
         if group {
             // Safe from pid reuse: the group leader is alive (the pidfd signal above
             // succeeded and the shim has not reaped it), so the group id is still its own.
-            // ESRCH: a leader with a terminal leads a session and a group of its own.
             let _ = sys::signal_group(self.pid, signal);
         }
         Ok(())
@@ -255,7 +261,11 @@ impl Process {
     /// closes the gate, so that a `Start` racing this `Delete` finds no gate to open
     /// (the pending SIGKILL wins over the end-of-file the helper would read).
     pub fn cancel_start(&mut self) -> Result<()> {
-        self.kill(Signal::KILL)?;
+        match self.kill(Signal::KILL) {
+            // Already gone: its exit is recorded, or on its way.
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(err) => return Err(err),
+        }
         self.gate = None;
         Ok(())
     }

@@ -1,5 +1,5 @@
-//! The ttrpc `Task` service: what containerd calls on the shim for each task, and the one
-//! lock that orders everything.
+//! The task logic behind containerd's `Task` service, and the one lock that orders
+//! everything.
 //!
 //! The service is `containerd.task.v2.Task` from containerd's
 //! [`runtime/v2/task/shim.proto`](https://github.com/containerd/containerd/blob/v1.6.20/runtime/v2/task/shim.proto).
@@ -31,7 +31,7 @@ use containerd_shim_protos::{
 use log::{debug, info, warn};
 use tokio::{
     runtime::{Handle, RuntimeFlavor},
-    sync::{mpsc::UnboundedReceiver, Mutex},
+    sync::{mpsc::UnboundedReceiver, Mutex, MutexGuard},
 };
 
 use crate::{
@@ -178,9 +178,24 @@ impl Service {
         })
     }
 
+    /// Locks the containers, after waiting out a process of `id` that has exited but whose
+    /// exit is not recorded yet (the reaper has it; the exit policy is about to run). An
+    /// answer given in between would say RUNNING for a process that is gone.
+    async fn lock_settled(&self, id: &str, exec_id: &str) -> Result<MutexGuard<'_, Containers>> {
+        let mut containers = self.containers.lock().await;
+        let process = find(&mut containers, id)?.process(exec_id)?;
+        if !process.exit_pending() {
+            return Ok(containers);
+        }
+        let mut exited = process.subscribe_exit();
+        drop(containers); // the exit policy needs the lock to record the exit
+        let _ = exited.wait_for(Option::is_some).await;
+        Ok(self.containers.lock().await)
+    }
+
     /// `State`: where a process is in its life, and how it ended.
     pub async fn state(&self, req: api::StateRequest) -> Result<api::StateResponse> {
-        let mut containers = self.containers.lock().await;
+        let mut containers = self.lock_settled(&req.id, &req.exec_id).await?;
         let container = find(&mut containers, &req.id)?;
         let (id, bundle, paused) = (
             container.id.clone(),
@@ -265,7 +280,7 @@ impl Service {
     /// `Delete`: forgets a stopped process (or cancels one never started); for the init,
     /// the whole task.
     pub async fn delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
-        let mut containers = self.containers.lock().await;
+        let mut containers = self.lock_settled(&req.id, &req.exec_id).await?;
         let process = find(&mut containers, &req.id)?.process(&req.exec_id)?;
         let exit = match process.state() {
             State::Running => {
@@ -328,7 +343,7 @@ impl Service {
                 req.exec_id, req.id
             )));
         }
-        if !matches!(container.init.state(), State::Running) {
+        if !matches!(container.init.state(), State::Running) || container.init.exit_pending() {
             return Err(Error::FailedPrecondition(format!(
                 "cannot exec in task {:?}: its init process is not running",
                 req.id
@@ -406,7 +421,7 @@ impl Service {
     pub async fn set_paused(&self, id: &str, pause: bool) -> Result<()> {
         let mut containers = self.containers.lock().await;
         let container = find(&mut containers, id)?;
-        if !matches!(container.init.state(), State::Running) {
+        if !matches!(container.init.state(), State::Running) || container.init.exit_pending() {
             return Err(Error::FailedPrecondition(format!(
                 "task {id:?} is not running"
             )));
@@ -493,10 +508,13 @@ impl Service {
     /// - Any other pid: a descendant of the task, collected by the reaper and reported by
     ///   nobody.
     ///
-    /// The lock is held throughout, so from the moment the init is reaped no RPC sees the
-    /// task half-way: `State` answers STOPPED with the exit code, `Exec` is refused
-    /// (FailedPrecondition) and `Kill` finds the process finished (NotFound), all three only
-    /// once the exit is recorded, as containerd's runc shim answers once its init exited.
+    /// The lock is held throughout, so no RPC sees the task half-way through. Before the
+    /// policy runs (the process has exited, the exit is on its way from the reaper), the
+    /// RPCs see it too, through the process's pidfd ([`Process::exit_pending`]): `State`
+    /// and `Delete` wait for the exit to be recorded, then answer STOPPED with its code;
+    /// `Exec` and `Pause` are refused (FailedPrecondition); `Kill` finds the process
+    /// finished (NotFound). From the moment the init exits, the three agree it stopped, as
+    /// containerd's runc shim answers once its init exited.
     pub async fn process_exited(&self, reaped: Reaped, exits: &mut UnboundedReceiver<Reaped>) {
         let mut containers = self.containers.lock().await;
         let Some((container, member)) = containers

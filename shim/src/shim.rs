@@ -147,7 +147,7 @@ pub fn start(opts: &StartOpts) -> Result<String> {
     // (`sys::child`), and the closure allocates nothing.
     unsafe {
         command.pre_exec(|| {
-            nix::unistd::setsid()?;
+            sys::child::new_session()?;
             sys::child::set_umask(0o177);
             // Whatever containerd's parents leaked without close-on-exec stays behind.
             sys::child::close_on_exec_from(3);

@@ -79,9 +79,11 @@ pub struct ProcessSpec {
     pub terminal: bool,
 }
 
-/// The longest single argument or environment entry one `execve` accepts
-/// (`MAX_ARG_STRLEN`: 32 pages of 4 KiB), terminating NUL included.
-pub const MAX_ARG_STRLEN: usize = 32 * 4096;
+/// The longest single argument or environment entry one `execve` accepts, terminating NUL
+/// included: the kernel's `MAX_ARG_STRLEN`, 32 pages (128 KiB with 4 KiB pages).
+pub fn max_arg_strlen() -> usize {
+    32 * crate::sys::page_size() as usize
+}
 
 impl ProcessSpec {
     /// Checks that the kernel will `execve` this command line and environment, with the
@@ -90,6 +92,7 @@ impl ProcessSpec {
     /// as `InvalidArgument` naming the limit, rather than as an `E2BIG` from deep inside
     /// the spawn.
     pub fn check_exec_size(&self, extra: &[&str], arg_max: usize) -> Result<()> {
+        let max_arg_strlen = max_arg_strlen();
         let args = extra
             .iter()
             .copied()
@@ -98,9 +101,9 @@ impl ProcessSpec {
         let mut count = 0;
         for (i, arg) in args.enumerate() {
             let size = arg.len() + 1;
-            if size > MAX_ARG_STRLEN {
+            if size > max_arg_strlen {
                 return Err(Error::InvalidArgument(format!(
-                    "argument {} is {size} bytes: the kernel accepts at most {MAX_ARG_STRLEN} \
+                    "argument {} is {size} bytes: the kernel accepts at most {max_arg_strlen} \
                      per argument (MAX_ARG_STRLEN)",
                     i.saturating_sub(extra.len())
                 )));
@@ -110,10 +113,10 @@ impl ProcessSpec {
         }
         for (key, value) in &self.env {
             let size = key.len() + 1 + value.len() + 1;
-            if size > MAX_ARG_STRLEN {
+            if size > max_arg_strlen {
                 return Err(Error::InvalidArgument(format!(
                     "environment variable {key} is {size} bytes: the kernel accepts at most \
-                     {MAX_ARG_STRLEN} per variable (MAX_ARG_STRLEN)"
+                     {max_arg_strlen} per variable (MAX_ARG_STRLEN)"
                 )));
             }
             total += size;
@@ -404,7 +407,7 @@ mod tests {
         process
             .check_exec_size(&["shim", "gate"], limit)
             .expect("1000 variables fit");
-        process.env = vec![("BIG".into(), "x".repeat(MAX_ARG_STRLEN))];
+        process.env = vec![("BIG".into(), "x".repeat(max_arg_strlen()))];
         let err = process.check_exec_size(&[], limit).unwrap_err();
         assert!(
             err.to_string().contains("BIG") && err.to_string().contains("MAX_ARG_STRLEN"),

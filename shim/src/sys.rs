@@ -1,9 +1,12 @@
-//! The system calls the shim makes, in one place, each named for what it is for.
+//! The system calls that need care, each named for what it is for: signals and pidfds,
+//! children, terminals, what a forked child does before `exec`.
 //!
-//! Everything else in the shim speaks in intentions ("signal this process", "give the child
-//! its terminal") and calls in here. Most wrappers are safe calls into `rustix` (pidfds,
-//! signals, terminals, system parameters) or `nix` (identity, limits, sessions); the few
-//! `unsafe` blocks left are the ones no safe API covers, each with its reason.
+//! The rest of the shim speaks in intentions ("signal this process", "give the child its
+//! terminal") and calls in here; plain calls with safe, obvious wrappers (`pipe2`, `write`,
+//! `openpty`) stay where they are used. Most wrappers here are safe calls into `rustix` or
+//! `nix`; the `unsafe` blocks left are the ones no safe API covers, each with its reason.
+//! The others sit where they must: the two `pre_exec` calls (`process.rs`, `shim.rs`) and
+//! the start-gate helper taking its fd 3 (`gate.rs`).
 //!
 //! Two groups of functions:
 //!
@@ -17,36 +20,33 @@
 
 use std::{
     io,
-    os::fd::{AsFd, OwnedFd, RawFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
 };
 
 use rustix::process::{Pid, PidfdFlags};
 
 /// A signal number checked against the kernel's range (1 to `SIGRTMAX`), ready to send.
+///
+/// Any number in that range may be sent to another process, real-time signals included,
+/// so the signals are sent with plain `libc` calls: rustix's `Signal` may not carry the
+/// numbers glibc reserves for itself (32 to `SIGRTMAX`) into a send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Signal(rustix::process::Signal);
+pub struct Signal(i32);
 
 impl Signal {
     /// SIGKILL: cannot be caught, blocked or ignored.
-    pub const KILL: Signal = Signal(rustix::process::Signal::KILL);
+    pub const KILL: Signal = Signal(libc::SIGKILL);
     /// SIGSTOP: what `Pause` sends (cannot be caught either).
-    pub const STOP: Signal = Signal(rustix::process::Signal::STOP);
+    pub const STOP: Signal = Signal(libc::SIGSTOP);
     /// SIGCONT: what `Resume` sends.
-    pub const CONT: Signal = Signal(rustix::process::Signal::CONT);
+    pub const CONT: Signal = Signal(libc::SIGCONT);
 
     /// Checks a number from a `Kill` request; real-time signals are accepted, 0 (kill's
     /// "does it exist?" probe) is not a signal to deliver.
     pub fn new(number: u32) -> Option<Signal> {
-        if !(1..=Self::max()).contains(&number) {
-            return None;
-        }
-        // SAFETY: the number is non-zero and within the kernel's signal range. rustix asks
-        // that a number libc reserves for itself (glibc's 32 and 33) never be used to block,
-        // handle or send signals *within this process*: a `Signal` here is only ever sent
-        // to the task's processes, never to the shim, nor used for its own handlers.
-        Some(Signal(unsafe {
-            rustix::process::Signal::from_raw_unchecked(number as i32)
-        }))
+        (1..=Self::max())
+            .contains(&number)
+            .then_some(Signal(number as i32))
     }
 
     /// The largest signal number the kernel delivers (`SIGRTMAX`).
@@ -56,34 +56,73 @@ impl Signal {
 
     /// The signal's number.
     pub fn number(self) -> i32 {
-        self.0.as_raw()
+        self.0
     }
+}
+
+/// A pid to signal or open: never 0 or negative, which `kill(2)` reads as "my process
+/// group" or "every process I may signal".
+fn positive(pid: i32) -> io::Result<i32> {
+    if pid > 0 {
+        Ok(pid)
+    } else {
+        Err(io::Error::from_raw_os_error(libc::ESRCH))
+    }
+}
+
+/// What a signalling call returned, as a `Result`.
+fn checked(rc: libc::c_long) -> io::Result<()> {
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `pidfd_open(2)`: a descriptor that refers to this very process and no other, unlike its
 /// pid, which the kernel reuses once the process is reaped.
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let pid = Pid::from_raw(positive(pid)?)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
     Ok(rustix::process::pidfd_open(pid, PidfdFlags::NONBLOCK)?)
 }
 
-/// `pidfd_send_signal(2)`: fails with `ESRCH` once the process has exited, instead of
+/// True once the process behind `pidfd` has exited, reaped or not: a pidfd polls readable
+/// from that moment on.
+pub fn pidfd_exited(pidfd: impl AsFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|ready| ready > 0)
+}
+
+/// `pidfd_send_signal(2)`: fails with `ESRCH` once the process has been reaped, instead of
 /// hitting whichever process reused its pid.
 pub fn signal_pidfd(pidfd: impl AsFd, signal: Signal) -> io::Result<()> {
-    Ok(rustix::process::pidfd_send_signal(pidfd, signal.0)?)
+    let fd = pidfd.as_fd().as_raw_fd();
+    // SAFETY: a plain system call on a descriptor borrowed for its duration; no siginfo.
+    checked(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd,
+            signal.0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })
 }
 
 /// `kill(2)` of one process by pid. Only for processes the shim knows are unreaped (its
 /// descendants, found in `/proc` just before; see `exits.rs` for why that is safe).
 pub fn signal_pid(pid: i32, signal: Signal) -> io::Result<()> {
-    let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
-    Ok(rustix::process::kill_process(pid, signal.0)?)
+    let pid = positive(pid)?;
+    // SAFETY: a plain system call with a positive pid: one process, never a broadcast.
+    checked(unsafe { libc::kill(pid, signal.0) }.into())
 }
 
 /// `killpg(2)`: every process of the process group `pgid`.
 pub fn signal_group(pgid: i32, signal: Signal) -> io::Result<()> {
-    let pgid = Pid::from_raw(pgid).ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
-    Ok(rustix::process::kill_process_group(pgid, signal.0)?)
+    let pgid = positive(pgid)?;
+    // SAFETY: a plain system call with a positive group id.
+    checked(unsafe { libc::killpg(pgid, signal.0) }.into())
 }
 
 /// True while this process has any child, running or exited and not yet reaped: the
@@ -161,8 +200,8 @@ pub mod child {
     }
 
     /// Marks every descriptor from `first` up close-on-exec: whatever a parent leaked
-    /// (a jobserver pipe, say) does not reach the program. One `close_range(2)`, or
-    /// `fcntl` on each descriptor where the kernel (before 5.11) lacks it.
+    /// (a jobserver pipe, say) does not reach the program. One `close_range(2)`; where the
+    /// kernel lacks it (before 5.11), `fcntl` on each descriptor up to 4095.
     pub fn close_on_exec_from(first: RawFd) {
         // SAFETY: plain system calls on this process's own descriptor table; marking a
         // descriptor close-on-exec changes nothing until `exec`.
@@ -179,10 +218,17 @@ pub mod child {
         }
     }
 
+    /// `setsid`: a new session (and process group) led by this process, with no
+    /// controlling terminal.
+    pub fn new_session() -> io::Result<()> {
+        nix::unistd::setsid()?;
+        Ok(())
+    }
+
     /// `setsid` then `TIOCSCTTY` on stdin: the child leads a new session whose controlling
     /// terminal is the pty it was given, as a login shell does.
     pub fn new_session_on_terminal() -> io::Result<()> {
-        nix::unistd::setsid()?;
+        new_session()?;
         // SAFETY: fd 0 is the pty slave the shim handed the child; it stays open for the
         // borrow, which ends with this call.
         let stdin = unsafe { BorrowedFd::borrow_raw(0) };
@@ -230,6 +276,16 @@ pub mod child {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_pid_below_1_is_ever_signalled() {
+        for pid in [0, -1, i32::MIN] {
+            let err = signal_pid(pid, Signal::CONT).expect_err("refused");
+            assert_eq!(err.raw_os_error(), Some(libc::ESRCH), "{pid}");
+            assert!(signal_group(pid, Signal::CONT).is_err(), "{pid}");
+            assert!(pidfd_open(pid).is_err(), "{pid}");
+        }
+    }
 
     #[test]
     fn signals_are_checked_against_the_kernel_range() {
