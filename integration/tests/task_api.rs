@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use integration::{poll_until, proc, wait_line, Containerd, RUNTIME, SPEC_MODE};
+use integration::{proc, wait_line, Containerd, RUNTIME, SPEC_MODE};
 
 /// `ctr run --rm` in spec mode: returns (exit code, stdout, stderr).
 fn run(cd: &Containerd, id: &str, args: &[&str]) -> (i32, String, String) {
@@ -341,23 +341,19 @@ fn pause_resume_and_metrics() {
     let seen = topics_until(&lines, "pausable", "/tasks/resumed");
     assert_eq!(&topics(&seen)[2..], ["/tasks/paused", "/tasks/resumed"]);
 
-    // The loop burns a little CPU: wait until the counters show it.
-    let value = |metrics: &str, name: &str| -> u64 {
+    // What `ctr task metrics` decodes: the task's memory and pids, and its CPU time (which
+    // may still read 0: `sh` between two `sleep`s uses less than a clock tick).
+    let metrics = cd.ctr_ok(&["task", "metrics", "pausable"]);
+    let value = |name: &str| -> u64 {
         metrics
             .lines()
             .find(|l| l.starts_with(name))
             .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
             .unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
     };
-    let metrics = poll_until(Duration::from_secs(10), "cpuacct.usage above 0", || {
-        let metrics = cd.ctr_ok(&["task", "metrics", "pausable"]);
-        (value(&metrics, "cpuacct.usage") > 0).then_some(metrics)
-    });
-    assert!(
-        value(&metrics, "memory.usage_in_bytes") > 100_000,
-        "{metrics}"
-    );
-    assert!(value(&metrics, "pids.current") >= 1, "{metrics}");
+    assert!(value("memory.usage_in_bytes") > 100_000, "{metrics}");
+    assert!(value("pids.current") >= 1, "{metrics}");
+    let _ = value("cpuacct.usage");
 
     cd.kill_and_remove("pausable", "SIGKILL");
     cd.wait_shims_gone();

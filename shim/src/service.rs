@@ -188,8 +188,17 @@ impl Service {
             return Ok(containers);
         }
         let mut exited = process.subscribe_exit();
-        drop(containers); // the exit policy needs the lock to record the exit
-        let _ = exited.wait_for(Option::is_some).await;
+        // The exit policy needs the lock to record the exit. It takes at most two
+        // LEFTOVER_DEADLINEs; should an exit ever go missing, answer from the state as it
+        // is rather than hang the RPC.
+        drop(containers);
+        let limit = 2 * LEFTOVER_DEADLINE + Duration::from_secs(1);
+        if tokio::time::timeout(limit, exited.wait_for(Option::is_some))
+            .await
+            .is_err()
+        {
+            warn!("{id} {exec_id:?}: exited, but no exit recorded after {limit:?}");
+        }
         Ok(self.containers.lock().await)
     }
 
