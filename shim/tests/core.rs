@@ -124,6 +124,10 @@ impl Harness {
         self.service.exec(exec_request(id, exec_id, args)).await
     }
 
+    async fn kill(&self, id: &str, signal: u32) -> Result<(), Error> {
+        self.service.kill(kill_request(id, signal)).await
+    }
+
     async fn wait(&self, id: &str, exec_id: &str) -> u32 {
         let req = api::WaitRequest {
             id: id.into(),
@@ -248,6 +252,32 @@ fn exec_request(id: &str, exec_id: &str, args: &[&str]) -> api::ExecProcessReque
     }
 }
 
+fn kill_request(id: &str, signal: u32) -> api::KillRequest {
+    api::KillRequest {
+        id: id.into(),
+        signal,
+        ..Default::default()
+    }
+}
+
+fn state_request(id: &str, exec_id: &str) -> api::StateRequest {
+    api::StateRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        ..Default::default()
+    }
+}
+
+/// `State` of the init of `id` in a task of its own, to see whether it answers while the
+/// test holds an exit back.
+fn spawn_state(
+    h: &Harness,
+    id: &str,
+) -> tokio::task::JoinHandle<Result<api::StateResponse, Error>> {
+    let (service, req) = (h.service.clone(), state_request(id, ""));
+    tokio::spawn(async move { service.state(req).await })
+}
+
 /// Polls `what` every 5 ms for up to 10 s.
 async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -273,12 +303,11 @@ async fn child_named(parent: i32, comm: &str) -> i32 {
 }
 
 async fn status(h: &Harness, id: &str, exec_id: &str) -> (api::Status, u32) {
-    let req = api::StateRequest {
-        id: id.into(),
-        exec_id: exec_id.into(),
-        ..Default::default()
-    };
-    let state = h.service.state(req).await.expect("state");
+    let state = h
+        .service
+        .state(state_request(id, exec_id))
+        .await
+        .expect("state");
     (state.status.enum_value_or_default(), state.exit_status)
 }
 
@@ -316,12 +345,7 @@ async fn an_exec_still_running_when_its_init_dies_exits_first() {
     h.start("t", "").await.expect("start");
     h.exec("t", "e", &["sleep", "1000"]).await.expect("exec");
     h.start("t", "e").await.expect("start exec");
-    let kill = api::KillRequest {
-        id: "t".into(),
-        signal: 9,
-        ..Default::default()
-    };
-    h.service.kill(kill).await.expect("kill init");
+    h.kill("t", 9).await.expect("kill init");
     assert_eq!(h.wait("t", "").await, 137);
     assert_eq!(h.wait("t", "e").await, 137, "the exec went with its task");
     let timeline = h.timeline();
@@ -370,12 +394,7 @@ async fn delete_of_a_never_started_process_runs_nothing() {
     assert!(matches!(e, Error::NotFound(_)), "{e:?}");
     // The same for an init process.
     let h2_bundle = h.bundle();
-    let kill = api::KillRequest {
-        id: "t".into(),
-        signal: 9,
-        ..Default::default()
-    };
-    h.service.kill(kill).await.expect("kill");
+    h.kill("t", 9).await.expect("kill");
     h.wait("t", "").await;
     h.delete("t", "").await.expect("delete");
     write_spec(Path::new(&h2_bundle), &["sh", "-c", &touch], &[], false);
@@ -404,23 +423,11 @@ async fn between_an_exit_and_its_report_state_exec_and_kill_agree_it_stopped() {
         (ProcStat::read(pid).ok()?.state == 'Z').then_some(())
     })
     .await;
-    let kill = api::KillRequest {
-        id: "t".into(),
-        signal: 9,
-        ..Default::default()
-    };
-    let err = h.service.kill(kill.clone()).await.expect_err("kill");
+    let err = h.kill("t", 9).await.expect_err("kill");
     assert!(matches!(err, Error::NotFound(_)), "{err:?}");
     let err = h.exec("t", "e", &["true"]).await.expect_err("exec");
     assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
-    let service = h.service.clone();
-    let state = tokio::spawn(async move {
-        let req = api::StateRequest {
-            id: "t".into(),
-            ..Default::default()
-        };
-        service.state(req).await
-    });
+    let state = spawn_state(&h, "t");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         !state.is_finished(),
@@ -431,7 +438,7 @@ async fn between_an_exit_and_its_report_state_exec_and_kill_agree_it_stopped() {
     let state = state.await.expect("join").expect("state");
     assert_eq!(state.status.enum_value_or_default(), api::Status::STOPPED);
     assert_eq!(state.exit_status, 0, "the real exit code, not the signal's");
-    let err = h.service.kill(kill).await.expect_err("kill after the exit");
+    let err = h.kill("t", 9).await.expect_err("kill after the exit");
     assert!(matches!(err, Error::NotFound(_)), "{err:?}");
     assert_eq!(h.delete("t", "").await.expect("delete"), 0);
 }
@@ -460,25 +467,11 @@ async fn from_the_moment_the_init_is_reaped_state_exec_and_kill_agree_it_stopped
         .expect("report init");
     tokio::task::yield_now().await;
 
-    let service = h.service.clone();
-    let state = tokio::spawn(async move {
-        let req = api::StateRequest {
-            id: "t".into(),
-            ..Default::default()
-        };
-        service.state(req).await
-    });
+    let state = spawn_state(&h, "t");
     let service = h.service.clone();
     let exec = tokio::spawn(async move { service.exec(exec_request("t", "e", &["true"])).await });
     let service = h.service.clone();
-    let kill = tokio::spawn(async move {
-        let req = api::KillRequest {
-            id: "t".into(),
-            signal: 15,
-            ..Default::default()
-        };
-        service.kill(req).await
-    });
+    let kill = tokio::spawn(async move { service.kill(kill_request("t", 15)).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         !state.is_finished(),
