@@ -4,13 +4,16 @@
 //! The init process is the one `Create` made from the bundle's spec; its exec id is empty in
 //! requests, and it is reported under the container's own id in events. Exec processes
 //! (`ctr task exec --exec-id ID`) are added by `Exec`, each with an id of its own, and live
-//! until their own `Delete`. The service (`service.rs`) keeps containers in a table by id.
+//! until their own `Delete`. The service (`service.rs`) keeps containers in a table by id:
+//! one per shim, or all the containers of a pod.
 
 use std::{collections::HashMap, path::PathBuf};
 
 use crate::{
     error::{Error, Result},
+    members::ContainerProcesses,
     process::{Group, Process},
+    spec::Kind,
 };
 
 /// Longest id accepted for a task, an exec process or a namespace (containerd's limit is 76).
@@ -52,18 +55,36 @@ pub struct Container {
     pub execs: HashMap<String, Process>,
     /// Between `Pause` and `Resume`: every process of the task is stopped (SIGSTOP).
     pub paused: bool,
+    /// A pod's sandbox, one of its containers, or neither.
+    pub kind: Kind,
+    /// The pids of every process the shim spawned for it, init and execs, deleted or not:
+    /// they lead its process groups and sessions (`members.rs`).
+    pub leaders: Vec<i32>,
 }
 
 impl Container {
     /// A container whose init process was just created.
-    pub fn new(id: String, bundle: PathBuf, init: Process) -> Container {
+    pub fn new(id: String, bundle: PathBuf, kind: Kind, init: Process) -> Container {
         Container {
             id,
             bundle,
+            leaders: vec![init.pid],
             init,
             execs: HashMap::new(),
             paused: false,
+            kind,
         }
+    }
+
+    /// Adds an exec process.
+    pub fn add_exec(&mut self, exec_id: String, exec: Process) {
+        self.leaders.push(exec.pid);
+        self.execs.insert(exec_id, exec);
+    }
+
+    /// True while its init process has not been reported exited.
+    pub fn is_running(&self) -> bool {
+        !self.init.is_stopped()
     }
 
     /// The init process (empty exec id) or an exec process.
@@ -118,6 +139,26 @@ impl Container {
                 .map(|exec| (exec, exec_id.clone())),
         }
     }
+}
+
+/// The processes of container `id` among those of every container of the shim, `all`.
+pub fn processes_of<'a>(
+    all: impl IntoIterator<Item = &'a Container>,
+    id: &str,
+) -> ContainerProcesses {
+    let mut processes = ContainerProcesses {
+        strays: true,
+        ..Default::default()
+    };
+    for container in all {
+        if container.id == id {
+            processes.mine.extend(&container.leaders);
+        } else {
+            processes.others.extend(&container.leaders);
+            processes.strays &= !container.is_running();
+        }
+    }
+    processes
 }
 
 #[cfg(test)]

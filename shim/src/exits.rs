@@ -18,7 +18,8 @@
 //! The shim is the task's *child subreaper*: when a process of the task loses its parent
 //! (the init `sh` dies while its `sleep` runs), the orphan is re-parented to the shim rather
 //! than to pid 1. So when the init exits, every remaining process of the task is among the
-//! shim's descendants, where [`kill_leftovers`] finds and kills it.
+//! shim's descendants, where [`kill_leftovers`] finds and kills it; `members.rs` tells which
+//! of them are the task's when the shim serves a pod.
 
 use std::{io, time::Duration};
 
@@ -27,7 +28,7 @@ use log::{debug, warn};
 use tokio::sync::mpsc;
 
 use crate::{
-    procfs::{self, ProcStat},
+    procfs::ProcStat,
     sys::{self, Signal},
 };
 
@@ -69,26 +70,6 @@ pub trait ProcessTree {
     fn quick(&self) -> io::Result<Vec<ProcStat>>;
     /// A look that cannot miss a process that exists throughout it.
     fn exhaustive(&self) -> io::Result<Vec<ProcStat>>;
-}
-
-/// The shim's own descendants: its task, thanks to the subreaper.
-pub struct ShimDescendants;
-
-impl ProcessTree for ShimDescendants {
-    fn quick(&self) -> io::Result<Vec<ProcStat>> {
-        procfs::descendants(std::process::id() as i32)
-    }
-
-    /// Usually one system call: the shim is a subreaper, so while it has no child at all
-    /// it has no descendant either (an orphan would be re-parented to it), and the kernel
-    /// says whether it has children without a miss (`sys::has_children`). Only when it does
-    /// while the quick look found none, a pass over all of `/proc` finds them.
-    fn exhaustive(&self) -> io::Result<Vec<ProcStat>> {
-        if !sys::has_children() {
-            return Ok(Vec::new());
-        }
-        procfs::descendants_exhaustive(std::process::id() as i32)
-    }
 }
 
 /// Kills every process left in `tree` and waits until the reaper collected them, for at

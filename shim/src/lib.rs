@@ -18,7 +18,9 @@
 //! | [`container`] | a container: its init and exec processes, and their ids |
 //! | [`process`] | one process's states (Created, Running, Stopped), spawning, signals |
 //! | [`gate`] | the start-gate helper that holds a created process until `Start` |
+//! | [`pause`] | the pause process a pod's sandbox runs |
 //! | [`exits`] | from the reaper to the service; killing what is left of a task |
+//! | [`members`] | which of the shim's processes belong to which container |
 //! | [`stdio`] | stdin, stdout and stderr between the task and containerd's FIFOs |
 //! | [`events`] | `/tasks/*` events, and where they go ([`events::EventSink`]) |
 //! | [`spec`] | the bundle's `config.json`: what to run, as whom |
@@ -40,7 +42,9 @@ pub mod error;
 pub mod events;
 pub mod exits;
 pub mod gate;
+pub mod members;
 pub mod metrics;
+pub mod pause;
 pub mod process;
 pub mod procfs;
 #[cfg(test)]

@@ -1,11 +1,14 @@
 //! `containerd-shim-sample-v2`: see the library's docs (`src/lib.rs`) for the layout.
 
-use containerd_shim_sample_v2::{gate, shim::SampleShim, RUNTIME_ID};
+use containerd_shim_sample_v2::{gate, pause, shim::SampleShim, RUNTIME_ID};
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if gate::requested(&args) {
         gate::run(args);
+    }
+    if pause::requested(&args) {
+        pause::run();
     }
     // One runtime thread: the service relies on its RPCs and its exit policy never running
     // at the same time (see "Concurrency" in docs/ARCHITECTURE.md).

@@ -11,24 +11,23 @@ use containerd_shim_protos::cgroups::metrics::{
     CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat,
 };
 
-use crate::{procfs, sys};
+use crate::{procfs::ProcStat, sys};
 
 /// The type URL containerd's clients look up for [`Metrics`].
 pub const METRICS_TYPE_URL: &str = "io.containerd.cgroups.v1.Metrics";
 
-/// Metrics of every live process below the shim.
-pub fn collect() -> std::io::Result<Metrics> {
-    let shim = std::process::id() as i32;
+/// Metrics of the live ones among a task's `processes`.
+pub fn collect(processes: &[ProcStat]) -> Metrics {
     let (ticks, page) = (sys::clock_ticks(), sys::page_size());
     let (mut user, mut kernel, mut rss, mut count) = (0u64, 0u64, 0u64, 0u64);
-    for process in procfs::descendants(shim)?.iter().filter(|p| p.state != 'Z') {
+    for process in processes.iter().filter(|p| p.state != 'Z') {
         user += process.user_ticks;
         kernel += process.kernel_ticks;
         rss += process.rss_pages * page;
         count += 1;
     }
     let nanos = |t: u64| t * 1_000_000_000 / ticks;
-    Ok(Metrics {
+    Metrics {
         pids: Some(PidsStat {
             current: count,
             ..Default::default()
@@ -57,5 +56,5 @@ pub fn collect() -> std::io::Result<Metrics> {
         })
         .into(),
         ..Default::default()
-    })
+    }
 }

@@ -20,6 +20,8 @@ pub struct ProcStat {
     pub ppid: i32,
     /// Process group id.
     pub pgid: i32,
+    /// Session id.
+    pub sid: i32,
     /// CPU time in user mode, in clock ticks (`sys::clock_ticks` per second).
     pub user_ticks: u64,
     /// CPU time in kernel mode, in clock ticks.
@@ -59,6 +61,7 @@ pub fn parse_stat(line: &str) -> Option<ProcStat> {
         state: rest.first()?.chars().next()?,
         ppid: rest.get(1)?.parse().ok()?,
         pgid: rest.get(2)?.parse().ok()?,
+        sid: rest.get(3)?.parse().ok()?,
         user_ticks: rest.get(11)?.parse().ok()?,
         kernel_ticks: rest.get(12)?.parse().ok()?,
         start_time: rest.get(19)?.parse().ok()?,
@@ -179,6 +182,7 @@ mod tests {
             state: 'S',
             ppid,
             pgid: pid,
+            sid: pid,
             user_ticks: 0,
             kernel_ticks: 0,
             start_time: 1,
@@ -196,6 +200,7 @@ mod tests {
         assert_eq!(stat.state, 'S');
         assert_eq!(stat.ppid, 17);
         assert_eq!(stat.pgid, 4242);
+        assert_eq!(stat.sid, 17);
         assert_eq!((stat.user_ticks, stat.kernel_ticks), (1, 2));
         assert_eq!(stat.start_time, 987654);
         assert_eq!(stat.rss_pages, 200);

@@ -3,8 +3,9 @@
 //!
 //! The service is `containerd.task.v2.Task` from containerd's
 //! [`runtime/v2/task/shim.proto`](https://github.com/containerd/containerd/blob/v1.6.20/runtime/v2/task/shim.proto).
-//! containerd starts one shim per container, so the shim serves one task: its init process
-//! plus any exec processes, each known by its exec id (`container.rs`).
+//! The shim serves one container, or all the containers of a pod (`shim.rs` groups them):
+//! each with its init process plus any exec processes, each known by its exec id
+//! (`container.rs`), and its own processes among the shim's descendants (`members.rs`).
 //!
 //! All state sits behind one async mutex. Every RPC takes it, and so does every exit
 //! ([`Service::process_exited`], the exit policy): one lock orders the events
@@ -36,13 +37,14 @@ use tokio::{
 
 use crate::{
     bundle,
-    container::{validate_id, Container, Member},
+    container::{processes_of, validate_id, Container, Member},
     error::{Error, Result},
     events::{timestamp, EventSink, TaskEvent},
-    exits::{kill_leftovers, Reaped, ShimDescendants, LEFTOVER_DEADLINE},
+    exits::{kill_leftovers, Reaped, LEFTOVER_DEADLINE},
     metrics,
     process::{validate_signal, ExitStatus, Group, Process, State},
-    procfs, spec,
+    procfs,
+    spec::{self, Kind},
     stdio::StdioPaths,
     sys::{self, Signal},
 };
@@ -55,11 +57,11 @@ type Containers = HashMap<String, Container>;
 
 /// The task logic: the state behind the lock, and every RPC as a method.
 pub struct Service {
-    /// The containers, from `Create` until `Delete`. One at most today: one shim per task.
+    /// The containers, from `Create` until `Delete`: one, or a pod's.
     containers: Mutex<Containers>,
     /// Where events go: containerd in the shim, a recorder in tests.
     events: Box<dyn EventSink>,
-    /// Fired by `Shutdown` once no task is left: the shim then exits.
+    /// Fired by `Shutdown` once no container is left: the shim then exits.
     shutdown: Arc<ExitSignal>,
     /// The start-gate helper every process is spawned as (`gate.rs`): this binary.
     helper: PathBuf,
@@ -102,13 +104,16 @@ impl Service {
         service
     }
 
-    /// `Create`: spawns the init process, held at its start gate (`gate.rs`).
+    /// `Create`: spawns the init process, held at its start gate (`gate.rs`): the pause
+    /// process for a pod's sandbox (`pause.rs`), otherwise what the spec asks (`spec.rs`).
+    /// A pod's container is created only in the shim that serves its sandbox.
     pub async fn create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
         validate_id("task", &req.id)?;
         let mut containers = self.containers.lock().await;
-        if let Some(existing) = containers.keys().next() {
+        if containers.contains_key(&req.id) {
             return Err(Error::AlreadyExists(format!(
-                "task {existing:?} already exists in this shim (one task per shim)"
+                "task {:?} already exists in this shim",
+                req.id
             )));
         }
         if !req.rootfs.is_empty() {
@@ -119,7 +124,19 @@ impl Service {
             );
         }
         let bundle = PathBuf::from(&req.bundle);
-        let process = spec::init_process(&spec::read_spec(&bundle)?)?;
+        let oci = spec::read_spec(&bundle)?;
+        let kind = spec::kind(&oci)?;
+        if let Kind::PodMember { sandbox } = &kind {
+            if !containers.contains_key(sandbox) {
+                return Err(Error::FailedPrecondition(format!(
+                    "the sandbox {sandbox:?} of container {:?} is not in this shim: \
+                     its shim exited or was killed, or it is in another namespace; \
+                     the pod must be created again",
+                    req.id
+                )));
+            }
+        }
+        let process = spec::init_process(&oci, &kind, &self.helper)?;
         let stdio = StdioPaths {
             stdin: req.stdin,
             stdout: req.stdout,
@@ -144,7 +161,8 @@ impl Service {
                 pid,
             })
             .await;
-        containers.insert(req.id.clone(), Container::new(req.id, bundle, init));
+        let container = Container::new(req.id.clone(), bundle, kind, init);
+        containers.insert(req.id, container);
         Ok(api::CreateTaskResponse {
             pid: pid as u32,
             ..Default::default()
@@ -260,6 +278,7 @@ impl Service {
     pub async fn kill(&self, req: api::KillRequest) -> Result<()> {
         let signal = validate_signal(req.signal)?;
         let mut containers = self.containers.lock().await;
+        let members = processes_of(containers.values(), &req.id);
         let container = find(&mut containers, &req.id)?;
         let pgid = container.init.pid;
         let all = req.all && req.exec_id.is_empty();
@@ -268,10 +287,9 @@ impl Service {
             process.kill(signal)?;
         } else {
             process.kill_group(signal)?;
-            // Processes outside the task's process group (the execs of a terminal task, a
-            // daemon that called setsid) are still the shim's descendants.
-            let shim = std::process::id() as i32;
-            for process in procfs::descendants(shim).unwrap_or_default() {
+            // Processes outside the init's process group (the execs of a terminal task, a
+            // daemon that called setsid) are still the container's (`members.rs`).
+            for process in members.list().unwrap_or_default() {
                 if process.pgid != pgid {
                     let _ = sys::signal_pid(process.pid, signal);
                 }
@@ -376,7 +394,7 @@ impl Service {
         let label = format!("{} exec {}", req.id, req.exec_id);
         let group = container.exec_group();
         let exec = Process::spawn(&self.helper, &process, stdio, group, &label)?;
-        container.execs.insert(req.exec_id.clone(), exec);
+        container.add_exec(req.exec_id.clone(), exec);
         self.events
             .publish(TaskEvent::ExecAdded {
                 id: req.id,
@@ -390,10 +408,8 @@ impl Service {
     pub async fn pids(&self, req: api::PidsRequest) -> Result<api::PidsResponse> {
         let mut containers = self.containers.lock().await;
         find(&mut containers, &req.id)?;
-        // The task is every descendant of the shim: one task per shim, and the subreaper
-        // keeps orphans in the tree.
-        let shim = std::process::id() as i32;
-        let processes = procfs::descendants(shim)
+        let processes = processes_of(containers.values(), &req.id)
+            .list()
             .map_err(Error::io("list the task's processes"))?
             .into_iter()
             .filter(|p| p.state != 'Z')
@@ -429,6 +445,7 @@ impl Service {
     /// shim freezes the container's cgroup; host processes have none.)
     pub async fn set_paused(&self, id: &str, pause: bool) -> Result<()> {
         let mut containers = self.containers.lock().await;
+        let members = processes_of(containers.values(), id);
         let container = find(&mut containers, id)?;
         if !matches!(container.init.state(), State::Running) || container.init.exit_pending() {
             return Err(Error::FailedPrecondition(format!(
@@ -443,8 +460,7 @@ impl Service {
         }
         let signal = if pause { Signal::STOP } else { Signal::CONT };
         container.init.kill_group(signal)?;
-        let shim = std::process::id() as i32;
-        for process in procfs::descendants(shim).unwrap_or_default() {
+        for process in members.list().unwrap_or_default() {
             let _ = sys::signal_pid(process.pid, signal);
         }
         container.paused = pause;
@@ -462,7 +478,10 @@ impl Service {
     pub async fn stats(&self, req: api::StatsRequest) -> Result<api::StatsResponse> {
         let mut containers = self.containers.lock().await;
         find(&mut containers, &req.id)?;
-        let metrics = metrics::collect().map_err(Error::io("read the task's metrics"))?;
+        let processes = processes_of(containers.values(), &req.id)
+            .list()
+            .map_err(Error::io("list the task's processes"))?;
+        let metrics = metrics::collect(&processes);
         let value = metrics
             .write_to_bytes()
             .map_err(|e| Error::io("encode metrics")(std::io::Error::other(e)))?;
@@ -478,9 +497,9 @@ impl Service {
     }
 
     /// `Connect`: the shim's pid and the task's.
-    pub async fn connect(&self, _req: api::ConnectRequest) -> Result<api::ConnectResponse> {
+    pub async fn connect(&self, req: api::ConnectRequest) -> Result<api::ConnectResponse> {
         let containers = self.containers.lock().await;
-        let task_pid = containers.values().next().map_or(0, |c| c.init.pid as u32);
+        let task_pid = containers.get(&req.id).map_or(0, |c| c.init.pid as u32);
         Ok(api::ConnectResponse {
             shim_pid: std::process::id(),
             task_pid,
@@ -489,13 +508,15 @@ impl Service {
         })
     }
 
-    /// `Shutdown`: the shim exits once no task is left; otherwise it stays.
+    /// `Shutdown`: the shim exits once no container is left; otherwise it stays
+    /// (containerd asks after deleting each container of a pod).
     pub async fn shutdown(&self) {
-        if !self.containers.lock().await.is_empty() {
-            debug!("shutdown requested while a task exists: staying up");
+        let left = self.containers.lock().await.len();
+        if left > 0 {
+            debug!("shutdown requested while {left} containers are left: staying up");
             return;
         }
-        info!("no task left: shutting down");
+        info!("no container left: shutting down");
         self.shutdown.signal();
     }
 
@@ -526,14 +547,18 @@ impl Service {
     /// containerd's runc shim answers once its init exited.
     pub async fn process_exited(&self, reaped: Reaped, exits: &mut UnboundedReceiver<Reaped>) {
         let mut containers = self.containers.lock().await;
-        let Some((container, member)) = containers
-            .values_mut()
-            .find_map(|c| c.live_member(reaped.pid).map(|member| (c, member)))
-        else {
+        let Some((id, member)) = containers.values().find_map(|c| {
+            c.live_member(reaped.pid)
+                .map(|member| (c.id.clone(), member))
+        }) else {
+            return;
+        };
+        let leftovers = processes_of(containers.values(), &id);
+        let Some(container) = containers.get_mut(&id) else {
             return;
         };
         if member == Member::Init {
-            kill_leftovers(&ShimDescendants).await;
+            kill_leftovers(&leftovers).await;
             let deadline = tokio::time::Instant::now() + LEFTOVER_DEADLINE;
             while container.has_live_execs() {
                 let queued = match exits.try_recv() {

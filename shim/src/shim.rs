@@ -46,7 +46,7 @@ use crate::{
     procfs::ProcStat,
     rpc::TaskService,
     service::Service,
-    spec::CONFIG_FILE,
+    spec::{self, CONFIG_FILE},
     sys::{self, Signal},
 };
 
@@ -108,7 +108,17 @@ impl Shim for SampleShim {
     }
 }
 
-/// `start`: launches the daemon and returns the address containerd must connect to.
+/// `start`: finds or launches the daemon for this container, and returns the address
+/// containerd must connect to.
+///
+/// Containers of one *group* share a daemon: a pod's containers (the CRI plugin's
+/// `io.kubernetes.cri.sandbox-id`), or those a client marks with `com.example.sample.group`
+/// (`spec::group`); any other container is a group of its own. The socket's name is a hash
+/// of containerd's address, the namespace and the group, so groups never span namespaces.
+/// When a daemon already serves the group's socket, `start` only records and prints its
+/// address. Two `start`s of one group at once may both launch a daemon: the second cannot
+/// bind the socket, finds the first serving it, and exits (the `containerd-shim` crate does
+/// that), and both print the same address.
 ///
 /// The daemon is this binary again, with `-socket`. It gets a session of its own (`setsid`),
 /// so it is detached from containerd: a containerd restart or a signal to containerd's
@@ -127,8 +137,20 @@ pub fn start(opts: &StartOpts) -> Result<String> {
             bundle.display()
         )));
     }
-    let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &opts.id);
+    // A spec that cannot be read is `Create`'s to report, with its reasons.
+    let group =
+        spec::read_spec(&bundle).map_or_else(|_| opts.id.clone(), |s| spec::group(&s, &opts.id));
+    validate_id("group", &group)?;
+    let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &group);
     let socket = bundle::socket_path(&address);
+    if group != opts.id && UnixStream::connect(&socket).is_ok() {
+        info!(
+            "{}: joining the shim of group {group:?} at {address}",
+            opts.id
+        );
+        bundle::write_address(&bundle, &address)?;
+        return Ok(address);
+    }
     prepare_socket(&socket)?;
 
     let exe = std::env::current_exe().map_err(Error::io("locate the shim binary"))?;

@@ -151,22 +151,100 @@ pub fn read_spec(bundle: &Path) -> Result<Spec> {
     serde_json::from_slice(&content).map_err(|e| invalid(format!("not a valid OCI spec: {e}")))
 }
 
-/// The init process the spec asks for: the [`DEFAULT_COMMAND`] by default, the spec's own
-/// `process` with [`PROCESS_ANNOTATION`] set to `spec`.
-pub fn init_process(spec: &Spec) -> Result<ProcessSpec> {
+/// The annotation containerd's CRI plugin sets on every container it creates: `sandbox` for
+/// a pod's sandbox, `container` for the pod's containers.
+pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+
+/// The annotation naming the pod a CRI container belongs to (the sandbox's own id on the
+/// sandbox). The shim groups a pod's containers by it: one shim per pod (`shim.rs`).
+pub const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// Our own grouping annotation, for clients other than the CRI plugin
+/// (`ctr run --annotation com.example.sample.group=NAME`): containers of one namespace with
+/// the same value share a shim, as `io.containerd.runc.v2.group` does for runc's.
+pub const GROUP_ANNOTATION: &str = "com.example.sample.group";
+
+/// What a container is, from the annotations of its spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A pod's sandbox (`container-type: sandbox`): the shim runs its pause process.
+    Sandbox,
+    /// A container of the pod `sandbox` (`container-type: container`): the spec's process.
+    PodMember {
+        /// The sandbox's id, which must be served by the same shim.
+        sandbox: String,
+    },
+    /// Any other container (`ctr`, nerdctl, shim-demo): the [`DEFAULT_COMMAND`] unless
+    /// [`PROCESS_ANNOTATION`] says `spec`.
+    Plain,
+}
+
+/// The annotation `key` of the spec, if set.
+pub fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+/// What the spec's annotations say the container is. An unknown `container-type` is
+/// `InvalidArgument`: guessing could run a pod's sandbox as a program.
+pub fn kind(spec: &Spec) -> Result<Kind> {
+    match annotation(spec, CRI_CONTAINER_TYPE) {
+        None => Ok(Kind::Plain),
+        Some("sandbox") => Ok(Kind::Sandbox),
+        Some("container") => {
+            let sandbox = annotation(spec, CRI_SANDBOX_ID).unwrap_or_default();
+            if sandbox.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "a container with {CRI_CONTAINER_TYPE}=container needs {CRI_SANDBOX_ID}"
+                )));
+            }
+            Ok(Kind::PodMember {
+                sandbox: sandbox.to_string(),
+            })
+        }
+        Some(other) => Err(Error::InvalidArgument(format!(
+            "unknown {CRI_CONTAINER_TYPE} {other:?}: expected \"sandbox\" or \"container\""
+        ))),
+    }
+}
+
+/// The shim a container goes to: containers with the same group (in one namespace) share
+/// one. The pod's sandbox id for CRI containers, else [`GROUP_ANNOTATION`], else `id`.
+pub fn group(spec: &Spec, id: &str) -> String {
+    [CRI_SANDBOX_ID, GROUP_ANNOTATION]
+        .iter()
+        .find_map(|key| annotation(spec, key).filter(|v| !v.is_empty()))
+        .unwrap_or(id)
+        .to_string()
+}
+
+/// The init process of a container of `kind`: for a sandbox, the pause process (`helper`
+/// run as `pause.rs`) with the spec's environment, working directory and user, whatever the
+/// spec's command; for a pod's container, the spec's process; otherwise the
+/// [`DEFAULT_COMMAND`] by default and the spec's own `process` with [`PROCESS_ANNOTATION`]
+/// set to `spec`.
+pub fn init_process(spec: &Spec, kind: &Kind, helper: &Path) -> Result<ProcessSpec> {
     let process = spec
         .process()
         .as_ref()
         .ok_or_else(|| Error::InvalidArgument("the spec has no process".into()))?;
-    let spec_mode = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(PROCESS_ANNOTATION))
-        .is_some_and(|v| v == "spec");
-    if spec_mode {
-        process_spec(process, None)
-    } else {
-        process_spec(process, Some(&DEFAULT_COMMAND.map(String::from)))
+    match kind {
+        Kind::Sandbox => {
+            let program = helper.display().to_string();
+            let mut pause =
+                process_spec(process, Some(&[program, crate::pause::SUBCOMMAND.into()]))?;
+            pause.args[0] = crate::pause::ARGV0.into();
+            // An idle process needs no terminal, whatever the spec says.
+            pause.terminal = false;
+            Ok(pause)
+        }
+        Kind::PodMember { .. } => process_spec(process, None),
+        Kind::Plain if annotation(spec, PROCESS_ANNOTATION) == Some("spec") => {
+            process_spec(process, None)
+        }
+        Kind::Plain => process_spec(process, Some(&DEFAULT_COMMAND.map(String::from))),
     }
 }
 
@@ -286,6 +364,87 @@ mod tests {
     use super::*;
     use crate::error::Error;
 
+    /// The helper path the shim passes (`/proc/self/exe`).
+    const HELPER_PATH: &str = "/proc/self/exe";
+
+    /// A spec running `false` (so any other command is visibly not the spec's), with
+    /// `annotations`.
+    fn spec_with(annotations: &[(&str, &str)]) -> Spec {
+        let annotations = annotations
+            .iter()
+            .map(|(k, v)| format!("{k:?}:{v:?}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        serde_json::from_str(&format!(
+            r#"{{"ociVersion":"1.0.2","process":{{"cwd":"/","args":["false"],"user":{{"uid":0,"gid":0}},
+                "env":["PATH=/usr/bin:/bin"]}},"annotations":{{{annotations}}}}}"#
+        ))
+        .expect("spec")
+    }
+
+    #[test]
+    fn a_sandbox_runs_the_pause_process_whatever_its_spec_or_the_process_annotation_says() {
+        let spec = spec_with(&[
+            (CRI_CONTAINER_TYPE, "sandbox"),
+            (CRI_SANDBOX_ID, "pod1"),
+            (PROCESS_ANNOTATION, "spec"),
+        ]);
+        assert_eq!(kind(&spec).expect("kind"), Kind::Sandbox);
+        let pause = init_process(&spec, &Kind::Sandbox, Path::new(HELPER_PATH)).expect("pause");
+        assert_eq!(pause.program, Path::new(HELPER_PATH));
+        assert_eq!(pause.args, [crate::pause::ARGV0, crate::pause::SUBCOMMAND]);
+        assert_eq!(
+            pause.env,
+            [("PATH".to_string(), "/usr/bin:/bin".to_string())]
+        );
+        assert_eq!(group(&spec, "pod1"), "pod1");
+    }
+
+    #[test]
+    fn a_pod_container_runs_its_spec_and_goes_to_its_sandbox_s_shim() {
+        let spec = spec_with(&[(CRI_CONTAINER_TYPE, "container"), (CRI_SANDBOX_ID, "pod1")]);
+        let kind = kind(&spec).expect("kind");
+        assert_eq!(
+            kind,
+            Kind::PodMember {
+                sandbox: "pod1".into()
+            }
+        );
+        assert_eq!(
+            init_process(&spec, &kind, Path::new(HELPER_PATH))
+                .expect("spec")
+                .args,
+            ["false"]
+        );
+        assert_eq!(group(&spec, "app"), "pod1");
+    }
+
+    #[test]
+    fn other_containers_group_by_our_annotation_or_their_own_id() {
+        let spec = spec_with(&[(GROUP_ANNOTATION, "g")]);
+        assert_eq!(kind(&spec).expect("kind"), Kind::Plain);
+        assert_eq!(group(&spec, "c1"), "g");
+        assert_eq!(group(&spec_with(&[]), "c1"), "c1");
+        let default = init_process(&spec, &Kind::Plain, Path::new(HELPER_PATH)).expect("default");
+        assert_eq!(default.args, DEFAULT_COMMAND);
+    }
+
+    #[test]
+    fn an_unknown_container_type_or_a_pod_container_without_its_pod_is_invalid() {
+        for annotations in [
+            &[(CRI_CONTAINER_TYPE, "podsandbox")][..],
+            &[(CRI_CONTAINER_TYPE, "container")][..],
+        ] {
+            let err = kind(&spec_with(annotations)).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+            assert!(
+                err.to_string().contains(CRI_CONTAINER_TYPE)
+                    || err.to_string().contains(CRI_SANDBOX_ID),
+                "{err}"
+            );
+        }
+    }
+
     fn bundle_with(config: &[u8]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join(CONFIG_FILE), config).expect("write config");
@@ -329,7 +488,8 @@ mod tests {
                  "env":["PATH=/usr/bin:/bin","HOME=/root","BROKEN"]}}"#,
         );
         let spec = read_spec(dir.path()).expect("valid spec");
-        let process = init_process(&spec).expect("default process");
+        let process =
+            init_process(&spec, &Kind::Plain, Path::new(HELPER_PATH)).expect("default process");
         assert_eq!(process.args, DEFAULT_COMMAND.map(String::from).to_vec());
         assert_eq!(process.cwd, PathBuf::from("/tmp"));
         assert_eq!(
@@ -351,7 +511,12 @@ mod tests {
                  "rlimits":[{"type":"RLIMIT_NOFILE","hard":1024,"soft":512}],
                  "env":["PATH=/usr/bin:/bin"]}}"#,
         );
-        let process = init_process(&read_spec(dir.path()).expect("spec")).expect("process");
+        let process = init_process(
+            &read_spec(dir.path()).expect("spec"),
+            &Kind::Plain,
+            Path::new(HELPER_PATH),
+        )
+        .expect("process");
         assert_eq!(process.args, ["true", "x"]);
         assert!(process.program.ends_with("true"));
         assert_eq!(
@@ -374,7 +539,12 @@ mod tests {
                  "process":{"cwd":"/","args":["no-such-binary-anywhere"],"user":{"uid":0,"gid":0},
                  "env":["PATH=/usr/bin:/bin"]}}"#,
         );
-        let err = init_process(&read_spec(dir.path()).expect("spec")).unwrap_err();
+        let err = init_process(
+            &read_spec(dir.path()).expect("spec"),
+            &Kind::Plain,
+            Path::new(HELPER_PATH),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("no-such-binary-anywhere"), "{err}");
     }
 

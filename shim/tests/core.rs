@@ -111,6 +111,23 @@ impl Harness {
         Ok(self.service.create(req).await?.pid as i32)
     }
 
+    /// `Create` of `id` from another bundle, whose spec runs `args` with `annotations`.
+    async fn create_in(
+        &self,
+        bundle: &Path,
+        id: &str,
+        args: &[&str],
+        annotations: &[(&str, &str)],
+    ) -> Result<i32, Error> {
+        write_annotated_spec(bundle, args, annotations);
+        let req = api::CreateTaskRequest {
+            id: id.into(),
+            bundle: bundle.display().to_string(),
+            ..Default::default()
+        };
+        Ok(self.service.create(req).await?.pid as i32)
+    }
+
     async fn start(&self, id: &str, exec_id: &str) -> Result<i32, Error> {
         let req = api::StartRequest {
             id: id.into(),
@@ -230,6 +247,80 @@ fn write_spec(bundle: &Path, args: &[&str], env: &[String], terminal: bool) {
         },
     });
     std::fs::write(bundle.join("config.json"), spec.to_string()).expect("write config.json");
+}
+
+/// Writes a `config.json` running `args` with `annotations` only.
+fn write_annotated_spec(bundle: &Path, args: &[&str], annotations: &[(&str, &str)]) {
+    let annotations: serde_json::Map<String, serde_json::Value> = annotations
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "annotations": annotations,
+        "process": {
+            "cwd": "/tmp",
+            "args": args,
+            "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+            "user": {"uid": 0, "gid": 0},
+        },
+    });
+    std::fs::write(bundle.join("config.json"), spec.to_string()).expect("write config.json");
+}
+
+/// The annotations the CRI plugin puts on a pod's sandbox `pod`.
+fn sandbox_of(pod: &str) -> [(&'static str, &str); 2] {
+    [
+        ("io.kubernetes.cri.container-type", "sandbox"),
+        ("io.kubernetes.cri.sandbox-id", pod),
+    ]
+}
+
+/// The annotations the CRI plugin puts on a container of the pod `pod`.
+fn container_of(pod: &str) -> [(&'static str, &str); 2] {
+    [
+        ("io.kubernetes.cri.container-type", "container"),
+        ("io.kubernetes.cri.sandbox-id", pod),
+    ]
+}
+
+/// The live descendant of this test whose command line is exactly `cmdline`.
+fn process_running(cmdline: &str) -> Option<i32> {
+    let me = std::process::id() as i32;
+    containerd_shim_sample_v2::procfs::descendants_exhaustive(me)
+        .ok()?
+        .into_iter()
+        .filter(|p| p.state != 'Z')
+        .find(|p| {
+            std::fs::read(format!("/proc/{}/cmdline", p.pid)).is_ok_and(|c| {
+                c.split(|&b| b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    == cmdline
+            })
+        })
+        .map(|p| p.pid)
+}
+
+/// The pids `Pids` reports for `id`, sorted.
+async fn pids(h: &Harness, id: &str) -> Vec<i32> {
+    let req = api::PidsRequest {
+        id: id.into(),
+        ..Default::default()
+    };
+    let mut pids: Vec<i32> = h
+        .service
+        .pids(req)
+        .await
+        .expect("pids")
+        .processes
+        .iter()
+        .map(|p| p.pid as i32)
+        .collect();
+    pids.sort();
+    pids
 }
 
 fn exec_request(id: &str, exec_id: &str, args: &[&str]) -> api::ExecProcessRequest {
@@ -554,4 +645,124 @@ async fn a_spec_too_large_for_execve_is_invalid_argument_and_leaves_nothing() {
     h.create("t")
         .await
         .expect("create with 100 KiB of environment");
+}
+
+/// A pod in one service: the sandbox runs the pause process whatever its spec says, the
+/// container runs its spec, and each has its own processes: `Pids`, a killed init's
+/// leftovers, and exits never mix the two.
+#[tokio::test]
+async fn a_pod_s_sandbox_pauses_and_its_containers_keep_their_own_processes() {
+    let Some(h) = Harness::new(&["true"]) else {
+        return;
+    };
+    let (pod_bundle, app_bundle) = (
+        tempfile::tempdir().expect("b1"),
+        tempfile::tempdir().expect("b2"),
+    );
+    // The sandbox's spec asks for `false` and the spec mode: neither applies to a sandbox.
+    let mut annotations = sandbox_of("pod").to_vec();
+    annotations.push(("com.example.sample.process", "spec"));
+    let pause = h
+        .create_in(pod_bundle.path(), "pod", &["false"], &annotations)
+        .await
+        .expect("create the sandbox");
+    h.start("pod", "").await.expect("start the sandbox");
+    eventually("the pause process", || {
+        let stat = ProcStat::read(pause).ok()?;
+        (stat.comm == "pause").then_some(())
+    })
+    .await;
+    let app = h
+        .create_in(
+            app_bundle.path(),
+            "app",
+            &["sh", "-c", "sleep 1001 & setsid sleep 1002 & wait"],
+            &container_of("pod"),
+        )
+        .await
+        .expect("create a container of the pod");
+    h.start("app", "").await.expect("start the container");
+    let sleep = eventually("sleep 1001", || process_running("sleep 1001")).await;
+    let stray = eventually("sleep 1002", || process_running("sleep 1002")).await;
+    assert_eq!(pids(&h, "pod").await, vec![pause]);
+    let mut expected = vec![app, sleep, stray];
+    expected.sort();
+    assert_eq!(pids(&h, "app").await, expected);
+
+    // The container's init dies: what it left in its group dies too. The stray (its own
+    // session, orphaned) belongs to no container: it outlives the container but not the pod.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(app),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the container's init");
+    assert_eq!(h.wait("app", "").await, 137);
+    assert_eq!(
+        process_running("sleep 1001"),
+        None,
+        "the container's leftover lives on"
+    );
+    assert_eq!(process_running("sleep 1002"), Some(stray));
+    assert_eq!(status(&h, "pod", "").await.0, api::Status::RUNNING);
+    assert_eq!(
+        h.delete("app", "").await.expect("delete the container"),
+        137
+    );
+
+    h.kill("pod", libc::SIGTERM as u32)
+        .await
+        .expect("stop the sandbox");
+    assert_eq!(h.wait("pod", "").await, 143);
+    assert_eq!(
+        process_running("sleep 1002"),
+        None,
+        "the stray outlived its pod"
+    );
+    assert_eq!(h.delete("pod", "").await.expect("delete the sandbox"), 143);
+    let timeline = h.timeline();
+    assert_eq!(
+        timeline,
+        [
+            "create",
+            "start",
+            "create",
+            "start",
+            "exit app 137",
+            "delete 137",
+            "exit pod 143",
+            "delete 143"
+        ],
+        "{timeline:?}"
+    );
+}
+
+/// A pod's container whose sandbox this shim does not serve (its shim died, or it is in
+/// another namespace), or of an unknown type, is refused before anything runs.
+#[tokio::test]
+async fn a_container_without_its_sandbox_or_of_an_unknown_type_is_refused() {
+    let Some(h) = Harness::new(&["true"]) else {
+        return;
+    };
+    let bundle = tempfile::tempdir().expect("bundle");
+    let err = h
+        .create_in(bundle.path(), "app", &["true"], &container_of("gone"))
+        .await
+        .expect_err("a container of a pod this shim does not serve");
+    assert!(
+        matches!(&err, Error::FailedPrecondition(m) if m.contains("\"gone\"")),
+        "{err:?}"
+    );
+    let unknown = [("io.kubernetes.cri.container-type", "podsandbox")];
+    let err = h
+        .create_in(bundle.path(), "odd", &["true"], &unknown)
+        .await
+        .expect_err("an unknown container type");
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("podsandbox")),
+        "{err:?}"
+    );
+    let me = std::process::id() as i32;
+    let left = containerd_shim_sample_v2::procfs::descendants_exhaustive(me).expect("ps");
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    assert!(h.timeline().is_empty(), "{:?}", h.timeline());
 }

@@ -1,0 +1,190 @@
+//! Which of the shim's processes belong to which container.
+//!
+//! A shim may serve several containers: the containers of one pod share it (see `shim.rs`).
+//! Host processes have no cgroup or pid namespace to say whose they are, so the shim works it
+//! out from what every process inherits from its parent and keeps when orphaned:
+//!
+//! - every process the shim spawns for a container (its init, its execs) leads a process
+//!   group or a session of its own, or joins its init's group (`process.rs`); the
+//!   container's *leaders* are the pids of all of them, kept until the container is deleted;
+//! - a process belongs to the container that leads its process group or its session. That
+//!   holds for everything the container's processes fork, even once re-parented to the shim
+//!   (the child subreaper);
+//! - a process that left both (a daemon that called `setsid`) belongs to the container of
+//!   its nearest ancestor that did not, while it has one;
+//! - an orphan that left both belongs to no container. Such *strays* count as part of a
+//!   container only while no other container's init runs: they go at the latest with the
+//!   last container of the shim, and never with a neighbour's.
+//!
+//! With one container per shim this is exactly "every descendant of the shim", as before.
+//! (Issue 12's cgroups will know membership for sure; until then, a stray of a pod is killed
+//! when the pod's sandbox stops.)
+
+use std::{collections::HashMap, io};
+
+use crate::{
+    exits::ProcessTree,
+    procfs::{self, ProcStat},
+    sys,
+};
+
+/// The processes of one container, as a filter over the shim's descendants.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerProcesses {
+    /// The container's leaders: pids of its init and exec processes.
+    pub mine: Vec<i32>,
+    /// The leaders of every other container of the shim.
+    pub others: Vec<i32>,
+    /// Whether strays count as this container's: no other container's init runs.
+    pub strays: bool,
+}
+
+/// Whose a process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Mine,
+    Other,
+    Stray,
+}
+
+impl ContainerProcesses {
+    /// The container's live processes and zombies among the shim's descendants (the quick
+    /// look of `procfs::descendants`).
+    pub fn list(&self) -> io::Result<Vec<ProcStat>> {
+        Ok(self.select(procfs::descendants(std::process::id() as i32)?))
+    }
+
+    /// Keeps the container's processes out of `descendants` (the shim's, any order).
+    pub fn select(&self, descendants: Vec<ProcStat>) -> Vec<ProcStat> {
+        let by_pid: HashMap<i32, &ProcStat> = descendants.iter().map(|p| (p.pid, p)).collect();
+        let keep: Vec<bool> = descendants
+            .iter()
+            .map(|p| match self.owner(p, &by_pid) {
+                Owner::Mine => true,
+                Owner::Other => false,
+                Owner::Stray => self.strays,
+            })
+            .collect();
+        descendants
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(p, keep)| keep.then_some(p))
+            .collect()
+    }
+
+    /// Walks from `process` up through its ancestors until one is in a container's group or
+    /// session.
+    fn owner(&self, process: &ProcStat, by_pid: &HashMap<i32, &ProcStat>) -> Owner {
+        let mut current = process;
+        // Bounded: a parent link can only be followed as many times as there are processes.
+        for _ in 0..=by_pid.len() {
+            let led_by =
+                |leaders: &[i32]| leaders.contains(&current.pgid) || leaders.contains(&current.sid);
+            if led_by(&self.mine) {
+                return Owner::Mine;
+            }
+            if led_by(&self.others) {
+                return Owner::Other;
+            }
+            match by_pid.get(&current.ppid) {
+                Some(parent) => current = parent,
+                None => return Owner::Stray,
+            }
+        }
+        Owner::Stray
+    }
+}
+
+impl ProcessTree for ContainerProcesses {
+    fn quick(&self) -> io::Result<Vec<ProcStat>> {
+        self.list()
+    }
+
+    /// Usually one system call: the shim is a subreaper, so while it has no child at all it
+    /// has no descendant either (an orphan would be re-parented to it), and the kernel says
+    /// whether it has children without a miss (`sys::has_children`). Otherwise a pass over
+    /// all of `/proc`.
+    fn exhaustive(&self) -> io::Result<Vec<ProcStat>> {
+        if !sys::has_children() {
+            return Ok(Vec::new());
+        }
+        let shim = std::process::id() as i32;
+        Ok(self.select(procfs::descendants_exhaustive(shim)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process with its parent, group and session.
+    fn proc(pid: i32, ppid: i32, pgid: i32, sid: i32) -> ProcStat {
+        ProcStat {
+            pid,
+            comm: format!("p{pid}"),
+            state: 'S',
+            ppid,
+            pgid,
+            sid,
+            user_ticks: 0,
+            kernel_ticks: 0,
+            start_time: 1,
+            rss_pages: 0,
+        }
+    }
+
+    fn pids(found: Vec<ProcStat>) -> Vec<i32> {
+        let mut pids: Vec<i32> = found.iter().map(|p| p.pid).collect();
+        pids.sort();
+        pids
+    }
+
+    /// The shim (pid 1, session 1) with two containers: A's init 10 (its own group in the
+    /// shim's session) with an exec 11 in its group and an orphan 12 of that exec; B's init
+    /// 20 leads a session (a terminal) and forked 21 in a job-control group of its own;
+    /// 30 is a daemon of A's that left A's session but whose parent, 10, lives; 40 is an
+    /// orphan that left every group and session (a stray).
+    fn pod() -> Vec<ProcStat> {
+        vec![
+            proc(10, 1, 10, 1),
+            proc(11, 1, 10, 1),
+            proc(12, 1, 10, 1),
+            proc(20, 1, 20, 20),
+            proc(21, 20, 21, 20),
+            proc(30, 10, 30, 30),
+            proc(40, 1, 40, 40),
+        ]
+    }
+
+    #[test]
+    fn a_process_belongs_to_the_container_leading_its_group_session_or_ancestor() {
+        let a = ContainerProcesses {
+            mine: vec![10, 11],
+            others: vec![20],
+            strays: false,
+        };
+        assert_eq!(pids(a.select(pod())), vec![10, 11, 12, 30]);
+        let b = ContainerProcesses {
+            mine: vec![20],
+            others: vec![10, 11],
+            strays: false,
+        };
+        assert_eq!(pids(b.select(pod())), vec![20, 21]);
+    }
+
+    #[test]
+    fn strays_go_only_with_a_container_that_has_no_running_neighbour() {
+        let last = ContainerProcesses {
+            mine: vec![20],
+            others: vec![10, 11],
+            strays: true,
+        };
+        assert_eq!(pids(last.select(pod())), vec![20, 21, 40]);
+        let alone = ContainerProcesses {
+            mine: vec![10],
+            others: vec![],
+            strays: true,
+        };
+        assert_eq!(pids(alone.select(pod())), vec![10, 11, 12, 20, 21, 30, 40]);
+    }
+}
