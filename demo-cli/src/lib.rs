@@ -10,6 +10,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`api`] | containerd's gRPC services, as the few calls the demo makes |
+//! | [`cri`] | the Kubernetes CRI calls a kubelet makes, on the same socket |
 //! | [`image`] | the tiny, empty image, imported offline through the content service |
 //! | [`fifo`] | the FIFOs a client creates for a task's stdio |
 //! | [`attach`] | stdio and signal forwarding for an attached task |
@@ -22,6 +23,7 @@
 pub mod api;
 pub mod attach;
 pub mod commands;
+pub mod cri;
 pub mod fifo;
 pub mod image;
 pub mod proctree;

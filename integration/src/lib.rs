@@ -6,6 +6,8 @@
 //! `ctr`), never a mock.
 //!
 //! - [`Containerd::start`] starts the daemon and waits until it answers;
+//!   [`Containerd::start_cri`] one with the CRI plugin, our shim as the runtime handler
+//!   `sample` (the Kubernetes tests);
 //! - [`Containerd::import_image`] makes a tiny OCI image offline (no registry is reachable:
 //!   the shim ignores images anyway, but `ctr container create` wants one);
 //! - dropping the [`Containerd`] guard stops everything it started, by pid: the shims it
@@ -70,7 +72,20 @@ impl Containerd {
     /// Starts a private containerd, or returns `None` when the developer asked to skip.
     /// Panics with instructions when root or containerd are missing.
     pub fn start() -> Option<Containerd> {
-        match Self::try_start() {
+        Self::start_with(false)
+    }
+
+    /// Starts a private containerd with the CRI plugin: the runtime handler
+    /// [`shim_demo::cri::HANDLER`] is our shim, the test image is imported into the CRI's
+    /// namespace and is the sandbox image, pods use the host network (no CNI).
+    pub fn start_cri() -> Option<Containerd> {
+        let containerd = Self::start_with(true)?;
+        containerd.import_image_into(shim_demo::cri::NAMESPACE);
+        Some(containerd)
+    }
+
+    fn start_with(cri: bool) -> Option<Containerd> {
+        match Self::try_start(cri) {
             Ok(containerd) => Some(containerd),
             Err(err) if std::env::var(SKIP_VAR).as_deref() == Ok("1") => {
                 eprintln!("\n!!!!!!!! SKIPPED: {err:#}\n!!!!!!!! ({SKIP_VAR}=1 is set)\n");
@@ -84,7 +99,7 @@ impl Containerd {
         }
     }
 
-    fn try_start() -> Result<Containerd> {
+    fn try_start(cri: bool) -> Result<Containerd> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             bail!("these tests run containerd and must run as root");
@@ -101,7 +116,12 @@ impl Containerd {
         fs::create_dir(&bin)?;
         std::os::unix::fs::symlink(&shim, bin.join(SHIM_BINARY))?;
         let address = root.join("containerd.sock");
-        fs::write(root.join("config.toml"), config_toml(root))?;
+        let config = if cri {
+            cri_config_toml(root, &containerd)?
+        } else {
+            config_toml(root)
+        };
+        fs::write(root.join("config.toml"), config)?;
         let daemon = spawn_daemon(&containerd, root)?;
         let containerd = Containerd {
             dir,
@@ -219,6 +239,16 @@ impl Containerd {
             image::write_oci_archive(&archive, image::IMAGE).expect("write the image archive");
             self.ctr_ok(&["images", "import", &archive.display().to_string()]);
         });
+        image::IMAGE
+    }
+
+    /// Builds the test image and imports it into `namespace` (the CRI plugin's is
+    /// `k8s.io`); returns its name.
+    pub fn import_image_into(&self, namespace: &str) -> &'static str {
+        let archive = self.dir.path().join(format!("image-{namespace}.tar"));
+        image::write_oci_archive(&archive, image::IMAGE).expect("write the image archive");
+        let archive = archive.display().to_string();
+        self.ctr_ok(&["--namespace", namespace, "images", "import", &archive]);
         image::IMAGE
     }
 
@@ -425,6 +455,25 @@ impl Containerd {
         let _ = self.daemon.wait();
         reap_orphans(&killed);
     }
+
+    /// Unmounts whatever a daemon stopped half-way left mounted below its directory (the
+    /// CRI plugin's shm mounts), deepest first, so the directory can be removed.
+    fn unmount_leftovers(&self) {
+        let prefix = self.dir.path().display().to_string();
+        let mut points: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4).map(str::to_string))
+            .filter(|point| point.starts_with(&prefix))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            if let Ok(path) = std::ffi::CString::new(point) {
+                // SAFETY: umount2 on a NUL-terminated path we own.
+                unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
 }
 
 /// Makes the test process the child subreaper of everything it starts. A shim daemonizes:
@@ -490,6 +539,7 @@ impl Drop for ChildGuard {
 impl Drop for Containerd {
     fn drop(&mut self) {
         self.stop_everything();
+        self.unmount_leftovers();
         if thread::panicking() {
             eprintln!(
                 "===== containerd log ({}) =====\n{}",
@@ -546,6 +596,94 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   path = "{r}/opt"
 "#
     )
+}
+
+/// The major and minor version of the containerd binary (`containerd --version`).
+pub fn binary_version(containerd: &Path) -> Result<(u32, u32)> {
+    let out = Command::new(containerd).arg("--version").output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // "containerd github.com/containerd/containerd/v2 2.1.9+unknown" or "... 1.6.20~ds1 ..."
+    text.split_whitespace()
+        .filter_map(|word| {
+            let mut parts = word.trim_start_matches('v').split(['.', '~', '+', '-']);
+            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+        })
+        .next()
+        .with_context(|| format!("no version in `containerd --version`: {text}"))
+}
+
+/// The daemon's configuration with the CRI plugin: [`config_toml`]'s settings, plus the
+/// runtime handler `sample` for our shim, the test image as the sandbox image, no cgroups
+/// (the shim makes none yet), no CNI (pods use the host network) and no NRI (its socket is
+/// machine-wide). containerd 1.6 and 1.7 read config version 2; 2.x moved the CRI settings
+/// to version 3's `io.containerd.cri.v1.runtime` and `io.containerd.cri.v1.images`.
+fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
+    let r = root.display();
+    let (major, _) = binary_version(containerd)?;
+    let common = config_toml(root).replace(
+        r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]"#,
+        r#"disabled_plugins = ["io.containerd.nri.v1.nri"]"#,
+    );
+    let (handler, image, runtime) = (shim_demo::cri::HANDLER, image::IMAGE, RUNTIME);
+    let cri = if major >= 2 {
+        format!(
+            r#"
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "{image}"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  disable_cgroup = true
+  disable_apparmor = true
+  enable_selinux = false
+
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{handler}]
+  runtime_type = "{runtime}"
+  pod_annotations = ["com.example.sample.*"]
+
+# Listing runtimes replaces the default list: runc stays the default, under its usual name.
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[plugins."io.containerd.cri.v1.runtime".cni]
+  bin_dir = "{r}/cni/bin"
+  conf_dir = "{r}/cni/conf"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+"#
+        )
+    } else {
+        format!(
+            r#"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{image}"
+  disable_cgroup = true
+  disable_apparmor = true
+  enable_selinux = false
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}]
+  runtime_type = "{runtime}"
+  pod_annotations = ["com.example.sample.*"]
+
+# Listing runtimes replaces the default list: runc stays the default, under its usual name.
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "{r}/cni/bin"
+  conf_dir = "{r}/cni/conf"
+"#
+        )
+    };
+    let version = if major >= 2 {
+        "version = 3"
+    } else {
+        "version = 2"
+    };
+    Ok(common.replacen("version = 2", version, 1) + &cri)
 }
 
 /// `$var` if set, else `name` looked up on `PATH`.

@@ -1,0 +1,388 @@
+//! Kubernetes pods through containerd's CRI plugin, driven the way a kubelet drives them.
+//!
+//! Each test starts a private containerd with the CRI plugin and our shim as the runtime
+//! handler `sample` (`Containerd::start_cri`), then speaks the CRI API (`shim_demo::cri`)
+//! on its socket: RunPodSandbox, CreateContainer, StartContainer, ExecSync, StopContainer,
+//! RemoveContainer, StopPodSandbox, RemovePodSandbox. What a test checks is what a kubelet
+//! and its user see: statuses, exit codes, the CRI log file, and on the host one shim per
+//! pod, the sandbox's pause process, and nothing left once the pod is gone.
+
+use std::{
+    collections::HashMap,
+    fs,
+    os::unix::fs::FileTypeExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use integration::{poll_until, proc, Containerd};
+use shim_demo::cri::{
+    container,
+    proto::{ContainerState, PodSandboxState},
+    Cri, Pod, HANDLER,
+};
+
+const IMAGE: &str = shim_demo::DEFAULT_IMAGE;
+
+/// A pod named `name` whose containers log under the daemon's directory.
+fn pod(cd: &Containerd, name: &str, annotations: &[(&str, &str)]) -> Pod {
+    let log_directory = cd.dir().join("pods").join(name);
+    fs::create_dir_all(&log_directory).expect("log directory");
+    Pod {
+        name: name.to_string(),
+        namespace: "default".to_string(),
+        log_directory: log_directory.display().to_string(),
+        annotations: annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+/// The CRI log file's lines as (stream, text): `<time> <stream> <F|P> <text>`.
+fn log_lines(path: &Path) -> Vec<(String, String)> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(4, ' ');
+            let (_time, stream, _tag) = (fields.next()?, fields.next()?, fields.next()?);
+            Some((stream.to_string(), fields.next().unwrap_or("").to_string()))
+        })
+        .collect()
+}
+
+/// The lines of one stream.
+fn stream(lines: &[(String, String)], name: &str) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|(s, _)| s == name)
+        .map(|(_, t)| t.clone())
+        .collect()
+}
+
+/// Live processes below `shim`, as (pid, comm).
+fn processes_below(shim: i32) -> Vec<(i32, String)> {
+    proc::descendants(shim)
+        .into_iter()
+        .filter(|&p| proc::stat(p).is_some_and(|s| s.0 != 'Z'))
+        .map(|p| (p, proc::comm(p)))
+        .collect()
+}
+
+/// Polls the container's state until it is `state`.
+async fn wait_container(cri: &mut Cri, id: &str, state: ContainerState) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = cri.container_status(id).await.expect("ContainerStatus");
+        if status.state == state as i32 {
+            return status.exit_code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} never reached {state:?}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every file under `dir` that is a FIFO or a socket, and every mount below it.
+fn leftovers_under(dir: &Path) -> Vec<String> {
+    fn walk(dir: &Path, found: &mut Vec<String>) {
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                walk(&path, found);
+            } else if kind.is_fifo() {
+                found.push(format!("FIFO {}", path.display()));
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(dir, &mut found);
+    let prefix = dir.display().to_string();
+    for line in fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+    {
+        if let Some(point) = line.split(' ').nth(4) {
+            if point.starts_with(&prefix) {
+                found.push(format!("mount {point}"));
+            }
+        }
+    }
+    found
+}
+
+/// The shim's socket path, from its command line (`-socket unix:///run/containerd/s/...`).
+fn socket_of(shim: i32) -> PathBuf {
+    let args = proc::cmdline(shim);
+    let address = args
+        .windows(2)
+        .find(|w| w[0] == "-socket")
+        .map(|w| w[1].clone())
+        .expect("the shim's -socket");
+    PathBuf::from(address.trim_start_matches("unix://"))
+}
+
+/// After a pod is removed: no shim, no socket, no bundle, no FIFO, no mount.
+fn assert_nothing_left(cd: &Containerd, sockets: &[PathBuf]) {
+    cd.wait_shims_gone();
+    for socket in sockets {
+        assert!(!socket.exists(), "socket {} left behind", socket.display());
+    }
+    let bundles = cd.dir().join("state/io.containerd.runtime.v2.task/k8s.io");
+    let left: Vec<_> = fs::read_dir(&bundles)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "bundles left: {left:?}");
+    let left = leftovers_under(cd.dir());
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// The whole life of a pod with two containers, as a kubelet runs it.
+async fn one_pod_two_containers(pod_annotations: &[(&str, &str)]) {
+    let Some(cd) = Containerd::start_cri() else {
+        return;
+    };
+    let mut cri = Cri::connect(&cd.address)
+        .await
+        .expect("the CRI API answers");
+    let pod = pod(&cd, "web", pod_annotations);
+
+    // The sandbox: READY, one shim, whose only process is the pause.
+    let pod_id = cri.run_pod(&pod, HANDLER).await.expect("RunPodSandbox");
+    let status = cri.pod_status(&pod_id).await.expect("PodSandboxStatus");
+    assert_eq!(
+        status.state,
+        PodSandboxState::SandboxReady as i32,
+        "{status:?}"
+    );
+    let shim = cd.the_shim();
+    let socket = socket_of(shim);
+    let below = processes_below(shim);
+    assert_eq!(below.len(), 1, "the sandbox runs one process: {below:?}");
+    assert_eq!(below[0].1, "pause", "{below:?}");
+    let pause = below[0].0;
+
+    // Two containers, each running its spec's command, in the pod's shim.
+    let app = container(
+        "app",
+        IMAGE,
+        &[
+            "sh",
+            "-c",
+            "echo out-1; echo err-1 >&2; echo out-2; exec sleep 1000",
+        ],
+        &[("GREETING", "hello")],
+    );
+    let app = cri
+        .create_container(&pod_id, &pod, app)
+        .await
+        .expect("CreateContainer app");
+    cri.start_container(&app).await.expect("StartContainer app");
+    // A process that ignores SIGTERM: StopContainer must SIGKILL it after the grace period.
+    let stubborn = container(
+        "stubborn",
+        IMAGE,
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; echo ready; while :; do sleep 0.2; done",
+        ],
+        &[],
+    );
+    let stubborn = cri
+        .create_container(&pod_id, &pod, stubborn)
+        .await
+        .expect("CreateContainer stubborn");
+    cri.start_container(&stubborn)
+        .await
+        .expect("StartContainer stubborn");
+    for id in [&app, &stubborn] {
+        wait_container(&mut cri, id, ContainerState::ContainerRunning).await;
+    }
+    assert_eq!(
+        cd.shim_pids(),
+        vec![shim],
+        "a pod's containers share its shim"
+    );
+    assert!(proc::alive(pause), "the pause process lives on");
+
+    // The CRI log file: exactly what the container wrote, stream by stream.
+    let log = Path::new(&pod.log_directory).join("app.log");
+    let lines = poll_until(Duration::from_secs(10), "app's three log lines", || {
+        let lines = log_lines(&log);
+        (lines.len() >= 3).then_some(lines)
+    });
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(stream(&lines, "stdout"), ["out-1", "out-2"], "{lines:?}");
+    assert_eq!(stream(&lines, "stderr"), ["err-1"], "{lines:?}");
+
+    // ExecSync: output and exit code of a process run in the container, with its env.
+    let exec = cri
+        .exec_sync(
+            &app,
+            &["sh", "-c", "echo $GREETING; echo oops >&2; exit 3"],
+            10,
+        )
+        .await
+        .expect("ExecSync");
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "hello\n");
+    assert_eq!(String::from_utf8_lossy(&exec.stderr), "oops\n");
+    assert_eq!(exec.exit_code, 3);
+
+    // ContainerStats decodes our metrics: the app's `sleep` has memory.
+    let (_cpu, memory) = cri.container_stats(&app).await.expect("ContainerStats");
+    assert!(memory > 0, "ContainerStats says no memory");
+
+    // StopContainer: SIGTERM ends the app (143); the stubborn one gets SIGKILL after 2 s.
+    cri.stop_container(&app, 10)
+        .await
+        .expect("StopContainer app");
+    assert_eq!(
+        wait_container(&mut cri, &app, ContainerState::ContainerExited).await,
+        143
+    );
+    let started = Instant::now();
+    cri.stop_container(&stubborn, 2)
+        .await
+        .expect("StopContainer stubborn");
+    assert_eq!(
+        wait_container(&mut cri, &stubborn, ContainerState::ContainerExited).await,
+        137
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "SIGKILL came before the grace period ended: {:?}",
+        started.elapsed()
+    );
+    let below = processes_below(shim);
+    assert_eq!(
+        below,
+        vec![(pause, "pause".to_string())],
+        "only the pause is left"
+    );
+
+    for id in [&app, &stubborn] {
+        cri.remove_container(id).await.expect("RemoveContainer");
+    }
+    assert!(proc::alive(shim), "the shim serves the sandbox still");
+    cri.stop_pod(&pod_id).await.expect("StopPodSandbox");
+    let status = cri.pod_status(&pod_id).await.expect("PodSandboxStatus");
+    assert_eq!(status.state, PodSandboxState::SandboxNotready as i32);
+    cri.remove_pod(&pod_id).await.expect("RemovePodSandbox");
+    assert_nothing_left(&cd, &[socket]);
+}
+
+#[tokio::test]
+async fn a_pod_with_two_containers_runs_in_one_shim_from_start_to_removal() {
+    one_pod_two_containers(&[]).await;
+}
+
+/// The spec-mode annotation as a pod annotation: containerd copies it to the sandbox and to
+/// every container. The sandbox still runs the pause, the containers their specs.
+#[tokio::test]
+async fn the_spec_mode_annotation_given_to_the_pod_breaks_nothing() {
+    one_pod_two_containers(&[("com.example.sample.process", "spec")]).await;
+}
+
+/// A container created after its pod's shim died: a clear error, nothing leaked, and the
+/// pod can still be stopped and removed.
+#[tokio::test]
+async fn a_container_whose_sandbox_s_shim_is_gone_is_refused() {
+    let Some(cd) = Containerd::start_cri() else {
+        return;
+    };
+    let mut cri = Cri::connect(&cd.address)
+        .await
+        .expect("the CRI API answers");
+    let pod = pod(&cd, "crashed", &[]);
+    let pod_id = cri.run_pod(&pod, HANDLER).await.expect("RunPodSandbox");
+    let shim = cd.the_shim();
+    let socket = socket_of(shim);
+    // SAFETY: a plain system call on the shim we just identified.
+    unsafe { libc::kill(shim, libc::SIGKILL) };
+    wait_pod(&mut cri, &pod_id, PodSandboxState::SandboxNotready).await;
+    let config = container("late", IMAGE, &["sleep", "1000"], &[]);
+    let err = match cri.create_container(&pod_id, &pod, config).await {
+        Ok(id) => match cri.start_container(&id).await {
+            Ok(()) => panic!("a container of a pod whose shim is gone started"),
+            Err(err) => {
+                let _ = cri.remove_container(&id).await;
+                err
+            }
+        },
+        Err(err) => err,
+    };
+    eprintln!("refused: {:?}: {}", err.code(), err.message());
+    assert!(!err.message().is_empty(), "the error says nothing: {err:?}");
+    cri.stop_pod(&pod_id).await.expect("StopPodSandbox");
+    cri.remove_pod(&pod_id).await.expect("RemovePodSandbox");
+    assert_nothing_left(&cd, &[socket]);
+}
+
+/// Polls the sandbox's state until it is `state`.
+async fn wait_pod(cri: &mut Cri, id: &str, state: PodSandboxState) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = cri.pod_status(id).await.expect("PodSandboxStatus");
+        if status.state == state as i32 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod {id} never reached {state:?}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two pods started at once: two shims, each with its pause, neither disturbed by the other.
+#[tokio::test]
+async fn two_pods_started_at_once_get_a_shim_each() {
+    let Some(cd) = Containerd::start_cri() else {
+        return;
+    };
+    let cri = Cri::connect(&cd.address)
+        .await
+        .expect("the CRI API answers");
+    let (one, two) = (pod(&cd, "one", &[]), pod(&cd, "two", &[]));
+    let (mut a, mut b) = (cri.clone(), cri.clone());
+    let (id_one, id_two) = tokio::join!(a.run_pod(&one, HANDLER), b.run_pod(&two, HANDLER));
+    let (id_one, id_two) = (id_one.expect("pod one"), id_two.expect("pod two"));
+    let shims = cd.shim_pids();
+    assert_eq!(shims.len(), 2, "{shims:?}");
+    let sockets: Vec<PathBuf> = shims.iter().map(|&s| socket_of(s)).collect();
+    let mut by_shim = HashMap::new();
+    for &shim in &shims {
+        let below = processes_below(shim);
+        assert_eq!(below.len(), 1, "{below:?}");
+        assert_eq!(below[0].1, "pause");
+        by_shim.insert(shim, below[0].0);
+    }
+    let mut cri = cri;
+    for id in [&id_one, &id_two] {
+        let status = cri.pod_status(id).await.expect("status");
+        assert_eq!(status.state, PodSandboxState::SandboxReady as i32);
+    }
+    // Removing pod one leaves pod two and its pause alone.
+    cri.stop_pod(&id_one).await.expect("stop one");
+    cri.remove_pod(&id_one).await.expect("remove one");
+    let left = poll_until(Duration::from_secs(5), "one shim left", || {
+        let shims = cd.shim_pids();
+        (shims.len() == 1).then_some(shims)
+    });
+    assert!(proc::alive(by_shim[&left[0]]), "pod two's pause died");
+    let status = cri.pod_status(&id_two).await.expect("status");
+    assert_eq!(status.state, PodSandboxState::SandboxReady as i32);
+    cri.stop_pod(&id_two).await.expect("stop two");
+    cri.remove_pod(&id_two).await.expect("remove two");
+    assert_nothing_left(&cd, &sockets);
+}

@@ -1,0 +1,162 @@
+//! Several containers in one shim, through `ctr`: the grouping annotations a client other
+//! than the CRI plugin can set, and the pod rules the shim enforces whoever the client.
+
+use integration::{poll_until, stderr, Containerd};
+use std::time::Duration;
+
+const GROUP: &str = "com.example.sample.group=g";
+const SANDBOX: &str = "io.kubernetes.cri.container-type=sandbox";
+const CONTAINER: &str = "io.kubernetes.cri.container-type=container";
+const OF_POD1: &str = "io.kubernetes.cri.sandbox-id=pod1";
+
+/// `ctr run -d` in spec mode with extra annotations, in `namespace`.
+fn run(
+    cd: &Containerd,
+    namespace: &str,
+    id: &str,
+    annotations: &[&str],
+    args: &[&str],
+) -> std::process::Output {
+    let mut full = vec!["--namespace", namespace];
+    let mut run = cd.run_args("-d", id, args);
+    for annotation in annotations {
+        run.splice(2..2, ["--annotation", annotation]);
+    }
+    full.extend(run);
+    cd.ctr_output(&full)
+}
+
+/// A task's status in `namespace`.
+fn status_in(cd: &Containerd, namespace: &str, id: &str) -> Option<String> {
+    let out = cd.ctr_ok(&["--namespace", namespace, "task", "ls"]);
+    out.lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&id))
+        .and_then(|f| f.get(2).map(|s| s.to_string()))
+}
+
+#[test]
+fn containers_of_one_group_share_a_shim_until_the_last_is_deleted() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    for id in ["first", "second"] {
+        let out = run(&cd, "default", id, &[GROUP], &["sleep", "1000"]);
+        assert!(out.status.success(), "ctr run {id}: {}", stderr(&out));
+        cd.wait_status(id, "RUNNING");
+    }
+    let shim = cd.the_shim();
+    // Each container keeps its own processes, exec ids and exit.
+    let out = cd.ctr_output(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e",
+        "second",
+        "sh",
+        "-c",
+        "exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    cd.ctr_ok(&["task", "kill", "first"]);
+    cd.wait_status("first", "STOPPED");
+    assert_eq!(
+        cd.task_status("second").map(|s| s.1),
+        Some("RUNNING".into())
+    );
+    cd.ctr_ok(&["task", "rm", "first"]);
+    cd.ctr_ok(&["container", "rm", "first"]);
+    // containerd asked the shim to shut down after the delete: it stays, serving `second`.
+    assert_eq!(
+        cd.shim_pids(),
+        vec![shim],
+        "the shim left with a container to serve"
+    );
+    assert_eq!(
+        cd.task_status("second").map(|s| s.1),
+        Some("RUNNING".into())
+    );
+    cd.kill_and_remove("second", "KILL");
+    cd.wait_shims_gone();
+}
+
+#[test]
+fn a_container_naming_another_namespace_s_sandbox_is_refused_and_the_pod_untouched() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    for namespace in ["a", "b"] {
+        cd.import_image_into(namespace);
+    }
+    let out = run(&cd, "a", "pod1", &[SANDBOX, OF_POD1], &["false"]);
+    assert!(out.status.success(), "the sandbox: {}", stderr(&out));
+    poll_until(Duration::from_secs(10), "pod1 RUNNING", || {
+        (status_in(&cd, "a", "pod1").as_deref() == Some("RUNNING")).then_some(())
+    });
+    let shim = cd.the_shim();
+
+    // Namespace b has no pod1: its own shim, which refuses the container and exits.
+    let out = run(
+        &cd,
+        "b",
+        "intruder",
+        &[CONTAINER, OF_POD1],
+        &["sleep", "1000"],
+    );
+    let message = stderr(&out);
+    assert!(!out.status.success(), "ctr run succeeded: {message}");
+    assert!(message.contains("is not in this shim"), "{message}");
+    if cd.server_version().starts_with("1.") {
+        assert!(message.contains("failed precondition"), "{message}");
+    }
+    assert_eq!(status_in(&cd, "b", "intruder"), None, "no task is left");
+    cd.ctr_output(&["--namespace", "b", "container", "rm", "intruder"]);
+    poll_until(Duration::from_secs(5), "b's shim gone", || {
+        (cd.shim_pids() == vec![shim]).then_some(())
+    });
+
+    // The pod is untouched, and in its own namespace a container joins its shim.
+    assert_eq!(status_in(&cd, "a", "pod1").as_deref(), Some("RUNNING"));
+    let out = run(&cd, "a", "app", &[CONTAINER, OF_POD1], &["sleep", "1000"]);
+    assert!(
+        out.status.success(),
+        "the pod's container: {}",
+        stderr(&out)
+    );
+    poll_until(Duration::from_secs(10), "app RUNNING", || {
+        (status_in(&cd, "a", "app").as_deref() == Some("RUNNING")).then_some(())
+    });
+    assert_eq!(
+        cd.shim_pids(),
+        vec![shim],
+        "the container joined the pod's shim"
+    );
+    for id in ["app", "pod1"] {
+        cd.ctr_ok(&["--namespace", "a", "task", "kill", "--signal", "KILL", id]);
+        poll_until(Duration::from_secs(10), "STOPPED", || {
+            (status_in(&cd, "a", id).as_deref() == Some("STOPPED")).then_some(())
+        });
+        cd.ctr_ok(&["--namespace", "a", "task", "rm", id]);
+        cd.ctr_ok(&["--namespace", "a", "container", "rm", id]);
+    }
+    cd.wait_shims_gone();
+}
+
+#[test]
+fn an_unknown_container_type_is_an_invalid_argument() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let odd = "io.kubernetes.cri.container-type=podsandbox";
+    let out = run(&cd, "default", "odd", &[odd], &["true"]);
+    let message = stderr(&out);
+    assert!(!out.status.success(), "ctr run succeeded: {message}");
+    assert!(message.contains("podsandbox"), "{message}");
+    if cd.server_version().starts_with("1.") {
+        assert!(message.contains("invalid argument"), "{message}");
+    }
+    assert_eq!(cd.task_status("odd"), None, "no task is left");
+    cd.ctr_output(&["container", "rm", "odd"]);
+    cd.wait_shims_gone();
+}
