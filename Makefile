@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: build shim test test-matrix lint demo bench
+.PHONY: build shim test test-matrix lint demo demo-pod bench
 
 ## build: debug binaries of the whole workspace (the tests use them)
 build:
@@ -15,6 +15,10 @@ shim:
 ## demo: the guided walkthrough against a private containerd (as root; installs what it needs)
 demo:
 	bash scripts/demo.sh $(ARGS)
+
+## demo-pod: the pod tour over the CRI API, against a private containerd with the CRI plugin
+demo-pod:
+	bash scripts/demo.sh pod $(ARGS)
 
 ## test: unit tests and the integration tests against a private containerd (as root)
 test: build

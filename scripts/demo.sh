@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # `make demo`: the guided walkthrough on a fresh Debian or Ubuntu machine, as root.
+# `make demo-pod` (`demo.sh pod`): the pod tour, over the CRI API.
 #
 # Installs containerd and protoc if absent, builds the shim (`make shim`) and shim-demo,
 # starts a private containerd under a temporary directory with the shim first on its PATH
-# (or uses the daemon named by CONTAINERD_ADDRESS), runs `shim-demo walkthrough --yes`, and
-# stops and removes what it started.
-# Extra arguments go to the walkthrough (e.g. `make demo ARGS=--json`).
+# (or uses the daemon named by CONTAINERD_ADDRESS), runs `shim-demo walkthrough --yes` (or
+# `shim-demo pod --yes`), and stops and removes what it started. For the pod tour the
+# private containerd runs its CRI plugin, with the runtime handler `sample` for our shim and
+# the demo's tiny image as the sandbox image (no registry is needed), host network only.
+# Extra arguments go to the tour (e.g. `make demo ARGS=--json`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+tour=walkthrough
+if [ "${1:-}" = pod ]; then
+    tour=pod
+    shift
+fi
 
 . scripts/host.sh
 require_root demo
@@ -32,18 +41,24 @@ remove_fifo_root() {
 if [ -n "${CONTAINERD_ADDRESS:-}" ]; then
     echo "==> using the containerd at $CONTAINERD_ADDRESS"
     trap remove_fifo_root EXIT
-    "$demo" --address "$CONTAINERD_ADDRESS" walkthrough --yes "$@"
+    "$demo" --address "$CONTAINERD_ADDRESS" "$tour" --yes "$@"
     exit
 fi
 
 dir=$(mktemp -d /tmp/shim-demo.XXXXXX)
 mkdir "$dir/bin"
 ln -s "$shim" "$dir/bin/"
+# containerd 2.x wants config version 3 for the CRI settings; 1.6 and 1.7 read version 2.
+major=$(containerd --version | awk '{print $3}' | sed 's/^v//; s/[.].*//')
+config_version=2
+[ "$tour" = pod ] && [ "$major" -ge 2 ] && config_version=3
+disabled='"io.containerd.grpc.v1.cri"'
+[ "$tour" = pod ] && disabled='"io.containerd.nri.v1.nri"'
 cat >"$dir/config.toml" <<TOML
-version = 2
+version = $config_version
 root = "$dir/root"
 state = "$dir/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = [$disabled]
 [grpc]
   address = "$dir/containerd.sock"
 [ttrpc]
@@ -51,6 +66,37 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [plugins."io.containerd.internal.v1.opt"]
   path = "$dir/opt"
 TOML
+image=example.com/sample-shim/empty:latest
+if [ "$tour" = pod ] && [ "$config_version" = 2 ]; then
+    cat >>"$dir/config.toml" <<TOML
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$image"
+  disable_cgroup = true
+  disable_apparmor = true
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.sample]
+  runtime_type = "com.example.sample.v2"
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "$dir/cni/bin"
+  conf_dir = "$dir/cni/conf"
+TOML
+elif [ "$tour" = pod ]; then
+    cat >>"$dir/config.toml" <<TOML
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "$image"
+[plugins."io.containerd.cri.v1.runtime"]
+  disable_cgroup = true
+  disable_apparmor = true
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.sample]
+  runtime_type = "com.example.sample.v2"
+[plugins."io.containerd.cri.v1.runtime".cni]
+  bin_dir = "$dir/cni/bin"
+  conf_dir = "$dir/cni/conf"
+TOML
+fi
 
 echo "==> starting a private containerd in $dir"
 PATH="$dir/bin:$PATH" containerd --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 &
@@ -71,6 +117,10 @@ stop() {
     done
     kill -TERM "$daemon" 2>/dev/null || true
     wait "$daemon" 2>/dev/null || true
+    # The CRI plugin's mounts (a pod's shm), should a tour have been cut short.
+    { grep -o " $dir/[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r point; do
+        umount -l "$point" 2>/dev/null || true
+    done
     rm -rf "$dir"
     # This daemon's FIFO directory, if an interrupted walkthrough left it: shim-demo names
     # it by the first 12 hex digits of the SHA-256 of the daemon's socket path.
@@ -84,4 +134,4 @@ for _ in $(seq 200); do
     sleep 0.1
 done
 
-"$demo" --address "$dir/containerd.sock" walkthrough --yes "$@"
+"$demo" --address "$dir/containerd.sock" "$tour" --yes "$@"

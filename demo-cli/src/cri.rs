@@ -17,13 +17,13 @@ use anyhow::{anyhow, Result};
 use containerd_client::tonic::{transport::Channel, Request};
 use k8s_cri::v1::{
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
-    ContainerConfig, ContainerMetadata, ContainerStatsRequest, ContainerStatus,
+    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerStatsRequest, ContainerStatus,
     ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ExecSyncResponse, ImageSpec,
     ImageStatusRequest, KeyValue, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatus,
-    PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StatusRequest, StopContainerRequest, StopPodSandboxRequest,
-    VersionRequest,
+    ListContainersRequest, ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata, PodSandboxStatus, PodSandboxStatusRequest, RemoveContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StatusRequest,
+    StopContainerRequest, StopPodSandboxRequest, VersionRequest,
 };
 
 pub use k8s_cri::v1 as proto;
@@ -117,6 +117,14 @@ pub fn container(
     }
 }
 
+/// The `pid` in a verbose status's `info` JSON (0 when absent).
+fn pid_in(info: &HashMap<String, String>) -> i32 {
+    info.get("info")
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .and_then(|info| info["pid"].as_i64())
+        .unwrap_or(0) as i32
+}
+
 impl Cri {
     /// Connects to containerd's socket and checks that the CRI plugin answers: an installed
     /// containerd often has it disabled (`disabled_plugins = ["cri"]`).
@@ -172,6 +180,21 @@ impl Cri {
             .unwrap_or_default())
     }
 
+    /// The CRI plugin's configuration as it reports it (verbose `Status`): JSON whose layout
+    /// differs between containerd versions.
+    pub async fn config(&mut self) -> CallResult<serde_json::Value> {
+        let reply = self
+            .runtime
+            .status(StatusRequest { verbose: true })
+            .await?
+            .into_inner();
+        Ok(reply
+            .info
+            .get("config")
+            .and_then(|c| serde_json::from_str(c).ok())
+            .unwrap_or_default())
+    }
+
     /// True when the image is known to the CRI plugin.
     pub async fn has_image(&mut self, image: &str) -> CallResult<bool> {
         let request = ImageStatusRequest {
@@ -216,6 +239,63 @@ impl Cri {
             .into_inner()
             .status
             .ok_or_else(|| containerd_client::tonic::Status::internal("no pod status"))
+    }
+
+    /// The pid of the pod's sandbox task (the pause process), from the verbose status.
+    pub async fn pod_pid(&mut self, pod_id: &str) -> CallResult<i32> {
+        let request = PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.to_string(),
+            verbose: true,
+        };
+        let info = self
+            .runtime
+            .pod_sandbox_status(request)
+            .await?
+            .into_inner()
+            .info;
+        Ok(pid_in(&info))
+    }
+
+    /// The pid of a container's init process, from the verbose status.
+    pub async fn container_pid(&mut self, id: &str) -> CallResult<i32> {
+        let request = ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: true,
+        };
+        let info = self
+            .runtime
+            .container_status(request)
+            .await?
+            .into_inner()
+            .info;
+        Ok(pid_in(&info))
+    }
+
+    /// `ListPodSandbox`: ids of the pods named `name`, in any state.
+    pub async fn pods_named(&mut self, name: &str) -> CallResult<Vec<String>> {
+        let reply = self
+            .runtime
+            .list_pod_sandbox(ListPodSandboxRequest::default())
+            .await?
+            .into_inner();
+        Ok(reply
+            .items
+            .into_iter()
+            .filter(|pod| pod.metadata.as_ref().is_some_and(|m| m.name == name))
+            .map(|pod| pod.id)
+            .collect())
+    }
+
+    /// `ListContainers` of a pod: their ids.
+    pub async fn containers_of(&mut self, pod_id: &str) -> CallResult<Vec<String>> {
+        let request = ListContainersRequest {
+            filter: Some(ContainerFilter {
+                pod_sandbox_id: pod_id.to_string(),
+                ..Default::default()
+            }),
+        };
+        let reply = self.runtime.list_containers(request).await?.into_inner();
+        Ok(reply.containers.into_iter().map(|c| c.id).collect())
     }
 
     /// `CreateContainer` in the pod: returns the container id.

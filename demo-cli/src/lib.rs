@@ -17,8 +17,10 @@
 //! | [`proctree`] | the shim and its task, read from `/proc`, printed as `ps -o ppid,pid,pgid,sid,args --forest` |
 //! | [`signals`] | signal names and numbers, and exit codes explained (`143 = 128 + 15`) |
 //! | [`ui`] | narration, colour, spinner, JSON output |
+//! | [`steps`] | a tour's steps and the loop that runs them |
 //! | [`commands`] | one file per subcommand |
 //! | [`walkthrough`] | the tour: one file per step |
+//! | [`pod`] | the pod tour, over the CRI API: one file per step |
 
 pub mod api;
 pub mod attach;
@@ -26,8 +28,10 @@ pub mod commands;
 pub mod cri;
 pub mod fifo;
 pub mod image;
+pub mod pod;
 pub mod proctree;
 pub mod signals;
+pub mod steps;
 pub mod ui;
 pub mod walkthrough;
 

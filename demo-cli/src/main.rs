@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use shim_demo::{api::Containerd, commands, ui, walkthrough, DEFAULT_ID, DEFAULT_IMAGE, RUNTIME};
+use shim_demo::{
+    api::Containerd, commands, cri, pod, ui, walkthrough, DEFAULT_ID, DEFAULT_IMAGE, RUNTIME,
+};
 
 /// Replays the containerd shim sample's guided tour, or its steps one at a time.
 #[derive(Parser)]
@@ -51,6 +53,25 @@ enum Command {
         /// Image to name on the container (imported, tiny and empty, when absent).
         #[arg(long, default_value = DEFAULT_IMAGE)]
         image: String,
+    },
+    /// The tour as Kubernetes drives a shim: a pod of two containers over the CRI API.
+    Pod {
+        /// Go straight through, without waiting for Enter between steps.
+        #[arg(long, short)]
+        yes: bool,
+        /// Print one JSON object per step instead of prose.
+        #[arg(long)]
+        json: bool,
+        /// Image the containers name (imported into `k8s.io`, tiny and empty, when absent).
+        #[arg(long, default_value = DEFAULT_IMAGE)]
+        image: String,
+        /// The runtime handler containerd's config maps to our shim.
+        #[arg(long, default_value = cri::HANDLER)]
+        handler: String,
+        /// Directory for the pod's CRI log files (default: a new one under /tmp, removed
+        /// at the end).
+        #[arg(long)]
+        log_dir: Option<PathBuf>,
     },
     /// Create the container (no shim runs yet).
     Create {
@@ -133,6 +154,24 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         };
         return Ok(walkthrough::run(options).await);
     }
+    if let Command::Pod {
+        yes,
+        json,
+        image,
+        handler,
+        log_dir,
+    } = &cli.command
+    {
+        let options = pod::Options {
+            address: cli.address.clone(),
+            image: image.clone(),
+            log_directory: log_dir.clone().unwrap_or_default(),
+            handler: handler.clone(),
+            yes: *yes,
+            json: *json,
+        };
+        return Ok(pod::run(options).await);
+    }
     let api = match Containerd::connect(&cli.address, &cli.namespace).await {
         Ok(api) => api,
         Err(err) => {
@@ -145,7 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
     };
     match cli.command {
-        Command::Walkthrough { .. } => unreachable!("handled above"),
+        Command::Walkthrough { .. } | Command::Pod { .. } => unreachable!("handled above"),
         Command::Create {
             container,
             image,

@@ -307,6 +307,7 @@ async fn a_container_whose_sandbox_s_shim_is_gone_is_refused() {
     let pod_id = cri.run_pod(&pod, HANDLER).await.expect("RunPodSandbox");
     let shim = cd.the_shim();
     let socket = socket_of(shim);
+    let pause = processes_below(shim)[0].0;
     // SAFETY: a plain system call on the shim we just identified.
     unsafe { libc::kill(shim, libc::SIGKILL) };
     wait_pod(&mut cri, &pod_id, PodSandboxState::SandboxNotready).await;
@@ -326,6 +327,10 @@ async fn a_container_whose_sandbox_s_shim_is_gone_is_refused() {
     cri.stop_pod(&pod_id).await.expect("StopPodSandbox");
     cri.remove_pod(&pod_id).await.expect("RemovePodSandbox");
     assert_nothing_left(&cd, &[socket]);
+    // The orphaned pause was killed by the shim's `delete`, which containerd ran.
+    poll_until(Duration::from_secs(5), "the pause gone", || {
+        proc::stat(pause).is_none_or(|s| s.0 == 'Z').then_some(())
+    });
 }
 
 /// Polls the sandbox's state until it is `state`.

@@ -171,3 +171,79 @@ fn subcommands_round_trip() {
     demo(&cd).arg("cleanup").assert().success();
     cd.wait_shims_gone();
 }
+
+/// `shim-demo pod --json` against a containerd with the CRI plugin: every step holds, with
+/// the figures a reader is told about; the image it had to import and the pod are gone.
+#[test]
+fn the_pod_tour_runs_every_step_over_the_cri_api() {
+    let Some(cd) = Containerd::start_cri() else {
+        return;
+    };
+    // As on a daemon where the demo has to bring its own image (`make demo-pod`).
+    cd.ctr_ok(&[
+        "--namespace",
+        "k8s.io",
+        "images",
+        "rm",
+        integration::image::IMAGE,
+    ]);
+    let output = demo(&cd)
+        .args(["pod", "--json"])
+        .output()
+        .expect("run shim-demo pod");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "pod tour failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let steps: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let names: Vec<&str> = steps.iter().filter_map(|s| s["step"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "preflight",
+            "sandbox",
+            "containers",
+            "log_file",
+            "exec_sync",
+            "stop",
+            "removal",
+            "cleanup"
+        ]
+    );
+    assert!(steps.iter().all(|s| s["ok"] == true), "{stdout}");
+    let step =
+        |name: &str| steps.iter().find(|s| s["step"] == name).expect("step")["observed"].clone();
+    assert_eq!(step("sandbox")["state"], "READY");
+    assert_eq!(step("sandbox")["pause_comm"], "pause");
+    let shim = step("sandbox")["shim_pid"].clone();
+    assert_eq!(
+        step("containers")["parents"],
+        serde_json::json!([shim, shim])
+    );
+    assert_eq!(step("exec_sync")["exit_code"], 3);
+    assert_eq!(step("stop")["clock_exit"], 143);
+    assert_eq!(step("stop")["stubborn_exit"], 137);
+    assert_eq!(step("removal")["shim_exited"], true);
+    cd.wait_shims_gone();
+    let images = cd.ctr_ok(&["--namespace", "k8s.io", "images", "ls", "-q"]);
+    assert!(!images.contains(integration::image::IMAGE), "{images}");
+}
+
+/// An installed containerd often has the CRI plugin disabled: exit code 2 and what to do.
+#[test]
+fn the_pod_tour_without_the_cri_plugin_exits_2_and_says_why() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let output = demo(&cd).args(["pod", "--yes"]).output().expect("run");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CRI plugin"), "{stderr}");
+    assert!(stderr.contains("make demo-pod"), "{stderr}");
+}

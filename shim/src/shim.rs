@@ -29,11 +29,15 @@ use std::{
 
 use async_trait::async_trait;
 use containerd_shim::{
-    api::DeleteResponse,
+    api::{ConnectRequest, DeleteResponse},
     asynchronous::ExitSignal,
     monitor::{monitor_subscribe, Topic},
     publisher::RemotePublisher,
     Config, Flags, Shim, StartOpts,
+};
+use containerd_shim_protos::{
+    shim_async::{Client, TaskClient},
+    ttrpc::context,
 };
 use log::info;
 
@@ -80,7 +84,7 @@ impl Shim for SampleShim {
     }
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
-        Ok(delete()?)
+        Ok(delete().await?)
     }
 
     async fn wait(&mut self) {
@@ -225,17 +229,20 @@ fn prepare_socket(socket: &Path) -> Result<()> {
     }
 }
 
-/// True when a live shim still serves `socket`. A shim that was just killed may still have
-/// its listening socket for a moment (the kernel closes it last), so a connection that
-/// succeeds is retried for up to a second before the shim is believed alive.
-fn serving(socket: &Path) -> bool {
-    for _ in 0..20 {
-        if UnixStream::connect(socket).is_err() {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    true
+/// True when a live shim still serves `address`: it answers a `Connect` within a second.
+///
+/// A connection alone does not tell: a shim that was just killed may still have its
+/// listening socket for a moment (the kernel closes it last), but it answers no request.
+/// A live one answers at once, and with pods that is the usual case: containerd runs
+/// `delete` after each container of a pod, while the pod's shim serves the others.
+async fn serving(address: &str) -> bool {
+    let limit = std::time::Duration::from_secs(1);
+    let answered = async {
+        let client = TaskClient::new(Client::connect(address).await.ok()?);
+        let ctx = context::with_timeout(limit.as_nanos() as i64);
+        client.connect(ctx, &ConnectRequest::default()).await.ok()
+    };
+    matches!(tokio::time::timeout(limit, answered).await, Ok(Some(_)))
 }
 
 /// `delete`: containerd's cleanup after the daemon is gone, whether it exited or crashed.
@@ -245,7 +252,7 @@ fn serving(socket: &Path) -> bool {
 /// from the bundle and is trusted only if that pid still has the recorded start time and
 /// leads its own process group; then the whole group is killed. It also removes the socket
 /// a crashed daemon could not remove. The answer is always 128 + SIGKILL, as runc's shim.
-pub fn delete() -> Result<DeleteResponse> {
+pub async fn delete() -> Result<DeleteResponse> {
     let bundle = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let mut pid = 0;
     if let Some((recorded, start_time)) = bundle::read_init_pid(&bundle) {
@@ -261,7 +268,7 @@ pub fn delete() -> Result<DeleteResponse> {
     if let Some(address) = bundle::read_address(&bundle) {
         let socket = bundle::socket_path(&address);
         if std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket())
-            && !serving(&socket)
+            && !serving(&address).await
         {
             let _ = std::fs::remove_file(&socket);
         }

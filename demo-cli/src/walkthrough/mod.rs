@@ -9,21 +9,21 @@
 //! line) and one entry there.
 
 use std::{
-    future::Future,
     path::PathBuf,
-    pin::Pin,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use anyhow::{bail, Result};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use tokio::task::JoinHandle;
 
+pub use crate::steps::Observed;
 use crate::{
     api::Containerd,
     fifo::FifoSet,
-    ui::{self, Ui},
+    steps::{self, Step},
+    ui::Ui,
     DEFAULT_ID,
 };
 
@@ -52,9 +52,6 @@ pub struct Options {
     /// JSON output.
     pub json: bool,
 }
-
-/// Values a step observed, reported with `--json`.
-pub type Observed = Map<String, Value>;
 
 /// A `/tasks/*` event of our container: topic and decoded payload.
 pub type SeenEvent = (String, Value);
@@ -125,22 +122,9 @@ impl Tour {
     }
 }
 
-/// What a step's function returns: a future borrowing the tour.
-type StepFuture<'a> = Pin<Box<dyn Future<Output = Result<Observed>> + 'a>>;
-
-/// One step of the tour.
-struct Step {
-    /// The step's key in `--json` output (the integration tests read it).
-    name: &'static str,
-    /// The heading the reader sees.
-    title: &'static str,
-    /// Does the step's work (a function in the step's file).
-    run: for<'a> fn(&'a mut Tour) -> StepFuture<'a>,
-}
-
 /// The steps, in order. Adding a step is a file of its own (and its `mod` line) and one
 /// entry here: numbering, headings and `--json` names all come from this list.
-const STEPS: &[Step] = &[
+const STEPS: &[Step<Tour>] = &[
     Step {
         name: "preflight",
         title: "Is containerd there, and can it find our shim?",
@@ -210,7 +194,8 @@ pub async fn run(options: Options) -> i32 {
         events_task: None,
     };
     let code = tokio::select! {
-        code = run_steps(&mut tour) => code,
+        // The cleanup is the last step, run whatever happened.
+        code = steps::run(&mut tour, ui, STEPS, STEPS.len() + 1) => code,
         _ = tokio::signal::ctrl_c() => {
             ui.fail("interrupted: cleaning up");
             130
@@ -224,30 +209,6 @@ pub async fn run(options: Options) -> i32 {
         (0, Err(_)) => 1,
         (code, _) => code,
     }
-}
-
-async fn run_steps(tour: &mut Tour) -> i32 {
-    // The cleanup is the last step, run whatever happened.
-    let total = STEPS.len() + 1;
-    for (index, step) in STEPS.iter().enumerate() {
-        tour.ui.heading(index + 1, total, step.title);
-        match (step.run)(tour).await {
-            Ok(observed) => {
-                tour.ui
-                    .json_line(&json!({ "step": step.name, "ok": true, "observed": observed }));
-                tour.ui.pause().await;
-            }
-            Err(err) => {
-                let error = ui::error_text(&err);
-                tour.ui.fail(&error);
-                tour.ui
-                    .json_line(&json!({ "step": step.name, "ok": false, "error": error }));
-                // The first step is the preflight: no containerd, or no shim, is exit code 2.
-                return if index == 0 { 2 } else { 1 };
-            }
-        }
-    }
-    0
 }
 
 /// Starts collecting our container's `/tasks/*` events (called once connected, long before

@@ -1,0 +1,71 @@
+//! Pod tour step: `StopContainer` with a grace period: SIGTERM, then SIGKILL when the
+//! period ends.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use serde_json::json;
+
+use super::PodTour;
+use crate::{
+    signals,
+    steps::{observed, Observed},
+};
+
+/// The grace period given to the container that ignores SIGTERM.
+const GRACE_SECS: i64 = 2;
+
+pub async fn run(tour: &mut PodTour) -> Result<Observed> {
+    let clock = tour.container("clock")?;
+    tour.ui.command(&format!(
+        "crictl stop --timeout 30 {}",
+        &clock[..12.min(clock.len())]
+    ));
+    let started = Instant::now();
+    tour.cri()?
+        .stop_container(&clock, 30)
+        .await
+        .map_err(|s| anyhow!("StopContainer clock: {}", s.message()))?;
+    let clock_code = tour.wait_exited(&clock, Duration::from_secs(10)).await?;
+    let clock_secs = started.elapsed().as_secs_f64();
+    tour.ui.say(&format!(
+        "clock exited with {clock_code} ({}) after {clock_secs:.2} s: it did not need its 30 s.",
+        signals::explain_exit(clock_code as u32)
+    ));
+    tour.check(
+        clock_code == 143,
+        "SIGTERM ends a process that does not catch it: 143",
+    )?;
+
+    let stubborn = tour.container("stubborn")?;
+    tour.ui.command(&format!(
+        "crictl stop --timeout {GRACE_SECS} {}",
+        &stubborn[..12.min(stubborn.len())]
+    ));
+    let started = Instant::now();
+    tour.cri()?
+        .stop_container(&stubborn, GRACE_SECS)
+        .await
+        .map_err(|s| anyhow!("StopContainer stubborn: {}", s.message()))?;
+    let stubborn_code = tour.wait_exited(&stubborn, Duration::from_secs(10)).await?;
+    let stubborn_secs = started.elapsed().as_secs_f64();
+    tour.ui.say(&format!(
+        "stubborn exited with {stubborn_code} ({}) after {stubborn_secs:.2} s.",
+        signals::explain_exit(stubborn_code as u32)
+    ));
+    tour.check(
+        stubborn_code == 137 && stubborn_secs >= GRACE_SECS as f64,
+        &format!("a process that ignores SIGTERM is SIGKILLed when the {GRACE_SECS} s grace period ends: 137"),
+    )?;
+    tour.ui.notice(
+        "the grace period is the CRI plugin's: it sends Kill(SIGTERM) to the shim, waits, then \
+         Kill(SIGKILL, all). The shim reports each exit as 128 + the signal, after killing \
+         whatever the container's process left behind.",
+    );
+    Ok(observed(json!({
+        "clock_exit": clock_code,
+        "clock_secs": clock_secs,
+        "stubborn_exit": stubborn_code,
+        "stubborn_secs": stubborn_secs,
+    })))
+}
