@@ -11,7 +11,7 @@ use std::{collections::HashMap, path::PathBuf};
 
 use crate::{
     error::{Error, Result},
-    members::ContainerProcesses,
+    members::{Claim, ContainerProcesses},
     process::{Group, Process},
     spec::Kind,
 };
@@ -82,6 +82,14 @@ impl Container {
         self.execs.insert(exec_id, exec);
     }
 
+    /// The pids of its processes whose exit is not recorded yet.
+    pub fn live_pids(&self) -> impl Iterator<Item = i32> + '_ {
+        std::iter::once(&self.init)
+            .chain(self.execs.values())
+            .filter(|p| !p.is_stopped())
+            .map(|p| p.pid)
+    }
+
     /// True while its init process has not been reported exited.
     pub fn is_running(&self) -> bool {
         !self.init.is_stopped()
@@ -141,24 +149,22 @@ impl Container {
     }
 }
 
-/// The processes of container `id` among those of every container of the shim, `all`.
+/// The processes of container `id` among those of every container of the shim, `all`
+/// (see [`ContainerProcesses::of`]).
 pub fn processes_of<'a>(
     all: impl IntoIterator<Item = &'a Container>,
     id: &str,
 ) -> ContainerProcesses {
-    let mut processes = ContainerProcesses {
-        strays: true,
-        ..Default::default()
-    };
-    for container in all {
-        if container.id == id {
-            processes.mine.extend(&container.leaders);
-        } else {
-            processes.others.extend(&container.leaders);
-            processes.strays &= !container.is_running();
-        }
-    }
-    processes
+    let claims: Vec<Claim> = all
+        .into_iter()
+        .map(|c| Claim {
+            id: &c.id,
+            leaders: &c.leaders,
+            live: c.live_pids().collect(),
+            running: c.is_running(),
+        })
+        .collect();
+    ContainerProcesses::of(&claims, id)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `containerd-shim-sample-v2`: a containerd runtime v2 shim that runs host processes.
 //!
-//! containerd starts this binary for every task of the runtime `com.example.sample.v2` and
-//! talks to it over ttrpc. By default a task runs [`spec::DEFAULT_COMMAND`],
+//! containerd starts this binary for every task of the runtime `com.example.sample.v2` (for
+//! every pod, under Kubernetes) and talks to it over ttrpc. By default a task runs [`spec::DEFAULT_COMMAND`],
 //! `sh -c 'while date --rfc-3339=seconds; do sleep 5; done'`, on the host, with **no
 //! isolation** (no namespaces, no cgroups, no root filesystem).
 //!

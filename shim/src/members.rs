@@ -39,6 +39,20 @@ pub struct ContainerProcesses {
     pub strays: bool,
 }
 
+/// What one container claims: its leaders, which of its processes live, whether its init
+/// runs.
+#[derive(Debug, Clone)]
+pub struct Claim<'a> {
+    /// The container id.
+    pub id: &'a str,
+    /// Pids of every process spawned for it, exited or not (`Container::leaders`).
+    pub leaders: &'a [i32],
+    /// Pids of its processes whose exit is not recorded yet.
+    pub live: Vec<i32>,
+    /// Whether its init has not exited.
+    pub running: bool,
+}
+
 /// Whose a process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Owner {
@@ -48,6 +62,33 @@ enum Owner {
 }
 
 impl ContainerProcesses {
+    /// The processes of container `id`, given what every container of the shim claims.
+    ///
+    /// A leader that has exited may see its pid reused. Should another container's live
+    /// process get it (a new init, leading its own group), the pid leads for that container
+    /// from then on, not for the old one: a live claim wins over a stale one.
+    pub fn of(claims: &[Claim], id: &str) -> ContainerProcesses {
+        let live_elsewhere =
+            |pid: &i32, owner: &str| claims.iter().any(|c| c.id != owner && c.live.contains(pid));
+        let mut processes = ContainerProcesses {
+            strays: true,
+            ..Default::default()
+        };
+        for claim in claims {
+            let leaders = claim
+                .leaders
+                .iter()
+                .filter(|pid| !live_elsewhere(pid, claim.id));
+            if claim.id == id {
+                processes.mine.extend(leaders);
+            } else {
+                processes.others.extend(leaders);
+                processes.strays &= !claim.running;
+            }
+        }
+        processes
+    }
+
     /// The container's live processes and zombies among the shim's descendants (the quick
     /// look of `procfs::descendants`).
     pub fn list(&self) -> io::Result<Vec<ProcStat>> {
@@ -170,6 +211,29 @@ mod tests {
             strays: false,
         };
         assert_eq!(pids(b.select(pod())), vec![20, 21]);
+    }
+
+    #[test]
+    fn a_leader_pid_reused_by_another_container_s_live_process_leads_for_that_one() {
+        // A's exec 500 exited long ago; B's new init got pid 500 and leads group 500.
+        let claims = [
+            Claim {
+                id: "a",
+                leaders: &[10, 500],
+                live: vec![10],
+                running: true,
+            },
+            Claim {
+                id: "b",
+                leaders: &[500],
+                live: vec![500],
+                running: true,
+            },
+        ];
+        let a = ContainerProcesses::of(&claims, "a");
+        assert_eq!((a.mine, a.others, a.strays), (vec![10], vec![500], false));
+        let b = ContainerProcesses::of(&claims, "b");
+        assert_eq!((b.mine, b.others, b.strays), (vec![500], vec![10], false));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! A runc shim reads the container's cgroup. This shim puts host processes in no cgroup of
 //! their own (not on cgroup v1, not on v2), so it adds up what `/proc` says about every
-//! process of the task (the shim's descendants) and reports it in the cgroup v1 message,
+//! process of the task (`members.rs`) and reports it in the cgroup v1 message,
 //! which every containerd client can decode: `cpuacct.usage` (user + system time),
 //! `memory.usage_in_bytes` (resident set), `pids.current`.
 

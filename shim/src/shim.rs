@@ -4,10 +4,11 @@
 //! [runtime v2 README](https://github.com/containerd/containerd/blob/v1.6.20/runtime/v2/README.md)):
 //!
 //! 1. `containerd-shim-sample-v2 -namespace ns -id id -address a start`, in the bundle
-//!    directory: [`start`] launches the long-lived server as a daemon and prints its ttrpc
-//!    address on stdout, which is *all* containerd reads, so nothing else may be printed;
+//!    directory: [`start`] launches the long-lived server as a daemon (or finds the one
+//!    serving the container's pod) and prints its ttrpc address on stdout, which is *all*
+//!    containerd reads, so nothing else may be printed;
 //! 2. the daemon itself (no action, `-socket` given): serves the `Task` service until
-//!    `Shutdown` finds no task left (see `service.rs`);
+//!    `Shutdown` finds no container left (see `service.rs`);
 //! 3. `... delete`, after every disconnect, including a crash of the daemon: [`delete`]
 //!    cleans up whatever the daemon could not and answers a `DeleteResponse`.
 //!

@@ -27,7 +27,7 @@ pub const HOW_TO_INSTALL: &str = "Build and install the shim where containerd lo
 pub async fn run(tour: &mut Tour) -> Result<Observed> {
     let options = &tour.options;
     tour.ui.say(
-        "A shim is a program containerd starts, one per task. First: a containerd that \
+        "A shim is a program containerd starts, one per task (or per pod, under Kubernetes). First: a containerd that \
          answers, and that can find our shim binary.",
     );
     let api = Containerd::connect(&options.address, &options.namespace)

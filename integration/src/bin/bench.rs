@@ -82,6 +82,89 @@ fn spec(
     spec.to_string()
 }
 
+/// [`spec`], with `annotations` added.
+fn spec_with(
+    template: &serde_json::Value,
+    rt: &Runtime,
+    id: &str,
+    rootfs: &Path,
+    args: &[&str],
+    annotations: &[(&str, &str)],
+) -> String {
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&spec(template, rt, id, rootfs, args)).unwrap_or_default();
+    for (key, value) in annotations {
+        spec["annotations"][*key] = serde_json::json!(value);
+    }
+    spec.to_string()
+}
+
+/// The pod sizes measured: containers besides the sandbox.
+const POD_SIZES: [usize; 3] = [1, 2, 10];
+
+/// A pod as the CRI plugin would make it, through the task API: a sandbox and `size`
+/// containers with the CRI's annotations, all `sleep`ing. Both shims group a pod's
+/// containers by `io.kubernetes.cri.sandbox-id`. Returns the number of shims serving the
+/// pod, their RSS and PSS, and the RSS of the sandbox's process (KiB), then removes the pod.
+async fn pod_memory(
+    api: &Api,
+    address: &Path,
+    template: &serde_json::Value,
+    rootfs: &Path,
+    image: &str,
+    rt: &Runtime,
+    size: usize,
+) -> Result<(usize, u64, u64, u64)> {
+    let pod = format!("pod-{}-{size}", rt.shim_binary);
+    let mut members = Vec::new();
+    for i in 0..=size {
+        let (id, kind) = if i == 0 {
+            (pod.clone(), "sandbox")
+        } else {
+            (format!("{pod}-c{i}"), "container")
+        };
+        let annotations = [
+            ("io.kubernetes.cri.container-type", kind),
+            ("io.kubernetes.cri.sandbox-id", pod.as_str()),
+        ];
+        let sleep = spec_with(
+            template,
+            rt,
+            &id,
+            rootfs,
+            &["/bin/sleep", "1000"],
+            &annotations,
+        );
+        let (fifos, io) = prepare(api, address, &id, image, rt.runtime, &sleep).await?;
+        api.create_task(&id, &fifos).await?;
+        api.start_task(&id).await?;
+        members.push((id, fifos, io));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let memory = shim_memory(rt.shim_binary, address);
+    let sandbox = api.task(&pod).await?.map_or(0, |task| task.pid as i32);
+    let sandbox_rss = fs::read_to_string(format!("/proc/{sandbox}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    // Containers first, the sandbox last, as a kubelet removes a pod.
+    for (id, fifos, _io) in members.into_iter().rev() {
+        api.kill(&id, 9, false).await?;
+        api.wait(&id).await?;
+        api.delete_task(&id).await?;
+        api.delete_container(&id).await?;
+        fifos.remove();
+    }
+    Ok((
+        memory.len(),
+        memory.iter().map(|m| m.0).sum(),
+        memory.iter().map(|m| m.1).sum(),
+        sandbox_rss,
+    ))
+}
+
 /// Readers on a task's stdout and stderr FIFOs, held while the task lives. runc's shim
 /// opens them write-only and waits for a reader; ours would not need one.
 type Readers = (
@@ -387,6 +470,11 @@ async fn main() -> Result<()> {
             let total = (settings.cycles * concurrency) as f64;
             throughput.push(total / started.elapsed().as_secs_f64());
         }
+        // Pods: shims and their memory for 1, 2 and 10 containers besides the sandbox.
+        let mut pods = Vec::new();
+        for size in POD_SIZES {
+            pods.push(pod_memory(&api, &cd.address, &template, &rootfs, image, rt, size).await?);
+        }
         // stdout throughput.
         let id = format!("stdout-{}", rt.shim_binary);
         let count = settings.stdout_bytes.to_string();
@@ -429,9 +517,17 @@ async fn main() -> Result<()> {
             x50,
             x99,
         ]);
+        for (shims, rss, _, _) in &pods {
+            values.extend([*shims as f64, *rss as f64 / 1024.0]);
+        }
+        let (first, last) = (pods[0], pods[POD_SIZES.len() - 1]);
+        let added = (POD_SIZES[POD_SIZES.len() - 1] - POD_SIZES[0]) as f64;
+        values.push((last.1 as f64 - first.1 as f64) / added);
+        values.push((last.2 as f64 - first.2 as f64) / added);
+        values.push(first.3 as f64);
         results.push(values);
     }
-    let labels: [(&str, &str, bool); 14] = [
+    let labels: [(&str, &str, bool); 23] = [
         ("idle RSS, one shim", "MiB", true),
         ("idle PSS, one shim", "MiB", true),
         ("RSS, all shims (N tasks)", "MiB", true),
@@ -446,6 +542,19 @@ async fn main() -> Result<()> {
         ("stdout throughput", "MiB/s", false),
         ("exec latency p50", "ms", true),
         ("exec latency p99", "ms", true),
+        ("pod of 1 container + sandbox: shims", "processes", true),
+        ("pod of 1 container + sandbox: shim RSS", "MiB", true),
+        ("pod of 2 containers + sandbox: shims", "processes", true),
+        ("pod of 2 containers + sandbox: shim RSS", "MiB", true),
+        ("pod of 10 containers + sandbox: shims", "processes", true),
+        ("pod of 10 containers + sandbox: shim RSS", "MiB", true),
+        ("shim RSS per additional container of a pod", "KiB", true),
+        ("shim PSS per additional container of a pod", "KiB", true),
+        (
+            "the sandbox's process RSS (ours: pause; runc: busybox sleep)",
+            "KiB",
+            true,
+        ),
     ];
     for (i, (label, unit, lower)) in labels.iter().enumerate() {
         rows.push(Row {
