@@ -132,6 +132,14 @@ impl Container {
             .map(|(exec_id, _)| Member::Exec(exec_id.clone()))
     }
 
+    /// True when `pid` is one of its processes that has exited but whose exit is not
+    /// recorded yet (its pidfd says so).
+    pub fn exit_pending(&self, pid: i32) -> bool {
+        std::iter::once(&self.init)
+            .chain(self.execs.values())
+            .any(|p| p.pid == pid && p.exit_pending())
+    }
+
     /// True while an exec process has not been reported exited.
     pub fn has_live_execs(&self) -> bool {
         self.execs.values().any(|exec| !exec.is_stopped())

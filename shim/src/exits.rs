@@ -21,7 +21,7 @@
 //! shim's descendants, where [`kill_leftovers`] finds and kills it; `members.rs` tells which
 //! of them are the task's when the shim serves a pod.
 
-use std::{io, time::Duration};
+use std::{collections::VecDeque, io, time::Duration};
 
 use containerd_shim::monitor::{Subject, Subscription};
 use log::{debug, warn};
@@ -42,6 +42,54 @@ pub struct Reaped {
     pub pid: i32,
     /// The exit status, or 128 + the signal that killed it.
     pub code: i32,
+}
+
+/// The exits on their way to the exit policy: the reaper's channel, and those the policy read
+/// ahead of their turn and set aside.
+///
+/// While the exit policy of one container waits for the exits of that container's execs
+/// (`Service::process_exited`), it reads whatever the reaper sends, which may be another
+/// container's exit. That one is [`defer`](ExitQueue::defer)red, not dropped, and comes
+/// next.
+pub struct ExitQueue {
+    reaper: mpsc::UnboundedReceiver<Reaped>,
+    deferred: VecDeque<Reaped>,
+}
+
+impl ExitQueue {
+    /// The queue of the reaper's channel.
+    pub fn new(reaper: mpsc::UnboundedReceiver<Reaped>) -> ExitQueue {
+        ExitQueue {
+            reaper,
+            deferred: VecDeque::new(),
+        }
+    }
+
+    /// The next exit: a deferred one first, else the reaper's next. `None` once the
+    /// reaper's channel is closed and nothing is deferred.
+    pub async fn next(&mut self) -> Option<Reaped> {
+        match self.deferred.pop_front() {
+            Some(reaped) => Some(reaped),
+            None => self.reaper.recv().await,
+        }
+    }
+
+    /// The reaper's next exit, if one comes before `deadline` (deferred ones are skipped:
+    /// they were read already).
+    pub async fn from_reaper_until(&mut self, deadline: tokio::time::Instant) -> Option<Reaped> {
+        match self.reaper.try_recv() {
+            Ok(reaped) => Some(reaped),
+            Err(_) => tokio::time::timeout_at(deadline, self.reaper.recv())
+                .await
+                .ok()
+                .flatten(),
+        }
+    }
+
+    /// Sets an exit aside for after the one being handled.
+    pub fn defer(&mut self, reaped: Reaped) {
+        self.deferred.push_back(reaped);
+    }
 }
 
 /// The exits the crate's reaper reports, as a channel of [`Reaped`].

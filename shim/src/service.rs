@@ -40,7 +40,7 @@ use crate::{
     container::{processes_of, validate_id, Container, Member},
     error::{Error, Result},
     events::{timestamp, EventSink, TaskEvent},
-    exits::{kill_leftovers, Reaped, LEFTOVER_DEADLINE},
+    exits::{kill_leftovers, ExitQueue, Reaped, LEFTOVER_DEADLINE},
     metrics,
     process::{validate_signal, ExitStatus, Group, Process, State},
     procfs,
@@ -521,8 +521,9 @@ impl Service {
     }
 
     /// Feeds every exit to the exit policy, forever (until the reaper's channel closes).
-    async fn watch_exits(self: Arc<Self>, mut exits: UnboundedReceiver<Reaped>) {
-        while let Some(reaped) = exits.recv().await {
+    async fn watch_exits(self: Arc<Self>, exits: UnboundedReceiver<Reaped>) {
+        let mut exits = ExitQueue::new(exits);
+        while let Some(reaped) = exits.next().await {
             self.process_exited(reaped, &mut exits).await;
         }
     }
@@ -535,22 +536,33 @@ impl Service {
     ///   ([`kill_leftovers`]), then the exits of the exec processes are reported, those
     ///   already queued and, for at most [`LEFTOVER_DEADLINE`], those still on their way, so
     ///   that an exec's `/tasks/exit` never follows its task's. Then the init's exit.
-    /// - Any other pid: a descendant of the task, collected by the reaper and reported by
+    /// - Any other pid: a descendant of a task, collected by the reaper and reported by
     ///   nobody.
     ///
-    /// The lock is held throughout, so no RPC sees the task half-way through. Before the
+    /// An exit of another container read while waiting for the execs is set aside
+    /// ([`ExitQueue::defer`]) and handled right after this one.
+    ///
+    /// The lock is held throughout, so no RPC sees the task half-way through; in a pod, the
+    /// other containers' RPCs wait too, at most two [`LEFTOVER_DEADLINE`]s. Before the
     /// policy runs (the process has exited, the exit is on its way from the reaper), the
     /// RPCs see it too, through the process's pidfd ([`Process::exit_pending`]): `State`
     /// and `Delete` wait for the exit to be recorded, then answer STOPPED with its code;
     /// `Exec` and `Pause` are refused (FailedPrecondition); `Kill` finds the process
     /// finished (NotFound). From the moment the init exits, the three agree it stopped, as
     /// containerd's runc shim answers once its init exited.
-    pub async fn process_exited(&self, reaped: Reaped, exits: &mut UnboundedReceiver<Reaped>) {
+    pub async fn process_exited(&self, reaped: Reaped, exits: &mut ExitQueue) {
         let mut containers = self.containers.lock().await;
-        let Some((id, member)) = containers.values().find_map(|c| {
-            c.live_member(reaped.pid)
-                .map(|member| (c.id.clone(), member))
-        }) else {
+        // A pid is free for reuse once reaped: a process created since may have it too.
+        // The one that exited is the one whose pidfd says so.
+        let mut candidates = containers.values().filter_map(|c| {
+            let member = c.live_member(reaped.pid)?;
+            Some((c.id.clone(), member, c.exit_pending(reaped.pid)))
+        });
+        let first = candidates.next();
+        let Some((id, member, _)) = candidates
+            .find(|(_, _, pending)| *pending)
+            .or(first)
+        else {
             return;
         };
         let leftovers = processes_of(containers.values(), &id);
@@ -561,18 +573,16 @@ impl Service {
             kill_leftovers(&leftovers).await;
             let deadline = tokio::time::Instant::now() + LEFTOVER_DEADLINE;
             while container.has_live_execs() {
-                let queued = match exits.try_recv() {
-                    Ok(queued) => queued,
-                    Err(_) => match tokio::time::timeout_at(deadline, exits.recv()).await {
-                        Ok(Some(queued)) => queued,
-                        _ => {
-                            warn!("an exec process outlived its init by {LEFTOVER_DEADLINE:?}");
-                            break;
-                        }
-                    },
+                let Some(queued) = exits.from_reaper_until(deadline).await else {
+                    warn!("an exec process outlived its init by {LEFTOVER_DEADLINE:?}");
+                    break;
                 };
-                if let Some(exec @ Member::Exec(_)) = container.live_member(queued.pid) {
-                    self.record_exit(container, &exec, queued.code).await;
+                match container.live_member(queued.pid) {
+                    Some(exec @ Member::Exec(_)) => {
+                        self.record_exit(container, &exec, queued.code).await;
+                    }
+                    // Another container's, or a descendant's: its turn comes next.
+                    _ => exits.defer(queued),
                 }
             }
         }

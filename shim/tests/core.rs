@@ -766,3 +766,52 @@ async fn a_container_without_its_sandbox_or_of_an_unknown_type_is_refused() {
     assert!(left.is_empty(), "processes left behind: {left:?}");
     assert!(h.timeline().is_empty(), "{:?}", h.timeline());
 }
+
+/// Reaps the zombie `pid` (the test's reaper being held) and says what the reaper would.
+fn reap_zombie(pid: i32) -> Reaped {
+    match waitpid(nix::unistd::Pid::from_raw(pid), None).expect("waitpid") {
+        WaitStatus::Exited(_, code) => Reaped { pid, code },
+        WaitStatus::Signaled(_, signal, _) => Reaped {
+            pid,
+            code: 128 + signal as i32,
+        },
+        other => panic!("{pid}: {other:?}"),
+    }
+}
+
+/// Found in review: while the exit policy of one container waited for its execs' exits, it
+/// dropped every other exit it read meanwhile, such as another container's init's: that
+/// container never stopped.
+#[tokio::test]
+async fn an_exit_of_another_container_read_while_execs_are_drained_is_not_lost() {
+    let Some(h) = Harness::new(&["sleep", "1000"]) else {
+        return;
+    };
+    let spec_mode = [("com.example.sample.process", "spec")];
+    let a = h.create("a").await.expect("create a");
+    h.start("a", "").await.expect("start a");
+    let b_bundle = tempfile::tempdir().expect("bundle b");
+    let b = h
+        .create_in(b_bundle.path(), "b", &["sleep", "1000"], &spec_mode)
+        .await
+        .expect("create b");
+    h.start("b", "").await.expect("start b");
+    h.exec("a", "e", &["sleep", "1000"]).await.expect("exec");
+    h.start("a", "e").await.expect("start exec");
+
+    // Both inits die; their exits reach the service in this order, before a's exec's: a's
+    // exit policy kills the exec and reads b's exit while it waits for the exec's.
+    h.reaping.store(false, Ordering::SeqCst);
+    for pid in [a, b] {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+            .expect("kill");
+    }
+    let (ra, rb) = (reap_zombie(a), reap_zombie(b));
+    h.exits.send(ra).expect("send a");
+    h.exits.send(rb).expect("send b");
+    h.reaping.store(true, Ordering::SeqCst);
+
+    assert_eq!(h.wait("a", "e").await, 137);
+    assert_eq!(h.wait("a", "").await, 137);
+    assert_eq!(h.wait("b", "").await, 137, "b's exit was lost");
+}
