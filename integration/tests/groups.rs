@@ -67,7 +67,10 @@ fn containers_of_one_group_share_a_shim_until_the_last_is_deleted() {
     );
     cd.ctr_ok(&["task", "rm", "first"]);
     cd.ctr_ok(&["container", "rm", "first"]);
-    // containerd asked the shim to shut down after the delete: it stays, serving `second`.
+    // containerd asked the shim to shut down after the delete: it stays, serving `second`
+    // (an exec proves it answers).
+    let out = cd.ctr_output(&["task", "exec", "--exec-id", "f", "second", "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         cd.shim_pids(),
         vec![shim],
@@ -78,6 +81,37 @@ fn containers_of_one_group_share_a_shim_until_the_last_is_deleted() {
         Some("RUNNING".into())
     );
     cd.kill_and_remove("second", "KILL");
+    cd.wait_shims_gone();
+}
+
+/// Two containers of one group started at once: both may launch a daemon; one serves, the
+/// other finds it serving and bows out, and both containers end up in the one shim.
+#[test]
+fn containers_of_one_group_started_at_once_share_one_shim() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    cd.import_image();
+    let cd_ref = &cd;
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = ["x", "y", "z"]
+            .map(|id| {
+                scope.spawn(move || (id, run(cd_ref, "default", id, &[GROUP], &["sleep", "1000"])))
+            })
+            .into_iter()
+            .collect();
+        for run in runs {
+            let (id, out) = run.join().expect("ctr run thread");
+            assert!(out.status.success(), "ctr run {id}: {}", stderr(&out));
+        }
+    });
+    for id in ["x", "y", "z"] {
+        cd.wait_status(id, "RUNNING");
+    }
+    cd.the_shim();
+    for id in ["x", "y", "z"] {
+        cd.kill_and_remove(id, "KILL");
+    }
     cd.wait_shims_gone();
 }
 

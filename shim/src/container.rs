@@ -7,7 +7,10 @@
 //! until their own `Delete`. The service (`service.rs`) keeps containers in a table by id:
 //! one per shim, or all the containers of a pod.
 
-use std::{collections::HashMap, path::PathBuf};
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+};
 
 use crate::{
     error::{Error, Result},
@@ -57,8 +60,10 @@ pub struct Container {
     pub paused: bool,
     /// A pod's sandbox, one of its containers, or neither.
     pub kind: Kind,
-    /// The pids of every process the shim spawned for it, init and execs, deleted or not:
-    /// they lead its process groups and sessions (`members.rs`).
+    /// The pids that lead its process groups and sessions (`members.rs`): the init's, and
+    /// those of the execs with a group or session of their own. A leader stays after its
+    /// process exits while a process of its group or session lives, and is then forgotten
+    /// ([`Container::forget_leaders`]): only then may the kernel give its pid to another.
     pub leaders: Vec<i32>,
 }
 
@@ -76,10 +81,28 @@ impl Container {
         }
     }
 
-    /// Adds an exec process.
-    pub fn add_exec(&mut self, exec_id: String, exec: Process) {
-        self.leaders.push(exec.pid);
+    /// Adds an exec process, which `leads` a group or session of its own or joined the
+    /// init's group.
+    pub fn add_exec(&mut self, exec_id: String, exec: Process, leads: bool) {
+        if leads {
+            self.leaders.push(exec.pid);
+        }
         self.execs.insert(exec_id, exec);
+    }
+
+    /// True when a leader's process has exited.
+    pub fn has_past_leaders(&self) -> bool {
+        self.leaders
+            .iter()
+            .any(|l| !self.live_pids().any(|p| p == *l))
+    }
+
+    /// Forgets the leaders whose process has exited and whose group and session have no
+    /// process left: `in_use` holds every group and session id of the shim's descendants.
+    pub fn forget_leaders(&mut self, in_use: &HashSet<i32>) {
+        let live: Vec<i32> = self.live_pids().collect();
+        self.leaders
+            .retain(|leader| live.contains(leader) || in_use.contains(leader));
     }
 
     /// The pids of its processes whose exit is not recorded yet.
@@ -111,7 +134,8 @@ impl Container {
     /// The process group a new exec process joins: the init's, unless the init has a
     /// terminal. Then it leads a session of its own, and the kernel lets no process of
     /// another session join its group (`setpgid` fails with `EPERM`), so the exec gets a
-    /// group of its own; `kill --all` still reaches it as a descendant of the shim.
+    /// group of its own, which it leads for the container (`members.rs`): `kill --all`
+    /// still reaches it.
     pub fn exec_group(&self) -> Group {
         if self.init.stdio.terminal {
             Group::Own

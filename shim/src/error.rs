@@ -29,6 +29,9 @@ pub enum Error {
     /// An RPC this shim does not implement, said plainly.
     #[error("{0}")]
     Unimplemented(String),
+    /// The shim is shutting down: its last container was deleted.
+    #[error("{0}")]
+    Unavailable(String),
     /// A system call failed; `context` says what the shim was doing.
     #[error("{context}: {source}")]
     Io {
@@ -49,6 +52,7 @@ impl Error {
             Error::AlreadyExists(_) => Code::ALREADY_EXISTS,
             Error::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             Error::Unimplemented(_) => Code::UNIMPLEMENTED,
+            Error::Unavailable(_) => Code::UNAVAILABLE,
             Error::Io { .. } => Code::INTERNAL,
         }
     }
@@ -105,6 +109,7 @@ mod tests {
                 Code::FAILED_PRECONDITION,
             ),
             (Error::Unimplemented("later".into()), Code::UNIMPLEMENTED),
+            (Error::Unavailable("closing".into()), Code::UNAVAILABLE),
         ];
         for (err, code) in cases {
             let message = err.to_string();

@@ -6,7 +6,9 @@
 //!
 //! - every process the shim spawns for a container (its init, its execs) leads a process
 //!   group or a session of its own, or joins its init's group (`process.rs`); the
-//!   container's *leaders* are the pids of all of them, kept until the container is deleted;
+//!   container's *leaders* are the pids that lead, kept while their group or session has a
+//!   process (`Container::forget_leaders`), so a pid the kernel hands out again is not
+//!   taken for theirs;
 //! - a process belongs to the container that leads its process group or its session. That
 //!   holds for everything the container's processes fork, even once re-parented to the shim
 //!   (the child subreaper);
@@ -141,10 +143,11 @@ impl ProcessTree for ContainerProcesses {
         self.list()
     }
 
-    /// Usually one system call: the shim is a subreaper, so while it has no child at all it
-    /// has no descendant either (an orphan would be re-parented to it), and the kernel says
-    /// whether it has children without a miss (`sys::has_children`). Otherwise a pass over
-    /// all of `/proc`.
+    /// One system call when the shim serves one container and nothing of it is left: the
+    /// shim is a subreaper, so while it has no child at all it has no descendant either (an
+    /// orphan would be re-parented to it), and the kernel says whether it has children
+    /// without a miss (`sys::has_children`). Otherwise (in a pod the other containers'
+    /// processes are children too) a pass over all of `/proc`: a few milliseconds.
     fn exhaustive(&self) -> io::Result<Vec<ProcStat>> {
         if !sys::has_children() {
             return Ok(Vec::new());

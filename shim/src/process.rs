@@ -12,7 +12,7 @@
 //! that group when it can ([`Group::Join`]). A process with a terminal leads a session of its
 //! own instead, as a login shell does; a group in another session cannot be joined, so the
 //! execs of a terminal task get a group of their own ([`Group::Own`]) and `kill --all`
-//! reaches them as descendants of the shim.
+//! reaches them as the container's processes (`members.rs`).
 //!
 //! Between `fork` and the `exec` of the start-gate helper (`gate.rs`), the child applies the
 //! spec: the start gate on fd 3, a new session and controlling terminal if asked,

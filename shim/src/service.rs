@@ -18,9 +18,12 @@
 //! [`Service`] directly, without containerd.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -63,6 +66,10 @@ pub struct Service {
     events: Box<dyn EventSink>,
     /// Fired by `Shutdown` once no container is left: the shim then exits.
     shutdown: Arc<ExitSignal>,
+    /// Set (under the lock) by that `Shutdown`: a `Create` that comes after, because a
+    /// `start` joined the group's shim just before, is refused rather than taken into a
+    /// shim on its way out.
+    closing: AtomicBool,
     /// The start-gate helper every process is spawned as (`gate.rs`): this binary.
     helper: PathBuf,
 }
@@ -98,6 +105,7 @@ impl Service {
             containers: Mutex::new(HashMap::new()),
             events: Box::new(events),
             shutdown,
+            closing: AtomicBool::new(false),
             helper: helper.to_path_buf(),
         });
         tokio::spawn(service.clone().watch_exits(exits));
@@ -110,6 +118,13 @@ impl Service {
     pub async fn create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
         validate_id("task", &req.id)?;
         let mut containers = self.containers.lock().await;
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable(format!(
+                "this shim is shutting down (its last container was deleted): create task {:?} \
+                 again to get a new one",
+                req.id
+            )));
+        }
         if containers.contains_key(&req.id) {
             return Err(Error::AlreadyExists(format!(
                 "task {:?} already exists in this shim",
@@ -127,13 +142,23 @@ impl Service {
         let oci = spec::read_spec(&bundle)?;
         let kind = spec::kind(&oci)?;
         if let Kind::PodMember { sandbox } = &kind {
-            if !containers.contains_key(sandbox) {
-                return Err(Error::FailedPrecondition(format!(
-                    "the sandbox {sandbox:?} of container {:?} is not in this shim: \
-                     its shim exited or was killed, or it is in another namespace; \
-                     the pod must be created again",
-                    req.id
-                )));
+            match containers.get(sandbox) {
+                None => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "the sandbox {sandbox:?} of container {:?} is not in this shim: \
+                         its shim exited or was killed, or it is in another namespace; \
+                         the pod must be created again",
+                        req.id
+                    )))
+                }
+                Some(pod) if !pod.is_running() => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "the sandbox {sandbox:?} of container {:?} has stopped: \
+                         the pod must be created again",
+                        req.id
+                    )))
+                }
+                Some(_) => {}
             }
         }
         let process = spec::init_process(&oci, &kind, &self.helper)?;
@@ -207,10 +232,12 @@ impl Service {
         }
         let mut exited = process.subscribe_exit();
         // The exit policy needs the lock to record the exit. It takes at most two
-        // LEFTOVER_DEADLINEs; should an exit ever go missing, answer from the state as it
-        // is rather than hang the RPC.
+        // LEFTOVER_DEADLINEs per container (in a pod, other containers' exits may be handled
+        // first); should an exit ever go missing, answer from the state as it is rather than
+        // hang the RPC.
+        let policies = containers.len().max(1) as u32;
         drop(containers);
-        let limit = 2 * LEFTOVER_DEADLINE + Duration::from_secs(1);
+        let limit = 2 * LEFTOVER_DEADLINE * policies + Duration::from_secs(1);
         if tokio::time::timeout(limit, exited.wait_for(Option::is_some))
             .await
             .is_err()
@@ -345,6 +372,9 @@ impl Service {
         let mut container = containers
             .remove(&req.id)
             .ok_or_else(|| Error::NotFound(req.id.clone()))?;
+        // Out of the table, nothing else can happen to it: drain its output without the
+        // lock, which the pod's other containers need meanwhile.
+        drop(containers);
         container.init.io.wait_outputs(OUTPUT_DRAIN_LIMIT).await;
         bundle::remove_init_pid(&container.bundle);
         let pid = container.init.pid;
@@ -393,8 +423,10 @@ impl Service {
         };
         let label = format!("{} exec {}", req.id, req.exec_id);
         let group = container.exec_group();
+        // With a terminal, or a group of its own, the exec leads; otherwise the init does.
+        let leads = group == Group::Own || process.terminal;
         let exec = Process::spawn(&self.helper, &process, stdio, group, &label)?;
-        container.add_exec(req.exec_id.clone(), exec);
+        container.add_exec(req.exec_id.clone(), exec, leads);
         self.events
             .publish(TaskEvent::ExecAdded {
                 id: req.id,
@@ -511,11 +543,13 @@ impl Service {
     /// `Shutdown`: the shim exits once no container is left; otherwise it stays
     /// (containerd asks after deleting each container of a pod).
     pub async fn shutdown(&self) {
-        let left = self.containers.lock().await.len();
-        if left > 0 {
+        let containers = self.containers.lock().await;
+        if !containers.is_empty() {
+            let left = containers.len();
             debug!("shutdown requested while {left} containers are left: staying up");
             return;
         }
+        self.closing.store(true, Ordering::SeqCst);
         info!("no container left: shutting down");
         self.shutdown.signal();
     }
@@ -559,10 +593,7 @@ impl Service {
             Some((c.id.clone(), member, c.exit_pending(reaped.pid)))
         });
         let first = candidates.next();
-        let Some((id, member, _)) = candidates
-            .find(|(_, _, pending)| *pending)
-            .or(first)
-        else {
+        let Some((id, member, _)) = candidates.find(|(_, _, pending)| *pending).or(first) else {
             return;
         };
         let leftovers = processes_of(containers.values(), &id);
@@ -587,6 +618,7 @@ impl Service {
             }
         }
         self.record_exit(container, &member, reaped.code).await;
+        forget_past_leaders(&mut containers);
     }
 
     /// Records one process's exit and publishes `/tasks/exit`.
@@ -611,6 +643,26 @@ impl Service {
                 exit,
             })
             .await;
+    }
+}
+
+/// Forgets the leaders whose process exited and whose groups and sessions are empty, so
+/// that a pid the kernel hands out again is never taken for theirs (`members.rs`).
+fn forget_past_leaders(containers: &mut Containers) {
+    if !containers.values().any(Container::has_past_leaders) {
+        return;
+    }
+    let shim = std::process::id() as i32;
+    let Ok(processes) = procfs::descendants(shim) else {
+        return;
+    };
+    let in_use: HashSet<i32> = processes
+        .iter()
+        .filter(|p| p.state != 'Z')
+        .flat_map(|p| [p.pgid, p.sid])
+        .collect();
+    for container in containers.values_mut() {
+        container.forget_leaders(&in_use);
     }
 }
 

@@ -38,7 +38,7 @@ use containerd_shim::{
 };
 use containerd_shim_protos::{
     shim_async::{Client, TaskClient},
-    ttrpc::context,
+    ttrpc::{self, context},
 };
 use log::info;
 
@@ -148,15 +148,21 @@ pub fn start(opts: &StartOpts) -> Result<String> {
     validate_id("group", &group)?;
     let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &group);
     let socket = bundle::socket_path(&address);
-    if group != opts.id && UnixStream::connect(&socket).is_ok() {
+    let join = || {
         info!(
             "{}: joining the shim of group {group:?} at {address}",
             opts.id
         );
-        bundle::write_address(&bundle, &address)?;
-        return Ok(address);
+        bundle::write_address(&bundle, &address).map(|()| address.clone())
+    };
+    if group != opts.id && UnixStream::connect(&socket).is_ok() {
+        return join();
     }
-    prepare_socket(&socket)?;
+    match prepare_socket(&socket) {
+        // Another `start` of the group launched its daemon in between.
+        Err(Error::AlreadyExists(_)) if group != opts.id => return join(),
+        other => other?,
+    }
 
     let exe = std::env::current_exe().map_err(Error::io("locate the shim binary"))?;
     let mut command = Command::new(exe);
@@ -230,20 +236,36 @@ fn prepare_socket(socket: &Path) -> Result<()> {
     }
 }
 
-/// True when a live shim still serves `address`: it answers a `Connect` within a second.
+/// True when a live shim still serves `address`.
 ///
 /// A connection alone does not tell: a shim that was just killed may still have its
-/// listening socket for a moment (the kernel closes it last), but it answers no request.
-/// A live one answers at once, and with pods that is the usual case: containerd runs
-/// `delete` after each container of a pod, while the pod's shim serves the others.
+/// listening socket for a moment (the kernel closes it last), but the connection is then
+/// refused or closed without an answer. So `delete` asks for a `Connect`: an answer means
+/// alive, and so does no answer yet within a second (a busy shim, one handling an exit),
+/// only a refused or closed connection means dead. With pods a live shim is the usual case:
+/// containerd runs `delete` after each container of a pod, while the pod's shim serves the
+/// others.
 async fn serving(address: &str) -> bool {
     let limit = std::time::Duration::from_secs(1);
-    let answered = async {
+    let asked = async {
         let client = TaskClient::new(Client::connect(address).await.ok()?);
         let ctx = context::with_timeout(limit.as_nanos() as i64);
-        client.connect(ctx, &ConnectRequest::default()).await.ok()
+        Some(client.connect(ctx, &ConnectRequest::default()).await)
     };
-    matches!(tokio::time::timeout(limit, answered).await, Ok(Some(_)))
+    match tokio::time::timeout(limit, asked).await {
+        Ok(Some(Ok(_))) => true,
+        // No connection, or a connection that ended without an answer.
+        Ok(None)
+        | Ok(Some(Err(
+            ttrpc::Error::Socket(_)
+            | ttrpc::Error::Nix(_)
+            | ttrpc::Error::Eof
+            | ttrpc::Error::LocalClosed
+            | ttrpc::Error::RemoteClosed,
+        ))) => false,
+        // Any other answer (an error status, our own deadline): a live, maybe busy, shim.
+        Ok(Some(Err(_))) | Err(_) => true,
+    }
 }
 
 /// `delete`: containerd's cleanup after the daemon is gone, whether it exited or crashed.

@@ -803,8 +803,11 @@ async fn an_exit_of_another_container_read_while_execs_are_drained_is_not_lost()
     // exit policy kills the exec and reads b's exit while it waits for the exec's.
     h.reaping.store(false, Ordering::SeqCst);
     for pid in [a, b] {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
-            .expect("kill");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill");
     }
     let (ra, rb) = (reap_zombie(a), reap_zombie(b));
     h.exits.send(ra).expect("send a");
@@ -814,4 +817,39 @@ async fn an_exit_of_another_container_read_while_execs_are_drained_is_not_lost()
     assert_eq!(h.wait("a", "e").await, 137);
     assert_eq!(h.wait("a", "").await, 137);
     assert_eq!(h.wait("b", "").await, 137, "b's exit was lost");
+}
+
+/// A pod's container is refused once its sandbox has stopped; a `Create` after `Shutdown`
+/// let the shim go (a `start` joined the group's shim just before) is refused too, rather
+/// than taken into a shim on its way out.
+#[tokio::test]
+async fn a_container_of_a_stopped_pod_or_of_a_closing_shim_is_refused() {
+    let Some(h) = Harness::new(&["true"]) else {
+        return;
+    };
+    let (pod_bundle, app_bundle) = (
+        tempfile::tempdir().expect("b1"),
+        tempfile::tempdir().expect("b2"),
+    );
+    h.create_in(pod_bundle.path(), "pod", &["false"], &sandbox_of("pod"))
+        .await
+        .expect("create the sandbox");
+    h.start("pod", "").await.expect("start the sandbox");
+    h.kill("pod", 9).await.expect("kill the sandbox");
+    assert_eq!(h.wait("pod", "").await, 137);
+    let err = h
+        .create_in(app_bundle.path(), "app", &["true"], &container_of("pod"))
+        .await
+        .expect_err("a container of a stopped pod");
+    assert!(
+        matches!(&err, Error::FailedPrecondition(m) if m.contains("has stopped")),
+        "{err:?}"
+    );
+    h.delete("pod", "").await.expect("delete the sandbox");
+    h.service.shutdown().await;
+    let err = h
+        .create_in(app_bundle.path(), "late", &["true"], &[])
+        .await
+        .expect_err("a create after the shim let go");
+    assert!(matches!(&err, Error::Unavailable(_)), "{err:?}");
 }

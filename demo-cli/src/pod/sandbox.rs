@@ -42,7 +42,15 @@ pub async fn run(tour: &mut PodTour) -> Result<Observed> {
     ));
     tour.ui
         .block(&proctree::render(&proctree::tree(shim.pid), 100));
-    let comm = std::fs::read_to_string(format!("/proc/{pause}/comm")).unwrap_or_default();
+    // The pause process names itself once the start-gate helper has run it: a moment.
+    let mut comm = String::new();
+    for _ in 0..250 {
+        comm = std::fs::read_to_string(format!("/proc/{pause}/comm")).unwrap_or_default();
+        if comm.trim() == "pause" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     tour.check(
         comm.trim() == "pause",
         "the sandbox runs `pause`: the shim's own idle process, not the image's /pause",
