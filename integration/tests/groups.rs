@@ -194,3 +194,63 @@ fn an_unknown_container_type_is_an_invalid_argument() {
     cd.ctr_output(&["container", "rm", "odd"]);
     cd.wait_shims_gone();
 }
+
+/// `Pause` stops one container's processes, not its neighbours' in the same shim; `Kill
+/// --all` and `Pids` keep to the container too.
+#[test]
+fn pause_kill_all_and_pids_of_one_container_leave_its_neighbours_alone() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let loop_ = ["sh", "-c", "sleep 1000 & sleep 1000 & wait"];
+    for id in ["paused", "neighbour"] {
+        let out = run(&cd, "default", id, &[GROUP], &loop_);
+        assert!(out.status.success(), "ctr run {id}: {}", stderr(&out));
+        cd.wait_status(id, "RUNNING");
+    }
+    let pids = |id: &str| -> Vec<i32> {
+        poll_until(Duration::from_secs(5), "three processes", || {
+            let pids: Vec<i32> = cd
+                .ctr_ok(&["task", "ps", id])
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+                .collect();
+            (pids.len() == 3).then_some(pids)
+        })
+    };
+    let (paused, neighbour) = (pids("paused"), pids("neighbour"));
+    assert!(
+        paused.iter().all(|p| !neighbour.contains(p)),
+        "ctr task ps mixes the two: {paused:?} {neighbour:?}"
+    );
+    let state = |pid: i32| integration::proc::stat(pid).map(|s| s.0);
+    cd.ctr_ok(&["task", "pause", "paused"]);
+    poll_until(
+        Duration::from_secs(5),
+        "the paused container stopped",
+        || paused.iter().all(|&p| state(p) == Some('T')).then_some(()),
+    );
+    assert!(
+        neighbour.iter().all(|&p| state(p) != Some('T')),
+        "the neighbour was stopped too"
+    );
+    cd.ctr_ok(&["task", "resume", "paused"]);
+    cd.ctr_ok(&["task", "kill", "--all", "--signal", "KILL", "paused"]);
+    cd.wait_status("paused", "STOPPED");
+    assert!(
+        neighbour.iter().all(|&p| integration::proc::alive(p)),
+        "kill --all reached the neighbour"
+    );
+    assert_eq!(
+        cd.task_status("neighbour").map(|s| s.1),
+        Some("RUNNING".into())
+    );
+    for id in ["paused", "neighbour"] {
+        cd.ctr_output(&["task", "kill", "--signal", "KILL", id]);
+        cd.wait_status(id, "STOPPED");
+        cd.ctr_ok(&["task", "rm", id]);
+        cd.ctr_ok(&["container", "rm", id]);
+    }
+    cd.wait_shims_gone();
+}
