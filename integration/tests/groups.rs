@@ -254,3 +254,57 @@ fn pause_kill_all_and_pids_of_one_container_leave_its_neighbours_alone() {
     }
     cd.wait_shims_gone();
 }
+
+/// After the shared shim of two containers dies, containerd runs `delete` in each
+/// container's bundle; each `delete` kills its own container's processes only.
+#[test]
+fn delete_after_a_crash_of_the_shared_shim_touches_only_its_own_container() {
+    let Some(mut cd) = Containerd::start() else {
+        return;
+    };
+    let mut inits = Vec::new();
+    for id in ["left", "right"] {
+        let out = run(&cd, "default", id, &[GROUP], &["sleep", "1000"]);
+        assert!(out.status.success(), "ctr run {id}: {}", stderr(&out));
+        inits.push(cd.wait_status(id, "RUNNING"));
+    }
+    let shim = cd.the_shim();
+    // containerd down, so that this test, not containerd, runs the first `delete`.
+    cd.stop_daemon();
+    // SAFETY: a plain system call on the shim we just identified.
+    unsafe { libc::kill(shim, libc::SIGKILL) };
+    poll_until(Duration::from_secs(5), "the shim gone", || {
+        integration::proc::stat(shim)
+            .is_none_or(|s| s.0 == 'Z')
+            .then_some(())
+    });
+    let bundle = cd
+        .dir()
+        .join("state/io.containerd.runtime.v2.task/default/left");
+    let ttrpc = format!("{}.ttrpc", cd.address.display());
+    let out = std::process::Command::new(&cd.shim)
+        .args(["-namespace", "default", "-id", "left", "-address"])
+        .arg(&cd.address)
+        .arg("delete")
+        .current_dir(&bundle)
+        .env("TTRPC_ADDRESS", &ttrpc)
+        .output()
+        .expect("run the shim's delete");
+    assert!(out.status.success(), "delete: {}", stderr(&out));
+    poll_until(Duration::from_secs(5), "left's init killed", || {
+        (!integration::proc::alive(inits[0])).then_some(())
+    });
+    assert!(
+        integration::proc::alive(inits[1]),
+        "`delete` of left killed right's process"
+    );
+    // containerd, back, cleans up right after its dead shim.
+    cd.start_daemon();
+    poll_until(Duration::from_secs(15), "right's init killed", || {
+        (!integration::proc::alive(inits[1])).then_some(())
+    });
+    for id in ["left", "right"] {
+        let _ = cd.ctr_output(&["task", "rm", "--force", id]);
+        let _ = cd.ctr_output(&["container", "rm", id]);
+    }
+}

@@ -1,5 +1,5 @@
 //! `make bench` (`scripts/bench.sh`: builds the shim with `make shim`, then runs this with
-//! `SHIM_BIN` set and `[--quick] [--out DIR]`): our shim and Debian's
+//! `SHIM_BIN` set and `[--quick] [--starts N] [--out DIR]`): our shim and Debian's
 //! `containerd-shim-runc-v2`, side by side, in one private containerd.
 //!
 //! Writes `bench/RESULTS.md` and `bench/results.svg`. runc gets a busybox root filesystem
@@ -285,7 +285,13 @@ async fn main() -> Result<()> {
         .skip_while(|a| a != "--out")
         .nth(1)
         .map_or_else(|| PathBuf::from("bench"), PathBuf::from);
-    let settings = if quick {
+    // `--starts N`: that many start runs, e.g. to compare two binaries' start latency in
+    // quick runs.
+    let starts_arg: Option<usize> = std::env::args()
+        .skip_while(|a| a != "--starts")
+        .nth(1)
+        .and_then(|n| n.parse().ok());
+    let mut settings = if quick {
         Settings {
             quick,
             starts: 10,
@@ -302,6 +308,9 @@ async fn main() -> Result<()> {
             stdout_bytes: 1 << 30,
         }
     };
+    if let Some(starts) = starts_arg {
+        settings.starts = starts;
+    }
     let cd = Containerd::start().context("the benchmark needs root and containerd")?;
     // The daemon is private, so are its FIFOs: remove them all, also when a step fails.
     let _fifos = RemoveOnDrop(shim_demo::fifo::daemon_dir(&cd.address));
