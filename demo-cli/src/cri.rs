@@ -26,6 +26,7 @@ use k8s_cri::v1::{
     StopContainerRequest, StopPodSandboxRequest, VersionRequest,
 };
 
+pub use containerd_client::tonic;
 pub use k8s_cri::v1 as proto;
 
 use crate::api::CallResult;

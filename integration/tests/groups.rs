@@ -198,55 +198,77 @@ fn an_unknown_container_type_is_an_invalid_argument() {
 /// `Pause` stops one container's processes, not its neighbours' in the same shim; `Kill
 /// --all` and `Pids` keep to the container too.
 #[test]
-fn pause_kill_all_and_pids_of_one_container_leave_its_neighbours_alone() {
+fn pause_kill_all_and_pids_of_one_container_leave_its_neighbour_alone() {
     let Some(cd) = Containerd::start() else {
         return;
     };
-    let loop_ = ["sh", "-c", "sleep 1000 & sleep 1000 & wait"];
-    for id in ["paused", "neighbour"] {
-        let out = run(&cd, "default", id, &[GROUP], &loop_);
+    // `mine` survives SIGTERM (a handler), its `sleep`s do not: `kill --all` shows itself.
+    let mine = "trap 'echo TERM' TERM; sleep 1000 & sleep 1000 & while :; do sleep 1; done";
+    let theirs = "sleep 1000 & sleep 1000 & wait";
+    let mut inits = Vec::new();
+    for (id, script) in [("mine", mine), ("theirs", theirs)] {
+        let out = run(&cd, "default", id, &[GROUP], &["sh", "-c", script]);
         assert!(out.status.success(), "ctr run {id}: {}", stderr(&out));
-        cd.wait_status(id, "RUNNING");
+        inits.push(cd.wait_status(id, "RUNNING"));
     }
-    let pids = |id: &str| -> Vec<i32> {
-        poll_until(Duration::from_secs(5), "three processes", || {
-            let pids: Vec<i32> = cd
-                .ctr_ok(&["task", "ps", id])
-                .lines()
-                .skip(1)
-                .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+    let listed = |id: &str| -> Vec<i32> {
+        cd.ctr_ok(&["task", "ps", id])
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    };
+    let sleeps = |id: &str| -> Vec<i32> {
+        poll_until(Duration::from_secs(5), "two sleeps", || {
+            let sleeps: Vec<i32> = listed(id)
+                .into_iter()
+                .filter(|&p| integration::proc::cmdline(p) == ["sleep", "1000"])
                 .collect();
-            (pids.len() == 3).then_some(pids)
+            (sleeps.len() == 2).then_some(sleeps)
         })
     };
-    let (paused, neighbour) = (pids("paused"), pids("neighbour"));
+    let (my_sleeps, their_sleeps) = (sleeps("mine"), sleeps("theirs"));
+    let (mine_listed, theirs_listed) = (listed("mine"), listed("theirs"));
     assert!(
-        paused.iter().all(|p| !neighbour.contains(p)),
-        "ctr task ps mixes the two: {paused:?} {neighbour:?}"
+        mine_listed.iter().all(|p| !theirs_listed.contains(p)),
+        "ctr task ps mixes the two: {mine_listed:?} {theirs_listed:?}"
     );
     let state = |pid: i32| integration::proc::stat(pid).map(|s| s.0);
-    cd.ctr_ok(&["task", "pause", "paused"]);
-    poll_until(
-        Duration::from_secs(5),
-        "the paused container stopped",
-        || paused.iter().all(|&p| state(p) == Some('T')).then_some(()),
-    );
+    cd.ctr_ok(&["task", "pause", "mine"]);
+    poll_until(Duration::from_secs(5), "mine stopped", || {
+        my_sleeps
+            .iter()
+            .chain(&inits[..1])
+            .all(|&p| state(p) == Some('T'))
+            .then_some(())
+    });
     assert!(
-        neighbour.iter().all(|&p| state(p) != Some('T')),
+        their_sleeps
+            .iter()
+            .chain(&inits[1..])
+            .all(|&p| state(p) != Some('T')),
         "the neighbour was stopped too"
     );
-    cd.ctr_ok(&["task", "resume", "paused"]);
-    cd.ctr_ok(&["task", "kill", "--all", "--signal", "KILL", "paused"]);
-    cd.wait_status("paused", "STOPPED");
+    cd.ctr_ok(&["task", "resume", "mine"]);
+    cd.ctr_ok(&["task", "kill", "--all", "--signal", "TERM", "mine"]);
+    poll_until(Duration::from_secs(5), "mine's sleeps gone", || {
+        my_sleeps
+            .iter()
+            .all(|&p| !integration::proc::alive(p))
+            .then_some(())
+    });
     assert!(
-        neighbour.iter().all(|&p| integration::proc::alive(p)),
+        integration::proc::alive(inits[0]),
+        "mine's init handles TERM"
+    );
+    assert!(
+        their_sleeps
+            .iter()
+            .chain(&inits[1..])
+            .all(|&p| integration::proc::alive(p)),
         "kill --all reached the neighbour"
     );
-    assert_eq!(
-        cd.task_status("neighbour").map(|s| s.1),
-        Some("RUNNING".into())
-    );
-    for id in ["paused", "neighbour"] {
+    for id in ["mine", "theirs"] {
         cd.ctr_output(&["task", "kill", "--signal", "KILL", id]);
         cd.wait_status(id, "STOPPED");
         cd.ctr_ok(&["task", "rm", id]);

@@ -86,6 +86,12 @@ impl ExitQueue {
         }
     }
 
+    /// The first deferred exit that `wanted` picks, taken out of the queue.
+    pub fn take_deferred(&mut self, wanted: impl Fn(&Reaped) -> bool) -> Option<Reaped> {
+        let index = self.deferred.iter().position(wanted)?;
+        self.deferred.remove(index)
+    }
+
     /// Sets an exit aside for after the one being handled.
     pub fn defer(&mut self, reaped: Reaped) {
         self.deferred.push_back(reaped);

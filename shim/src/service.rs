@@ -151,7 +151,7 @@ impl Service {
                         req.id
                     )))
                 }
-                Some(pod) if !pod.is_running() => {
+                Some(pod) if !pod.is_running() || pod.init.exit_pending() => {
                     return Err(Error::FailedPrecondition(format!(
                         "the sandbox {sandbox:?} of container {:?} has stopped: \
                          the pod must be created again",
@@ -594,6 +594,8 @@ impl Service {
         });
         let first = candidates.next();
         let Some((id, member, _)) = candidates.find(|(_, _, pending)| *pending).or(first) else {
+            // A descendant's exit: maybe the last of a past leader's group.
+            forget_past_leaders(&mut containers);
             return;
         };
         let leftovers = processes_of(containers.values(), &id);
@@ -604,9 +606,19 @@ impl Service {
             kill_leftovers(&leftovers).await;
             let deadline = tokio::time::Instant::now() + LEFTOVER_DEADLINE;
             while container.has_live_execs() {
-                let Some(queued) = exits.from_reaper_until(deadline).await else {
-                    warn!("an exec process outlived its init by {LEFTOVER_DEADLINE:?}");
-                    break;
+                // An exec's exit may have been set aside already, while another container's
+                // exit policy ran: it comes before the reaper's next.
+                let is_exec =
+                    |r: &Reaped| matches!(container.live_member(r.pid), Some(Member::Exec(_)));
+                let queued = match exits.take_deferred(is_exec) {
+                    Some(deferred) => deferred,
+                    None => match exits.from_reaper_until(deadline).await {
+                        Some(queued) => queued,
+                        None => {
+                            warn!("an exec process outlived its init by {LEFTOVER_DEADLINE:?}");
+                            break;
+                        }
+                    },
                 };
                 match container.live_member(queued.pid) {
                     Some(exec @ Member::Exec(_)) => {
@@ -647,13 +659,15 @@ impl Service {
 }
 
 /// Forgets the leaders whose process exited and whose groups and sessions are empty, so
-/// that a pid the kernel hands out again is never taken for theirs (`members.rs`).
+/// that a pid the kernel hands out again is never taken for theirs (`members.rs`). The look
+/// is the exhaustive one: a leader forgotten while its group lives would turn the group's
+/// processes into strays.
 fn forget_past_leaders(containers: &mut Containers) {
     if !containers.values().any(Container::has_past_leaders) {
         return;
     }
     let shim = std::process::id() as i32;
-    let Ok(processes) = procfs::descendants(shim) else {
+    let Ok(processes) = procfs::descendants_exhaustive(shim) else {
         return;
     };
     let in_use: HashSet<i32> = processes

@@ -781,9 +781,10 @@ fn reap_zombie(pid: i32) -> Reaped {
 
 /// Found in review: while the exit policy of one container waited for its execs' exits, it
 /// dropped every other exit it read meanwhile, such as another container's init's: that
-/// container never stopped.
+/// container never stopped. Then, once such exits were set aside, a container's exec exit
+/// set aside could follow its own init's exit.
 #[tokio::test]
-async fn an_exit_of_another_container_read_while_execs_are_drained_is_not_lost() {
+async fn exits_read_while_another_container_s_execs_are_drained_are_kept_in_order() {
     let Some(h) = Harness::new(&["sleep", "1000"]) else {
         return;
     };
@@ -796,27 +797,40 @@ async fn an_exit_of_another_container_read_while_execs_are_drained_is_not_lost()
         .await
         .expect("create b");
     h.start("b", "").await.expect("start b");
-    h.exec("a", "e", &["sleep", "1000"]).await.expect("exec");
-    h.start("a", "e").await.expect("start exec");
+    let mut execs = Vec::new();
+    for (id, exec_id) in [("a", "ea"), ("b", "eb")] {
+        h.exec(id, exec_id, &["sleep", "1000"]).await.expect("exec");
+        execs.push(h.start(id, exec_id).await.expect("start exec"));
+    }
 
-    // Both inits die; their exits reach the service in this order, before a's exec's: a's
-    // exit policy kills the exec and reads b's exit while it waits for the exec's.
+    // Everything dies; the exits reach the service as b's init, a's init, a's exec, b's
+    // exec. b's exit policy waits for b's exec and reads a's two exits meanwhile: they must
+    // be kept, and a's exec must still be reported before a's init.
     h.reaping.store(false, Ordering::SeqCst);
-    for pid in [a, b] {
+    for pid in [a, b, execs[0], execs[1]] {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         )
         .expect("kill");
     }
-    let (ra, rb) = (reap_zombie(a), reap_zombie(b));
-    h.exits.send(ra).expect("send a");
-    h.exits.send(rb).expect("send b");
+    for pid in [b, a, execs[0], execs[1]] {
+        h.exits.send(reap_zombie(pid)).expect("send");
+    }
     h.reaping.store(true, Ordering::SeqCst);
 
-    assert_eq!(h.wait("a", "e").await, 137);
-    assert_eq!(h.wait("a", "").await, 137);
-    assert_eq!(h.wait("b", "").await, 137, "b's exit was lost");
+    assert_eq!(h.wait("b", "").await, 137);
+    assert_eq!(h.wait("a", "").await, 137, "a's exit was lost");
+    let exits: Vec<String> = h
+        .timeline()
+        .into_iter()
+        .filter(|e| e.starts_with("exit "))
+        .collect();
+    assert_eq!(
+        exits,
+        ["exit eb 137", "exit b 137", "exit ea 137", "exit a 137"],
+        "each exit once, every exec's before its init's"
+    );
 }
 
 /// A pod's container is refused once its sandbox has stopped; a `Create` after `Shutdown`
@@ -852,4 +866,62 @@ async fn a_container_of_a_stopped_pod_or_of_a_closing_shim_is_refused() {
         .await
         .expect_err("a create after the shim let go");
     assert!(matches!(&err, Error::Unavailable(_)), "{err:?}");
+}
+
+/// In a pod, an exec that leads a session of its own (it has a terminal) leaves a child
+/// behind when it exits: the child is still the container's, for `Pids` and for the
+/// container's end, because the exec's pid is remembered as a leader while its session has
+/// a process, and the neighbouring container never sees it.
+#[tokio::test]
+async fn a_pod_container_keeps_what_an_exited_session_leading_exec_left_behind() {
+    let Some(h) = Harness::new(&["true"]) else {
+        return;
+    };
+    let (pod_bundle, app_bundle) = (
+        tempfile::tempdir().expect("b1"),
+        tempfile::tempdir().expect("b2"),
+    );
+    h.create_in(pod_bundle.path(), "pod", &["false"], &sandbox_of("pod"))
+        .await
+        .expect("create the sandbox");
+    h.start("pod", "").await.expect("start the sandbox");
+    h.create_in(
+        app_bundle.path(),
+        "app",
+        &["sleep", "1000"],
+        &container_of("pod"),
+    )
+    .await
+    .expect("create app");
+    h.start("app", "").await.expect("start app");
+    // The child ignores the SIGHUP its session's end sends.
+    let mut req = exec_request(
+        "app",
+        "tty",
+        &["sh", "-c", "trap '' HUP; sleep 1003 & exit 0"],
+    );
+    req.terminal = true;
+    let mut spec: serde_json::Value = serde_json::from_slice(&req.spec.value).expect("exec spec");
+    spec["terminal"] = serde_json::json!(true);
+    req.spec.as_mut().expect("spec").value = spec.to_string().into_bytes();
+    h.service.exec(req).await.expect("exec with a terminal");
+    h.start("app", "tty").await.expect("start the exec");
+    assert_eq!(h.wait("app", "tty").await, 0);
+    let left = eventually("sleep 1003", || process_running("sleep 1003")).await;
+    // Another exit in the shim runs the bookkeeping of past leaders.
+    h.exec("app", "x", &["true"]).await.expect("exec");
+    h.start("app", "x").await.expect("start");
+    assert_eq!(h.wait("app", "x").await, 0);
+    assert!(
+        pids(&h, "app").await.contains(&left),
+        "the exec's child left app"
+    );
+    assert!(!pids(&h, "pod").await.contains(&left));
+    h.kill("app", 9).await.expect("kill app");
+    assert_eq!(h.wait("app", "").await, 137);
+    assert_eq!(
+        process_running("sleep 1003"),
+        None,
+        "app's leftover lives on"
+    );
 }

@@ -11,19 +11,17 @@ pub async fn run(tour: &mut PodTour, number: usize) -> Result<()> {
     tour.ui.heading(number, number, "Clean up");
     let result = async {
         let mut done = Vec::new();
-        let Ok(cri) = tour.cri() else {
-            tour.ui.say("Nothing was created.");
-            return Ok(done);
-        };
-        for pod_id in cri.pods_named(POD_NAME).await? {
-            for id in cri.containers_of(&pod_id).await? {
-                let _ = cri.stop_container(&id, 0).await;
-                cri.remove_container(&id).await?;
-                done.push(format!("removed container {id}"));
+        if let Ok(cri) = tour.cri() {
+            for pod_id in cri.pods_named(POD_NAME).await? {
+                for id in cri.containers_of(&pod_id).await? {
+                    let _ = cri.stop_container(&id, 0).await;
+                    cri.remove_container(&id).await?;
+                    done.push(format!("removed container {id}"));
+                }
+                cri.stop_pod(&pod_id).await?;
+                cri.remove_pod(&pod_id).await?;
+                done.push(format!("removed pod {pod_id}"));
             }
-            cri.stop_pod(&pod_id).await?;
-            cri.remove_pod(&pod_id).await?;
-            done.push(format!("removed pod {pod_id}"));
         }
         for image in std::mem::take(&mut tour.imported) {
             crate::image::remove(tour.api()?, &image).await?;

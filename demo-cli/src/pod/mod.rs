@@ -172,12 +172,19 @@ pub async fn run(mut options: Options) -> i32 {
         options.log_directory =
             std::env::temp_dir().join(format!("shim-demo-pod.{}", std::process::id()));
     }
-    if let Err(err) = std::fs::create_dir_all(&options.log_directory) {
-        ui.fail(&format!(
-            "create {}: {err}",
-            options.log_directory.display()
-        ));
-        return 2;
+    // containerd resolves the log directory from its own working directory: make it
+    // absolute.
+    match std::fs::create_dir_all(&options.log_directory)
+        .and_then(|()| options.log_directory.canonicalize())
+    {
+        Ok(absolute) => options.log_directory = absolute,
+        Err(err) => {
+            ui.fail(&format!(
+                "create {}: {err}",
+                options.log_directory.display()
+            ));
+            return 2;
+        }
     }
     let pod = Pod {
         name: POD_NAME.to_string(),

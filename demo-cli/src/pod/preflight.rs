@@ -71,7 +71,9 @@ pub async fn run(tour: &mut PodTour) -> Result<Observed> {
     tour.ui
         .command("crictl info | jq .config.containerd.runtimes");
 
-    let api = Containerd::connect(&address, NAMESPACE).await?;
+    // Kept from here on, so that the cleanup can remove what is imported below even if a
+    // later check fails.
+    tour.api = Some(Containerd::connect(&address, NAMESPACE).await?);
     let image = tour.options.image.clone();
     // containerd 1.x reports the sandbox image; 2.x pins it elsewhere and says nothing here.
     let sandbox_image = config["sandboxImage"].as_str().map(str::to_string);
@@ -84,7 +86,8 @@ pub async fn run(tour: &mut PodTour) -> Result<Observed> {
             tour.ui
                 .ok(&format!("{name} is in the {NAMESPACE} namespace"));
         } else if name == image {
-            crate::image::import(&api, &name).await?;
+            crate::image::import(tour.api()?, &name).await?;
+            tour.imported.push(name.clone());
             // The CRI plugin learns of new images from containerd's events: wait until it
             // knows this one.
             for _ in 0..250 {
@@ -100,7 +103,6 @@ pub async fn run(tour: &mut PodTour) -> Result<Observed> {
                 "imported the tiny, empty {name} into {NAMESPACE} (removed at the end): the \
                  shim runs host processes and never looks at an image"
             ));
-            tour.imported.push(name);
         } else {
             bail!(
                 "the CRI plugin's sandbox image {name} is not in the {NAMESPACE} namespace and \
@@ -110,7 +112,6 @@ pub async fn run(tour: &mut PodTour) -> Result<Observed> {
         }
     }
     tour.cri = Some(cri);
-    tour.api = Some(api);
     Ok(observed(json!({
         "cri_version": version,
         "handler": handler,

@@ -59,8 +59,9 @@ pub async fn run(tour: &mut PodTour) -> Result<Observed> {
     )?;
     tour.ui.notice(
         "the grace period is the CRI plugin's: it sends Kill(SIGTERM) to the shim, waits, then \
-         Kill(SIGKILL, all). The shim reports each exit as 128 + the signal, after killing \
-         whatever the container's process left behind.",
+         Kill(SIGKILL). The shim reports each exit as 128 + the signal, after killing whatever \
+         the container's process left behind; the CRI plugin then deletes the task at once \
+         (Delete, Shutdown), and the shim stays for the sandbox.",
     );
     Ok(observed(json!({
         "clock_exit": clock_code,
