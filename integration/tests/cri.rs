@@ -416,3 +416,52 @@ async fn two_pods_started_at_once_get_a_shim_each() {
     cri.remove_pod(&id_two).await.expect("remove two");
     assert_nothing_left(&cd, &sockets);
 }
+
+/// containerd restarts (an upgrade, a crash) while a pod runs: the pod's shim keeps its
+/// containers, the new daemon reconnects to it for each of them, and the pod works on.
+#[tokio::test]
+async fn a_pod_survives_a_containerd_restart() {
+    let Some(mut cd) = Containerd::start_cri() else {
+        return;
+    };
+    let mut cri = Cri::connect(&cd.address)
+        .await
+        .expect("the CRI API answers");
+    let pod = pod(&cd, "steady", &[]);
+    let pod_id = cri.run_pod(&pod, HANDLER).await.expect("RunPodSandbox");
+    let app = container("app", IMAGE, &["sleep", "1000"], &[]);
+    let app = cri
+        .create_container(&pod_id, &pod, app)
+        .await
+        .expect("CreateContainer");
+    cri.start_container(&app).await.expect("StartContainer");
+    wait_container(&mut cri, &app, ContainerState::ContainerRunning).await;
+    let shim = cd.the_shim();
+    let socket = socket_of(shim);
+    let pid = cri.container_pid(&app).await.expect("pid");
+
+    cd.stop_daemon();
+    cd.start_daemon();
+    let mut cri = Cri::connect(&cd.address)
+        .await
+        .expect("the CRI API answers again");
+    wait_pod(&mut cri, &pod_id, PodSandboxState::SandboxReady).await;
+    wait_container(&mut cri, &app, ContainerState::ContainerRunning).await;
+    assert_eq!(cd.shim_pids(), vec![shim], "the same shim serves the pod");
+    assert_eq!(cri.container_pid(&app).await.expect("pid"), pid);
+    let exec = cri
+        .exec_sync(&app, &["sh", "-c", "echo still here"], 10)
+        .await
+        .expect("ExecSync after the restart");
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "still here\n");
+
+    cri.stop_container(&app, 10).await.expect("StopContainer");
+    assert_eq!(
+        wait_container(&mut cri, &app, ContainerState::ContainerExited).await,
+        143
+    );
+    cri.remove_container(&app).await.expect("RemoveContainer");
+    cri.stop_pod(&pod_id).await.expect("StopPodSandbox");
+    cri.remove_pod(&pod_id).await.expect("RemovePodSandbox");
+    assert_nothing_left(&cd, &[socket]);
+}
