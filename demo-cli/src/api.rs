@@ -36,19 +36,23 @@ pub struct Containerd {
     pub address: PathBuf,
 }
 
+/// A gRPC channel to containerd's socket: its own API and the CRI plugin's share it.
+pub async fn channel(address: &Path) -> Result<tonic::transport::Channel> {
+    containerd_client::connect(address).await.map_err(|err| {
+        // tonic's error says only "transport error"; the reason (a missing socket, a
+        // refused connection) is the innermost error of its chain.
+        let reason = anyhow::Error::new(err).root_cause().to_string();
+        anyhow!(
+            "cannot connect to containerd at {}: {reason}",
+            address.display()
+        )
+    })
+}
+
 impl Containerd {
     /// Connects and checks that the daemon answers (`Version`).
     pub async fn connect(address: &Path, namespace: &str) -> Result<Self> {
-        let channel = containerd_client::connect(address).await.map_err(|err| {
-            // tonic's error says only "transport error"; the reason (a missing socket, a
-            // refused connection) is the innermost error of its chain.
-            let reason = anyhow::Error::new(err).root_cause().to_string();
-            anyhow!(
-                "cannot connect to containerd at {}: {reason}",
-                address.display()
-            )
-        })?;
-        let client = Client::from(channel);
+        let client = Client::from(channel(address).await?);
         client
             .version()
             .version(())

@@ -130,13 +130,7 @@ impl Cri {
     /// Connects to containerd's socket and checks that the CRI plugin answers: an installed
     /// containerd often has it disabled (`disabled_plugins = ["cri"]`).
     pub async fn connect(address: &Path) -> Result<Cri> {
-        let channel = containerd_client::connect(address).await.map_err(|err| {
-            let reason = anyhow::Error::new(err).root_cause().to_string();
-            anyhow!(
-                "cannot connect to containerd at {}: {reason}",
-                address.display()
-            )
-        })?;
+        let channel = crate::api::channel(address).await?;
         let mut cri = Cri {
             runtime: RuntimeServiceClient::new(channel.clone()),
             images: ImageServiceClient::new(channel),

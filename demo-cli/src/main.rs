@@ -40,31 +40,32 @@ struct Container {
     id: String,
 }
 
+/// How a tour runs.
+#[derive(Args)]
+struct Tour {
+    /// Go straight through, without waiting for Enter between steps.
+    #[arg(long, short)]
+    yes: bool,
+    /// Print one JSON object per step instead of prose.
+    #[arg(long)]
+    json: bool,
+    /// Image the containers name (imported, tiny and empty, when absent; for the pod tour,
+    /// into the CRI plugin's namespace `k8s.io`).
+    #[arg(long, default_value = DEFAULT_IMAGE)]
+    image: String,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// The whole tour: create, start, inspect, kill (143), attached SIGINT (130), delete.
     Walkthrough {
-        /// Go straight through, without waiting for Enter between steps.
-        #[arg(long, short)]
-        yes: bool,
-        /// Print one JSON object per step instead of prose.
-        #[arg(long)]
-        json: bool,
-        /// Image to name on the container (imported, tiny and empty, when absent).
-        #[arg(long, default_value = DEFAULT_IMAGE)]
-        image: String,
+        #[command(flatten)]
+        tour: Tour,
     },
     /// The tour as Kubernetes drives a shim: a pod of two containers over the CRI API.
     Pod {
-        /// Go straight through, without waiting for Enter between steps.
-        #[arg(long, short)]
-        yes: bool,
-        /// Print one JSON object per step instead of prose.
-        #[arg(long)]
-        json: bool,
-        /// Image the containers name (imported into `k8s.io`, tiny and empty, when absent).
-        #[arg(long, default_value = DEFAULT_IMAGE)]
-        image: String,
+        #[command(flatten)]
+        tour: Tour,
         /// The runtime handler containerd's config maps to our shim.
         #[arg(long, default_value = cri::HANDLER)]
         handler: String,
@@ -144,31 +145,29 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
-    if let Command::Walkthrough { yes, json, image } = &cli.command {
+    if let Command::Walkthrough { tour } = &cli.command {
         let options = walkthrough::Options {
             address: cli.address.clone(),
             namespace: cli.namespace.clone(),
-            image: image.clone(),
-            yes: *yes,
-            json: *json,
+            image: tour.image.clone(),
+            yes: tour.yes,
+            json: tour.json,
         };
         return Ok(walkthrough::run(options).await);
     }
     if let Command::Pod {
-        yes,
-        json,
-        image,
+        tour,
         handler,
         log_dir,
     } = &cli.command
     {
         let options = pod::Options {
             address: cli.address.clone(),
-            image: image.clone(),
+            image: tour.image.clone(),
             log_directory: log_dir.clone().unwrap_or_default(),
             handler: handler.clone(),
-            yes: *yes,
-            json: *json,
+            yes: tour.yes,
+            json: tour.json,
         };
         return Ok(pod::run(options).await);
     }

@@ -85,6 +85,16 @@ impl Ui {
         self.out(&format!("{} {text}", self.paint("1;32", "✓")));
     }
 
+    /// Checks an expectation: prints it as held, or fails with it.
+    pub fn check(&self, holds: bool, expectation: &str) -> anyhow::Result<()> {
+        if holds {
+            self.ok(expectation);
+            Ok(())
+        } else {
+            anyhow::bail!("expected: {expectation}")
+        }
+    }
+
     /// An expectation that failed: always shown, on stderr.
     pub fn fail(&self, text: &str) {
         let _ = std::io::stdout().flush();

@@ -16,26 +16,32 @@ fn demo(cd: &Containerd) -> Command {
     command
 }
 
+/// Runs `shim-demo <tour> --json`, which must succeed; returns its steps and its stdout.
+fn json_steps(cd: &Containerd, tour: &str) -> (Vec<Value>, String) {
+    let output = demo(cd)
+        .args([tour, "--json"])
+        .output()
+        .expect("run shim-demo");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "shim-demo {tour} failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let steps = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    (steps, stdout)
+}
+
 #[test]
 fn walkthrough_json_reports_every_step_with_143_and_130() {
     let Some(cd) = Containerd::start() else {
         return;
     };
-    let output = demo(&cd)
-        .args(["walkthrough", "--json"])
-        .output()
-        .expect("run shim-demo");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "walkthrough failed ({}):\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let steps: Vec<Value> = stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect();
+    let (steps, stdout) = json_steps(&cd, "walkthrough");
     let names: Vec<&str> = steps.iter().filter_map(|s| s["step"].as_str()).collect();
     assert_eq!(
         names,
@@ -187,21 +193,7 @@ fn the_pod_tour_runs_every_step_over_the_cri_api() {
         "rm",
         integration::image::IMAGE,
     ]);
-    let output = demo(&cd)
-        .args(["pod", "--json"])
-        .output()
-        .expect("run shim-demo pod");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "pod tour failed ({}):\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let steps: Vec<Value> = stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect();
+    let (steps, stdout) = json_steps(&cd, "pod");
     let names: Vec<&str> = steps.iter().filter_map(|s| s["step"].as_str()).collect();
     assert_eq!(
         names,

@@ -128,6 +128,20 @@ impl Harness {
         Ok(self.service.create(req).await?.pid as i32)
     }
 
+    /// Creates and starts the sandbox of pod `pod` in a bundle of its own; returns that bundle
+    /// and another, empty one for a container of the pod.
+    async fn start_pod(&self, pod: &str) -> (tempfile::TempDir, tempfile::TempDir) {
+        let (pod_bundle, app_bundle) = (
+            tempfile::tempdir().expect("sandbox bundle"),
+            tempfile::tempdir().expect("container bundle"),
+        );
+        self.create_in(pod_bundle.path(), pod, &["false"], &sandbox_of(pod))
+            .await
+            .expect("create the sandbox");
+        self.start(pod, "").await.expect("start the sandbox");
+        (pod_bundle, app_bundle)
+    }
+
     async fn start(&self, id: &str, exec_id: &str) -> Result<i32, Error> {
         let req = api::StartRequest {
             id: id.into(),
@@ -841,14 +855,7 @@ async fn a_container_of_a_stopped_pod_or_of_a_closing_shim_is_refused() {
     let Some(h) = Harness::new(&["true"]) else {
         return;
     };
-    let (pod_bundle, app_bundle) = (
-        tempfile::tempdir().expect("b1"),
-        tempfile::tempdir().expect("b2"),
-    );
-    h.create_in(pod_bundle.path(), "pod", &["false"], &sandbox_of("pod"))
-        .await
-        .expect("create the sandbox");
-    h.start("pod", "").await.expect("start the sandbox");
+    let (_pod_bundle, app_bundle) = h.start_pod("pod").await;
     h.kill("pod", 9).await.expect("kill the sandbox");
     assert_eq!(h.wait("pod", "").await, 137);
     let err = h
@@ -877,14 +884,7 @@ async fn a_pod_container_keeps_what_an_exited_session_leading_exec_left_behind()
     let Some(h) = Harness::new(&["true"]) else {
         return;
     };
-    let (pod_bundle, app_bundle) = (
-        tempfile::tempdir().expect("b1"),
-        tempfile::tempdir().expect("b2"),
-    );
-    h.create_in(pod_bundle.path(), "pod", &["false"], &sandbox_of("pod"))
-        .await
-        .expect("create the sandbox");
-    h.start("pod", "").await.expect("start the sandbox");
+    let (_pod_bundle, app_bundle) = h.start_pod("pod").await;
     h.create_in(
         app_bundle.path(),
         "app",

@@ -2,10 +2,8 @@
 //! `shim-demo-pod` and its containers, the images it imported).
 
 use anyhow::Result;
-use serde_json::json;
 
 use super::{PodTour, POD_NAME};
-use crate::ui;
 
 pub async fn run(tour: &mut PodTour, number: usize) -> Result<()> {
     tour.ui.heading(number, number, "Clean up");
@@ -36,16 +34,6 @@ pub async fn run(tour: &mut PodTour, number: usize) -> Result<()> {
         anyhow::Ok(done)
     }
     .await;
-    match &result {
-        Ok(done) => tour
-            .ui
-            .json_line(&json!({ "step": "cleanup", "ok": true, "observed": { "removed": done } })),
-        Err(err) => {
-            let error = ui::error_text(err);
-            tour.ui.fail(&error);
-            tour.ui
-                .json_line(&json!({ "step": "cleanup", "ok": false, "error": error }));
-        }
-    }
+    crate::steps::report_cleanup(tour.ui, &result);
     result.map(|_| ())
 }

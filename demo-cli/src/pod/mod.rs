@@ -100,12 +100,7 @@ impl PodTour {
 
     /// Checks an expectation: prints it as held, or fails the step with it.
     pub fn check(&self, holds: bool, expectation: &str) -> Result<()> {
-        if holds {
-            self.ui.ok(expectation);
-            Ok(())
-        } else {
-            bail!("expected: {expectation}")
-        }
+        self.ui.check(holds, expectation)
     }
 
     /// Polls a container until it is EXITED; returns its exit code.
@@ -204,19 +199,12 @@ pub async fn run(mut options: Options) -> i32 {
         pause: 0,
         imported: Vec::new(),
     };
-    let code = tokio::select! {
-        code = steps::run(&mut tour, ui, STEPS, STEPS.len() + 1) => code,
-        _ = tokio::signal::ctrl_c() => {
-            ui.fail("interrupted: cleaning up");
-            130
-        }
-    };
-    let cleaned = cleanup::run(&mut tour, STEPS.len() + 1).await;
+    let code = steps::run(&mut tour, ui, STEPS, |tour, number| {
+        Box::pin(cleanup::run(tour, number))
+    })
+    .await;
     if own_logs {
         let _ = std::fs::remove_dir_all(&tour.options.log_directory);
     }
-    match (code, cleaned) {
-        (0, Err(_)) => 1,
-        (code, _) => code,
-    }
+    code
 }

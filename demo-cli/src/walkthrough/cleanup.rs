@@ -3,10 +3,9 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use serde_json::json;
 
 use super::Tour;
-use crate::{commands, proctree, ui};
+use crate::{commands, proctree};
 
 /// Removes the task, container, FIFOs and imported image; checks that the shim exited.
 pub async fn run(tour: &mut Tour, number: usize) -> Result<()> {
@@ -36,16 +35,6 @@ pub async fn run(tour: &mut Tour, number: usize) -> Result<()> {
         anyhow::Ok(done)
     }
     .await;
-    match &result {
-        Ok(done) => tour
-            .ui
-            .json_line(&json!({ "step": "cleanup", "ok": true, "observed": { "removed": done } })),
-        Err(err) => {
-            let error = ui::error_text(err);
-            tour.ui.fail(&error);
-            tour.ui
-                .json_line(&json!({ "step": "cleanup", "ok": false, "error": error }));
-        }
-    }
+    crate::steps::report_cleanup(tour.ui, &result);
     result.map(|_| ())
 }

@@ -89,12 +89,7 @@ impl Tour {
 
     /// Checks an expectation: prints it as held, or fails the step with it.
     pub fn check(&self, holds: bool, expectation: &str) -> Result<()> {
-        if holds {
-            self.ui.ok(expectation);
-            Ok(())
-        } else {
-            bail!("expected: {expectation}")
-        }
+        self.ui.check(holds, expectation)
     }
 
     /// Polls the task's status until `want` (or `limit` passes).
@@ -193,22 +188,15 @@ pub async fn run(options: Options) -> i32 {
         events: Arc::default(),
         events_task: None,
     };
-    let code = tokio::select! {
-        // The cleanup is the last step, run whatever happened.
-        code = steps::run(&mut tour, ui, STEPS, STEPS.len() + 1) => code,
-        _ = tokio::signal::ctrl_c() => {
-            ui.fail("interrupted: cleaning up");
-            130
-        }
-    };
-    let cleaned = cleanup::run(&mut tour, STEPS.len() + 1).await;
+    // The cleanup is the last step, run whatever happened.
+    let code = steps::run(&mut tour, ui, STEPS, |tour, number| {
+        Box::pin(cleanup::run(tour, number))
+    })
+    .await;
     if let Some(events) = tour.events_task.take() {
         events.abort();
     }
-    match (code, cleaned) {
-        (0, Err(_)) => 1,
-        (code, _) => code,
-    }
+    code
 }
 
 /// Starts collecting our container's `/tasks/*` events (called once connected, long before
