@@ -220,6 +220,8 @@ async fn one_pod_two_containers(pod_annotations: &[(&str, &str)]) {
     for id in [&app, &stubborn] {
         wait_container(&mut cri, id, ContainerState::ContainerRunning).await;
     }
+    let app_pid = cri.container_pid(&app).await.expect("app's pid");
+    let stubborn_pid = cri.container_pid(&stubborn).await.expect("stubborn's pid");
     assert_eq!(
         cd.shim_pids(),
         vec![shim],
@@ -291,6 +293,9 @@ async fn one_pod_two_containers(pod_annotations: &[(&str, &str)]) {
     assert_eq!(status.state, PodSandboxState::SandboxNotready as i32);
     cri.remove_pod(&pod_id).await.expect("RemovePodSandbox");
     assert_nothing_left(&cd, &[socket]);
+    for pid in [pause, app_pid, stubborn_pid] {
+        assert!(!proc::alive(pid), "process {pid} outlived its pod");
+    }
 }
 
 #[tokio::test]
