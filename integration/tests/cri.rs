@@ -220,6 +220,20 @@ async fn one_pod_two_containers(pod_annotations: &[(&str, &str)]) {
     for id in [&app, &stubborn] {
         wait_container(&mut cri, id, ContainerState::ContainerRunning).await;
     }
+    // The pod's annotations reached the shim, in the sandbox's spec and the containers'.
+    for id in [&pod_id, &app, &stubborn] {
+        let spec = cd
+            .dir()
+            .join("state/io.containerd.runtime.v2.task/k8s.io")
+            .join(id.as_str())
+            .join("config.json");
+        let spec: serde_json::Value =
+            serde_json::from_slice(&fs::read(&spec).expect("the bundle's config.json"))
+                .expect("a JSON spec");
+        for (key, value) in pod_annotations {
+            assert_eq!(spec["annotations"][*key], *value, "{id}: {key}");
+        }
+    }
     let app_pid = cri.container_pid(&app).await.expect("app's pid");
     let stubborn_pid = cri.container_pid(&stubborn).await.expect("stubborn's pid");
     assert_eq!(
