@@ -16,7 +16,6 @@ use crate::{
     error::{Error, Result},
     members::{Claim, ContainerProcesses},
     process::{Group, Process},
-    spec::Kind,
 };
 
 /// Longest id accepted for a task, an exec process or a namespace (containerd's limit is 76).
@@ -58,8 +57,6 @@ pub struct Container {
     pub execs: HashMap<String, Process>,
     /// Between `Pause` and `Resume`: every process of the task is stopped (SIGSTOP).
     pub paused: bool,
-    /// A pod's sandbox, one of its containers, or neither.
-    pub kind: Kind,
     /// The pids that lead its process groups and sessions (`members.rs`): the init's, and
     /// those of the execs with a group or session of their own. A leader stays after its
     /// process exits while a process of its group or session lives, and is then forgotten
@@ -69,7 +66,7 @@ pub struct Container {
 
 impl Container {
     /// A container whose init process was just created.
-    pub fn new(id: String, bundle: PathBuf, kind: Kind, init: Process) -> Container {
+    pub fn new(id: String, bundle: PathBuf, init: Process) -> Container {
         Container {
             id,
             bundle,
@@ -77,7 +74,6 @@ impl Container {
             init,
             execs: HashMap::new(),
             paused: false,
-            kind,
         }
     }
 
@@ -105,12 +101,14 @@ impl Container {
             .retain(|leader| live.contains(leader) || in_use.contains(leader));
     }
 
+    /// Its init, then its exec processes.
+    fn processes(&self) -> impl Iterator<Item = &Process> {
+        std::iter::once(&self.init).chain(self.execs.values())
+    }
+
     /// The pids of its processes whose exit is not recorded yet.
     pub fn live_pids(&self) -> impl Iterator<Item = i32> + '_ {
-        std::iter::once(&self.init)
-            .chain(self.execs.values())
-            .filter(|p| !p.is_stopped())
-            .map(|p| p.pid)
+        self.processes().filter(|p| !p.is_stopped()).map(|p| p.pid)
     }
 
     /// True while its init process has not been reported exited.
@@ -159,9 +157,7 @@ impl Container {
     /// True when `pid` is one of its processes that has exited but whose exit is not
     /// recorded yet (its pidfd says so).
     pub fn exit_pending(&self, pid: i32) -> bool {
-        std::iter::once(&self.init)
-            .chain(self.execs.values())
-            .any(|p| p.pid == pid && p.exit_pending())
+        self.processes().any(|p| p.pid == pid && p.exit_pending())
     }
 
     /// True while an exec process has not been reported exited.

@@ -186,7 +186,7 @@ impl Service {
                 pid,
             })
             .await;
-        let container = Container::new(req.id.clone(), bundle, kind, init);
+        let container = Container::new(req.id.clone(), bundle, init);
         containers.insert(req.id, container);
         Ok(api::CreateTaskResponse {
             pid: pid as u32,

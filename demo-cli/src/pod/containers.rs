@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use serde_json::json;
 
-use super::PodTour;
+use super::{short, PodTour};
 use crate::{
     cri::{container, proto::ContainerState},
     proctree,
@@ -34,7 +34,7 @@ pub async fn run(tour: &mut PodTour) -> Result<Observed> {
     for (name, command) in [("clock", CLOCK), ("stubborn", STUBBORN)] {
         tour.ui.command(&format!(
             "crictl create {} {name}.json pod.json && crictl start <id>",
-            &pod_id[..12.min(pod_id.len())]
+            short(&pod_id)
         ));
         let cri = tour.cri()?;
         let config = container(name, &image, &command, &[]);

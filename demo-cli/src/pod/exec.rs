@@ -4,7 +4,7 @@
 use anyhow::{anyhow, Result};
 use serde_json::json;
 
-use super::PodTour;
+use super::{short, PodTour};
 use crate::steps::{observed, Observed};
 
 pub async fn run(tour: &mut PodTour) -> Result<Observed> {
@@ -12,7 +12,7 @@ pub async fn run(tour: &mut PodTour) -> Result<Observed> {
     let command = ["sh", "-c", "echo probe ok; echo a warning >&2; exit 3"];
     tour.ui.command(&format!(
         "crictl exec --sync {} sh -c 'echo probe ok; echo a warning >&2; exit 3'",
-        &id[..12.min(id.len())]
+        short(&id)
     ));
     let reply = tour
         .cri()?

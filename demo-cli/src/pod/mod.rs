@@ -33,6 +33,11 @@ mod stop;
 /// The pod's name (its sandbox's metadata name), which cleanup also looks for.
 pub const POD_NAME: &str = "shim-demo-pod";
 
+/// An id as `crictl` shows it: its first 12 characters.
+pub fn short(id: &str) -> &str {
+    &id[..12.min(id.len())]
+}
+
 /// What the tour was asked to do.
 pub struct Options {
     /// containerd's socket.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use serde_json::json;
 
-use super::PodTour;
+use super::{short, PodTour};
 use crate::{
     proctree,
     steps::{observed, Observed},
@@ -20,8 +20,7 @@ fn gone(pid: i32) -> bool {
 pub async fn run(tour: &mut PodTour) -> Result<Observed> {
     let containers = std::mem::take(&mut tour.containers);
     for (name, id) in &containers {
-        tour.ui
-            .command(&format!("crictl rm {}", &id[..12.min(id.len())]));
+        tour.ui.command(&format!("crictl rm {}", short(id)));
         tour.cri()?
             .remove_container(id)
             .await
@@ -34,7 +33,7 @@ pub async fn run(tour: &mut PodTour) -> Result<Observed> {
     let pod_id = tour.pod_id.clone();
     tour.ui.command(&format!(
         "crictl stopp {0} && crictl rmp {0}",
-        &pod_id[..12.min(pod_id.len())]
+        short(&pod_id)
     ));
     tour.cri()?
         .stop_pod(&pod_id)

@@ -3,7 +3,7 @@
 use anyhow::{anyhow, Context, Result};
 use serde_json::json;
 
-use super::PodTour;
+use super::{short, PodTour};
 use crate::{
     cri::proto::PodSandboxState,
     proctree,
@@ -29,7 +29,7 @@ pub async fn run(tour: &mut PodTour) -> Result<Observed> {
         "The CRI plugin created a container for the pod's *sandbox* ({}) and started its task \
          with our runtime: containerd ran `containerd-shim-sample-v2 start` in the sandbox's \
          bundle, and the shim created the sandbox's process.",
-        &pod_id[..12.min(pod_id.len())]
+        short(&pod_id)
     ));
     tour.check(ready, "the pod is READY")?;
     let row = proctree::read(pause).context("the sandbox's process is gone")?;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use serde_json::json;
 
-use super::PodTour;
+use super::{short, PodTour};
 use crate::{
     signals,
     steps::{observed, Observed},
@@ -15,19 +15,25 @@ use crate::{
 /// The grace period given to the container that ignores SIGTERM.
 const GRACE_SECS: i64 = 2;
 
-pub async fn run(tour: &mut PodTour) -> Result<Observed> {
-    let clock = tour.container("clock")?;
+/// `StopContainer` of the container `name` with `grace_secs`: its exit code, and the seconds
+/// until it exited.
+async fn stop(tour: &mut PodTour, name: &str, grace_secs: i64) -> Result<(i32, f64)> {
+    let id = tour.container(name)?;
     tour.ui.command(&format!(
-        "crictl stop --timeout 30 {}",
-        &clock[..12.min(clock.len())]
+        "crictl stop --timeout {grace_secs} {}",
+        short(&id)
     ));
     let started = Instant::now();
     tour.cri()?
-        .stop_container(&clock, 30)
+        .stop_container(&id, grace_secs)
         .await
-        .map_err(|s| anyhow!("StopContainer clock: {}", s.message()))?;
-    let clock_code = tour.wait_exited(&clock, Duration::from_secs(10)).await?;
-    let clock_secs = started.elapsed().as_secs_f64();
+        .map_err(|s| anyhow!("StopContainer {name}: {}", s.message()))?;
+    let code = tour.wait_exited(&id, Duration::from_secs(10)).await?;
+    Ok((code, started.elapsed().as_secs_f64()))
+}
+
+pub async fn run(tour: &mut PodTour) -> Result<Observed> {
+    let (clock_code, clock_secs) = stop(tour, "clock", 30).await?;
     tour.ui.say(&format!(
         "clock exited with {clock_code} ({}) after {clock_secs:.2} s: it did not need its 30 s.",
         signals::explain_exit(clock_code as u32)
@@ -37,18 +43,7 @@ pub async fn run(tour: &mut PodTour) -> Result<Observed> {
         "SIGTERM ends a process that does not catch it: 143",
     )?;
 
-    let stubborn = tour.container("stubborn")?;
-    tour.ui.command(&format!(
-        "crictl stop --timeout {GRACE_SECS} {}",
-        &stubborn[..12.min(stubborn.len())]
-    ));
-    let started = Instant::now();
-    tour.cri()?
-        .stop_container(&stubborn, GRACE_SECS)
-        .await
-        .map_err(|s| anyhow!("StopContainer stubborn: {}", s.message()))?;
-    let stubborn_code = tour.wait_exited(&stubborn, Duration::from_secs(10)).await?;
-    let stubborn_secs = started.elapsed().as_secs_f64();
+    let (stubborn_code, stubborn_secs) = stop(tour, "stubborn", GRACE_SECS).await?;
     tour.ui.say(&format!(
         "stubborn exited with {stubborn_code} ({}) after {stubborn_secs:.2} s.",
         signals::explain_exit(stubborn_code as u32)
