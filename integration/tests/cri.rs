@@ -461,9 +461,18 @@ async fn a_pod_survives_a_containerd_restart() {
 
     cd.stop_daemon();
     cd.start_daemon();
-    let mut cri = Cri::connect(&cd.address)
-        .await
-        .expect("the CRI API answers again");
+    // The CRI plugin answers "server is not initialized yet" while it recovers its pods.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut cri = loop {
+        match Cri::connect(&cd.address).await {
+            Ok(cri) => break cri,
+            Err(err) if Instant::now() < deadline => {
+                eprintln!("not yet: {err:#}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("the CRI API never answered again: {err:#}"),
+        }
+    };
     wait_pod(&mut cri, &pod_id, PodSandboxState::SandboxReady).await;
     wait_container(&mut cri, &app, ContainerState::ContainerRunning).await;
     assert_eq!(cd.shim_pids(), vec![shim], "the same shim serves the pod");
