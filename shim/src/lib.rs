@@ -37,6 +37,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod bundle;
+pub mod cgroup;
 pub mod container;
 pub mod error;
 pub mod events;
