@@ -223,6 +223,135 @@ impl Cgroup {
     }
 }
 
+/// The limits of `linux.resources` the shim applies (issue 12's list): memory and swap,
+/// CPU shares and quota, pids.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// Memory limit in bytes (`memory.limit`).
+    pub memory: Option<i64>,
+    /// Memory plus swap in bytes (`memory.swap`, v1's `memsw`).
+    pub memory_and_swap: Option<i64>,
+    /// CPU shares (`cpu.shares`, 2 to 262144).
+    pub cpu_shares: Option<u64>,
+    /// CPU quota per period, microseconds (`cpu.quota`; -1: none).
+    pub cpu_quota: Option<i64>,
+    /// The quota's period, microseconds (`cpu.period`).
+    pub cpu_period: Option<u64>,
+    /// Most processes (`pids.limit`; 0 or less: none).
+    pub pids: Option<i64>,
+}
+
+impl Resources {
+    /// The (controller file, value) writes for `hierarchy`'s version, in an order the
+    /// kernel accepts (v1: the memory limit before memory + swap).
+    pub fn writes(&self, v2: bool) -> Vec<(&'static str, String)> {
+        let mut writes = Vec::new();
+        let limit = |v: i64| {
+            if v < 0 {
+                "max".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        if v2 {
+            if let Some(memory) = self.memory {
+                writes.push(("memory.max", limit(memory)));
+            }
+            if let (Some(both), Some(memory)) = (self.memory_and_swap, self.memory) {
+                // v2 limits swap alone: memory + swap minus memory.
+                let swap = if both < 0 { -1 } else { (both - memory).max(0) };
+                writes.push(("memory.swap.max", limit(swap)));
+            }
+            if let Some(shares) = self.cpu_shares {
+                writes.push(("cpu.weight", shares_to_weight(shares).to_string()));
+            }
+            if self.cpu_quota.is_some() || self.cpu_period.is_some() {
+                let quota = self
+                    .cpu_quota
+                    .filter(|q| *q > 0)
+                    .map_or("max".to_string(), |q| q.to_string());
+                let period = self.cpu_period.unwrap_or(100_000);
+                writes.push(("cpu.max", format!("{quota} {period}")));
+            }
+            if let Some(pids) = self.pids {
+                writes.push((
+                    "pids.max",
+                    if pids > 0 {
+                        pids.to_string()
+                    } else {
+                        "max".into()
+                    },
+                ));
+            }
+        } else {
+            if let Some(memory) = self.memory {
+                writes.push(("memory.limit_in_bytes", memory.to_string()));
+            }
+            if let Some(both) = self.memory_and_swap {
+                writes.push(("memory.memsw.limit_in_bytes", both.to_string()));
+            }
+            if let Some(shares) = self.cpu_shares {
+                writes.push(("cpu.shares", shares.to_string()));
+            }
+            if let Some(period) = self.cpu_period {
+                writes.push(("cpu.cfs_period_us", period.to_string()));
+            }
+            if let Some(quota) = self.cpu_quota {
+                writes.push(("cpu.cfs_quota_us", quota.to_string()));
+            }
+            if let Some(pids) = self.pids {
+                writes.push((
+                    "pids.max",
+                    if pids > 0 {
+                        pids.to_string()
+                    } else {
+                        "max".into()
+                    },
+                ));
+            }
+        }
+        writes
+    }
+}
+
+/// cgroup v1's CPU shares as v2's weight, the conversion runc and crun use: 2 → 1,
+/// 1024 → 39, 262144 → 10000.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 100;
+    }
+    1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
+}
+
+impl Cgroup {
+    /// Writes `resources` into the cgroup's files (on v1, each into its controller's
+    /// directory, found by the file's prefix).
+    pub fn apply(&self, resources: &Resources) -> io::Result<()> {
+        match &self.hierarchy {
+            Hierarchy::V2(_) => {
+                let dir = &self.dirs()[0];
+                for (file, value) in resources.writes(true) {
+                    fs::write(dir.join(file), value)?;
+                }
+            }
+            Hierarchy::V1(mounts) => {
+                let relative = self.path.strip_prefix("/").unwrap_or(&self.path);
+                for (file, value) in resources.writes(false) {
+                    let controller = file.split('.').next().unwrap_or_default();
+                    let Some(mount) = mounts.get(controller) else {
+                        return Err(io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            format!("{file}: the {controller} controller is not mounted"),
+                        ));
+                    };
+                    fs::write(mount.join(relative).join(file), value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Enables in `dir`'s `cgroup.subtree_control` the controllers of [`V2_CONTROLLERS`] that
 /// `dir` has (`cgroup.controllers`), for its children.
 fn enable_controllers(dir: &Path) -> io::Result<()> {
@@ -324,6 +453,105 @@ mod tests {
         assert!(root.path().join("default/t1").is_dir());
         cgroup.remove().expect("remove");
         assert!(!root.path().join("default/t1").exists());
+    }
+
+    #[test]
+    fn resources_become_each_version_s_files() {
+        let resources = Resources {
+            memory: Some(32 << 20),
+            memory_and_swap: Some(64 << 20),
+            cpu_shares: Some(1024),
+            cpu_quota: Some(50_000),
+            cpu_period: Some(100_000),
+            pids: Some(100),
+        };
+        assert_eq!(
+            resources.writes(false),
+            [
+                ("memory.limit_in_bytes", "33554432".to_string()),
+                ("memory.memsw.limit_in_bytes", "67108864".into()),
+                ("cpu.shares", "1024".into()),
+                ("cpu.cfs_period_us", "100000".into()),
+                ("cpu.cfs_quota_us", "50000".into()),
+                ("pids.max", "100".into()),
+            ]
+        );
+        assert_eq!(
+            resources.writes(true),
+            [
+                ("memory.max", "33554432".to_string()),
+                ("memory.swap.max", "33554432".into()),
+                ("cpu.weight", "39".into()),
+                ("cpu.max", "50000 100000".into()),
+                ("pids.max", "100".into()),
+            ]
+        );
+        let unlimited = Resources {
+            memory: Some(-1),
+            memory_and_swap: Some(-1),
+            cpu_quota: Some(-1),
+            pids: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(
+            unlimited.writes(true),
+            [
+                ("memory.max", "max".to_string()),
+                ("memory.swap.max", "max".into()),
+                ("cpu.max", "max 100000".into()),
+                ("pids.max", "max".into()),
+            ]
+        );
+        assert_eq!(
+            (shares_to_weight(2), shares_to_weight(262_144)),
+            (1, 10_000)
+        );
+    }
+
+    /// The real hierarchy of this machine, as root: a cgroup is made, takes a process and a
+    /// memory limit, and is removed once the process is gone.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a unit test is its own reaper
+    fn a_real_cgroup_takes_a_process_and_a_limit() {
+        if !nix::unistd::geteuid().is_root() {
+            if std::env::var("SAMPLE_SHIM_SKIP_INTEGRATION").as_deref() == Ok("1") {
+                eprintln!(
+                    "\n!!!!!!!! SKIPPED: cgroups need root (SAMPLE_SHIM_SKIP_INTEGRATION=1)\n"
+                );
+                return;
+            }
+            panic!("this test writes cgroups and needs root (or SAMPLE_SHIM_SKIP_INTEGRATION=1)");
+        }
+        let hierarchy = Hierarchy::detect().expect("a cgroup hierarchy is mounted");
+        let cgroup = Cgroup {
+            hierarchy,
+            path: PathBuf::from(format!("/shim-sample-test/{}", std::process::id())),
+        };
+        cgroup.create().expect("create");
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id() as i32;
+        let result = (|| {
+            cgroup.add(pid)?;
+            cgroup.apply(&Resources {
+                memory: Some(64 << 20),
+                pids: Some(10),
+                ..Default::default()
+            })?;
+            cgroup.procs()
+        })();
+        let _ = child.kill();
+        let _ = child.wait();
+        let removed = cgroup.remove();
+        let parent = Cgroup {
+            path: PathBuf::from("/shim-sample-test"),
+            ..cgroup.clone()
+        };
+        let _ = parent.remove();
+        assert_eq!(result.expect("add, apply, procs"), vec![pid]);
+        removed.expect("remove the emptied cgroup");
     }
 
     #[test]
