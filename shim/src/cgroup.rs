@@ -574,3 +574,34 @@ mod tests {
         assert_eq!(cgroup.procs().expect("procs"), vec![4242]);
     }
 }
+
+/// The cgroup path and limits a spec asks for (`linux.cgroupsPath`, `linux.resources`).
+pub fn from_spec(spec: &oci_spec::runtime::Spec) -> Result<Option<(PathBuf, Resources)>> {
+    let Some(linux) = spec.linux() else {
+        return Ok(None);
+    };
+    let path = linux
+        .cgroups_path()
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let Some(path) = cgroup_path(&path)? else {
+        return Ok(None);
+    };
+    let mut resources = Resources::default();
+    if let Some(res) = linux.resources() {
+        if let Some(memory) = res.memory() {
+            resources.memory = memory.limit();
+            resources.memory_and_swap = memory.swap();
+        }
+        if let Some(cpu) = res.cpu() {
+            resources.cpu_shares = cpu.shares();
+            resources.cpu_quota = cpu.quota();
+            resources.cpu_period = cpu.period();
+        }
+        if let Some(pids) = res.pids() {
+            resources.pids = Some(pids.limit());
+        }
+    }
+    Ok(Some((path, resources)))
+}

@@ -13,6 +13,7 @@ use std::{
 };
 
 use crate::{
+    cgroup::Cgroup,
     error::{Error, Result},
     members::{Claim, ContainerProcesses},
     process::{Group, Process},
@@ -57,6 +58,8 @@ pub struct Container {
     pub execs: HashMap<String, Process>,
     /// Between `Pause` and `Resume`: every process of the task is stopped (SIGSTOP).
     pub paused: bool,
+    /// Its cgroup, when its spec names one and the machine lets the shim write cgroups.
+    pub cgroup: Option<Cgroup>,
     /// The pids that lead its process groups and sessions (`members.rs`): the init's, and
     /// those of the execs with a group or session of their own. A leader stays after its
     /// process exits while a process of its group or session lives, and is then forgotten
@@ -66,8 +69,14 @@ pub struct Container {
 
 impl Container {
     /// A container whose init process was just created.
-    pub fn new(id: String, bundle: PathBuf, init: Process) -> Container {
+    pub fn new(
+        id: String,
+        bundle: PathBuf,
+        init: Process,
+        cgroup: Option<Cgroup>,
+    ) -> Container {
         Container {
+            cgroup,
             id,
             bundle,
             leaders: vec![init.pid],

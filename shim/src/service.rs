@@ -40,6 +40,7 @@ use tokio::{
 
 use crate::{
     bundle,
+    cgroup::{self, Cgroup, Hierarchy},
     container::{processes_of, validate_id, Container, Member},
     error::{Error, Result},
     events::{timestamp, EventSink, TaskEvent},
@@ -72,6 +73,8 @@ pub struct Service {
     closing: AtomicBool,
     /// The start-gate helper every process is spawned as (`gate.rs`): this binary.
     helper: PathBuf,
+    /// The machine's cgroups, when the shim may write them (root, a hierarchy mounted).
+    cgroups: Option<Hierarchy>,
 }
 
 /// Finds the container `id`.
@@ -107,6 +110,7 @@ impl Service {
             shutdown,
             closing: AtomicBool::new(false),
             helper: helper.to_path_buf(),
+            cgroups: writable_cgroups(),
         });
         tokio::spawn(service.clone().watch_exits(exits));
         service
@@ -162,6 +166,20 @@ impl Service {
             }
         }
         let process = spec::init_process(&oci, &kind, &self.helper)?;
+        let cgroup = match (&self.cgroups, cgroup::from_spec(&oci)?) {
+            (Some(hierarchy), Some((path, resources))) => {
+                let cgroup = Cgroup {
+                    hierarchy: hierarchy.clone(),
+                    path,
+                };
+                cgroup
+                    .create()
+                    .and_then(|()| cgroup.apply(&resources))
+                    .map_err(Error::io(format!("cgroup {}", cgroup.path.display())))?;
+                Some(cgroup)
+            }
+            _ => None,
+        };
         let stdio = StdioPaths {
             stdin: req.stdin,
             stdout: req.stdout,
@@ -170,6 +188,16 @@ impl Service {
         };
         let init = Process::spawn(&self.helper, &process, stdio, Group::Own, &req.id)?;
         let pid = init.pid;
+        // Into the cgroup while it waits at its start gate: whatever it forks is in too.
+        if let Some(cgroup) = &cgroup {
+            if let Err(err) = cgroup.add(pid) {
+                let _ = init.kill_group(Signal::KILL);
+                return Err(Error::io(format!(
+                    "add {pid} to cgroup {}",
+                    cgroup.path.display()
+                ))(err));
+            }
+        }
         if let Err(err) = procfs::ProcStat::read(pid)
             .map_err(Error::io(format!("read /proc/{pid}/stat")))
             .and_then(|stat| bundle::write_init_pid(&bundle, pid, stat.start_time))
@@ -186,7 +214,7 @@ impl Service {
                 pid,
             })
             .await;
-        let container = Container::new(req.id.clone(), bundle, init);
+        let container = Container::new(req.id.clone(), bundle, init, cgroup);
         containers.insert(req.id, container);
         Ok(api::CreateTaskResponse {
             pid: pid as u32,
@@ -377,6 +405,15 @@ impl Service {
         drop(containers);
         container.init.io.wait_outputs(OUTPUT_DRAIN_LIMIT).await;
         bundle::remove_init_pid(&container.bundle);
+        if let Some(cgroup) = &container.cgroup {
+            if let Err(err) = cgroup.remove() {
+                warn!(
+                    "{}: remove cgroup {}: {err}",
+                    container.id,
+                    cgroup.path.display()
+                );
+            }
+        }
         let pid = container.init.pid;
         self.events
             .publish(TaskEvent::Delete {
@@ -426,6 +463,16 @@ impl Service {
         // With a terminal, or a group of its own, the exec leads; otherwise the init does.
         let leads = group == Group::Own || process.terminal;
         let exec = Process::spawn(&self.helper, &process, stdio, group, &label)?;
+        if let Some(cgroup) = &container.cgroup {
+            if let Err(err) = cgroup.add(exec.pid) {
+                let _ = exec.kill(Signal::KILL);
+                return Err(Error::io(format!(
+                    "add {} to cgroup {}",
+                    exec.pid,
+                    cgroup.path.display()
+                ))(err));
+            }
+        }
         container.add_exec(req.exec_id.clone(), exec, leads);
         self.events
             .publish(TaskEvent::ExecAdded {
@@ -656,6 +703,19 @@ impl Service {
             })
             .await;
     }
+}
+
+/// The machine's cgroup hierarchy, if the shim may write it; says once why not.
+fn writable_cgroups() -> Option<Hierarchy> {
+    if !nix::unistd::geteuid().is_root() {
+        info!("not root: tasks run without cgroups");
+        return None;
+    }
+    let hierarchy = Hierarchy::detect();
+    if hierarchy.is_none() {
+        info!("no cgroup hierarchy is mounted: tasks run without cgroups");
+    }
+    hierarchy
 }
 
 /// Forgets the leaders whose process exited and whose groups and sessions are empty, so

@@ -44,6 +44,7 @@ use log::info;
 
 use crate::{
     bundle,
+    cgroup::{self, Cgroup, Hierarchy},
     container::validate_id,
     error::{Error, Result},
     events::{timestamp, Publisher},
@@ -268,6 +269,35 @@ async fn serving(address: &str) -> bool {
     }
 }
 
+/// Kills every process left in the task's cgroup (a daemon that escaped the init's process
+/// group and session is still in it), then removes the cgroup.
+async fn kill_cgroup(bundle: &Path) {
+    let Some(hierarchy) = Hierarchy::detect() else {
+        return;
+    };
+    let Ok(Some((path, _))) = spec::read_spec(bundle)
+        .map_err(|_| ())
+        .and_then(|s| cgroup::from_spec(&s).map_err(|_| ()))
+    else {
+        return;
+    };
+    let cgroup = Cgroup { hierarchy, path };
+    for _ in 0..100 {
+        let procs = cgroup.procs().unwrap_or_default();
+        if procs.is_empty() {
+            break;
+        }
+        for pid in procs {
+            // Members of the cgroup as the kernel lists them right now.
+            let _ = sys::signal_pid(pid, Signal::KILL);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    if let Err(err) = cgroup.remove() {
+        info!("remove cgroup {}: {err}", cgroup.path.display());
+    }
+}
+
 /// `delete`: containerd's cleanup after the daemon is gone, whether it exited or crashed.
 ///
 /// Idempotent: it may run after a clean shutdown (nothing left to do), after a crash (the
@@ -288,6 +318,7 @@ pub async fn delete() -> Result<DeleteResponse> {
         }
         bundle::remove_init_pid(&bundle);
     }
+    kill_cgroup(&bundle).await;
     if let Some(address) = bundle::read_address(&bundle) {
         let socket = bundle::socket_path(&address);
         if std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket())
