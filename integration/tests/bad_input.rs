@@ -49,7 +49,8 @@ fn exec_spec() -> Any {
 
 fn shim_address(cd: &Containerd, id: &str) -> String {
     fs::read_to_string(cd.dir().join(format!(
-        "state/io.containerd.runtime.v2.task/default/{id}/address"
+        "state/io.containerd.runtime.v2.task/{}/{id}/address",
+        cd.namespace()
     )))
     .expect("address file")
 }

@@ -91,7 +91,8 @@ fn the_guided_tour_step_by_step() {
     // The socket is a file, private to root.
     let socket = PathBuf::from(
         fs::read_to_string(cd.dir().join(format!(
-            "state/io.containerd.runtime.v2.task/default/{TASK}/address"
+            "state/io.containerd.runtime.v2.task/{}/{TASK}/address",
+            cd.namespace()
         )))
         .expect("address file in the bundle")
         .trim_start_matches("unix://"),

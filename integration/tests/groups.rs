@@ -42,7 +42,7 @@ fn containers_of_one_group_share_a_shim_until_the_last_is_deleted() {
         return;
     };
     for id in ["first", "second"] {
-        let out = run(&cd, "default", id, &[GROUP], &["sleep", "1000"]);
+        let out = run(&cd, cd.namespace(), id, &[GROUP], &["sleep", "1000"]);
         assert!(out.status.success(), "ctr run {id}: {}", stderr(&out));
         cd.wait_status(id, "RUNNING");
     }
@@ -96,7 +96,7 @@ fn containers_of_one_group_started_at_once_share_one_shim() {
     std::thread::scope(|scope| {
         let runs: Vec<_> = ["x", "y", "z"]
             .map(|id| {
-                scope.spawn(move || (id, run(cd_ref, "default", id, &[GROUP], &["sleep", "1000"])))
+                scope.spawn(move || (id, run(cd_ref, cd_ref.namespace(), id, &[GROUP], &["sleep", "1000"])))
             })
             .into_iter()
             .collect();
@@ -183,7 +183,7 @@ fn an_unknown_container_type_is_an_invalid_argument() {
         return;
     };
     let odd = "io.kubernetes.cri.container-type=podsandbox";
-    let out = run(&cd, "default", "odd", &[odd], &["true"]);
+    let out = run(&cd, cd.namespace(), "odd", &[odd], &["true"]);
     let message = stderr(&out);
     assert!(!out.status.success(), "ctr run succeeded: {message}");
     assert!(message.contains("podsandbox"), "{message}");
@@ -207,7 +207,7 @@ fn pause_kill_all_and_pids_of_one_container_leave_its_neighbour_alone() {
     let theirs = "sleep 1000 & sleep 1000 & wait";
     let mut inits = Vec::new();
     for (id, script) in [("mine", mine), ("theirs", theirs)] {
-        let out = run(&cd, "default", id, &[GROUP], &["sh", "-c", script]);
+        let out = run(&cd, cd.namespace(), id, &[GROUP], &["sh", "-c", script]);
         assert!(out.status.success(), "ctr run {id}: {}", stderr(&out));
         inits.push(cd.wait_status(id, "RUNNING"));
     }
@@ -286,7 +286,7 @@ fn delete_after_a_crash_of_the_shared_shim_touches_only_its_own_container() {
     };
     let mut inits = Vec::new();
     for id in ["left", "right"] {
-        let out = run(&cd, "default", id, &[GROUP], &["sleep", "1000"]);
+        let out = run(&cd, cd.namespace(), id, &[GROUP], &["sleep", "1000"]);
         assert!(out.status.success(), "ctr run {id}: {}", stderr(&out));
         inits.push(cd.wait_status(id, "RUNNING"));
     }
@@ -302,10 +302,10 @@ fn delete_after_a_crash_of_the_shared_shim_touches_only_its_own_container() {
     });
     let bundle = cd
         .dir()
-        .join("state/io.containerd.runtime.v2.task/default/left");
+        .join(format!("state/io.containerd.runtime.v2.task/{}/left", cd.namespace()));
     let ttrpc = format!("{}.ttrpc", cd.address.display());
     let out = std::process::Command::new(&cd.shim)
-        .args(["-namespace", "default", "-id", "left", "-address"])
+        .args(["-namespace", cd.namespace(), "-id", "left", "-address"])
         .arg(&cd.address)
         .arg("delete")
         .current_dir(&bundle)

@@ -21,9 +21,10 @@ fn a_plain_exec_into_a_terminal_task_runs() {
     let image = cd.import_image();
     // `ctr run -t` wants a terminal even when detached: `script` gives it one.
     let ctr = format!(
-        "{} --address {} run -d -t --runtime {RUNTIME} --annotation {SPEC_MODE} {image} tty sleep 1000",
+        "{} --address {} --namespace {} run -d -t --runtime {RUNTIME} --annotation {SPEC_MODE} {image} tty sleep 1000",
         cd.ctr_path().display(),
-        cd.address.display()
+        cd.address.display(),
+        cd.namespace()
     );
     let out = Command::new("script")
         .args(["-qfec", &ctr, "/dev/null"])

@@ -82,7 +82,7 @@ fn stdin_fifo(cd: &Containerd, id: &str) -> PathBuf {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let api = shim_demo::api::Containerd::connect(&cd.address, "default")
+        let api = shim_demo::api::Containerd::connect(&cd.address, cd.namespace())
             .await
             .expect("connect");
         let task = api.task(id).await.expect("get task").expect("task exists");
@@ -101,7 +101,7 @@ fn a_shim_killed_with_sigkill_is_cleaned_up_by_delete() {
     let socket = PathBuf::from(
         fs::read_to_string(
             cd.dir()
-                .join("state/io.containerd.runtime.v2.task/default/crash/address"),
+                .join(format!("state/io.containerd.runtime.v2.task/{}/crash/address", cd.namespace())),
         )
         .expect("address")
         .trim_start_matches("unix://"),
@@ -125,7 +125,7 @@ fn a_shim_killed_with_sigkill_is_cleaned_up_by_delete() {
     let _ = cd.ctr_output(&["task", "rm", "crash"]);
     assert!(
         !cd.dir()
-            .join("state/io.containerd.runtime.v2.task/default/crash")
+            .join(format!("state/io.containerd.runtime.v2.task/{}/crash", cd.namespace()))
             .exists(),
         "the bundle is gone"
     );
@@ -148,7 +148,7 @@ fn the_shim_is_private_and_the_task_inherits_nothing() {
     let socket = PathBuf::from(
         fs::read_to_string(
             cd.dir()
-                .join("state/io.containerd.runtime.v2.task/default/tidy/address"),
+                .join(format!("state/io.containerd.runtime.v2.task/{}/tidy/address", cd.namespace())),
         )
         .expect("address")
         .trim_start_matches("unix://"),

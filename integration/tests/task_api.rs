@@ -136,7 +136,7 @@ fn close_io_gives_eof_after_pending_input() {
     rt.block_on(async {
         use shim_demo::{api::Containerd as Api, fifo::FifoSet};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let api = Api::connect(&cd.address, "default").await.expect("connect");
+        let api = Api::connect(&cd.address, cd.namespace()).await.expect("connect");
         let image = cd.import_image();
         let spec = serde_json::json!({
             "ociVersion": "1.0.2",
@@ -149,7 +149,7 @@ fn close_io_gives_eof_after_pending_input() {
         api.create_container_with_spec("cat", image, RUNTIME, &spec)
             .await
             .expect("container");
-        let fifos = FifoSet::for_task(&cd.address, "default", "cat");
+        let fifos = FifoSet::for_task(&cd.address, cd.namespace(), "cat");
         fifos.create().expect("fifos");
         let mut stdout = shim_demo::fifo::open_reader(&fifos.stdout()).expect("stdout");
         let mut stdin = shim_demo::fifo::open_writer(&fifos.stdin()).expect("stdin");
@@ -292,10 +292,11 @@ fn a_terminal_task_sees_the_window_size_ctr_sets() {
     // `ctr run -t` wants a terminal: `script` gives it one, sized 40x100 by `stty`; ctr
     // passes the size on with ResizePty, and `stty size` inside reads it back.
     let ctr = format!(
-        "stty rows 40 cols 100; {} --address {} run -t --rm --runtime {RUNTIME} --annotation {SPEC_MODE} \
+        "stty rows 40 cols 100; {} --address {} --namespace {} run -t --rm --runtime {RUNTIME} --annotation {SPEC_MODE} \
          {image} tty sh -c 'sleep 0.5; stty size; tty'",
         cd.ctr_path().display(),
-        cd.address.display()
+        cd.address.display(),
+        cd.namespace()
     );
     let out = Command::new("script")
         .args(["-qfec", &ctr, "/dev/null"])

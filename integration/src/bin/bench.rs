@@ -314,7 +314,7 @@ async fn main() -> Result<()> {
     let cd = Containerd::start().context("the benchmark needs root and containerd")?;
     // The daemon is private, so are its FIFOs: remove them all, also when a step fails.
     let _fifos = RemoveOnDrop(shim_demo::fifo::daemon_dir(&cd.address));
-    let image = cd.import_image();
+    let image = cd.import_image_into("default");
     let api = Api::connect(&cd.address, "default").await?;
     let busybox = Path::new("/bin/busybox");
     if !busybox.exists() {
