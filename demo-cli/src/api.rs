@@ -14,7 +14,7 @@ use containerd_client::{
         container::Runtime, CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest,
         DeleteContainerRequest, DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest,
         GetImageRequest, GetRequest, KillRequest, ListContainersRequest, ListPidsRequest,
-        ListTasksRequest, StartRequest, SubscribeRequest, WaitRequest,
+        ListTasksRequest, StartRequest, SubscribeRequest, UpdateTaskRequest, WaitRequest,
     },
     tonic::{self, codec::Streaming, metadata::MetadataValue, Code, Request},
     types::{v1::Process, Envelope},
@@ -216,6 +216,21 @@ impl Containerd {
             ..Default::default()
         });
         self.client.tasks().kill(request).await?;
+        Ok(())
+    }
+
+    /// `Update`: new limits for the task's cgroup, `resources` being the runtime spec's
+    /// `LinuxResources` as JSON, the way containerd's Go client sends them.
+    pub async fn update(&self, id: &str, resources: &serde_json::Value) -> CallResult<()> {
+        let request = self.request(UpdateTaskRequest {
+            container_id: id.into(),
+            resources: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+                value: resources.to_string().into_bytes(),
+            }),
+            ..Default::default()
+        });
+        self.client.tasks().update(request).await?;
         Ok(())
     }
 

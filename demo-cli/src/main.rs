@@ -111,6 +111,13 @@ enum Command {
         #[arg(long, short)]
         all: bool,
     },
+    /// Set new limits on a running task's cgroup (memory, CPU, pids).
+    Update {
+        #[command(flatten)]
+        container: Container,
+        #[command(flatten)]
+        limits: commands::update::Limits,
+    },
     /// Delete the task (printing its exit code) and the container.
     Rm {
         #[command(flatten)]
@@ -202,6 +209,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             signal,
             all,
         } => commands::kill::run(&api, &container.id, &signal, all).await?,
+        Command::Update { container, limits } => {
+            commands::update::run(&api, &container.id, &limits).await?
+        }
         Command::Rm { container, force } => commands::rm::run(&api, &container.id, force).await?,
         Command::Events => commands::events::run(&api).await?,
         Command::Cleanup { container, image } => {

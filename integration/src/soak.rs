@@ -127,7 +127,10 @@ pub fn soak(cd: &Containerd, n: usize) -> Result<SoakReport> {
             proc::stat(p).is_some_and(|s| s.0 == 'Z') && proc::comm(p) != "containerd-shim"
         })
         .count();
-    let bundles = cd.dir().join(format!("state/io.containerd.runtime.v2.task/{}", cd.namespace()));
+    let bundles = cd.dir().join(format!(
+        "state/io.containerd.runtime.v2.task/{}",
+        cd.namespace()
+    ));
     Ok(SoakReport {
         cycles: n,
         lifecycle_seconds,

@@ -96,7 +96,12 @@ fn containers_of_one_group_started_at_once_share_one_shim() {
     std::thread::scope(|scope| {
         let runs: Vec<_> = ["x", "y", "z"]
             .map(|id| {
-                scope.spawn(move || (id, run(cd_ref, cd_ref.namespace(), id, &[GROUP], &["sleep", "1000"])))
+                scope.spawn(move || {
+                    (
+                        id,
+                        run(cd_ref, cd_ref.namespace(), id, &[GROUP], &["sleep", "1000"]),
+                    )
+                })
             })
             .into_iter()
             .collect();
@@ -300,9 +305,10 @@ fn delete_after_a_crash_of_the_shared_shim_touches_only_its_own_container() {
             .is_none_or(|s| s.0 == 'Z')
             .then_some(())
     });
-    let bundle = cd
-        .dir()
-        .join(format!("state/io.containerd.runtime.v2.task/{}/left", cd.namespace()));
+    let bundle = cd.dir().join(format!(
+        "state/io.containerd.runtime.v2.task/{}/left",
+        cd.namespace()
+    ));
     let ttrpc = format!("{}.ttrpc", cd.address.display());
     let out = std::process::Command::new(&cd.shim)
         .args(["-namespace", cd.namespace(), "-id", "left", "-address"])

@@ -99,10 +99,10 @@ fn a_shim_killed_with_sigkill_is_cleaned_up_by_delete() {
     let pid = cd.run_detached("crash", &["sleep", "1000"]);
     let shim = cd.the_shim();
     let socket = PathBuf::from(
-        fs::read_to_string(
-            cd.dir()
-                .join(format!("state/io.containerd.runtime.v2.task/{}/crash/address", cd.namespace())),
-        )
+        fs::read_to_string(cd.dir().join(format!(
+            "state/io.containerd.runtime.v2.task/{}/crash/address",
+            cd.namespace()
+        )))
         .expect("address")
         .trim_start_matches("unix://"),
     );
@@ -125,7 +125,10 @@ fn a_shim_killed_with_sigkill_is_cleaned_up_by_delete() {
     let _ = cd.ctr_output(&["task", "rm", "crash"]);
     assert!(
         !cd.dir()
-            .join(format!("state/io.containerd.runtime.v2.task/{}/crash", cd.namespace()))
+            .join(format!(
+                "state/io.containerd.runtime.v2.task/{}/crash",
+                cd.namespace()
+            ))
             .exists(),
         "the bundle is gone"
     );
@@ -146,10 +149,10 @@ fn the_shim_is_private_and_the_task_inherits_nothing() {
 
     // The socket: a file (no abstract socket), owned by root, mode 0600.
     let socket = PathBuf::from(
-        fs::read_to_string(
-            cd.dir()
-                .join(format!("state/io.containerd.runtime.v2.task/{}/tidy/address", cd.namespace())),
-        )
+        fs::read_to_string(cd.dir().join(format!(
+            "state/io.containerd.runtime.v2.task/{}/tidy/address",
+            cd.namespace()
+        )))
         .expect("address")
         .trim_start_matches("unix://"),
     );

@@ -136,7 +136,9 @@ fn close_io_gives_eof_after_pending_input() {
     rt.block_on(async {
         use shim_demo::{api::Containerd as Api, fifo::FifoSet};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let api = Api::connect(&cd.address, cd.namespace()).await.expect("connect");
+        let api = Api::connect(&cd.address, cd.namespace())
+            .await
+            .expect("connect");
         let image = cd.import_image();
         let spec = serde_json::json!({
             "ociVersion": "1.0.2",

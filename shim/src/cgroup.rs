@@ -1,5 +1,6 @@
-//! cgroups, read and written through cgroupfs: where a task's processes live, and their
-//! limits. (Work in progress for issue 12: not wired into the service yet.)
+//! cgroups, read and written through cgroupfs: where a task's processes live, their
+//! limits, their freezer, their OOM kills. (`metrics.rs` reads their figures, `oom.rs`
+//! waits for their OOM notifications.)
 //!
 //! Two layouts exist. **cgroup v1** mounts one hierarchy per controller
 //! (`/sys/fs/cgroup/memory`, `/sys/fs/cgroup/cpu`, ...), and a task's cgroup is the same
@@ -221,6 +222,125 @@ impl Cgroup {
         }
         Ok(())
     }
+
+    /// Kills every process in the cgroup and removes it, once the kernel has taken them
+    /// all out (at most about a second). A frozen cgroup is thawed after the kill: on v1 a
+    /// frozen process dies only once thawed. On v2 `cgroup.kill` (Linux 5.14) kills them
+    /// all at once, and the listed pids get SIGKILL besides (older kernels).
+    pub async fn destroy(&self) -> io::Result<()> {
+        for _ in 0..100 {
+            let procs = self.procs().unwrap_or_default();
+            if procs.is_empty() {
+                break;
+            }
+            if let Some(dir) = self.dir_of("cgroup").filter(|_| self.is_v2()) {
+                let _ = fs::write(dir.join("cgroup.kill"), "1");
+            }
+            for pid in procs {
+                // A member of the cgroup as the kernel lists it right now.
+                // SAFETY: a plain system call.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if self.can_freeze() {
+                let _ = self.set_frozen(false);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.remove()
+    }
+
+    /// Whether it is a cgroup v2 (unified) one.
+    pub fn is_v2(&self) -> bool {
+        matches!(self.hierarchy, Hierarchy::V2(_))
+    }
+
+    /// The directory with `controller`'s files: on v1 that controller's hierarchy (`None`
+    /// when not mounted), on v2 the one directory.
+    pub fn dir_of(&self, controller: &str) -> Option<PathBuf> {
+        let relative = self.path.strip_prefix("/").unwrap_or(&self.path);
+        match &self.hierarchy {
+            Hierarchy::V1(mounts) => mounts.get(controller).map(|m| m.join(relative)),
+            Hierarchy::V2(root) => Some(root.join(relative)),
+        }
+    }
+
+    /// The text of `controller`'s `file` (`NotFound` when the controller is not there).
+    pub fn read(&self, controller: &str, file: &str) -> io::Result<String> {
+        let dir = self.dir_of(controller).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("the {controller} controller is not mounted"),
+            )
+        })?;
+        fs::read_to_string(dir.join(file))
+    }
+
+    /// The file a freezer state is written to and read from: v1's `freezer.state`, v2's
+    /// `cgroup.freeze` (with `cgroup.events` saying when it took effect).
+    fn freezer_file(&self) -> Option<PathBuf> {
+        let file = if self.is_v2() {
+            "cgroup.freeze"
+        } else {
+            "freezer.state"
+        };
+        let path = self.dir_of("freezer")?.join(file);
+        path.exists().then_some(path)
+    }
+
+    /// Whether the cgroup has a freezer (v2 always; v1 when the controller is mounted).
+    pub fn can_freeze(&self) -> bool {
+        self.freezer_file().is_some()
+    }
+
+    /// Asks the kernel to freeze (or thaw) every process in the cgroup. Freezing takes
+    /// effect once [`Cgroup::is_frozen`] says so.
+    pub fn set_frozen(&self, frozen: bool) -> io::Result<()> {
+        let file = self
+            .freezer_file()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no freezer"))?;
+        let value = match (self.is_v2(), frozen) {
+            (true, true) => "1",
+            (true, false) => "0",
+            (false, true) => "FROZEN",
+            (false, false) => "THAWED",
+        };
+        fs::write(file, value)
+    }
+
+    /// Whether every process in the cgroup is frozen (v1 `FROZEN`, not `FREEZING`; v2
+    /// `frozen 1` in `cgroup.events`).
+    pub fn is_frozen(&self) -> io::Result<bool> {
+        if self.is_v2() {
+            Ok(key_values(&self.read("freezer", "cgroup.events")?).get("frozen") == Some(&1))
+        } else {
+            Ok(self.read("freezer", "freezer.state")?.trim() == "FROZEN")
+        }
+    }
+
+    /// How many processes the kernel's OOM killer has killed in the cgroup: `oom_kill` of
+    /// v1's `memory.oom_control` or v2's `memory.events`. `None` without a memory
+    /// controller (or a kernel older than 4.13, which does not count).
+    pub fn oom_kills(&self) -> Option<u64> {
+        let file = if self.is_v2() {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        key_values(&self.read("memory", file).ok()?)
+            .get("oom_kill")
+            .copied()
+    }
+}
+
+/// The `key value` lines of a cgroup file (`memory.stat`, `cpu.stat`, ...) whose value is a
+/// number.
+pub fn key_values(text: &str) -> BTreeMap<&str, u64> {
+    text.lines()
+        .filter_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            Some((key, value.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// The limits of `linux.resources` the shim applies (issue 12's list): memory and swap,
@@ -326,26 +446,40 @@ pub fn shares_to_weight(shares: u64) -> u64 {
 impl Cgroup {
     /// Writes `resources` into the cgroup's files (on v1, each into its controller's
     /// directory, found by the file's prefix).
+    ///
+    /// Swap limits are skipped, with a warning, where the kernel does not account swap
+    /// (no `memory.memsw.*` or `memory.swap.max` file), as runc does. On v1 the memory limit
+    /// may not exceed memory + swap: raising both, the kernel takes the latter first, so a
+    /// refused memory limit is tried again after it.
     pub fn apply(&self, resources: &Resources) -> io::Result<()> {
-        match &self.hierarchy {
-            Hierarchy::V2(_) => {
-                let dir = &self.dirs()[0];
-                for (file, value) in resources.writes(true) {
+        let writes = resources.writes(self.is_v2());
+        let swap_file = |f: &str| f.contains("swap") || f.contains("memsw");
+        for (file, value) in &writes {
+            let controller = file.split('.').next().unwrap_or_default();
+            let dir = self.dir_of(controller).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("{file}: the {controller} controller is not mounted"),
+                )
+            })?;
+            match fs::write(dir.join(file), value) {
+                Err(err) if swap_file(file) && err.kind() == io::ErrorKind::NotFound => {
+                    log::warn!("{file}: the kernel does not account swap; not limited");
+                }
+                Err(err)
+                    if *file == "memory.limit_in_bytes"
+                        && err.raw_os_error() == Some(libc::EINVAL) =>
+                {
+                    let Some((both, value_both)) = writes
+                        .iter()
+                        .find(|(f, _)| *f == "memory.memsw.limit_in_bytes")
+                    else {
+                        return Err(err);
+                    };
+                    fs::write(dir.join(both), value_both)?;
                     fs::write(dir.join(file), value)?;
                 }
-            }
-            Hierarchy::V1(mounts) => {
-                let relative = self.path.strip_prefix("/").unwrap_or(&self.path);
-                for (file, value) in resources.writes(false) {
-                    let controller = file.split('.').next().unwrap_or_default();
-                    let Some(mount) = mounts.get(controller) else {
-                        return Err(io::Error::new(
-                            io::ErrorKind::Unsupported,
-                            format!("{file}: the {controller} controller is not mounted"),
-                        ));
-                    };
-                    fs::write(mount.join(relative).join(file), value)?;
-                }
+                result => result?,
             }
         }
         Ok(())
@@ -588,8 +722,19 @@ pub fn from_spec(spec: &oci_spec::runtime::Spec) -> Result<Option<(PathBuf, Reso
     let Some(path) = cgroup_path(&path)? else {
         return Ok(None);
     };
-    let mut resources = Resources::default();
-    if let Some(res) = linux.resources() {
+    let resources = linux
+        .resources()
+        .as_ref()
+        .map(Resources::from_linux)
+        .unwrap_or_default();
+    Ok(Some((path, resources)))
+}
+
+impl Resources {
+    /// The limits of the runtime spec's `LinuxResources` this shim applies; the rest
+    /// (devices, block IO, hugepages, ...) is left alone.
+    pub fn from_linux(res: &oci_spec::runtime::LinuxResources) -> Resources {
+        let mut resources = Resources::default();
         if let Some(memory) = res.memory() {
             resources.memory = memory.limit();
             resources.memory_and_swap = memory.swap();
@@ -602,6 +747,6 @@ pub fn from_spec(spec: &oci_spec::runtime::Spec) -> Result<Option<(PathBuf, Reso
         if let Some(pids) = res.pids() {
             resources.pids = Some(pids.limit());
         }
+        resources
     }
-    Ok(Some((path, resources)))
 }

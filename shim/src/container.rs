@@ -56,10 +56,15 @@ pub struct Container {
     pub init: Process,
     /// Exec processes by exec id, from `Exec` until their `Delete`.
     pub execs: HashMap<String, Process>,
-    /// Between `Pause` and `Resume`: every process of the task is stopped (SIGSTOP).
+    /// Between `Pause` and `Resume`: every process of the task is frozen (its cgroup's
+    /// freezer) or stopped (SIGSTOP).
     pub paused: bool,
     /// Its cgroup, when its spec names one and the machine lets the shim write cgroups.
     pub cgroup: Option<Cgroup>,
+    /// The cgroup's OOM kills already published as `/tasks/oom`.
+    pub oom_kills: u64,
+    /// The task waiting for the cgroup's OOM notifications (`oom.rs`), stopped at `Delete`.
+    pub oom_watch: Option<tokio::task::AbortHandle>,
     /// The pids that lead its process groups and sessions (`members.rs`): the init's, and
     /// those of the execs with a group or session of their own. A leader stays after its
     /// process exits while a process of its group or session lives, and is then forgotten
@@ -69,12 +74,7 @@ pub struct Container {
 
 impl Container {
     /// A container whose init process was just created.
-    pub fn new(
-        id: String,
-        bundle: PathBuf,
-        init: Process,
-        cgroup: Option<Cgroup>,
-    ) -> Container {
+    pub fn new(id: String, bundle: PathBuf, init: Process, cgroup: Option<Cgroup>) -> Container {
         Container {
             cgroup,
             id,
@@ -83,6 +83,8 @@ impl Container {
             init,
             execs: HashMap::new(),
             paused: false,
+            oom_kills: 0,
+            oom_watch: None,
         }
     }
 
@@ -186,14 +188,20 @@ impl Container {
     }
 }
 
-/// The processes of container `id` among those of every container of the shim, `all`
-/// (see [`ContainerProcesses::of`]).
+/// The processes of container `id` among those of every container of the shim, `all`: its
+/// cgroup's when it has one, else as [`ContainerProcesses::of`] works them out.
 pub fn processes_of<'a>(
     all: impl IntoIterator<Item = &'a Container>,
     id: &str,
 ) -> ContainerProcesses {
+    let mut cgroup = None;
     let claims: Vec<Claim> = all
         .into_iter()
+        .inspect(|c| {
+            if c.id == id {
+                cgroup = c.cgroup.clone();
+            }
+        })
         .map(|c| Claim {
             id: &c.id,
             leaders: &c.leaders,
@@ -201,7 +209,9 @@ pub fn processes_of<'a>(
             running: c.is_running(),
         })
         .collect();
-    ContainerProcesses::of(&claims, id)
+    let mut processes = ContainerProcesses::of(&claims, id);
+    processes.cgroup = cgroup;
+    processes
 }
 
 #[cfg(test)]

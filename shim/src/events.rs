@@ -29,8 +29,8 @@ use async_trait::async_trait;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim_protos::{
     events::task::{
-        TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
-        TaskResumed, TaskStart,
+        TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM,
+        TaskPaused, TaskResumed, TaskStart,
     },
     protobuf::{
         well_known_types::{any::Any, timestamp::Timestamp},
@@ -92,6 +92,12 @@ pub enum TaskEvent {
         pid: i32,
         /// Its exit code and time.
         exit: ExitStatus,
+    },
+    /// `/tasks/oom`: the kernel's OOM killer killed a process in the task's cgroup. Comes
+    /// before the `/tasks/exit` of the process it killed.
+    Oom {
+        /// The task id.
+        id: String,
     },
     /// `/tasks/paused`: every process of the task is stopped.
     Paused {
@@ -238,6 +244,13 @@ impl EventSink for Publisher {
                     ..Default::default()
                 };
                 self.forward(TASK_EXIT_EVENT_TOPIC, event).await
+            }
+            TaskEvent::Oom { id } => {
+                let event = TaskOOM {
+                    container_id: id,
+                    ..Default::default()
+                };
+                self.forward(TASK_OOM_EVENT_TOPIC, event).await
             }
             TaskEvent::Paused { id } => {
                 let event = TaskPaused {

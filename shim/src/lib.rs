@@ -45,6 +45,7 @@ pub mod exits;
 pub mod gate;
 pub mod members;
 pub mod metrics;
+pub mod oom;
 pub mod pause;
 pub mod process;
 pub mod procfs;

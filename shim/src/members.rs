@@ -19,12 +19,15 @@
 //!   last container of the shim, and never with a neighbour's.
 //!
 //! With one container per shim this is exactly "every descendant of the shim", as before.
-//! (Issue 12's cgroups will know membership for sure; until then, a stray of a pod is killed
-//! when the pod's sandbox stops.)
+//!
+//! All of the above is the fallback. A container with a cgroup (`cgroup.rs`) has its
+//! members listed by the kernel: whatever is in the cgroup, strays included, and nothing
+//! else.
 
 use std::{collections::HashMap, io};
 
 use crate::{
+    cgroup::Cgroup,
     exits::ProcessTree,
     procfs::{self, ProcStat},
     sys,
@@ -39,6 +42,9 @@ pub struct ContainerProcesses {
     pub others: Vec<i32>,
     /// Whether strays count as this container's: no other container's init runs.
     pub strays: bool,
+    /// The container's cgroup: when set, its members are the cgroup's processes, and the
+    /// rest of this struct is not used.
+    pub cgroup: Option<Cgroup>,
 }
 
 /// What one container claims: its leaders, which of its processes live, whether its init
@@ -92,8 +98,17 @@ impl ContainerProcesses {
     }
 
     /// The container's live processes and zombies among the shim's descendants (the quick
-    /// look of `procfs::descendants`).
+    /// look of `procfs::descendants`); with a cgroup, its live processes (the kernel takes a
+    /// process out of its cgroup as it exits).
     pub fn list(&self) -> io::Result<Vec<ProcStat>> {
+        if let Some(cgroup) = &self.cgroup {
+            // A process that exits between the two reads is not listed.
+            return Ok(cgroup
+                .procs()?
+                .into_iter()
+                .filter_map(|pid| ProcStat::read(pid).ok())
+                .collect());
+        }
         Ok(self.select(procfs::descendants(std::process::id() as i32)?))
     }
 
@@ -149,6 +164,10 @@ impl ProcessTree for ContainerProcesses {
     /// without a miss (`sys::has_children`). Otherwise (in a pod the other containers'
     /// processes are children too) a pass over all of `/proc`: a few milliseconds.
     fn exhaustive(&self) -> io::Result<Vec<ProcStat>> {
+        if self.cgroup.is_some() {
+            // `cgroup.procs` misses nothing.
+            return self.list();
+        }
         if !sys::has_children() {
             return Ok(Vec::new());
         }
@@ -206,12 +225,14 @@ mod tests {
             mine: vec![10, 11],
             others: vec![20],
             strays: false,
+            cgroup: None,
         };
         assert_eq!(pids(a.select(pod())), vec![10, 11, 12, 30]);
         let b = ContainerProcesses {
             mine: vec![20],
             others: vec![10, 11],
             strays: false,
+            cgroup: None,
         };
         assert_eq!(pids(b.select(pod())), vec![20, 21]);
     }
@@ -245,12 +266,14 @@ mod tests {
             mine: vec![20],
             others: vec![10, 11],
             strays: true,
+            cgroup: None,
         };
         assert_eq!(pids(last.select(pod())), vec![20, 21, 40]);
         let alone = ContainerProcesses {
             mine: vec![10],
             others: vec![],
             strays: true,
+            cgroup: None,
         };
         assert_eq!(pids(alone.select(pod())), vec![10, 11, 12, 20, 21, 30, 40]);
     }

@@ -5,8 +5,8 @@
 //! | RPC | here |
 //! |---|---|
 //! | Create, Start, State, Wait, Kill, Delete, Pids, CloseIO, Connect, Shutdown | implemented |
-//! | Exec, ResizePty, Pause, Resume, Stats | implemented |
-//! | Update, Checkpoint | `Unimplemented`, with the reason |
+//! | Exec, ResizePty, Pause, Resume, Stats, Update | implemented |
+//! | Checkpoint | `Unimplemented`, with the reason |
 
 use std::sync::Arc;
 
@@ -146,11 +146,8 @@ impl Task for TaskService {
         reply("Stats", self.0.stats(req).await)
     }
 
-    async fn update(&self, _: &TtrpcContext, _: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
-        unimplemented(
-            "Update",
-            "host processes have no cgroup whose resources could be updated",
-        )
+    async fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
+        reply("Update", self.0.update(req).await.map(|()| Empty::new()))
     }
 
     async fn checkpoint(

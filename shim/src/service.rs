@@ -28,14 +28,14 @@ use std::{
 };
 
 use containerd_shim::asynchronous::ExitSignal;
-use containerd_shim_protos::{
-    api::{self, ProcessInfo, Status},
-    protobuf::{well_known_types::any::Any, Message},
-};
+use containerd_shim_protos::api::{self, ProcessInfo, Status};
 use log::{debug, info, warn};
 use tokio::{
     runtime::{Handle, RuntimeFlavor},
-    sync::{mpsc::UnboundedReceiver, Mutex, MutexGuard},
+    sync::{
+        mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender},
+        Mutex, MutexGuard,
+    },
 };
 
 use crate::{
@@ -46,6 +46,7 @@ use crate::{
     events::{timestamp, EventSink, TaskEvent},
     exits::{kill_leftovers, ExitQueue, Reaped, LEFTOVER_DEADLINE},
     metrics,
+    oom::OomWatch,
     process::{validate_signal, ExitStatus, Group, Process, State},
     procfs,
     spec::{self, Kind},
@@ -75,6 +76,9 @@ pub struct Service {
     helper: PathBuf,
     /// The machine's cgroups, when the shim may write them (root, a hierarchy mounted).
     cgroups: Option<Hierarchy>,
+    /// Where each container's OOM watch sends its id when the kernel notifies
+    /// (`oom.rs`); [`Service::watch_ooms`] takes it from there.
+    ooms: UnboundedSender<String>,
 }
 
 /// Finds the container `id`.
@@ -104,7 +108,9 @@ impl Service {
             RuntimeFlavor::CurrentThread,
             "the shim's service must run on a current-thread runtime"
         );
+        let (ooms, oom_notices) = unbounded_channel();
         let service = Arc::new(Service {
+            ooms,
             containers: Mutex::new(HashMap::new()),
             events: Box::new(events),
             shutdown,
@@ -113,6 +119,7 @@ impl Service {
             cgroups: writable_cgroups(),
         });
         tokio::spawn(service.clone().watch_exits(exits));
+        tokio::spawn(service.clone().watch_ooms(oom_notices));
         service
     }
 
@@ -172,10 +179,11 @@ impl Service {
                     hierarchy: hierarchy.clone(),
                     path,
                 };
-                cgroup
-                    .create()
-                    .and_then(|()| cgroup.apply(&resources))
-                    .map_err(Error::io(format!("cgroup {}", cgroup.path.display())))?;
+                let made = cgroup.create();
+                if let Err(err) = made.and_then(|()| cgroup.apply(&resources)) {
+                    let _ = cgroup.remove();
+                    return Err(cgroup_error(&cgroup, err));
+                }
                 Some(cgroup)
             }
             _ => None,
@@ -186,26 +194,17 @@ impl Service {
             stderr: req.stderr,
             terminal: req.terminal,
         };
-        let init = Process::spawn(&self.helper, &process, stdio, Group::Own, &req.id)?;
-        let pid = init.pid;
-        // Into the cgroup while it waits at its start gate: whatever it forks is in too.
-        if let Some(cgroup) = &cgroup {
-            if let Err(err) = cgroup.add(pid) {
-                let _ = init.kill_group(Signal::KILL);
-                return Err(Error::io(format!(
-                    "add {pid} to cgroup {}",
-                    cgroup.path.display()
-                ))(err));
+        let init = match spawn_init(&self.helper, &process, stdio, &req.id, &bundle, &cgroup) {
+            Ok(init) => init,
+            Err(err) => {
+                // The helper, killed, leaves the cgroup as it exits.
+                if let Some(cgroup) = &cgroup {
+                    let _ = cgroup.destroy().await;
+                }
+                return Err(err);
             }
-        }
-        if let Err(err) = procfs::ProcStat::read(pid)
-            .map_err(Error::io(format!("read /proc/{pid}/stat")))
-            .and_then(|stat| bundle::write_init_pid(&bundle, pid, stat.start_time))
-        {
-            // Leave nothing behind: the helper exits unstarted and the reaper collects it.
-            let _ = init.kill_group(Signal::KILL);
-            return Err(err);
-        }
+        };
+        let pid = init.pid;
         self.events
             .publish(TaskEvent::Create {
                 id: req.id.clone(),
@@ -214,7 +213,8 @@ impl Service {
                 pid,
             })
             .await;
-        let container = Container::new(req.id.clone(), bundle, init, cgroup);
+        let mut container = Container::new(req.id.clone(), bundle, init, cgroup);
+        container.oom_watch = self.watch_oom(&container);
         containers.insert(req.id, container);
         Ok(api::CreateTaskResponse {
             pid: pid as u32,
@@ -350,6 +350,14 @@ impl Service {
                 }
             }
         }
+        // A frozen process dies of SIGKILL only once thawed (cgroup v1): killing a paused
+        // task's init, or all of it, thaws it. It is not resumed: it ends.
+        let ends = all || req.exec_id.is_empty();
+        if container.paused && signal == Signal::KILL && ends {
+            if let Some(cgroup) = &container.cgroup {
+                let _ = cgroup.set_frozen(false);
+            }
+        }
         info!(
             "{}: sent signal {} to {:?} (all: {all})",
             container.id,
@@ -405,8 +413,13 @@ impl Service {
         drop(containers);
         container.init.io.wait_outputs(OUTPUT_DRAIN_LIMIT).await;
         bundle::remove_init_pid(&container.bundle);
+        if let Some(watch) = &container.oom_watch {
+            watch.abort();
+        }
         if let Some(cgroup) = &container.cgroup {
-            if let Err(err) = cgroup.remove() {
+            // Empty already (the init's exit killed what was left), unless a process was
+            // put in from outside.
+            if let Err(err) = cgroup.destroy().await {
                 warn!(
                     "{}: remove cgroup {}: {err}",
                     container.id,
@@ -466,11 +479,7 @@ impl Service {
         if let Some(cgroup) = &container.cgroup {
             if let Err(err) = cgroup.add(exec.pid) {
                 let _ = exec.kill(Signal::KILL);
-                return Err(Error::io(format!(
-                    "add {} to cgroup {}",
-                    exec.pid,
-                    cgroup.path.display()
-                ))(err));
+                return Err(cgroup_error(cgroup, err));
             }
         }
         container.add_exec(req.exec_id.clone(), exec, leads);
@@ -520,8 +529,9 @@ impl Service {
         process.io.resize(req.width, req.height)
     }
 
-    /// `Pause` and `Resume`: SIGSTOP or SIGCONT to every process of the task. (A runc
-    /// shim freezes the container's cgroup; host processes have none.)
+    /// `Pause` and `Resume`: the task's cgroup frozen or thawed; without a cgroup (or a
+    /// freezer), SIGSTOP or SIGCONT to every process of the task, which the task can see
+    /// (its parent gets SIGCHLD) and which misses a process forked meanwhile.
     pub async fn set_paused(&self, id: &str, pause: bool) -> Result<()> {
         let mut containers = self.containers.lock().await;
         let members = processes_of(containers.values(), id);
@@ -537,10 +547,15 @@ impl Service {
                 "task {id:?} is already {now}"
             )));
         }
-        let signal = if pause { Signal::STOP } else { Signal::CONT };
-        container.init.kill_group(signal)?;
-        for process in members.list().unwrap_or_default() {
-            let _ = sys::signal_pid(process.pid, signal);
+        match container.cgroup.as_ref().filter(|c| c.can_freeze()) {
+            Some(cgroup) => freeze(cgroup, pause).await?,
+            None => {
+                let signal = if pause { Signal::STOP } else { Signal::CONT };
+                container.init.kill_group(signal)?;
+                for process in members.list().unwrap_or_default() {
+                    let _ = sys::signal_pid(process.pid, signal);
+                }
+            }
         }
         container.paused = pause;
         let id = id.to_string();
@@ -553,26 +568,55 @@ impl Service {
         Ok(())
     }
 
-    /// `Stats`: CPU and memory of the task (`metrics.rs`).
+    /// `Stats`: CPU, memory and pids of the task, from its cgroup or `/proc`
+    /// (`metrics.rs`).
     pub async fn stats(&self, req: api::StatsRequest) -> Result<api::StatsResponse> {
         let mut containers = self.containers.lock().await;
-        find(&mut containers, &req.id)?;
-        let processes = processes_of(containers.values(), &req.id)
-            .list()
-            .map_err(Error::io("list the task's processes"))?;
-        let metrics = metrics::collect(&processes);
-        let value = metrics
-            .write_to_bytes()
-            .map_err(|e| Error::io("encode metrics")(std::io::Error::other(e)))?;
+        let stats = match &find(&mut containers, &req.id)?.cgroup {
+            Some(cgroup) => metrics::of_cgroup(cgroup).map_err(|e| cgroup_error(cgroup, e))?,
+            None => {
+                let processes = processes_of(containers.values(), &req.id)
+                    .list()
+                    .map_err(Error::io("list the task's processes"))?;
+                metrics::of_processes(&processes).map_err(Error::io("encode metrics"))?
+            }
+        };
         Ok(api::StatsResponse {
-            stats: Some(Any {
-                type_url: metrics::METRICS_TYPE_URL.into(),
-                value,
-                ..Default::default()
-            })
-            .into(),
+            stats: Some(stats).into(),
             ..Default::default()
         })
+    }
+
+    /// `Update`: new limits for the task's cgroup (`ctr task update`, the CRI plugin's
+    /// UpdateContainerResources). The resources come as the runtime spec's
+    /// `LinuxResources`, in JSON.
+    pub async fn update(&self, req: api::UpdateTaskRequest) -> Result<()> {
+        let mut containers = self.containers.lock().await;
+        let container = find(&mut containers, &req.id)?;
+        let Some(cgroup) = &container.cgroup else {
+            return Err(Error::FailedPrecondition(format!(
+                "task {:?} has no cgroup to update: its spec names no linux.cgroupsPath, \
+                 or the shim may not write cgroups here (see the shim's log)",
+                req.id
+            )));
+        };
+        let any = req
+            .resources
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("Update without resources".to_string()))?;
+        let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
+            .map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "resources of type {:?} are not the runtime spec's LinuxResources in JSON: {e}",
+                    any.type_url
+                ))
+            })?;
+        let resources = cgroup::Resources::from_linux(&resources);
+        cgroup
+            .apply(&resources)
+            .map_err(|e| cgroup_error(cgroup, e))?;
+        info!("{}: resources updated: {resources:?}", container.id);
+        Ok(())
     }
 
     /// `Connect`: the shim's pid and the task's.
@@ -606,6 +650,55 @@ impl Service {
         let mut exits = ExitQueue::new(exits);
         while let Some(reaped) = exits.next().await {
             self.process_exited(reaped, &mut exits).await;
+        }
+    }
+
+    /// Starts the task that waits for `container`'s OOM notifications, if it has a cgroup
+    /// with a memory controller; it sends the container id to [`Service::watch_ooms`].
+    fn watch_oom(&self, container: &Container) -> Option<tokio::task::AbortHandle> {
+        let cgroup = container.cgroup.as_ref()?;
+        let mut watch = match OomWatch::new(cgroup) {
+            Ok(watch) => watch?,
+            Err(err) => {
+                warn!("{}: no OOM notifications: {err}", container.id);
+                return None;
+            }
+        };
+        let (id, ooms) = (container.id.clone(), self.ooms.clone());
+        let task = tokio::spawn(async move {
+            while watch.notified().await.is_ok() && ooms.send(id.clone()).is_ok() {}
+        });
+        Some(task.abort_handle())
+    }
+
+    /// Publishes `/tasks/oom` for each container whose OOM watch fired and whose cgroup
+    /// counts a new OOM kill.
+    async fn watch_ooms(self: Arc<Self>, mut notices: UnboundedReceiver<String>) {
+        while let Some(id) = notices.recv().await {
+            let mut containers = self.containers.lock().await;
+            if let Some(container) = containers.get_mut(&id) {
+                self.check_oom(container).await;
+            }
+        }
+    }
+
+    /// Publishes one `/tasks/oom` when `container`'s cgroup counts more OOM kills than
+    /// already reported.
+    async fn check_oom(&self, container: &mut Container) {
+        let Some(kills) = container.cgroup.as_ref().and_then(Cgroup::oom_kills) else {
+            return;
+        };
+        if kills > container.oom_kills {
+            container.oom_kills = kills;
+            warn!(
+                "{}: the OOM killer killed a process of the task",
+                container.id
+            );
+            self.events
+                .publish(TaskEvent::Oom {
+                    id: container.id.clone(),
+                })
+                .await;
         }
     }
 
@@ -650,6 +743,10 @@ impl Service {
             return;
         };
         if member == Member::Init {
+            if let Some(cgroup) = container.cgroup.as_ref().filter(|_| container.paused) {
+                // Frozen processes would not die (v1) until thawed.
+                let _ = cgroup.set_frozen(false);
+            }
             kill_leftovers(&leftovers).await;
             let deadline = tokio::time::Instant::now() + LEFTOVER_DEADLINE;
             while container.has_live_execs() {
@@ -680,8 +777,10 @@ impl Service {
         forget_past_leaders(&mut containers);
     }
 
-    /// Records one process's exit and publishes `/tasks/exit`.
+    /// Records one process's exit and publishes `/tasks/exit`, after the `/tasks/oom` of
+    /// an OOM kill not reported yet (the kill may well be this one).
     async fn record_exit(&self, container: &mut Container, member: &Member, code: i32) {
+        self.check_oom(container).await;
         let Some((process, reported_id)) = container.member(member) else {
             return;
         };
@@ -703,6 +802,60 @@ impl Service {
             })
             .await;
     }
+}
+
+/// Spawns a task's init process at its start gate, puts it in its cgroup and writes its
+/// pid into the bundle; on failure, kills it and leaves nothing behind.
+fn spawn_init(
+    helper: &Path,
+    process: &spec::ProcessSpec,
+    stdio: StdioPaths,
+    id: &str,
+    bundle: &Path,
+    cgroup: &Option<Cgroup>,
+) -> Result<Process> {
+    let init = Process::spawn(helper, process, stdio, Group::Own, id)?;
+    let pid = init.pid;
+    // Into the cgroup while it waits at its start gate: whatever it forks is in too.
+    let placed = match cgroup {
+        Some(cgroup) => cgroup.add(pid).map_err(|e| cgroup_error(cgroup, e)),
+        None => Ok(()),
+    };
+    let recorded = placed.and_then(|()| {
+        procfs::ProcStat::read(pid)
+            .map_err(Error::io(format!("read /proc/{pid}/stat")))
+            .and_then(|stat| bundle::write_init_pid(bundle, pid, stat.start_time))
+    });
+    if let Err(err) = recorded {
+        // The helper exits unstarted and the reaper collects it.
+        let _ = init.kill_group(Signal::KILL);
+        return Err(err);
+    }
+    Ok(init)
+}
+
+/// Freezes or thaws `cgroup` and waits, at most a second, until the kernel says it is.
+async fn freeze(cgroup: &Cgroup, frozen: bool) -> Result<()> {
+    cgroup
+        .set_frozen(frozen)
+        .map_err(|e| cgroup_error(cgroup, e))?;
+    for _ in 0..1000 {
+        if cgroup.is_frozen().map_err(|e| cgroup_error(cgroup, e))? == frozen {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Leave it as it was.
+    let _ = cgroup.set_frozen(!frozen);
+    Err(Error::Unavailable(format!(
+        "cgroup {}: the kernel did not finish freezing it within a second",
+        cgroup.path.display()
+    )))
+}
+
+/// An error of the cgroup's files, naming the cgroup.
+fn cgroup_error(cgroup: &Cgroup, err: std::io::Error) -> Error {
+    Error::io(format!("cgroup {}", cgroup.path.display()))(err)
 }
 
 /// The machine's cgroup hierarchy, if the shim may write it; says once why not.

@@ -282,18 +282,7 @@ async fn kill_cgroup(bundle: &Path) {
         return;
     };
     let cgroup = Cgroup { hierarchy, path };
-    for _ in 0..100 {
-        let procs = cgroup.procs().unwrap_or_default();
-        if procs.is_empty() {
-            break;
-        }
-        for pid in procs {
-            // Members of the cgroup as the kernel lists them right now.
-            let _ = sys::signal_pid(pid, Signal::KILL);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    if let Err(err) = cgroup.remove() {
+    if let Err(err) = cgroup.destroy().await {
         info!("remove cgroup {}: {err}", cgroup.path.display());
     }
 }

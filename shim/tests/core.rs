@@ -193,6 +193,7 @@ impl Harness {
                 TaskEvent::ExecAdded { exec_id, .. } => format!("exec-added {exec_id}"),
                 TaskEvent::ExecStarted { exec_id, .. } => format!("exec-started {exec_id}"),
                 TaskEvent::Exit { exec_id, exit, .. } => format!("exit {exec_id} {}", exit.code),
+                TaskEvent::Oom { .. } => "oom".to_string(),
                 TaskEvent::Paused { .. } => "paused".to_string(),
                 TaskEvent::Resumed { .. } => "resumed".to_string(),
                 TaskEvent::Delete { exit, .. } => format!("delete {}", exit.code),

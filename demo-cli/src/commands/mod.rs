@@ -9,3 +9,4 @@ pub mod ls;
 pub mod ps;
 pub mod rm;
 pub mod start;
+pub mod update;
