@@ -19,11 +19,12 @@ use k8s_cri::v1::{
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
     ContainerConfig, ContainerFilter, ContainerMetadata, ContainerStatsRequest, ContainerStatus,
     ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ExecSyncResponse, ImageSpec,
-    ImageStatusRequest, KeyValue, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    ListContainersRequest, ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
-    PodSandboxMetadata, PodSandboxStatus, PodSandboxStatusRequest, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StatusRequest,
-    StopContainerRequest, StopPodSandboxRequest, VersionRequest,
+    ImageStatusRequest, KeyValue, LinuxContainerResources, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, ListContainersRequest, ListPodSandboxRequest, NamespaceMode,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStats, PodSandboxStatsRequest,
+    PodSandboxStatus, PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StatusRequest, StopContainerRequest,
+    StopPodSandboxRequest, UpdateContainerResourcesRequest, VersionRequest,
 };
 
 pub use containerd_client::tonic;
@@ -56,6 +57,9 @@ pub struct Pod {
     pub log_directory: String,
     /// Annotations of the pod.
     pub annotations: HashMap<String, String>,
+    /// The pod's cgroup, which a kubelet makes before it asks for the pod
+    /// (`/kubepods/besteffort/pod<uid>` with the cgroupfs driver); empty: none.
+    pub cgroup_parent: String,
 }
 
 impl Pod {
@@ -72,6 +76,7 @@ impl Pod {
             log_directory: self.log_directory.clone(),
             annotations: self.annotations.clone(),
             linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: self.cgroup_parent.clone(),
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(NamespaceOption {
                         network: NamespaceMode::Node.into(),
@@ -373,6 +378,35 @@ impl Cri {
             .and_then(|m| m.working_set_bytes)
             .map_or(0, |v| v.value);
         Ok((cpu, memory))
+    }
+
+    /// `UpdateContainerResources`: new limits for a container (a kubelet sends them when a
+    /// pod is resized).
+    pub async fn update_container_resources(
+        &mut self,
+        id: &str,
+        resources: LinuxContainerResources,
+    ) -> CallResult<()> {
+        let request = UpdateContainerResourcesRequest {
+            container_id: id.to_string(),
+            linux: Some(resources),
+            ..Default::default()
+        };
+        self.runtime.update_container_resources(request).await?;
+        Ok(())
+    }
+
+    /// `PodSandboxStats`: the pod's CPU and memory, and its containers'.
+    pub async fn pod_sandbox_stats(&mut self, pod_id: &str) -> CallResult<PodSandboxStats> {
+        let request = PodSandboxStatsRequest {
+            pod_sandbox_id: pod_id.to_string(),
+        };
+        self.runtime
+            .pod_sandbox_stats(request)
+            .await?
+            .into_inner()
+            .stats
+            .ok_or_else(|| containerd_client::tonic::Status::internal("no pod stats"))
     }
 
     /// `StopContainer`: SIGTERM (the image's stop signal), SIGKILL after `grace_secs`.

@@ -553,10 +553,10 @@ impl Drop for Containerd {
         self.stop_everything();
         self.unmount_leftovers();
         // The namespace's parent cgroup, which `ctr`'s `/<namespace>/<id>` made and nobody
-        // removes (containerd's runc shim leaves it too). Fails, leaving it for the next
-        // check to see, when a task's cgroup is still inside.
+        // removes (containerd's runc shim leaves it too), and what a failed test left in it
+        // (its processes are killed by now). Tests check their own tasks' cgroups are gone.
         for dir in cgroup_dirs(&format!("/{}", self.namespace)) {
-            let _ = fs::remove_dir(dir);
+            remove_cgroup_tree(&dir);
         }
         if thread::panicking() {
             eprintln!(
@@ -588,6 +588,17 @@ pub fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
         .map(|root| root.join(relative))
         .filter(|dir| dir.join("cgroup.procs").exists())
         .collect()
+}
+
+/// Removes cgroup directory `dir` and those below it, deepest first (`rmdir` is how a
+/// cgroup goes; its files cannot be removed).
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten().filter(|e| e.path().is_dir()) {
+            remove_cgroup_tree(&entry.path());
+        }
+    }
+    let _ = fs::remove_dir(dir);
 }
 
 /// Starts containerd with the config under `root`, our shim first on its `PATH`, its output
@@ -672,7 +683,7 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
   sandbox = "{image}"
 
 [plugins."io.containerd.cri.v1.runtime"]
-  disable_cgroup = true
+  disable_cgroup = false
   disable_apparmor = true
   enable_selinux = false
 
@@ -698,7 +709,7 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
             r#"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{image}"
-  disable_cgroup = true
+  disable_cgroup = false
   disable_apparmor = true
   enable_selinux = false
   stream_server_address = "127.0.0.1"

@@ -19,7 +19,7 @@ use integration::{poll_until, proc, Containerd};
 use shim_demo::cri::tonic::Code;
 use shim_demo::cri::{
     container,
-    proto::{ContainerState, PodSandboxState},
+    proto::{self, ContainerState, PodSandboxState},
     Cri, Pod, HANDLER,
 };
 
@@ -37,6 +37,7 @@ fn pod(cd: &Containerd, name: &str, annotations: &[(&str, &str)]) -> Pod {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        cgroup_parent: String::new(),
     }
 }
 
@@ -492,4 +493,172 @@ async fn a_pod_survives_a_containerd_restart() {
     cri.stop_pod(&pod_id).await.expect("StopPodSandbox");
     cri.remove_pod(&pod_id).await.expect("RemovePodSandbox");
     assert_nothing_left(&cd, &[socket]);
+}
+
+/// The cgroup paths `pid` is in (`/proc/<pid>/cgroup`, every hierarchy).
+fn cgroups_of(pid: i32) -> Vec<String> {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2).map(str::to_string))
+        .collect()
+}
+
+/// A number in file `file` of cgroup `path` (v1: under `controller`'s hierarchy).
+fn cgroup_number(controller: &str, path: &str, file: &str) -> i64 {
+    let v1 = format!("/sys/fs/cgroup/{controller}");
+    let dir = if Path::new(&v1).is_dir() {
+        format!("{v1}{path}")
+    } else {
+        format!("/sys/fs/cgroup{path}")
+    };
+    let text = fs::read_to_string(format!("{dir}/{file}")).expect("a cgroup file");
+    text.trim().parse().expect("a number")
+}
+
+/// A pod in the cgroup a kubelet made for it (`cgroup_parent`; the CRI plugin with the
+/// cgroupfs driver, `disable_cgroup = false`): the sandbox and each container in a cgroup
+/// of their own below it, with their limits; UpdateContainerResources changes them;
+/// ContainerStats and PodSandboxStats read them; an OOM kill is the container's
+/// `OOMKilled`; nothing of ours is left in the pod's cgroup after the pod.
+#[tokio::test]
+async fn a_pod_lives_in_the_cgroup_its_kubelet_made() {
+    let Some(cd) = Containerd::start_cri() else {
+        return;
+    };
+    let mut cri = Cri::connect(&cd.address)
+        .await
+        .expect("the CRI API answers");
+    // The kubelet makes the pod's cgroup before RunPodSandbox, and removes it after.
+    let parent = format!("/{}/kubepods/pod-cg", cd.namespace());
+    let made: Vec<PathBuf> = ["memory", "cpu", "cpuacct", "pids", "freezer", ""]
+        .iter()
+        .map(|c| PathBuf::from(format!("/sys/fs/cgroup/{c}")))
+        .filter(|root| root.join("cgroup.procs").exists())
+        .map(|root| root.join(parent.trim_start_matches('/')))
+        .collect();
+    for dir in &made {
+        fs::create_dir_all(dir).expect("the pod's cgroup");
+    }
+    let mut pod = pod(&cd, "cg", &[]);
+    pod.cgroup_parent = parent.clone();
+    let pod_id = cri.run_pod(&pod, HANDLER).await.expect("RunPodSandbox");
+    let pause = cri.pod_pid(&pod_id).await.expect("the sandbox's pid");
+    assert!(
+        cgroups_of(pause).contains(&format!("{parent}/{pod_id}")),
+        "the pause is in {:?}",
+        cgroups_of(pause)
+    );
+
+    let mut app = container("app", IMAGE, &["sh", "-c", "sleep 1000 & wait"], &[]);
+    app.linux = Some(proto::LinuxContainerConfig {
+        resources: Some(proto::LinuxContainerResources {
+            memory_limit_in_bytes: 256 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let app = cri
+        .create_container(&pod_id, &pod, app)
+        .await
+        .expect("CreateContainer app");
+    cri.start_container(&app).await.expect("StartContainer app");
+    wait_container(&mut cri, &app, ContainerState::ContainerRunning).await;
+    let app_cgroup = format!("{parent}/{app}");
+    let app_pid = cri.container_pid(&app).await.expect("app's pid");
+    assert!(
+        cgroups_of(app_pid).contains(&app_cgroup),
+        "{:?}",
+        cgroups_of(app_pid)
+    );
+    assert_eq!(
+        cgroup_number("memory", &app_cgroup, "memory.limit_in_bytes"),
+        256 << 20
+    );
+
+    // UpdateContainerResources: the kubelet resizes the container.
+    cri.update_container_resources(
+        &app,
+        proto::LinuxContainerResources {
+            memory_limit_in_bytes: 128 << 20,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            cpu_shares: 512,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("UpdateContainerResources");
+    assert_eq!(
+        cgroup_number("memory", &app_cgroup, "memory.limit_in_bytes"),
+        128 << 20
+    );
+    assert_eq!(
+        cgroup_number("cpu", &app_cgroup, "cpu.cfs_quota_us"),
+        50_000
+    );
+
+    // ContainerStats and PodSandboxStats: the figures of the cgroups.
+    let (_cpu, memory) = cri.container_stats(&app).await.expect("ContainerStats");
+    assert!(memory > 0, "ContainerStats says no memory");
+    let stats = cri
+        .pod_sandbox_stats(&pod_id)
+        .await
+        .expect("PodSandboxStats");
+    let linux = stats.linux.expect("Linux pod stats");
+    let containers: Vec<&str> = linux
+        .containers
+        .iter()
+        .filter_map(|c| c.attributes.as_ref().map(|a| a.id.as_str()))
+        .collect();
+    assert!(containers.contains(&app.as_str()), "{containers:?}");
+
+    // A container that wants more than its limit: OOMKilled, 137.
+    let mut hog = container(
+        "hog",
+        IMAGE,
+        &[
+            "sh",
+            "-c",
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+        ],
+        &[],
+    );
+    hog.linux = Some(proto::LinuxContainerConfig {
+        resources: Some(proto::LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let hog = cri
+        .create_container(&pod_id, &pod, hog)
+        .await
+        .expect("CreateContainer hog");
+    cri.start_container(&hog).await.expect("StartContainer hog");
+    assert_eq!(
+        wait_container(&mut cri, &hog, ContainerState::ContainerExited).await,
+        137
+    );
+    let status = cri.container_status(&hog).await.expect("ContainerStatus");
+    assert_eq!(status.reason, "OOMKilled", "{status:?}");
+
+    for id in [&app, &hog] {
+        cri.stop_container(id, 2).await.expect("StopContainer");
+        cri.remove_container(id).await.expect("RemoveContainer");
+    }
+    cri.stop_pod(&pod_id).await.expect("StopPodSandbox");
+    cri.remove_pod(&pod_id).await.expect("RemovePodSandbox");
+    // Only the kubelet's own cgroup is left, empty: it removes it.
+    for dir in &made {
+        let below: Vec<String> = fs::read_dir(dir)
+            .expect("the pod's cgroup")
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.path().display().to_string())
+            .collect();
+        assert!(below.is_empty(), "left in the pod's cgroup: {below:?}");
+        fs::remove_dir(dir).expect("the kubelet removes the pod's cgroup");
+    }
+    assert!(!proc::alive(app_pid) && !proc::alive(pause));
 }

@@ -191,6 +191,7 @@ pub async fn run(mut options: Options) -> i32 {
         namespace: "default".to_string(),
         log_directory: options.log_directory.display().to_string(),
         annotations: Default::default(),
+        cgroup_parent: String::new(),
     };
     let mut tour = PodTour {
         ui,
