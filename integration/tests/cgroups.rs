@@ -342,9 +342,10 @@ fn a_task_without_a_cgroup_runs_and_update_says_why_not() {
         .output()
         .expect("run shim-demo update");
     assert!(!out.status.success());
+    // FailedPrecondition, as tonic describes it.
     let text = stderr(&out);
     assert!(
-        text.contains("failed precondition") && text.contains("no cgroup"),
+        text.contains("not in a state required") && text.contains("no cgroup"),
         "{text}"
     );
     cd.kill_and_remove("nocg", "KILL");
