@@ -29,6 +29,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+pub mod cgroupfs;
 pub mod image;
 pub mod proc;
 pub mod soak;

@@ -6,9 +6,11 @@
 //!
 //! Run here on cgroup v1 (with an empty cgroup2 beside it); GitHub's runners are v2 only.
 
-use std::{fs, path::PathBuf, process::Command, thread, time::Duration};
+use std::{fs, process::Command, thread, time::Duration};
 
-use integration::{cgroup_dirs, demo_binary, poll_until, proc, stderr, wait_line, Containerd};
+use integration::{
+    cgroup_dirs, cgroupfs, demo_binary, poll_until, proc, stderr, wait_line, Containerd,
+};
 
 /// The cgroup `ctr` names for task `id`: `/<namespace>/<id>`.
 fn cgroup_of(cd: &Containerd, id: &str) -> String {
@@ -22,26 +24,6 @@ fn cgroups_of(pid: i32) -> Vec<String> {
         .lines()
         .filter_map(|l| l.splitn(3, ':').nth(2).map(str::to_string))
         .collect()
-}
-
-/// The directory of `controller` for cgroup `path` (v1: that controller's hierarchy; v2:
-/// the unified one).
-fn controller_dir(controller: &str, path: &str) -> PathBuf {
-    let v1 = PathBuf::from(format!("/sys/fs/cgroup/{controller}{path}"));
-    if PathBuf::from(format!("/sys/fs/cgroup/{controller}")).is_dir() {
-        v1
-    } else {
-        PathBuf::from(format!("/sys/fs/cgroup{path}"))
-    }
-}
-
-/// A number file of the cgroup.
-fn read_number(controller: &str, path: &str, file: &str) -> u64 {
-    let file = controller_dir(controller, path).join(file);
-    let text = fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    text.trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("{}: {text:?}: {e}", file.display()))
 }
 
 /// The live process whose command line is exactly `args`.
@@ -175,10 +157,7 @@ fn updated_limits_are_the_cgroup_s_and_hold() {
         "upd",
         &["sleep", "1000"],
     );
-    assert_eq!(
-        read_number("memory", &path, "memory.limit_in_bytes"),
-        268_435_456
-    );
+    assert_eq!(cgroupfs::memory_limit(&path), 268_435_456);
     let update = |flags: &[&str]| {
         Command::new(demo_binary())
             .arg("--address")
@@ -199,12 +178,9 @@ fn updated_limits_are_the_cgroup_s_and_hold() {
         "100000",
     ]);
     assert!(out.status.success(), "shim-demo update: {}", stderr(&out));
-    assert_eq!(
-        read_number("memory", &path, "memory.limit_in_bytes"),
-        33_554_432
-    );
-    assert_eq!(read_number("pids", &path, "pids.max"), 50);
-    assert_eq!(read_number("cpu", &path, "cpu.cfs_quota_us"), 20_000);
+    assert_eq!(cgroupfs::memory_limit(&path), 33_554_432);
+    assert_eq!(cgroupfs::pids_limit(&path), 50);
+    assert_eq!(cgroupfs::cpu_quota(&path), 20_000);
     // An exec that wants more than the new limit is what the OOM killer takes.
     let (_events, lines) = cd.subscribe_events();
     let out = cd.ctr_output(&["task", "exec", "--exec-id", "hog", "upd", "sh", "-c", HOG]);
@@ -241,7 +217,7 @@ fn ctr_task_metrics_are_the_cgroup_s_figures() {
         &["sh", "-c", "sleep 1000 & sleep 1001 & wait"],
     );
     poll_until(Duration::from_secs(5), "three processes", || {
-        (read_number("pids", &path, "pids.current") == 3).then_some(())
+        (cgroupfs::pids_current(&path) == 3).then_some(())
     });
     let json = cd.ctr_ok(&["task", "metrics", "--format", "json", "met"]);
     let metrics: serde_json::Value = serde_json::from_str(&json).expect("json");
@@ -251,21 +227,25 @@ fn ctr_task_metrics_are_the_cgroup_s_figures() {
             .and_then(serde_json::Value::as_u64)
             .unwrap_or_else(|| panic!("{pointer} in {json}"))
     };
-    // ctr prints the v1 message as containerd's Go types name it.
+    // ctr prints the message of the cgroup's version as containerd's Go types name it.
+    let (limit, usage, cpu) = if cgroupfs::v2() {
+        ("/memory/usage_limit", "/memory/usage", "/cpu/usage_usec")
+    } else {
+        (
+            "/memory/usage/limit",
+            "/memory/usage/usage",
+            "/cpu/usage/total",
+        )
+    };
     assert_eq!(figure("/pids/current"), 3);
-    assert_eq!(figure("/memory/usage/limit"), 67_108_864);
-    assert_eq!(
-        figure("/memory/usage/limit"),
-        read_number("memory", &path, "memory.limit_in_bytes")
-    );
-    let usage = figure("/memory/usage/usage");
-    let now = read_number("memory", &path, "memory.usage_in_bytes");
+    assert_eq!(figure(limit), 67_108_864);
+    assert_eq!(figure(limit), cgroupfs::memory_limit(&path));
+    let usage = figure(usage);
+    let now = cgroupfs::memory_usage(&path);
     assert!(usage > 0 && usage <= now * 2, "usage {usage}, file {now}");
-    let cpu = figure("/cpu/usage/total");
-    assert!(
-        cpu > 0 && cpu <= read_number("cpuacct", &path, "cpuacct.usage"),
-        "cpu {cpu}"
-    );
+    let cpu = figure(cpu) * if cgroupfs::v2() { 1000 } else { 1 };
+    let now = cgroupfs::cpu_usage_ns(&path);
+    assert!(cpu > 0 && cpu <= now, "cpu {cpu} ns, file {now} ns");
     cd.kill_and_remove("met", "KILL");
     assert_gone(&path);
 }
@@ -298,11 +278,7 @@ fn pause_freezes_a_task_that_forks_in_a_loop() {
         Some("PAUSED")
     );
     let path = cgroup_of(&cd, "forky");
-    let state = controller_dir("freezer", &path).join("freezer.state");
-    assert_eq!(
-        fs::read_to_string(&state).expect("freezer.state").trim(),
-        "FROZEN"
-    );
+    assert!(cgroupfs::frozen(&path), "the cgroup is frozen");
     let frozen = count();
     thread::sleep(Duration::from_millis(300));
     assert_eq!(count(), frozen, "the loop went on while paused");

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration::{poll_until, proc, Containerd};
+use integration::{cgroupfs, poll_until, proc, Containerd};
 use shim_demo::cri::tonic::Code;
 use shim_demo::cri::{
     container,
@@ -504,18 +504,6 @@ fn cgroups_of(pid: i32) -> Vec<String> {
         .collect()
 }
 
-/// A number in file `file` of cgroup `path` (v1: under `controller`'s hierarchy).
-fn cgroup_number(controller: &str, path: &str, file: &str) -> i64 {
-    let v1 = format!("/sys/fs/cgroup/{controller}");
-    let dir = if Path::new(&v1).is_dir() {
-        format!("{v1}{path}")
-    } else {
-        format!("/sys/fs/cgroup{path}")
-    };
-    let text = fs::read_to_string(format!("{dir}/{file}")).expect("a cgroup file");
-    text.trim().parse().expect("a number")
-}
-
 /// A pod in the cgroup a kubelet made for it (`cgroup_parent`; the CRI plugin with the
 /// cgroupfs driver, `disable_cgroup = false`): the sandbox and each container in a cgroup
 /// of their own below it, with their limits; UpdateContainerResources changes them;
@@ -571,10 +559,7 @@ async fn a_pod_lives_in_the_cgroup_its_kubelet_made() {
         "{:?}",
         cgroups_of(app_pid)
     );
-    assert_eq!(
-        cgroup_number("memory", &app_cgroup, "memory.limit_in_bytes"),
-        256 << 20
-    );
+    assert_eq!(cgroupfs::memory_limit(&app_cgroup), 256 << 20);
 
     // UpdateContainerResources: the kubelet resizes the container.
     cri.update_container_resources(
@@ -589,14 +574,8 @@ async fn a_pod_lives_in_the_cgroup_its_kubelet_made() {
     )
     .await
     .expect("UpdateContainerResources");
-    assert_eq!(
-        cgroup_number("memory", &app_cgroup, "memory.limit_in_bytes"),
-        128 << 20
-    );
-    assert_eq!(
-        cgroup_number("cpu", &app_cgroup, "cpu.cfs_quota_us"),
-        50_000
-    );
+    assert_eq!(cgroupfs::memory_limit(&app_cgroup), 128 << 20);
+    assert_eq!(cgroupfs::cpu_quota(&app_cgroup), 50_000);
 
     // ContainerStats and PodSandboxStats: the figures of the cgroups.
     let (_cpu, memory) = cri.container_stats(&app).await.expect("ContainerStats");

@@ -688,6 +688,71 @@ mod tests {
         removed.expect("remove the emptied cgroup");
     }
 
+    /// Where cgroup2 is mounted on this machine, if anywhere (here an empty one beside the
+    /// v1 hierarchies; on a v2-only machine the root).
+    fn cgroup2_mount() -> Option<PathBuf> {
+        let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
+        text.lines()
+            .find(|l| l.contains(" - cgroup2 "))
+            .and_then(|l| l.split(' ').nth(4))
+            .map(PathBuf::from)
+    }
+
+    /// The kernel's cgroup v2, as root: a cgroup takes a process, freezes and thaws it
+    /// (`cgroup.freeze`, `cgroup.events`), and `destroy` kills it and removes the cgroup.
+    #[tokio::test]
+    #[allow(clippy::disallowed_methods)] // a unit test is its own reaper
+    async fn a_real_v2_cgroup_freezes_kills_and_goes() {
+        if !nix::unistd::geteuid().is_root() {
+            if std::env::var("SAMPLE_SHIM_SKIP_INTEGRATION").as_deref() == Ok("1") {
+                eprintln!(
+                    "\n!!!!!!!! SKIPPED: cgroups need root (SAMPLE_SHIM_SKIP_INTEGRATION=1)\n"
+                );
+                return;
+            }
+            panic!("this test writes cgroups and needs root (or SAMPLE_SHIM_SKIP_INTEGRATION=1)");
+        }
+        let root = cgroup2_mount().expect("a cgroup2 is mounted");
+        let cgroup = Cgroup {
+            hierarchy: Hierarchy::V2(root),
+            path: PathBuf::from(format!("/shim-sample-test-v2/{}", std::process::id())),
+        };
+        cgroup.create().expect("create");
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id() as i32;
+        let checks = async {
+            cgroup.add(pid)?;
+            assert_eq!(cgroup.procs()?, vec![pid]);
+            assert!(cgroup.can_freeze());
+            for frozen in [true, false] {
+                cgroup.set_frozen(frozen)?;
+                for _ in 0..1000 {
+                    if cgroup.is_frozen()? == frozen {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                assert_eq!(cgroup.is_frozen()?, frozen);
+            }
+            cgroup.destroy().await
+        };
+        let result: io::Result<()> = checks.await;
+        let _ = child.kill();
+        let status = child.wait().expect("wait");
+        let parent = Cgroup {
+            path: PathBuf::from("/shim-sample-test-v2"),
+            ..cgroup.clone()
+        };
+        let _ = parent.remove();
+        result.expect("add, freeze, thaw, destroy");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "destroy killed it");
+        assert!(cgroup.dirs().iter().all(|d| !d.exists()), "removed");
+    }
+
     #[test]
     fn v1_cgroups_are_made_in_every_controller_and_take_processes() {
         let root = tempfile::tempdir().expect("root");
