@@ -466,6 +466,15 @@ impl Cgroup {
                 Err(err) if swap_file(file) && err.kind() == io::ErrorKind::NotFound => {
                     log::warn!("{file}: the kernel does not account swap; not limited");
                 }
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!(
+                            "{file}: the {controller} controller is not available to this \
+                             cgroup (not enabled in its parent's cgroup.subtree_control)"
+                        ),
+                    ));
+                }
                 Err(err)
                     if *file == "memory.limit_in_bytes"
                         && err.raw_os_error() == Some(libc::EINVAL) =>
@@ -488,6 +497,12 @@ impl Cgroup {
 
 /// Enables in `dir`'s `cgroup.subtree_control` the controllers of [`V2_CONTROLLERS`] that
 /// `dir` has (`cgroup.controllers`), for its children.
+///
+/// The kernel refuses (EBUSY) in a cgroup that has processes of its own, other than the
+/// root: v2's "no internal processes" rule. That happens inside a container whose cgroup
+/// namespace root holds its processes (Docker on a v2 host). The task's cgroup is then
+/// made without those controllers: membership, freezer and kill still work, limits are
+/// refused when asked for, and this is logged.
 fn enable_controllers(dir: &Path) -> io::Result<()> {
     let available = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
     let wanted: Vec<String> = available
@@ -495,10 +510,22 @@ fn enable_controllers(dir: &Path) -> io::Result<()> {
         .filter(|c| V2_CONTROLLERS.contains(c))
         .map(|c| format!("+{c}"))
         .collect();
-    if wanted.is_empty() {
+    let enabled = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+    if wanted.iter().all(|w| enabled.split_whitespace().any(|e| *w == format!("+{e}"))) {
         return Ok(());
     }
-    fs::write(dir.join("cgroup.subtree_control"), wanted.join(" "))
+    match fs::write(dir.join("cgroup.subtree_control"), wanted.join(" ")) {
+        Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
+            log::warn!(
+                "{}: cannot enable {} for child cgroups, it has processes of its own; \
+                 tasks below it get no limits",
+                dir.display(),
+                wanted.join(" ")
+            );
+            Ok(())
+        }
+        result => result,
+    }
 }
 
 #[cfg(test)]
