@@ -593,7 +593,7 @@ pub fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
 
 /// Removes cgroup directory `dir` and those below it, deepest first (`rmdir` is how a
 /// cgroup goes; its files cannot be removed).
-fn remove_cgroup_tree(dir: &Path) {
+pub fn remove_cgroup_tree(dir: &Path) {
     if let Ok(entries) = fs::read_dir(dir) {
         for entry in entries.flatten().filter(|e| e.path().is_dir()) {
             remove_cgroup_tree(&entry.path());

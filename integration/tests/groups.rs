@@ -238,22 +238,19 @@ fn pause_kill_all_and_pids_of_one_container_leave_its_neighbour_alone() {
         mine_listed.iter().all(|p| !theirs_listed.contains(p)),
         "ctr task ps mixes the two: {mine_listed:?} {theirs_listed:?}"
     );
-    let state = |pid: i32| integration::proc::stat(pid).map(|s| s.0);
+    // Each container is in a cgroup of its own (`/<namespace>/<id>`), frozen or not.
+    let frozen = |id: &str| integration::cgroupfs::frozen(&format!("/{}/{id}", cd.namespace()));
     cd.ctr_ok(&["task", "pause", "mine"]);
-    poll_until(Duration::from_secs(5), "mine stopped", || {
-        my_sleeps
-            .iter()
-            .chain(&inits[..1])
-            .all(|&p| state(p) == Some('T'))
-            .then_some(())
-    });
-    assert!(
-        their_sleeps
-            .iter()
-            .chain(&inits[1..])
-            .all(|&p| state(p) != Some('T')),
-        "the neighbour was stopped too"
-    );
+    assert!(frozen("mine"), "mine is frozen");
+    assert!(!frozen("theirs"), "the neighbour was frozen too");
+    let in_cgroup = |id: &str, pids: &[i32]| {
+        let path = format!("/{}/{id}", cd.namespace());
+        let procs = integration::cgroupfs::read("freezer", &path, "cgroup.procs");
+        pids.iter()
+            .all(|p| procs.lines().any(|l| l == p.to_string()))
+    };
+    assert!(in_cgroup("mine", &my_sleeps) && in_cgroup("mine", &inits[..1]));
+    assert!(in_cgroup("theirs", &their_sleeps) && in_cgroup("theirs", &inits[1..]));
     cd.ctr_ok(&["task", "resume", "mine"]);
     cd.ctr_ok(&["task", "kill", "--all", "--signal", "TERM", "mine"]);
     poll_until(Duration::from_secs(5), "mine's sleeps gone", || {

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use integration::{proc, wait_line, Containerd, RUNTIME, SPEC_MODE};
+use integration::{wait_line, Containerd, RUNTIME, SPEC_MODE};
 
 /// `ctr run --rm` in spec mode: returns (exit code, stdout, stderr).
 fn run(cd: &Containerd, id: &str, args: &[&str]) -> (i32, String, String) {
@@ -330,17 +330,20 @@ fn pause_resume_and_metrics() {
         cd.task_status("pausable").map(|t| t.1).as_deref(),
         Some("PAUSED")
     );
-    assert_eq!(
-        proc::stat(pid).map(|s| s.0),
-        Some('T'),
-        "the init is stopped"
+    // Frozen: its cgroup's freezer holds it (and whatever it forks).
+    let path = format!("/{}/pausable", cd.namespace());
+    assert!(integration::cgroupfs::frozen(&path), "the task is frozen");
+    assert!(
+        integration::cgroupfs::read("freezer", &path, "cgroup.procs")
+            .lines()
+            .any(|l| l == pid.to_string())
     );
     cd.ctr_ok(&["task", "resume", "pausable"]);
     assert_eq!(
         cd.task_status("pausable").map(|t| t.1).as_deref(),
         Some("RUNNING")
     );
-    assert_ne!(proc::stat(pid).map(|s| s.0), Some('T'));
+    assert!(!integration::cgroupfs::frozen(&path), "the task is thawed");
     let seen = topics_until(&lines, "pausable", "/tasks/resumed");
     assert_eq!(&topics(&seen)[2..], ["/tasks/paused", "/tasks/resumed"]);
 
@@ -354,9 +357,15 @@ fn pause_resume_and_metrics() {
             .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
             .unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
     };
-    assert!(value("memory.usage_in_bytes") > 100_000, "{metrics}");
+    // The table names the figures of the cgroup's version.
+    let (memory, cpu) = if integration::cgroupfs::v2() {
+        ("memory.usage", "cpu.usage_usec")
+    } else {
+        ("memory.usage_in_bytes", "cpuacct.usage")
+    };
+    assert!(value(memory) > 100_000, "{metrics}");
     assert!(value("pids.current") >= 1, "{metrics}");
-    let _ = value("cpuacct.usage");
+    let _ = value(cpu);
 
     cd.kill_and_remove("pausable", "SIGKILL");
     cd.wait_shims_gone();

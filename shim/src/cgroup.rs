@@ -124,6 +124,14 @@ pub fn cgroup_path(cgroups_path: &str) -> Result<Option<PathBuf>> {
     {
         return Err(invalid("`..` is not allowed"));
     }
+    if !path
+        .components()
+        .any(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        // The root cgroup holds every process of the machine: the shim kills what is in a
+        // task's cgroup when the task ends.
+        return Err(invalid("the root cgroup cannot be a task's"));
+    }
     Ok(Some(path))
 }
 
@@ -213,14 +221,40 @@ impl Cgroup {
     }
 
     /// Removes the cgroup's directories (the kernel refuses while a process is in it).
+    /// Cgroups the task made below its own (a nested runtime, systemd in a container) go
+    /// first; every directory is tried, the first failure is returned.
     pub fn remove(&self) -> io::Result<()> {
+        let mut result = Ok(());
         for dir in self.dirs() {
-            match fs::remove_dir(&dir) {
-                Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
-                _ => {}
+            if let Err(err) = remove_tree(&dir) {
+                result = result.and(Err(err));
             }
         }
-        Ok(())
+        result
+    }
+
+    /// The pids in the cgroup and in the cgroups below it.
+    pub fn all_procs(&self) -> Vec<i32> {
+        fn walk(dir: &Path, pids: &mut Vec<i32>) {
+            if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
+                pids.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
+            }
+            for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&entry.path(), pids);
+                }
+            }
+        }
+        let mut pids = Vec::new();
+        for dir in self.dirs() {
+            walk(&dir, &mut pids);
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        pids
     }
 
     /// Kills every process in the cgroup and removes it, once the kernel has taken them
@@ -229,7 +263,7 @@ impl Cgroup {
     /// all at once, and the listed pids get SIGKILL besides (older kernels).
     pub async fn destroy(&self) -> io::Result<()> {
         for _ in 0..100 {
-            let procs = self.procs().unwrap_or_default();
+            let procs = self.all_procs();
             if procs.is_empty() {
                 break;
             }
@@ -304,7 +338,7 @@ impl Cgroup {
             (false, true) => "FROZEN",
             (false, false) => "THAWED",
         };
-        fs::write(file, value)
+        write_file(&file, value)
     }
 
     /// Whether every process in the cgroup is frozen (v1 `FROZEN`, not `FREEZING`; v2
@@ -329,6 +363,30 @@ impl Cgroup {
         key_values(&self.read("memory", file).ok()?)
             .get("oom_kill")
             .copied()
+    }
+}
+
+/// Writes `value` into the existing cgroup file `path`. Without `O_CREAT`: cgroupfs
+/// answers a missing file with `NotFound` then, not `PermissionDenied`.
+fn write_file(path: &Path, value: &str) -> io::Result<()> {
+    use std::io::Write;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .write_all(value.as_bytes())
+}
+
+/// Removes directory `dir` and those below it, deepest first (a cgroup goes with `rmdir`;
+/// its files cannot be removed). A `dir` already gone is fine.
+fn remove_tree(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&entry.path())?;
+        }
+    }
+    match fs::remove_dir(dir) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
     }
 }
 
@@ -452,6 +510,17 @@ impl Cgroup {
     /// may not exceed memory + swap: raising both, the kernel takes the latter first, so a
     /// refused memory limit is tried again after it.
     pub fn apply(&self, resources: &Resources) -> io::Result<()> {
+        // v2 keeps quota and period in one file: the one not given stays as it is.
+        let mut resources = resources.clone();
+        if self.is_v2() && resources.cpu_quota.is_some() != resources.cpu_period.is_some() {
+            let now = self.read("cpu", "cpu.max").unwrap_or_default();
+            let mut now = now.split_whitespace();
+            let (quota, period) = (now.next(), now.next());
+            resources.cpu_quota = resources
+                .cpu_quota
+                .or_else(|| Some(quota?.parse().unwrap_or(-1)));
+            resources.cpu_period = resources.cpu_period.or_else(|| period?.parse().ok());
+        }
         let writes = resources.writes(self.is_v2());
         let swap_file = |f: &str| f.contains("swap") || f.contains("memsw");
         for (file, value) in &writes {
@@ -462,7 +531,7 @@ impl Cgroup {
                     format!("{file}: the {controller} controller is not mounted"),
                 )
             })?;
-            match fs::write(dir.join(file), value) {
+            match write_file(&dir.join(file), value) {
                 Err(err) if swap_file(file) && err.kind() == io::ErrorKind::NotFound => {
                     log::warn!("{file}: the kernel does not account swap; not limited");
                 }
@@ -485,8 +554,8 @@ impl Cgroup {
                     else {
                         return Err(err);
                     };
-                    fs::write(dir.join(both), value_both)?;
-                    fs::write(dir.join(file), value)?;
+                    write_file(&dir.join(both), value_both)?;
+                    write_file(&dir.join(file), value)?;
                 }
                 result => result?,
             }
@@ -511,7 +580,10 @@ fn enable_controllers(dir: &Path) -> io::Result<()> {
         .map(|c| format!("+{c}"))
         .collect();
     let enabled = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
-    if wanted.iter().all(|w| enabled.split_whitespace().any(|e| *w == format!("+{e}"))) {
+    if wanted
+        .iter()
+        .all(|w| enabled.split_whitespace().any(|e| *w == format!("+{e}")))
+    {
         return Ok(());
     }
     match fs::write(dir.join("cgroup.subtree_control"), wanted.join(" ")) {
@@ -580,6 +652,9 @@ mod tests {
         );
         assert_eq!(path("-.slice::abc").as_deref(), Some("/abc.scope"));
         for bad in [
+            "/",
+            "//",
+            "/./",
             "/a/../../etc",
             "x-.slice:p:n",
             "a.slice:p:",

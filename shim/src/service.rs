@@ -179,10 +179,13 @@ impl Service {
                     hierarchy: hierarchy.clone(),
                     path,
                 };
-                let made = cgroup.create();
-                if let Err(err) = made.and_then(|()| cgroup.apply(&resources)) {
+                if let Err(err) = cgroup.create() {
                     let _ = cgroup.remove();
                     return Err(cgroup_error(&cgroup, err));
+                }
+                if let Err(err) = cgroup.apply(&resources) {
+                    let _ = cgroup.remove();
+                    return Err(limits_error(&cgroup, err));
                 }
                 Some(cgroup)
             }
@@ -214,6 +217,13 @@ impl Service {
             })
             .await;
         let mut container = Container::new(req.id.clone(), bundle, init, cgroup);
+        // Kills counted before (a cgroup left by an earlier task of the same path) are not
+        // this task's.
+        container.oom_kills = container
+            .cgroup
+            .as_ref()
+            .and_then(Cgroup::oom_kills)
+            .unwrap_or(0);
         container.oom_watch = self.watch_oom(&container);
         containers.insert(req.id, container);
         Ok(api::CreateTaskResponse {
@@ -456,6 +466,13 @@ impl Service {
                 req.id
             )));
         }
+        if container.paused {
+            // It would start frozen (or stopped), and could not be cancelled until resumed.
+            return Err(Error::FailedPrecondition(format!(
+                "cannot exec in task {:?}: it is paused; resume it first",
+                req.id
+            )));
+        }
         let oci: oci_spec::runtime::Process = req
             .spec
             .as_ref()
@@ -614,7 +631,7 @@ impl Service {
         let resources = cgroup::Resources::from_linux(&resources);
         cgroup
             .apply(&resources)
-            .map_err(|e| cgroup_error(cgroup, e))?;
+            .map_err(|e| limits_error(cgroup, e))?;
         info!("{}: resources updated: {resources:?}", container.id);
         Ok(())
     }
@@ -851,6 +868,19 @@ async fn freeze(cgroup: &Cgroup, frozen: bool) -> Result<()> {
         "cgroup {}: the kernel did not finish freezing it within a second",
         cgroup.path.display()
     )))
+}
+
+/// A refusal of limits, with the code that says whose fault it is: a value the kernel
+/// refuses is the caller's (InvalidArgument), a controller it lacks the machine's
+/// (FailedPrecondition).
+fn limits_error(cgroup: &Cgroup, err: std::io::Error) -> Error {
+    let what = format!("cgroup {}: {err}", cgroup.path.display());
+    match err.raw_os_error() {
+        Some(libc::EINVAL | libc::ERANGE) => Error::InvalidArgument(what),
+        Some(libc::EBUSY) => Error::FailedPrecondition(what),
+        _ if err.kind() == std::io::ErrorKind::Unsupported => Error::FailedPrecondition(what),
+        _ => cgroup_error(cgroup, err),
+    }
 }
 
 /// An error of the cgroup's files, naming the cgroup.

@@ -416,21 +416,38 @@ async fn main() -> Result<()> {
             fifos.remove();
         }
         listener.abort();
-        // Start latency: Create + Start of a task.
+        // Start latency: Create + Start of a task, in the cgroup its spec names; then the
+        // same with no `linux.cgroupsPath`: the difference is what making the cgroup costs.
         let mut starts = Vec::new();
+        let mut plain_starts = Vec::new();
         for i in 0..settings.starts {
-            let id = format!("start-{}-{i}", rt.shim_binary);
-            let sleep = spec(&template, rt, &id, &rootfs, &["/bin/sleep", "1000"]);
-            let (fifos, _io) = prepare(&api, &cd.address, &id, image, rt.runtime, &sleep).await?;
-            let started = Instant::now();
-            api.create_task(&id, &fifos).await?;
-            api.start_task(&id).await?;
-            starts.push(started.elapsed().as_secs_f64() * 1000.0);
-            api.kill(&id, 9, false).await?;
-            api.wait(&id).await?;
-            api.delete_task(&id).await?;
-            api.delete_container(&id).await?;
-            fifos.remove();
+            for (kind, times) in [("start", &mut starts), ("plain", &mut plain_starts)] {
+                let id = format!("{kind}-{}-{i}", rt.shim_binary);
+                let mut sleep: serde_json::Value = serde_json::from_str(&spec(
+                    &template,
+                    rt,
+                    &id,
+                    &rootfs,
+                    &["/bin/sleep", "1000"],
+                ))?;
+                if kind == "plain" {
+                    if let Some(linux) = sleep["linux"].as_object_mut() {
+                        linux.remove("cgroupsPath");
+                    }
+                }
+                let sleep = sleep.to_string();
+                let (fifos, _io) =
+                    prepare(&api, &cd.address, &id, image, rt.runtime, &sleep).await?;
+                let started = Instant::now();
+                api.create_task(&id, &fifos).await?;
+                api.start_task(&id).await?;
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+                api.kill(&id, 9, false).await?;
+                api.wait(&id).await?;
+                api.delete_task(&id).await?;
+                api.delete_container(&id).await?;
+                fifos.remove();
+            }
         }
         // Short-task throughput, concurrency 1 and 8.
         let mut throughput = Vec::new();
@@ -512,12 +529,15 @@ async fn main() -> Result<()> {
         fifos.remove();
 
         let (s50, s95, s99) = ms(&mut starts);
+        let (p50, p95, _) = ms(&mut plain_starts);
         let (e50, _, e99) = ms(&mut exits);
         let (x50, _, x99) = ms(&mut execs);
         values.extend([
             s50,
             s95,
             s99,
+            p50,
+            p95,
             e50,
             e99,
             throughput[0],
@@ -536,7 +556,11 @@ async fn main() -> Result<()> {
         values.push(first.3 as f64);
         results.push(values);
     }
-    let labels: [(&str, &str, bool); 23] = [
+    // The tasks' parent cgroup, which both shims leave (as `ctr`'s `/<namespace>` is left).
+    for dir in integration::cgroup_dirs("/shim-bench") {
+        integration::remove_cgroup_tree(&dir);
+    }
+    let labels: [(&str, &str, bool); 25] = [
         ("idle RSS, one shim", "MiB", true),
         ("idle PSS, one shim", "MiB", true),
         ("RSS, all shims (N tasks)", "MiB", true),
@@ -544,6 +568,8 @@ async fn main() -> Result<()> {
         ("start latency p50", "ms", true),
         ("start latency p95", "ms", true),
         ("start latency p99", "ms", true),
+        ("start latency p50, spec without cgroupsPath", "ms", true),
+        ("start latency p95, spec without cgroupsPath", "ms", true),
         ("exit latency p50", "ms", true),
         ("exit latency p99", "ms", true),
         ("run-to-delete, concurrency 1", "tasks/s", false),
