@@ -600,6 +600,48 @@ fn enable_controllers(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// The cgroup path and limits a spec asks for (`linux.cgroupsPath`, `linux.resources`).
+pub fn from_spec(spec: &oci_spec::runtime::Spec) -> Result<Option<(PathBuf, Resources)>> {
+    let Some(linux) = spec.linux() else {
+        return Ok(None);
+    };
+    let path = linux
+        .cgroups_path()
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let Some(path) = cgroup_path(&path)? else {
+        return Ok(None);
+    };
+    let resources = linux
+        .resources()
+        .as_ref()
+        .map(Resources::from_linux)
+        .unwrap_or_default();
+    Ok(Some((path, resources)))
+}
+
+impl Resources {
+    /// The limits of the runtime spec's `LinuxResources` this shim applies; the rest
+    /// (devices, block IO, hugepages, ...) is left alone.
+    pub fn from_linux(res: &oci_spec::runtime::LinuxResources) -> Resources {
+        let mut resources = Resources::default();
+        if let Some(memory) = res.memory() {
+            resources.memory = memory.limit();
+            resources.memory_and_swap = memory.swap();
+        }
+        if let Some(cpu) = res.cpu() {
+            resources.cpu_shares = cpu.shares();
+            resources.cpu_quota = cpu.quota();
+            resources.cpu_period = cpu.period();
+        }
+        if let Some(pids) = res.pids() {
+            resources.pids = Some(pids.limit());
+        }
+        resources
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -873,47 +915,5 @@ mod tests {
             assert_eq!(fs::read_to_string(procs).expect("procs"), "4242");
         }
         assert_eq!(cgroup.procs().expect("procs"), vec![4242]);
-    }
-}
-
-/// The cgroup path and limits a spec asks for (`linux.cgroupsPath`, `linux.resources`).
-pub fn from_spec(spec: &oci_spec::runtime::Spec) -> Result<Option<(PathBuf, Resources)>> {
-    let Some(linux) = spec.linux() else {
-        return Ok(None);
-    };
-    let path = linux
-        .cgroups_path()
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    let Some(path) = cgroup_path(&path)? else {
-        return Ok(None);
-    };
-    let resources = linux
-        .resources()
-        .as_ref()
-        .map(Resources::from_linux)
-        .unwrap_or_default();
-    Ok(Some((path, resources)))
-}
-
-impl Resources {
-    /// The limits of the runtime spec's `LinuxResources` this shim applies; the rest
-    /// (devices, block IO, hugepages, ...) is left alone.
-    pub fn from_linux(res: &oci_spec::runtime::LinuxResources) -> Resources {
-        let mut resources = Resources::default();
-        if let Some(memory) = res.memory() {
-            resources.memory = memory.limit();
-            resources.memory_and_swap = memory.swap();
-        }
-        if let Some(cpu) = res.cpu() {
-            resources.cpu_shares = cpu.shares();
-            resources.cpu_quota = cpu.quota();
-            resources.cpu_period = cpu.period();
-        }
-        if let Some(pids) = res.pids() {
-            resources.pids = Some(pids.limit());
-        }
-        resources
     }
 }

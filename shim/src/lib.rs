@@ -20,12 +20,14 @@
 //! | [`gate`] | the start-gate helper that holds a created process until `Start` |
 //! | [`pause`] | the pause process a pod's sandbox runs |
 //! | [`exits`] | from the reaper to the service; killing what is left of a task |
-//! | [`members`] | which of the shim's processes belong to which container |
+//! | [`cgroup`] | a task's cgroup (v1 or v2): where its processes live, limits, freezer, OOM count |
+//! | [`members`] | which of the shim's processes belong to which container, without a cgroup |
 //! | [`stdio`] | stdin, stdout and stderr between the task and containerd's FIFOs |
 //! | [`events`] | `/tasks/*` events, and where they go ([`events::EventSink`]) |
 //! | [`spec`] | the bundle's `config.json`: what to run, as whom |
 //! | [`bundle`] | the files the shim keeps in the bundle: `address`, `init.pid` |
-//! | [`metrics`] | `Stats`: CPU and memory of the task's processes |
+//! | [`metrics`] | `Stats`: the cgroup's figures (v1 or v2 `Metrics`), or `/proc`'s |
+//! | [`oom`] | waiting for a cgroup's OOM notifications (eventfd on v1, inotify on v2) |
 //! | [`procfs`] | what `/proc` says about the task's processes |
 //! | [`sys`] | the system calls that need care (signals, pidfds, children, what a child does before `exec`), and most of the few `unsafe` blocks |
 //! | [`error`] | the error type and its gRPC codes |
