@@ -12,6 +12,7 @@ fn demo(cd: &Containerd) -> Command {
     command
         .arg("--address")
         .arg(&cd.address)
+        .env("CONTAINERD_NAMESPACE", cd.namespace())
         .timeout(Duration::from_secs(120));
     command
 }
