@@ -96,10 +96,11 @@ impl Containerd {
     }
 
     /// Creates container `id` for `runtime`, naming `image`. The spec runs the shim's default
-    /// command (the date loop); there is no snapshot: the shim runs a host process and
-    /// ignores the root filesystem.
+    /// command (the date loop) in the cgroup `ctr` would name, `/<namespace>/<id>`; there is
+    /// no snapshot: the shim runs a host process and ignores the root filesystem.
     pub async fn create_container(&self, id: &str, image: &str, runtime: &str) -> CallResult<()> {
-        self.create_container_with_spec(id, image, runtime, &default_spec())
+        let cgroup = format!("/{}/{id}", self.namespace);
+        self.create_container_with_spec(id, image, runtime, &default_spec(&cgroup))
             .await
     }
 
@@ -320,9 +321,10 @@ impl Containerd {
     }
 }
 
-/// The OCI spec of the demo's container: as root, on the host. The shim takes the
-/// environment and working directory from it and runs its default command, the date loop.
-pub fn default_spec() -> String {
+/// The OCI spec of the demo's container: as root, on the host, in cgroup `cgroups_path`.
+/// The shim takes the environment and working directory from it and runs its default
+/// command, the date loop.
+pub fn default_spec(cgroups_path: &str) -> String {
     serde_json::json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -333,7 +335,7 @@ pub fn default_spec() -> String {
             "cwd": "/",
         },
         "root": { "path": "rootfs" },
-        "linux": {},
+        "linux": { "cgroupsPath": cgroups_path },
     })
     .to_string()
 }

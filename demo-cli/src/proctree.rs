@@ -43,6 +43,21 @@ pub fn read(pid: i32) -> Option<Row> {
     })
 }
 
+/// The cgroup `pid` is in, as `/proc/<pid>/cgroup` says: the memory controller's path on
+/// cgroup v1, the unified path on v2.
+pub fn cgroup(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = |line: &str| line.splitn(3, ':').nth(2).map(str::to_string);
+    text.lines()
+        .find(|l| {
+            l.split(':')
+                .nth(1)
+                .is_some_and(|c| c.split(',').any(|c| c == "memory"))
+        })
+        .or_else(|| text.lines().find(|l| l.starts_with("0::")))
+        .and_then(path)
+}
+
 /// `root` and all its descendants, parents first, with their depth below `root`.
 pub fn tree(root: i32) -> Vec<(usize, Row)> {
     let all: Vec<Row> = fs::read_dir("/proc")

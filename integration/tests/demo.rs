@@ -69,6 +69,11 @@ fn walkthrough_json_reports_every_step_with_143_and_130() {
         step("process_tree")["task_pgid"],
         step("process_tree")["task_pid"]
     );
+    // In the cgroup shim-demo's spec names, as `ctr` names it.
+    assert_eq!(
+        step("process_tree")["cgroup"],
+        format!("/{}/shim-test", cd.namespace())
+    );
     assert_eq!(step("kill")["status"], "STOPPED");
     assert_eq!(step("kill")["shim_children"], 0);
     assert_eq!(step("delete_task")["exit_code"], 143);
