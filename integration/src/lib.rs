@@ -204,6 +204,18 @@ impl Containerd {
         command
     }
 
+    /// A `shim-demo` command aimed at this daemon, in [`Containerd::namespace`].
+    pub fn shim_demo(&self) -> Command {
+        let mut command = Command::new(demo_binary());
+        command
+            .arg("--address")
+            .arg(&self.address)
+            .arg("--namespace")
+            .arg(&self.namespace)
+            .stdin(Stdio::null());
+        command
+    }
+
     /// `ctr args...`, ready to run.
     ///
     /// `ctr run`, `ctr task start` and `ctr task exec` get `--fifo-dir` under this daemon's

@@ -2,11 +2,11 @@
 //!
 //! Used by the `soak` test (N = 50) and by `cargo run -p integration --bin soak -- N`.
 
-use std::{fs, path::Path, process::Command, time::Instant};
+use std::{fs, path::Path, time::Instant};
 
 use anyhow::{ensure, Context, Result};
 
-use crate::{demo_binary, proc, Containerd};
+use crate::{proc, Containerd};
 
 /// What a soak observed.
 #[derive(Debug)]
@@ -57,12 +57,7 @@ pub fn fd_targets(pid: i32) -> Vec<String> {
 pub fn soak(cd: &Containerd, n: usize) -> Result<SoakReport> {
     let image = cd.import_image();
     let demo = |args: &[&str]| -> Result<std::process::Output> {
-        Command::new(demo_binary())
-            .arg("--address")
-            .arg(&cd.address)
-            .args(args)
-            .output()
-            .context("run shim-demo")
+        cd.shim_demo().args(args).output().context("run shim-demo")
     };
     let sockets_before = count(Path::new("/run/containerd/s"));
     let cycle = |i: usize| -> Result<()> {

@@ -6,11 +6,9 @@
 //!
 //! Run here on cgroup v1 (with an empty cgroup2 beside it); GitHub's runners are v2 only.
 
-use std::{fs, process::Command, thread, time::Duration};
+use std::{fs, thread, time::Duration};
 
-use integration::{
-    cgroup_dirs, cgroupfs, demo_binary, poll_until, proc, stderr, wait_line, Containerd,
-};
+use integration::{cgroup_dirs, cgroupfs, poll_until, proc, stderr, wait_line, Containerd};
 
 /// The cgroup `ctr` names for task `id`: `/<namespace>/<id>`.
 fn cgroup_of(cd: &Containerd, id: &str) -> String {
@@ -159,10 +157,8 @@ fn updated_limits_are_the_cgroup_s_and_hold() {
     );
     assert_eq!(cgroupfs::memory_limit(&path), 268_435_456);
     let update = |flags: &[&str]| {
-        Command::new(demo_binary())
-            .arg("--address")
-            .arg(&cd.address)
-            .args(["--namespace", cd.namespace(), "update", "--id", "upd"])
+        cd.shim_demo()
+            .args(["update", "--id", "upd"])
             .args(flags)
             .output()
             .expect("run shim-demo update")
@@ -310,10 +306,9 @@ fn a_task_without_a_cgroup_runs_and_update_says_why_not() {
         "{:?}",
         cgroups_of(pid)
     );
-    let out = Command::new(demo_binary())
-        .arg("--address")
-        .arg(&cd.address)
-        .args(["--namespace", cd.namespace(), "update", "--id", "nocg"])
+    let out = cd
+        .shim_demo()
+        .args(["update", "--id", "nocg"])
         .args(["--memory-limit", "33554432"])
         .output()
         .expect("run shim-demo update");
