@@ -563,6 +563,20 @@ impl Drop for ChildGuard {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        // The namespaces the test used besides its own (`k8s.io` for CRI; containerd 2.x
+        // names a pod without a cgroup parent `/k8s.io/<id>`), while the daemon answers.
+        let namespaces: Vec<String> = self
+            .ctr()
+            .args(["namespaces", "ls", "-q"])
+            .output()
+            .map(|out| {
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .filter(|ns| *ns != self.namespace)
+                    .collect()
+            })
+            .unwrap_or_default();
         self.stop_everything();
         self.unmount_leftovers();
         // The namespace's parent cgroup, which `ctr`'s `/<namespace>/<id>` made and nobody
@@ -570,6 +584,13 @@ impl Drop for Containerd {
         // (its processes are killed by now). Tests check their own tasks' cgroups are gone.
         for dir in cgroup_dirs(&format!("/{}", self.namespace)) {
             remove_cgroup_tree(&dir);
+        }
+        // Other namespaces may be another test's too (`k8s.io`): their parent cgroup goes
+        // only when empty.
+        for namespace in namespaces {
+            for dir in cgroup_dirs(&format!("/{namespace}")) {
+                let _ = fs::remove_dir(dir);
+            }
         }
         if thread::panicking() {
             eprintln!(
