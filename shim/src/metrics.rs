@@ -12,7 +12,7 @@
 //!   `pids.current`.
 //!
 //! The `key value` files (`memory.stat`, `cpu.stat`, `memory.events`) name the message's
-//! fields, so they are copied by name ([`copy_fields!`]): one list of field names per
+//! fields, so they are copied by name (`copy_fields!`): one list of field names per
 //! message, not a line per field. (protobuf's reflection would do it with no list, at the
 //! price of its descriptor machinery in the binary: 1.4 MB more, 0.6 MiB more resident in
 //! an idle shim, measured.)
