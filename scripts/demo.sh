@@ -122,6 +122,12 @@ stop() {
         umount -l "$point" 2>/dev/null || true
     done
     rm -rf "$dir"
+    # The namespace's parent cgroup, which a task's `/<namespace>/<id>` cgroup needs and
+    # nobody removes (containerd's runc shim leaves it too): gone if empty, left alone if
+    # another containerd's tasks are in it.
+    for parent in /sys/fs/cgroup/*/default /sys/fs/cgroup/default /sys/fs/cgroup/*/k8s.io /sys/fs/cgroup/k8s.io; do
+        [ -d "$parent" ] && rmdir "$parent" 2>/dev/null || true
+    done
     # This daemon's FIFO directory, if an interrupted walkthrough left it: shim-demo names
     # it by the first 12 hex digits of the SHA-256 of the daemon's socket path.
     rm -rf "$fifo_root/$(printf %s "$dir/containerd.sock" | sha256sum | cut -c1-12)"
