@@ -794,6 +794,13 @@ pub fn demo_binary() -> PathBuf {
     built_binary("SHIM_DEMO_BIN", "shim-demo", "demo-cli").unwrap_or_else(|err| panic!("{err:#}"))
 }
 
+/// The example logger (`logger/`, for `binary://` log URIs): `$SAMPLE_LOGGER_BIN`, or the
+/// one cargo built beside this test.
+pub fn logger_binary() -> PathBuf {
+    built_binary("SAMPLE_LOGGER_BIN", "sample-logger", "logger")
+        .unwrap_or_else(|err| panic!("{err:#}"))
+}
+
 /// `$var`, or binary `name` from this test's target directory, provided it is newer than
 /// the sources of workspace member `member`: an older one would test stale code.
 fn built_binary(var: &str, name: &str, member: &str) -> Result<PathBuf> {

@@ -45,6 +45,7 @@ pub mod error;
 pub mod events;
 pub mod exits;
 pub mod gate;
+pub mod logs;
 pub mod members;
 pub mod metrics;
 pub mod oom;

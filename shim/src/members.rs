@@ -45,6 +45,9 @@ pub struct ContainerProcesses {
     /// The container's cgroup: when set, its members are the cgroup's processes, and the
     /// rest of this struct is not used.
     pub cgroup: Option<Cgroup>,
+    /// The shim's loggers (`logs.rs`), and what they run: nobody's, never killed with a
+    /// task (a logger is stopped after its process's output ended).
+    pub loggers: Vec<i32>,
 }
 
 /// What one container claims: its leaders, which of its processes live, whether its init
@@ -136,6 +139,9 @@ impl ContainerProcesses {
         let mut current = process;
         // Bounded: a parent link can only be followed as many times as there are processes.
         for _ in 0..=by_pid.len() {
+            if self.loggers.contains(&current.pid) {
+                return Owner::Other;
+            }
             let led_by =
                 |leaders: &[i32]| leaders.contains(&current.pgid) || leaders.contains(&current.sid);
             if led_by(&self.mine) {
@@ -226,6 +232,7 @@ mod tests {
             others: vec![20],
             strays: false,
             cgroup: None,
+            loggers: Vec::new(),
         };
         assert_eq!(pids(a.select(pod())), vec![10, 11, 12, 30]);
         let b = ContainerProcesses {
@@ -233,6 +240,7 @@ mod tests {
             others: vec![10, 11],
             strays: false,
             cgroup: None,
+            loggers: Vec::new(),
         };
         assert_eq!(pids(b.select(pod())), vec![20, 21]);
     }
@@ -267,6 +275,7 @@ mod tests {
             others: vec![10, 11],
             strays: true,
             cgroup: None,
+            loggers: Vec::new(),
         };
         assert_eq!(pids(last.select(pod())), vec![20, 21, 40]);
         let alone = ContainerProcesses {
@@ -274,6 +283,7 @@ mod tests {
             others: vec![],
             strays: true,
             cgroup: None,
+            loggers: Vec::new(),
         };
         assert_eq!(pids(alone.select(pod())), vec![10, 11, 12, 20, 21, 30, 40]);
     }

@@ -44,6 +44,7 @@ use tokio::sync::watch;
 use crate::{
     error::{Error, Result},
     gate,
+    logs::LogContext,
     spec::ProcessSpec,
     stdio::{self, Io, StdioPaths},
     sys::{self, Signal},
@@ -111,13 +112,14 @@ impl Process {
         stdio_paths: StdioPaths,
         group: Group,
         name: &str,
+        log: &LogContext,
     ) -> Result<Self> {
         let program = process.program.to_string_lossy();
         let arg0 = "containerd-shim-sample-v2";
         process.check_exec_size(&[arg0, gate::SUBCOMMAND, &program], sys::arg_max())?;
         let mut stdio_paths = stdio_paths;
         stdio_paths.terminal = process.terminal;
-        let (child_stdio, pending) = stdio::open(&stdio_paths)?;
+        let (child_stdio, pending) = stdio::open(&stdio_paths, log)?;
         let (gate_read, gate_write) = pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))?;
         let setup = ChildSetup::new(process, gate_read.as_raw_fd());
 

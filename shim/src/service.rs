@@ -45,6 +45,7 @@ use crate::{
     error::{Error, Result},
     events::{timestamp, EventSink, TaskEvent},
     exits::{kill_leftovers, ExitQueue, Reaped, LEFTOVER_DEADLINE},
+    logs::LogContext,
     metrics,
     oom::OomWatch,
     process::{validate_signal, ExitStatus, Group, Process, State},
@@ -76,6 +77,8 @@ pub struct Service {
     helper: PathBuf,
     /// The machine's cgroups, when the shim may write them (root, a hierarchy mounted).
     cgroups: Option<Hierarchy>,
+    /// The containerd namespace of the shim's containers (`-namespace`), for loggers.
+    namespace: String,
     /// Where each container's OOM watch sends its id when the kernel notifies
     /// (`oom.rs`); [`Service::watch_ooms`] takes it from there.
     ooms: UnboundedSender<String>,
@@ -102,6 +105,7 @@ impl Service {
         shutdown: Arc<ExitSignal>,
         exits: UnboundedReceiver<Reaped>,
         helper: &Path,
+        namespace: &str,
     ) -> Arc<Service> {
         assert_eq!(
             Handle::current().runtime_flavor(),
@@ -117,6 +121,7 @@ impl Service {
             closing: AtomicBool::new(false),
             helper: helper.to_path_buf(),
             cgroups: writable_cgroups(),
+            namespace: namespace.to_string(),
         });
         tokio::spawn(service.clone().watch_exits(exits));
         tokio::spawn(service.clone().watch_ooms(oom_notices));
@@ -197,7 +202,8 @@ impl Service {
             stderr: req.stderr,
             terminal: req.terminal,
         };
-        let init = match spawn_init(&self.helper, &process, stdio, &req.id, &bundle, &cgroup) {
+        let log = self.log_context(&req.id);
+        let init = match spawn_init(&self.helper, &process, stdio, &log, &bundle, &cgroup) {
             Ok(init) => init,
             Err(err) => {
                 // The helper, killed, leaves the cgroup as it exits.
@@ -492,7 +498,8 @@ impl Service {
         let group = container.exec_group();
         // With a terminal, or a group of its own, the exec leads; otherwise the init does.
         let leads = group == Group::Own || process.terminal;
-        let exec = Process::spawn(&self.helper, &process, stdio, group, &label)?;
+        let log = self.log_context(&req.id);
+        let exec = Process::spawn(&self.helper, &process, stdio, group, &label, &log)?;
         if let Some(cgroup) = &container.cgroup {
             if let Err(err) = cgroup.add(exec.pid) {
                 let _ = exec.kill(Signal::KILL);
@@ -670,6 +677,14 @@ impl Service {
         }
     }
 
+    /// Who a logger of container `id` logs for (`logs.rs`).
+    fn log_context(&self, id: &str) -> LogContext {
+        LogContext {
+            container_id: id.to_string(),
+            namespace: self.namespace.clone(),
+        }
+    }
+
     /// Starts the task that waits for `container`'s OOM notifications, if it has a cgroup
     /// with a memory controller; it sends the container id to [`Service::watch_ooms`].
     fn watch_oom(&self, container: &Container) -> Option<tokio::task::AbortHandle> {
@@ -827,11 +842,11 @@ fn spawn_init(
     helper: &Path,
     process: &spec::ProcessSpec,
     stdio: StdioPaths,
-    id: &str,
+    log: &LogContext,
     bundle: &Path,
     cgroup: &Option<Cgroup>,
 ) -> Result<Process> {
-    let init = Process::spawn(helper, process, stdio, Group::Own, id)?;
+    let init = Process::spawn(helper, process, stdio, Group::Own, &log.container_id, log)?;
     let pid = init.pid;
     // Into the cgroup while it waits at its start gate: whatever it forks is in too.
     let placed = match cgroup {

@@ -110,7 +110,13 @@ impl Shim for SampleShim {
         let events = Publisher::new(publisher, self.namespace.clone());
         // `/proc/self/exe` is this binary, even if it was replaced on disk since.
         let helper = Path::new("/proc/self/exe");
-        TaskService(Service::new(events, self.exit.clone(), exits, helper))
+        TaskService(Service::new(
+            events,
+            self.exit.clone(),
+            exits,
+            helper,
+            &self.namespace,
+        ))
     }
 }
 

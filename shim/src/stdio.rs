@@ -5,9 +5,17 @@
 //! through an ordinary pipe, and a small copy task moves bytes between pipe and FIFO:
 //!
 //! ```text
-//! task stdout ─pipe─▶ shim copy ─▶ stdout FIFO ─▶ ctr
+//! task stdout ─pipe─▶ shim splice ─▶ stdout FIFO ─▶ ctr
 //! ctr ─▶ stdin FIFO ─▶ shim copy ─pipe─▶ task stdin
 //! ```
+//!
+//! stdout and stderr move with `splice(2)`: pipe and FIFO are both pipes, so the kernel
+//! hands the pages of one's buffer to the other, and the bytes never pass through the
+//! shim's memory. The copy loop stays for a terminal (a pty is not a pipe) and for stdin.
+//!
+//! Instead of FIFOs, containerd may hand over a *log URI* for stdout and stderr
+//! (`file://`, `binary://`): see `logs.rs`. The process then writes into the file or the
+//! logger's pipes itself, and the shim copies nothing.
 //!
 //! The shim opens each FIFO **read-write**. For an output FIFO that makes the shim a reader
 //! too, so a write never fails with `EPIPE` when no client is attached (a detached task would
@@ -42,7 +50,11 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    logs::{self, LogContext, LogUri, Logger},
+    sys,
+};
 
 /// The FIFO paths of one process, as containerd sent them. Empty means "none".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,6 +75,8 @@ pub struct PendingIo {
     shim_ends: ShimEnds,
     /// The pty master, kept for `ResizePty`.
     pty: Option<OwnedFd>,
+    /// The logger of a `binary://` URI.
+    logger: Option<Logger>,
 }
 
 /// The child's stdin, stdout and stderr.
@@ -92,12 +106,22 @@ pub struct Io {
     close_stdin: Option<oneshot::Sender<()>>,
     /// The pty master of a terminal process.
     pty: Option<OwnedFd>,
+    /// The logger of a `binary://` URI, stopped once the output ended.
+    logger: Option<Logger>,
 }
 
-/// Validates the paths, opens the FIFOs and makes the pipes: the child's ends, to hand to
-/// `std::process::Command`, and the shim's. Must run inside the runtime.
-pub fn open(paths: &StdioPaths) -> Result<(ChildStdio, PendingIo)> {
+/// Validates the paths, opens the FIFOs (or the log URI's file or logger, for `context`)
+/// and makes the pipes: the child's ends, to hand to `std::process::Command`, and the
+/// shim's. Must run inside the runtime.
+pub fn open(paths: &StdioPaths, context: &LogContext) -> Result<(ChildStdio, PendingIo)> {
+    let uri = LogUri::parse(&paths.stdout)?;
     if paths.terminal {
+        if uri.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "stdout {}: a terminal's output goes to a FIFO; log URIs need terminal: false",
+                paths.stdout
+            )));
+        }
         return open_terminal(paths);
     }
     let (stdin_child, stdin) = match open_fifo("stdin", &paths.stdin)? {
@@ -109,8 +133,26 @@ pub fn open(paths: &StdioPaths) -> Result<(ChildStdio, PendingIo)> {
             (Stdio::from(read), Some((fifo, to_child)))
         }
     };
-    let (stdout_child, stdout) = output("stdout", &paths.stdout)?;
-    let (stderr_child, stderr) = output("stderr", &paths.stderr)?;
+    let mut logger = None;
+    let ((stdout_child, stdout), (stderr_child, stderr)) = match uri {
+        None => (
+            output("stdout", &paths.stdout)?,
+            output("stderr", &paths.stderr)?,
+        ),
+        Some(LogUri::File(path)) => {
+            let file = logs::open_file(&path)?;
+            let again = file.try_clone().map_err(Error::io("dup the log file"))?;
+            ((Stdio::from(file), None), (Stdio::from(again), None))
+        }
+        Some(LogUri::Binary { path, args }) => {
+            let ends = Logger::spawn(&path, &args, context)?;
+            logger = Some(ends.logger);
+            (
+                (Stdio::from(ends.stdout), None),
+                (Stdio::from(ends.stderr), None),
+            )
+        }
+    };
     let child = ChildStdio {
         stdin: stdin_child,
         stdout: stdout_child,
@@ -126,6 +168,7 @@ pub fn open(paths: &StdioPaths) -> Result<(ChildStdio, PendingIo)> {
         PendingIo {
             shim_ends,
             pty: None,
+            logger,
         },
     ))
 }
@@ -167,6 +210,7 @@ fn open_terminal(paths: &StdioPaths) -> Result<(ChildStdio, PendingIo)> {
         PendingIo {
             shim_ends,
             pty: Some(pty.master),
+            logger: None,
         },
     ))
 }
@@ -228,10 +272,16 @@ impl PendingIo {
         for (stream, ends) in [("stdout", stdout), ("stderr", stderr)] {
             if let Some((mut from, mut to)) = ends {
                 let label = format!("{name} {stream}");
+                let terminal = self.pty.is_some();
                 outputs.push(tokio::spawn(async move {
-                    match tokio::io::copy(&mut from, &mut to).await {
-                        Ok(bytes) => debug!("{label}: copied {bytes} bytes, end of stream"),
-                        Err(e) => debug!("{label}: copy ended: {e}"),
+                    let copied = if terminal {
+                        tokio::io::copy(&mut from, &mut to).await
+                    } else {
+                        splice_output(&from, &to).await
+                    };
+                    match copied {
+                        Ok(bytes) => debug!("{label}: moved {bytes} bytes, end of stream"),
+                        Err(e) => debug!("{label}: output ended: {e}"),
                     }
                 }));
             }
@@ -248,6 +298,43 @@ impl PendingIo {
             input,
             close_stdin,
             pty: self.pty,
+            logger: self.logger,
+        }
+    }
+}
+
+/// How much one `splice` may move: 16 pipe buffers of 64 KiB.
+const SPLICE_CHUNK: usize = 1 << 20;
+
+/// Moves everything from the task's pipe `from` into the FIFO `to` with `splice(2)`, until
+/// end-of-file, waiting (never spinning) while `from` is empty or `to` is full: a FIFO
+/// nobody reads holds the task back, as a full pipe does, without losing a byte.
+///
+/// `splice` answers `WouldBlock` for an empty input and for a full output alike; a zero-
+/// timeout `poll` says which, and only that side's readiness is cleared, so the wait is
+/// for the right event.
+async fn splice_output(from: &pipe::Receiver, to: &pipe::Sender) -> std::io::Result<u64> {
+    let would_block = || Err::<(), _>(std::io::Error::from(std::io::ErrorKind::WouldBlock));
+    let mut moved = 0u64;
+    loop {
+        from.readable().await?;
+        to.writable().await?;
+        match sys::splice(from, to, SPLICE_CHUNK) {
+            Ok(0) => return Ok(moved),
+            Ok(n) => moved += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let (readable, writable) = sys::ready_now(from, to);
+                if !readable {
+                    let _ = from.try_io(would_block);
+                }
+                if !writable {
+                    let _ = to.try_io(would_block);
+                }
+                if readable && writable {
+                    tokio::task::yield_now().await;
+                }
+            }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -281,6 +368,11 @@ async fn copy_stdin(
 }
 
 impl Io {
+    /// The pid of its logger (`binary://`), if it has one.
+    pub fn logger_pid(&self) -> Option<i32> {
+        self.logger.as_ref().map(|l| l.pid)
+    }
+
     /// `CloseIO`: the task reads end-of-file on stdin once pending input is delivered.
     pub fn close_stdin(&mut self) {
         if let Some(close) = self.close_stdin.take() {
@@ -308,6 +400,9 @@ impl Io {
         };
         if tokio::time::timeout(limit, all).await.is_err() {
             debug!("output copies still blocked after {limit:?}: abandoned");
+        }
+        if let Some(logger) = self.logger.take() {
+            logger.stop().await;
         }
     }
 }
@@ -347,6 +442,7 @@ mod tests {
             stdout: p.display().to_string(),
             ..Default::default()
         };
+        let open = |paths: &StdioPaths| open(paths, &LogContext::default());
         assert_invalid(open(&paths(&file)), "is not a FIFO");
         assert_invalid(open(&paths(&link)), "cannot open");
         assert_invalid(open(&paths(&dir.path().join("missing"))), "cannot open");
@@ -368,7 +464,7 @@ mod tests {
             stdout: fifo.display().to_string(),
             ..Default::default()
         };
-        let (child_stdio, pending) = open(&paths).expect("open");
+        let (child_stdio, pending) = open(&paths, &LogContext::default()).expect("open");
         // A second handle on the shim's own (read-write) FIFO descriptor, only to ask the
         // kernel how many bytes the FIFO holds: the test opens no reader of its own.
         let shim_fifo = {

@@ -40,6 +40,8 @@ impl Signal {
     pub const STOP: Signal = Signal(libc::SIGSTOP);
     /// SIGCONT: what `Resume` sends.
     pub const CONT: Signal = Signal(libc::SIGCONT);
+    /// SIGTERM: how a logger is asked to finish (`logs.rs`).
+    pub const TERM: Signal = Signal(libc::SIGTERM);
 
     /// Checks a number from a `Kill` request; real-time signals are accepted, 0 (kill's
     /// "does it exist?" probe) is not a signal to deliver.
@@ -92,6 +94,43 @@ pub fn pidfd_exited(pidfd: impl AsFd) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
     poll(&mut fds, PollTimeout::ZERO).is_ok_and(|ready| ready > 0)
+}
+
+/// `splice(2)` from pipe `from` into pipe `to`, without blocking: moves up to `len` bytes
+/// from one pipe's buffer to the other's as page references, never through user space.
+/// `Ok(0)` is end-of-file (no writer left on `from`); `WouldBlock`, that `from` is empty or
+/// `to` is full.
+pub fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {
+    use rustix::pipe::SpliceFlags;
+    Ok(rustix::pipe::splice(
+        from.as_fd(),
+        None,
+        to.as_fd(),
+        None,
+        len,
+        SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
+    )?)
+}
+
+/// Whether `input` has something to read (or is at end-of-file) and `output` has room,
+/// right now.
+pub fn ready_now(input: impl AsFd, output: impl AsFd) -> (bool, bool) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [
+        PollFd::new(input.as_fd(), PollFlags::POLLIN),
+        PollFd::new(output.as_fd(), PollFlags::POLLOUT),
+    ];
+    if poll(&mut fds, PollTimeout::ZERO).is_err() {
+        return (true, true);
+    }
+    let any = |fd: &PollFd, flags: PollFlags| fd.revents().is_some_and(|r| r.intersects(flags));
+    (
+        any(
+            &fds[0],
+            PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR,
+        ),
+        any(&fds[1], PollFlags::POLLOUT | PollFlags::POLLERR),
+    )
 }
 
 /// `pidfd_send_signal(2)`: fails with `ESRCH` once the process has been reaped, instead of
@@ -195,6 +234,24 @@ pub mod child {
         };
         if rc < 0 {
             return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Puts `fds` at 3, 4, 5, ... without the close-on-exec flag (a logger's stdout, stderr
+    /// and ready pipe). Each is first copied above 9, so that placing one never overwrites
+    /// another that happens to sit at a target number.
+    pub fn place_fds(fds: &[RawFd]) -> io::Result<()> {
+        let mut high = [0 as RawFd; 8];
+        for (copy, &fd) in high.iter_mut().zip(fds) {
+            // SAFETY: `fcntl(F_DUPFD_CLOEXEC)` on a descriptor of this (forked) process.
+            *copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+            if *copy < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        for (i, &copy) in high.iter().take(fds.len()).enumerate() {
+            place_fd(copy, 3 + i as RawFd)?;
         }
         Ok(())
     }

@@ -85,6 +85,7 @@ impl Harness {
             Arc::new(ExitSignal::default()),
             exits_rx,
             Path::new(env!("CARGO_BIN_EXE_containerd-shim-sample-v2")),
+            "core-test",
         );
         let reaping = Arc::new(AtomicBool::new(true));
         tokio::spawn(reap(exits.clone(), reaping.clone()));

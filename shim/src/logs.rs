@@ -1,0 +1,335 @@
+//! Log URIs: where a process's stdout and stderr go when containerd hands over not FIFOs but
+//! a URI (`ctr run --log-uri`, nerdctl for every detached container).
+//!
+//! - `file:///path`: stdout and stderr are appended to one file (made with mode 0644, its
+//!   parent directories 0755). The process writes into the file itself: the shim copies
+//!   nothing.
+//! - `binary:///path/to/logger?key=value&...`: the shim starts the logger with the process's
+//!   stdout on its fd 3 and stderr on fd 4 (the read ends of two pipes whose write ends the
+//!   process gets), a pipe on fd 5 it closes (or writes a byte to) once ready, the query's
+//!   pairs as arguments (`key value ...`), and `CONTAINER_ID` and `CONTAINER_NAMESPACE` as
+//!   its whole environment. The shim waits until it is ready before the process is
+//!   created. When the process is deleted the logger gets SIGTERM, and SIGKILL 12 s later
+//!   if it is still there. This is the protocol of containerd's runc shim and its
+//!   `runtime/v2/logging` package, so loggers written for it work here.
+//!
+//! The scheme of the stdout URI decides for both streams, as in containerd's runc shim.
+//! stdin stays a FIFO (or nothing).
+//!
+//! A bad URI is refused before anything is started: an unknown scheme, a relative path, a
+//! logger that is missing, not executable, never ready within [`READY_LIMIT`], or gone
+//! before it was ready. All are `InvalidArgument`.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Read},
+    os::{
+        fd::{AsFd, AsRawFd, OwnedFd},
+        unix::{
+            fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+            process::CommandExt,
+        },
+    },
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use log::{info, warn};
+use nix::{fcntl::OFlag, unistd::pipe2};
+
+use crate::{
+    error::{Error, Result},
+    sys::{self, Signal},
+};
+
+/// How long a logger may take to say it is ready.
+pub const READY_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long a logger has to exit after SIGTERM before it gets SIGKILL (containerd's runc
+/// shim waits as long).
+pub const TERM_LIMIT: Duration = Duration::from_secs(12);
+
+/// Where output goes, by the URI containerd sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogUri {
+    /// `file:///path`.
+    File(PathBuf),
+    /// `binary:///path?k=v`: the logger and its arguments.
+    Binary {
+        /// The logger's executable.
+        path: PathBuf,
+        /// The query's pairs, flattened: `k`, `v`, ...
+        args: Vec<String>,
+    },
+}
+
+/// Who the logger logs for: its environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogContext {
+    /// `CONTAINER_ID`.
+    pub container_id: String,
+    /// `CONTAINER_NAMESPACE`.
+    pub namespace: String,
+}
+
+impl LogUri {
+    /// The URI in `stdout`, or `None` for a plain path (a FIFO) or nothing.
+    pub fn parse(stdout: &str) -> Result<Option<LogUri>> {
+        let Some((scheme, rest)) = stdout.split_once("://") else {
+            return Ok(None);
+        };
+        let invalid = |why: &str| Error::InvalidArgument(format!("log URI {stdout:?}: {why}"));
+        if scheme != "file" && scheme != "binary" {
+            return Err(invalid(&format!(
+                "unknown scheme {scheme:?}: the shim takes FIFO paths, file:// and binary://"
+            )));
+        }
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if !path.starts_with('/') {
+            return Err(invalid(
+                "the path must be absolute, as in file:///var/log/x.log (three slashes)",
+            ));
+        }
+        let path = PathBuf::from(percent_decode(path).map_err(|e| invalid(e))?);
+        match scheme {
+            "file" => {
+                if !query.is_empty() {
+                    return Err(invalid("a file URI takes no query"));
+                }
+                Ok(Some(LogUri::File(path)))
+            }
+            "binary" => {
+                let mut args = Vec::new();
+                for pair in query.split('&').filter(|p| !p.is_empty()) {
+                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    for part in [key, value] {
+                        args.push(percent_decode(&part.replace('+', " ")).map_err(|e| invalid(e))?);
+                    }
+                }
+                Ok(Some(LogUri::Binary { path, args }))
+            }
+            _ => unreachable!("checked above"),
+        }
+    }
+}
+
+/// `%XX` escapes decoded, as Go's `url.Parse` does for containerd.
+fn percent_decode(text: &str) -> std::result::Result<String, &'static str> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3).ok_or("a truncated %-escape")?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| "a bad %-escape")?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "%-escapes that are not UTF-8")
+}
+
+/// Opens (making it and its directories if needed) the file of a `file://` URI for
+/// appending: the process's stdout and stderr.
+pub fn open_file(path: &Path) -> Result<File> {
+    let failed = |what: &str, e: io::Error| {
+        Error::InvalidArgument(format!("log file {}: {what}: {e}", path.display()))
+    };
+    // The modes are set, not left to the shim's umask: the files are for the host's log
+    // readers, as with containerd's runc shim.
+    let mut missing = Vec::new();
+    let mut dir = path.parent();
+    while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d);
+        dir = d.parent();
+    }
+    for d in missing.into_iter().rev() {
+        match fs::DirBuilder::new().mode(0o755).create(d) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(failed("cannot make its directory", e))
+            }
+            _ => {
+                let _ = fs::set_permissions(d, fs::Permissions::from_mode(0o755));
+            }
+        }
+    }
+    let existed = path.exists();
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| failed("cannot open", e))?;
+    if !existed {
+        let _ = file.set_permissions(fs::Permissions::from_mode(0o644));
+    }
+    Ok(file)
+}
+
+/// A running logger of a `binary://` URI.
+pub struct Logger {
+    /// Its pid, for the log.
+    pub pid: i32,
+    /// A handle on it that survives its pid's reuse.
+    pidfd: OwnedFd,
+}
+
+/// A started logger and the write ends the process gets as stdout and stderr.
+pub struct LoggerEnds {
+    /// The logger.
+    pub logger: Logger,
+    /// The process's stdout.
+    pub stdout: OwnedFd,
+    /// The process's stderr.
+    pub stderr: OwnedFd,
+}
+
+impl Logger {
+    /// Starts the logger of `path` with `args` and waits until it is ready (a byte or
+    /// end-of-file on its fd 5), at most [`READY_LIMIT`].
+    ///
+    /// The wait blocks the shim's thread, usually for the millisecond or two a logger takes
+    /// to start. A logger that exits instead is refused.
+    pub fn spawn(path: &Path, args: &[String], context: &LogContext) -> Result<LoggerEnds> {
+        let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"));
+        let (out_read, out_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
+        let (ready_read, ready_write) = pipe()?;
+        let fds = [
+            out_read.as_raw_fd(),
+            err_read.as_raw_fd(),
+            ready_write.as_raw_fd(),
+        ];
+        let mut command = Command::new(path);
+        command
+            .args(args)
+            .env_clear()
+            .env("CONTAINER_ID", &context.container_id)
+            .env("CONTAINER_NAMESPACE", &context.namespace)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: only `dup2` (async-signal-safe) on descriptors opened before the fork.
+        unsafe {
+            command.pre_exec(move || sys::child::place_fds(&fds));
+        }
+        let child = command.spawn().map_err(|e| {
+            Error::InvalidArgument(format!("logger {}: cannot start: {e}", path.display()))
+        })?;
+        let pid = child.id() as i32;
+        // No await since the spawn: the reaper cannot have collected it.
+        let pidfd = sys::pidfd_open(pid).map_err(Error::io(format!("pidfd_open({pid})")))?;
+        drop((out_read, err_read, ready_write, command));
+        let logger = Logger { pid, pidfd };
+        if let Err(err) = logger.wait_ready(ready_read) {
+            let _ = sys::signal_pidfd(&logger.pidfd, Signal::KILL);
+            return Err(Error::InvalidArgument(format!(
+                "logger {}: {err}",
+                path.display()
+            )));
+        }
+        info!("logger {} ({pid}) ready", path.display());
+        Ok(LoggerEnds {
+            logger,
+            stdout: out_write,
+            stderr: err_write,
+        })
+    }
+
+    /// Waits for a byte or end-of-file on `ready`, then makes sure the logger still runs.
+    fn wait_ready(&self, ready: OwnedFd) -> io::Result<()> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(ready.as_fd(), PollFlags::POLLIN)];
+        let limit = PollTimeout::try_from(READY_LIMIT).unwrap_or(PollTimeout::MAX);
+        if poll(&mut fds, limit).map_err(io::Error::from)? == 0 {
+            return Err(io::Error::other(format!(
+                "not ready within {READY_LIMIT:?} (it must write a byte to, or close, fd 5)"
+            )));
+        }
+        let mut byte = [0u8; 1];
+        let got = File::from(ready).read(&mut byte)?;
+        if got == 0 {
+            // End-of-file: closed on purpose, or gone. A process's descriptors close just
+            // before it turns into a zombie: give its exit a moment to show.
+            let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::from(20u8)).map_err(io::Error::from)? > 0 {
+                return Err(io::Error::other("exited before it was ready"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the logger: SIGTERM, then SIGKILL after [`TERM_LIMIT`]. Its input has reached
+    /// end-of-file by now (the process is gone), so a logger that flushes and exits at
+    /// end-of-file is done before the signal matters.
+    pub async fn stop(self) {
+        if sys::signal_pidfd(&self.pidfd, Signal::TERM).is_err() {
+            return; // already reaped
+        }
+        let exited = async {
+            while !sys::pidfd_exited(&self.pidfd) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        if tokio::time::timeout(TERM_LIMIT, exited).await.is_err() {
+            warn!(
+                "logger {} still runs {TERM_LIMIT:?} after SIGTERM: SIGKILL",
+                self.pid
+            );
+            let _ = sys::signal_pidfd(&self.pidfd, Signal::KILL);
+        }
+    }
+}
+
+impl Drop for Logger {
+    /// A logger dropped without [`Logger::stop`] (its process was never started, or an
+    /// exec's was deleted) gets SIGTERM and is left to finish.
+    fn drop(&mut self) {
+        let _ = sys::signal_pidfd(&self.pidfd, Signal::TERM);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_of_both_schemes_and_plain_paths() {
+        assert_eq!(LogUri::parse("/run/fifo/x-stdout").unwrap(), None);
+        assert_eq!(LogUri::parse("").unwrap(), None);
+        assert_eq!(
+            LogUri::parse("file:///var/log/a%20b.log").unwrap(),
+            Some(LogUri::File(PathBuf::from("/var/log/a b.log")))
+        );
+        assert_eq!(
+            LogUri::parse("binary:///usr/bin/logger?path=/x&max-size=10&flag").unwrap(),
+            Some(LogUri::Binary {
+                path: PathBuf::from("/usr/bin/logger"),
+                args: ["path", "/x", "max-size", "10", "flag", ""]
+                    .map(String::from)
+                    .to_vec(),
+            })
+        );
+    }
+
+    #[test]
+    fn bad_uris_are_invalid_arguments_saying_why() {
+        for (uri, why) in [
+            ("http://host/x", "unknown scheme"),
+            ("file://relative/x", "must be absolute"),
+            ("binary://logger", "must be absolute"),
+            ("file:///x?y=1", "no query"),
+            ("file:///x%zz", "%-escape"),
+        ] {
+            match LogUri::parse(uri) {
+                Err(Error::InvalidArgument(message)) => assert!(message.contains(why), "{message}"),
+                other => panic!("{uri}: {other:?}"),
+            }
+        }
+    }
+}
