@@ -155,11 +155,29 @@ impl Containerd {
     /// Creates the task of container `id`: containerd starts the shim, which creates the
     /// process. Returns its pid.
     pub async fn create_task(&self, id: &str, fifos: &FifoSet) -> CallResult<u32> {
+        self.create_task_with_io(
+            id,
+            &fifos.stdin_path(),
+            &fifos.stdout_path(),
+            &fifos.stderr_path(),
+        )
+        .await
+    }
+
+    /// Creates the task with stdio as given: FIFO paths, or log URIs (`file:///...`,
+    /// `binary:///...`) for stdout and stderr, as `ctr run --log-uri` sends them.
+    pub async fn create_task_with_io(
+        &self,
+        id: &str,
+        stdin: &str,
+        stdout: &str,
+        stderr: &str,
+    ) -> CallResult<u32> {
         let request = self.request(CreateTaskRequest {
             container_id: id.into(),
-            stdin: fifos.stdin_path(),
-            stdout: fifos.stdout_path(),
-            stderr: fifos.stderr_path(),
+            stdin: stdin.into(),
+            stdout: stdout.into(),
+            stderr: stderr.into(),
             ..Default::default()
         });
         Ok(self.client.tasks().create(request).await?.into_inner().pid)

@@ -193,6 +193,49 @@ async fn prepare(
     Ok((fifos, readers))
 }
 
+/// The shim daemon `binary` serving task `id` (`... -id <id> ...` on its command line).
+fn shim_of(binary: &str, id: &str) -> Option<i32> {
+    proc::all_pids().into_iter().find(|&pid| {
+        let args = proc::cmdline(pid);
+        args.first().is_some_and(|a| a.ends_with(binary))
+            && args.windows(2).any(|w| w[0] == "-id" && w[1] == id)
+            && !args.iter().any(|a| a == "start" || a == "delete")
+    })
+}
+
+/// CPU seconds (user + system) process `pid` has used so far.
+fn cpu_seconds(pid: i32) -> f64 {
+    let line = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<u64> = line
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // After the state: ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt
+    // utime stime (the state, a letter, is filtered out above).
+    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
+/// MiB/s of `bytes` from `/dev/zero` through `head | cat | cat > /dev/null`: two pipes and a
+/// copying relay, the reference for what a shim between two pipes can reach.
+fn cat_relay(bytes: u64) -> Result<f64> {
+    let started = Instant::now();
+    let status = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("head -c {bytes} /dev/zero | cat | cat > /dev/null"),
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("the cat relay failed: {status}");
+    }
+    Ok(bytes as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64())
+}
+
 /// The pids of the shims `binary` that serve the containerd at `address`.
 fn shim_pids(binary: &str, address: &Path) -> Vec<i32> {
     let address = address.display().to_string();
@@ -332,6 +375,21 @@ async fn main() -> Result<()> {
     let template: serde_json::Value =
         serde_json::from_slice(&cd.ctr().args(["oci", "spec"]).output()?.stdout)
             .context("ctr oci spec")?;
+
+    // For the log-URI rows: a scratch directory for `file://`, and a logger that reads its
+    // two streams into /dev/null, so the row measures the transport, not a formatter.
+    let scratch = tempfile::tempdir()?;
+    let discard_logger = scratch.path().join("discard-logger");
+    fs::write(
+        &discard_logger,
+        "#!/bin/sh\nexec 5>&-\ncat <&3 > /dev/null & cat <&4 > /dev/null & wait\n",
+    )?;
+    fs::set_permissions(
+        &discard_logger,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    // The reference: the same bytes through `cat` between two pipes, in this run.
+    let cat_mib_s = cat_relay(settings.stdout_bytes)?;
 
     let mut rows = Vec::new();
     let mut results: Vec<Vec<f64>> = Vec::new();
@@ -501,32 +559,59 @@ async fn main() -> Result<()> {
         for size in POD_SIZES {
             pods.push(pod_memory(&api, &cd.address, &template, &rootfs, image, rt, size).await?);
         }
-        // stdout throughput.
-        let id = format!("stdout-{}", rt.shim_binary);
-        let count = settings.stdout_bytes.to_string();
-        let head = spec(
-            &template,
-            rt,
-            &id,
-            &rootfs,
-            &["/bin/head", "-c", &count, "/dev/zero"],
-        );
-        let (fifos, (mut reader, _stderr)) =
-            prepare(&api, &cd.address, &id, image, rt.runtime, &head).await?;
-        api.create_task(&id, &fifos).await?;
-        let started = Instant::now();
-        api.start_task(&id).await?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut got = 0u64;
-        while got < settings.stdout_bytes {
-            let n = tokio::time::timeout(Duration::from_secs(60), reader.read(&mut buf)).await??;
-            got += n as u64;
+        // stdout throughput and the shim's CPU per GiB: through the FIFO, into a file
+        // (`file://`), into a logger's pipes (`binary://`, a logger that discards).
+        let mut stdout_rows = Vec::new();
+        for scheme in ["fifo", "file", "binary"] {
+            let id = format!("stdout-{scheme}-{}", rt.shim_binary);
+            let count = settings.stdout_bytes.to_string();
+            let head = spec(
+                &template,
+                rt,
+                &id,
+                &rootfs,
+                &["/bin/head", "-c", &count, "/dev/zero"],
+            );
+            let (fifos, (mut reader, _stderr)) =
+                prepare(&api, &cd.address, &id, image, rt.runtime, &head).await?;
+            let log = scratch.path().join(format!("{id}.log"));
+            let uri = match scheme {
+                "file" => format!("file://{}", log.display()),
+                "binary" => format!("binary://{}", discard_logger.display()),
+                _ => fifos.stdout_path(),
+            };
+            let stderr_path = if scheme == "fifo" {
+                fifos.stderr_path()
+            } else {
+                uri.clone()
+            };
+            api.create_task_with_io(&id, "", &uri, &stderr_path).await?;
+            let shim = shim_of(rt.shim_binary, &id).context("the task's shim")?;
+            let cpu_before = cpu_seconds(shim);
+            let started = Instant::now();
+            api.start_task(&id).await?;
+            if scheme == "fifo" {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut got = 0u64;
+                while got < settings.stdout_bytes {
+                    let n = tokio::time::timeout(Duration::from_secs(60), reader.read(&mut buf))
+                        .await??;
+                    got += n as u64;
+                }
+            }
+            api.wait(&id).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            let cpu = cpu_seconds(shim) - cpu_before;
+            let gib = settings.stdout_bytes as f64 / (1u64 << 30) as f64;
+            stdout_rows.push((
+                settings.stdout_bytes as f64 / (1 << 20) as f64 / seconds,
+                cpu / gib,
+            ));
+            api.delete_task(&id).await?;
+            api.delete_container(&id).await?;
+            fifos.remove();
+            let _ = fs::remove_file(&log);
         }
-        let mib_s = got as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64();
-        api.wait(&id).await?;
-        api.delete_task(&id).await?;
-        api.delete_container(&id).await?;
-        fifos.remove();
 
         let (s50, s95, s99) = ms(&mut starts);
         let (p50, p95, _) = ms(&mut plain_starts);
@@ -542,7 +627,13 @@ async fn main() -> Result<()> {
             e99,
             throughput[0],
             throughput[1],
-            mib_s,
+            stdout_rows[0].0,
+            stdout_rows[1].0,
+            stdout_rows[2].0,
+            cat_mib_s,
+            stdout_rows[0].1,
+            stdout_rows[1].1,
+            stdout_rows[2].1,
             x50,
             x99,
         ]);
@@ -560,7 +651,7 @@ async fn main() -> Result<()> {
     for dir in integration::cgroup_dirs("/shim-bench") {
         integration::remove_cgroup_tree(&dir);
     }
-    let labels: [(&str, &str, bool); 25] = [
+    let labels: [(&str, &str, bool); 31] = [
         ("idle RSS, one shim", "MiB", true),
         ("idle PSS, one shim", "MiB", true),
         ("RSS, all shims (N tasks)", "MiB", true),
@@ -574,7 +665,21 @@ async fn main() -> Result<()> {
         ("exit latency p99", "ms", true),
         ("run-to-delete, concurrency 1", "tasks/s", false),
         ("run-to-delete, concurrency 8", "tasks/s", false),
-        ("stdout throughput", "MiB/s", false),
+        ("stdout throughput, FIFO", "MiB/s", false),
+        ("stdout throughput, file://", "MiB/s", false),
+        (
+            "stdout throughput, binary:// (a logger that discards)",
+            "MiB/s",
+            false,
+        ),
+        (
+            "pipe relay through cat (the same bytes, both columns)",
+            "MiB/s",
+            false,
+        ),
+        ("shim CPU per GiB of stdout, FIFO", "s", true),
+        ("shim CPU per GiB of stdout, file://", "s", true),
+        ("shim CPU per GiB of stdout, binary://", "s", true),
         ("exec latency p50", "ms", true),
         ("exec latency p99", "ms", true),
         ("pod of 1 container + sandbox: shims", "processes", true),
