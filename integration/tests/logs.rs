@@ -222,3 +222,52 @@ fn bad_log_uris_are_refused_and_leave_nothing() {
     // The shim runs as root: a relative path never became a file somewhere.
     assert!(!Path::new("/relative").exists());
 }
+
+/// A terminal task whose output goes to a logger, as `nerdctl run -d -t` asks (Debian's
+/// `ctr` sends FIFOs whenever `-t` is given, so this goes through containerd's task API):
+/// the terminal's output reaches the logger's fd 3.
+#[test]
+fn a_terminal_task_logs_through_a_binary_logger() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("tty.log");
+    let uri = format!("binary://{}?path={}", logger_binary().display(), log.display());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let api = shim_demo::api::Containerd::connect(&cd.address, cd.namespace())
+            .await
+            .expect("connect");
+        let image = cd.import_image();
+        let spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "annotations": { "com.example.sample.process": "spec" },
+            "process": { "terminal": true, "args": ["sh", "-c", "echo hello; tty"],
+                         "cwd": "/", "user": { "uid": 0, "gid": 0 },
+                         "env": ["PATH=/usr/bin:/bin"] },
+            "root": { "path": "rootfs" },
+        })
+        .to_string();
+        api.create_container_with_spec("ttylog", image, integration::RUNTIME, &spec)
+            .await
+            .expect("container");
+        api.create_task_with_io("ttylog", "", &uri, &uri)
+            .await
+            .expect("create with a binary:// logger and a terminal");
+        api.start_task("ttylog").await.expect("start");
+        let code = api.wait("ttylog").await.expect("wait");
+        assert_eq!(code, 0);
+        api.delete_task("ttylog").await.expect("delete");
+        api.delete_container("ttylog").await.expect("remove");
+    });
+    let text = fs::read_to_string(&log).expect("the log");
+    // (A terminal may end lines with CR LF: the logger would keep the CR in the text.)
+    let lines: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).collect();
+    assert!(lines[0].ends_with(" stdout F hello"), "{text}");
+    assert!(lines[1].contains(" stdout F /dev/pts/"), "{text}");
+    cd.wait_shims_gone();
+}

@@ -93,12 +93,12 @@ struct Stream {
 impl Stream {
     /// Takes what `read` returned: every complete line goes to `sink`, and a part longer
     /// than [`MAX_LINE`].
-    fn take(&mut self, data: &[u8], sink: &mut Sink) -> io::Result<()> {
+    fn take(&mut self, data: &[u8], sink: &mut Sink) {
         self.pending.extend_from_slice(data);
         let mut start = 0;
         let now = SystemTime::now();
         while let Some(end) = self.pending[start..].iter().position(|&b| b == b'\n') {
-            sink.line(self.name, &self.pending[start..start + end], true, now)?;
+            sink.line(self.name, &self.pending[start..start + end], true, now);
             start += end + 1;
         }
         while self.pending.len() - start > MAX_LINE {
@@ -107,21 +107,19 @@ impl Stream {
                 &self.pending[start..start + MAX_LINE],
                 false,
                 now,
-            )?;
+            );
             start += MAX_LINE;
         }
         self.pending.drain(..start);
-        Ok(())
     }
 
     /// End of the stream: a last line without a newline is still a line.
-    fn finish(&mut self, sink: &mut Sink) -> io::Result<()> {
+    fn finish(&mut self, sink: &mut Sink) {
         self.open = false;
         if !self.pending.is_empty() {
             let rest = std::mem::take(&mut self.pending);
-            sink.line(self.name, &rest, true, SystemTime::now())?;
+            sink.line(self.name, &rest, true, SystemTime::now());
         }
-        Ok(())
     }
 }
 
@@ -210,19 +208,19 @@ fn pump(streams: &mut [Stream; 2], sink: &mut Sink) -> io::Result<()> {
             // SAFETY: reads into a buffer of the length given, from our own descriptor.
             let n = unsafe { libc::read(stream.fd, buffer.as_mut_ptr().cast(), buffer.len()) };
             match n {
-                0 => stream.finish(sink)?,
-                n if n > 0 => stream.take(&buffer[..n as usize], sink)?,
+                0 => stream.finish(sink),
+                n if n > 0 => stream.take(&buffer[..n as usize], sink),
                 _ => {
                     let err = io::Error::last_os_error();
                     if err.kind() != io::ErrorKind::Interrupted {
-                        stream.finish(sink)?;
+                        stream.finish(sink);
                     }
                 }
             }
         }
     }
     for stream in streams.iter_mut() {
-        stream.finish(sink)?;
+        stream.finish(sink);
     }
     Ok(())
 }

@@ -30,6 +30,8 @@ pub struct Sink {
     max_size: u64,
     max_files: u32,
     format: Format,
+    /// The last write failed: open the file again before the next.
+    broken: bool,
 }
 
 impl Sink {
@@ -47,42 +49,57 @@ impl Sink {
             max_size: max_size.max(1),
             max_files: max_files.max(1),
             format,
+            broken: false,
         })
     }
 
     /// Writes one line of `stream` (`stdout`, `stderr`); `full` is false for the part of a
     /// line longer than the reader's buffer. `text` has no newline.
-    pub fn line(
-        &mut self,
-        stream: &str,
-        text: &[u8],
-        full: bool,
-        now: SystemTime,
-    ) -> io::Result<()> {
+    ///
+    /// A line that cannot be written (a full disk, a file moved away) is dropped, said once
+    /// on stderr, and the file is opened again for the next: the logger goes on reading, so
+    /// the task never blocks or dies of SIGPIPE because its log cannot be written.
+    pub fn line(&mut self, stream: &str, text: &[u8], full: bool, now: SystemTime) {
         let record = record(self.format, stream, text, full, now);
-        if self.size > 0 && self.size + record.len() as u64 > self.max_size {
-            self.rotate()?;
+        let written = (|| {
+            if self.size > 0 && self.size + record.len() as u64 > self.max_size {
+                self.rotate()?;
+            }
+            if self.broken {
+                self.file = open_append(&self.path)?;
+                self.size = self.file.metadata()?.len();
+                self.broken = false;
+            }
+            self.file.write_all(&record)?;
+            self.size += record.len() as u64;
+            Ok::<(), io::Error>(())
+        })();
+        if let Err(err) = written {
+            if !self.broken {
+                eprintln!(
+                    "sample-logger: {}: {err}; dropping lines until it works",
+                    self.path.display()
+                );
+            }
+            self.broken = true;
         }
-        self.file.write_all(&record)?;
-        self.size += record.len() as u64;
-        Ok(())
     }
 
     /// `path.N-1` → `path.N`, ..., `path` → `path.1`; then a new, empty `path`.
     fn rotate(&mut self) -> io::Result<()> {
         let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
-        if self.max_files == 1 {
-            self.file = OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .open(&self.path)?;
-        } else {
+        if self.max_files > 1 {
             for n in (1..self.max_files - 1).rev() {
                 let _ = fs::rename(numbered(n), numbered(n + 1));
             }
             fs::rename(&self.path, numbered(1))?;
-            self.file = open_append(&self.path)?;
         }
+        self.file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&self.path)?;
         self.size = 0;
         Ok(())
     }
@@ -217,8 +234,7 @@ mod tests {
         let path = dir.path().join("logs/app.log");
         let mut sink = Sink::open(&path, 100, 3, Format::Cri).expect("open");
         for i in 0..10 {
-            sink.line("stdout", format!("line {i}").as_bytes(), true, at(0, 0))
-                .expect("line");
+            sink.line("stdout", format!("line {i}").as_bytes(), true, at(0, 0));
         }
         // 46 bytes a record, 2 per file: app.log has the last two, .1 and .2 the two before.
         let read = |name: &str| fs::read_to_string(dir.path().join("logs").join(name)).unwrap();

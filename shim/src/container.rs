@@ -122,11 +122,6 @@ impl Container {
         self.processes().filter(|p| !p.is_stopped()).map(|p| p.pid)
     }
 
-    /// The pids of its processes' loggers (`logs.rs`): the shim's children, not the task's.
-    pub fn logger_pids(&self) -> impl Iterator<Item = i32> + '_ {
-        self.processes().filter_map(|p| p.io.logger_pid())
-    }
-
     /// True while its init process has not been reported exited.
     pub fn is_running(&self) -> bool {
         !self.init.is_stopped()
@@ -200,14 +195,12 @@ pub fn processes_of<'a>(
     id: &str,
 ) -> ContainerProcesses {
     let mut cgroup = None;
-    let mut loggers = Vec::new();
     let claims: Vec<Claim> = all
         .into_iter()
         .inspect(|c| {
             if c.id == id {
                 cgroup = c.cgroup.clone();
             }
-            loggers.extend(c.logger_pids());
         })
         .map(|c| Claim {
             id: &c.id,
@@ -218,7 +211,7 @@ pub fn processes_of<'a>(
         .collect();
     let mut processes = ContainerProcesses::of(&claims, id);
     processes.cgroup = cgroup;
-    processes.loggers = loggers;
+    processes.loggers = crate::logs::logger_groups();
     processes
 }
 

@@ -170,6 +170,40 @@ pub fn open_file(path: &Path) -> Result<File> {
     Ok(file)
 }
 
+/// Whether `fd` becomes readable within `limit`. A signal (the reaper's SIGCHLD) does not
+/// cut the wait short.
+fn poll_in(fd: std::os::fd::BorrowedFd, limit: Duration) -> io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            Ok(ready) => return Ok(ready > 0),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The process groups of the shim's loggers still running, each led by its logger. What
+/// runs in them is nobody's task: `members.rs` never counts it as a container's, so a
+/// logger (and whatever it starts) is never killed as a task's leftover, even while it is
+/// being stopped after its process was deleted.
+static LOGGER_GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// The process groups of the running loggers.
+pub fn logger_groups() -> Vec<i32> {
+    LOGGER_GROUPS.lock().map(|g| g.clone()).unwrap_or_default()
+}
+
+fn forget_group(pgid: i32) {
+    if let Ok(mut groups) = LOGGER_GROUPS.lock() {
+        groups.retain(|&g| g != pgid);
+    }
+}
+
 /// A running logger of a `binary://` URI.
 pub struct Logger {
     /// Its pid, for the log.
@@ -214,9 +248,19 @@ impl Logger {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: only `dup2` (async-signal-safe) on descriptors opened before the fork.
+        // A process group of its own, which `LOGGER_GROUPS` records.
+        command.process_group(0);
+        // SAFETY: only `fcntl`, `dup2`, `close_range` and `umask` (async-signal-safe) on
+        // this forked process's own state.
         unsafe {
-            command.pre_exec(move || sys::child::place_fds(&fds));
+            command.pre_exec(move || {
+                sys::child::place_fds(&fds)?;
+                // Nothing else of the shim's reaches the logger.
+                sys::child::close_on_exec_from(3 + fds.len() as i32);
+                // Not the shim's private umask: its files are for the host's log readers.
+                libc::umask(0o022);
+                Ok(())
+            });
         }
         let child = command.spawn().map_err(|e| {
             Error::InvalidArgument(format!("logger {}: cannot start: {e}", path.display()))
@@ -224,6 +268,9 @@ impl Logger {
         let pid = child.id() as i32;
         // No await since the spawn: the reaper cannot have collected it.
         let pidfd = sys::pidfd_open(pid).map_err(Error::io(format!("pidfd_open({pid})")))?;
+        if let Ok(mut groups) = LOGGER_GROUPS.lock() {
+            groups.push(pid);
+        }
         drop((out_read, err_read, ready_write, command));
         let logger = Logger { pid, pidfd };
         if let Err(err) = logger.wait_ready(ready_read) {
@@ -243,23 +290,22 @@ impl Logger {
 
     /// Waits for a byte or end-of-file on `ready`, then makes sure the logger still runs.
     fn wait_ready(&self, ready: OwnedFd) -> io::Result<()> {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let mut fds = [PollFd::new(ready.as_fd(), PollFlags::POLLIN)];
-        let limit = PollTimeout::try_from(READY_LIMIT).unwrap_or(PollTimeout::MAX);
-        if poll(&mut fds, limit).map_err(io::Error::from)? == 0 {
+        if !poll_in(ready.as_fd(), READY_LIMIT)? {
             return Err(io::Error::other(format!(
                 "not ready within {READY_LIMIT:?} (it must write a byte to, or close, fd 5)"
             )));
         }
         let mut byte = [0u8; 1];
-        let got = File::from(ready).read(&mut byte)?;
-        if got == 0 {
-            // End-of-file: closed on purpose, or gone. A process's descriptors close just
-            // before it turns into a zombie: give its exit a moment to show.
-            let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
-            if poll(&mut fds, PollTimeout::from(20u8)).map_err(io::Error::from)? > 0 {
-                return Err(io::Error::other("exited before it was ready"));
+        let got = loop {
+            match File::from(ready.try_clone()?).read(&mut byte) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                result => break result?,
             }
+        };
+        // End-of-file: closed on purpose, or gone. A process's descriptors close just before
+        // it turns into a zombie: give its exit a moment to show.
+        if got == 0 && poll_in(self.pidfd.as_fd(), Duration::from_millis(20))? {
+            return Err(io::Error::other("exited before it was ready"));
         }
         Ok(())
     }
@@ -269,6 +315,7 @@ impl Logger {
     /// end-of-file is done before the signal matters.
     pub async fn stop(self) {
         if sys::signal_pidfd(&self.pidfd, Signal::TERM).is_err() {
+            forget_group(self.pid);
             return; // already reaped
         }
         let exited = async {
@@ -283,6 +330,7 @@ impl Logger {
             );
             let _ = sys::signal_pidfd(&self.pidfd, Signal::KILL);
         }
+        forget_group(self.pid);
     }
 }
 
@@ -291,6 +339,9 @@ impl Drop for Logger {
     /// exec's was deleted) gets SIGTERM and is left to finish.
     fn drop(&mut self) {
         let _ = sys::signal_pidfd(&self.pidfd, Signal::TERM);
+        // Left to finish on its own; its group stays recorded while it may still run
+        // (until `stop`, which a dropped logger never gets: at most one stale entry per
+        // such logger, for the shim's lifetime).
     }
 }
 

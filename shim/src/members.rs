@@ -45,8 +45,8 @@ pub struct ContainerProcesses {
     /// The container's cgroup: when set, its members are the cgroup's processes, and the
     /// rest of this struct is not used.
     pub cgroup: Option<Cgroup>,
-    /// The shim's loggers (`logs.rs`), and what they run: nobody's, never killed with a
-    /// task (a logger is stopped after its process's output ended).
+    /// The process groups of the shim's loggers (`logs.rs`): what runs in them is nobody's,
+    /// never killed with a task (a logger is stopped after its process's output ended).
     pub loggers: Vec<i32>,
 }
 
@@ -139,7 +139,7 @@ impl ContainerProcesses {
         let mut current = process;
         // Bounded: a parent link can only be followed as many times as there are processes.
         for _ in 0..=by_pid.len() {
-            if self.loggers.contains(&current.pid) {
+            if self.loggers.contains(&current.pgid) {
                 return Owner::Other;
             }
             let led_by =

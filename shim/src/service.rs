@@ -498,7 +498,8 @@ impl Service {
         let group = container.exec_group();
         // With a terminal, or a group of its own, the exec leads; otherwise the init does.
         let leads = group == Group::Own || process.terminal;
-        let log = self.log_context(&req.id);
+        // An exec's logger logs for the exec, as with containerd's runc shim.
+        let log = self.log_context(&req.exec_id);
         let exec = Process::spawn(&self.helper, &process, stdio, group, &label, &log)?;
         if let Some(cgroup) = &container.cgroup {
             if let Err(err) = cgroup.add(exec.pid) {
@@ -677,7 +678,7 @@ impl Service {
         }
     }
 
-    /// Who a logger of container `id` logs for (`logs.rs`).
+    /// Who a logger of process `id` (a container's init, or an exec) logs for (`logs.rs`).
     fn log_context(&self, id: &str) -> LogContext {
         LogContext {
             container_id: id.to_string(),

@@ -116,13 +116,7 @@ pub struct Io {
 pub fn open(paths: &StdioPaths, context: &LogContext) -> Result<(ChildStdio, PendingIo)> {
     let uri = LogUri::parse(&paths.stdout)?;
     if paths.terminal {
-        if uri.is_some() {
-            return Err(Error::InvalidArgument(format!(
-                "stdout {}: a terminal's output goes to a FIFO; log URIs need terminal: false",
-                paths.stdout
-            )));
-        }
-        return open_terminal(paths);
+        return open_terminal(paths, uri, context);
     }
     let (stdin_child, stdin) = match open_fifo("stdin", &paths.stdin)? {
         None => (Stdio::null(), None),
@@ -142,15 +136,16 @@ pub fn open(paths: &StdioPaths, context: &LogContext) -> Result<(ChildStdio, Pen
         Some(LogUri::File(path)) => {
             let file = logs::open_file(&path)?;
             let again = file.try_clone().map_err(Error::io("dup the log file"))?;
-            ((Stdio::from(file), None), (Stdio::from(again), None))
+            (
+                (Stdio::from(file), None),
+                (stderr_or_null(paths, again), None),
+            )
         }
         Some(LogUri::Binary { path, args }) => {
             let ends = Logger::spawn(&path, &args, context)?;
             logger = Some(ends.logger);
-            (
-                (Stdio::from(ends.stdout), None),
-                (Stdio::from(ends.stderr), None),
-            )
+            let stderr = stderr_or_null(paths, ends.stderr);
+            ((Stdio::from(ends.stdout), None), (stderr, None))
         }
     };
     let child = ChildStdio {
@@ -173,8 +168,24 @@ pub fn open(paths: &StdioPaths, context: &LogContext) -> Result<(ChildStdio, Pen
     ))
 }
 
-/// A pseudo-terminal: the slave for the child, the master copied to and from the FIFOs.
-fn open_terminal(paths: &StdioPaths) -> Result<(ChildStdio, PendingIo)> {
+/// `end` for the process's stderr, or `/dev/null` when the request left stderr empty (as
+/// containerd's runc shim does with a log URI).
+fn stderr_or_null(paths: &StdioPaths, end: impl Into<Stdio>) -> Stdio {
+    if paths.stderr.is_empty() {
+        Stdio::null()
+    } else {
+        end.into()
+    }
+}
+
+/// A pseudo-terminal: the slave for the child, the master copied to and from the FIFOs, or
+/// to a logger (`binary://`, what `nerdctl run -d -t` asks for: the terminal's output on the
+/// logger's fd 3, nothing on its fd 4).
+fn open_terminal(
+    paths: &StdioPaths,
+    uri: Option<LogUri>,
+    context: &LogContext,
+) -> Result<(ChildStdio, PendingIo)> {
     let pty = nix::pty::openpty(None, None).map_err(Error::sys("openpty"))?;
     let dup = |fd: &OwnedFd| fd.try_clone().map_err(Error::io("dup pty"));
     let child = ChildStdio {
@@ -184,12 +195,30 @@ fn open_terminal(paths: &StdioPaths) -> Result<(ChildStdio, PendingIo)> {
     };
     // A pty is not a pipe: the `_unchecked` constructors skip tokio's FIFO check; epoll
     // works on it all the same.
-    let stdout = match open_fifo("stdout", &paths.stdout)? {
+    let mut logger = None;
+    let destination = match uri {
+        None => open_fifo("stdout", &paths.stdout)?
+            .map(|fifo| pipe::Sender::from_file(fifo).map_err(Error::io("watch stdout FIFO")))
+            .transpose()?,
+        Some(LogUri::Binary { path, args }) => {
+            let ends = Logger::spawn(&path, &args, context)?;
+            logger = Some(ends.logger);
+            Some(pipe::Sender::from_owned_fd(ends.stdout).map_err(Error::io("logger pipe"))?)
+        }
+        Some(LogUri::File(_)) => {
+            return Err(Error::InvalidArgument(format!(
+                "stdout {}: a terminal's output goes to a FIFO or a binary:// logger, \
+                 not a file",
+                paths.stdout
+            )))
+        }
+    };
+    let stdout = match destination {
         None => None,
-        Some(fifo) => Some((
+        Some(destination) => Some((
             pipe::Receiver::from_owned_fd_unchecked(dup(&pty.master)?)
                 .map_err(Error::io("watch pty"))?,
-            pipe::Sender::from_file(fifo).map_err(Error::io("watch stdout FIFO"))?,
+            destination,
         )),
     };
     let stdin = match open_fifo("stdin", &paths.stdin)? {
@@ -210,7 +239,7 @@ fn open_terminal(paths: &StdioPaths) -> Result<(ChildStdio, PendingIo)> {
         PendingIo {
             shim_ends,
             pty: Some(pty.master),
-            logger: None,
+            logger,
         },
     ))
 }
@@ -277,7 +306,7 @@ impl PendingIo {
                     let copied = if terminal {
                         tokio::io::copy(&mut from, &mut to).await
                     } else {
-                        splice_output(&from, &to).await
+                        splice_output(&from, &mut to).await
                     };
                     match copied {
                         Ok(bytes) => debug!("{label}: moved {bytes} bytes, end of stream"),
@@ -306,24 +335,46 @@ impl PendingIo {
 /// How much one `splice` may move: 16 pipe buffers of 64 KiB.
 const SPLICE_CHUNK: usize = 1 << 20;
 
-/// Moves everything from the task's pipe `from` into the FIFO `to` with `splice(2)`, until
-/// end-of-file, waiting (never spinning) while `from` is empty or `to` is full: a FIFO
-/// nobody reads holds the task back, as a full pipe does, without losing a byte.
+/// Below this many bytes waiting in the task's pipe, they are copied rather than spliced.
+/// `splice` moves the pipe's buffers (a page each at most) as they are, and a FIFO holds 16
+/// buffers: spliced one line at a time, a FIFO nobody reads would be full after 16 lines,
+/// where copied lines share pages. Output that comes in bulk (more than two pages at a
+/// time) is spliced: full pages, and most of the bytes.
+const SPLICE_MIN: usize = 8 * 1024;
+
+/// Moves everything from the task's pipe `from` into the FIFO `to`, until end-of-file:
+/// bulk with `splice(2)`, a trickle with a copy. Never spins, never loses a byte: a FIFO
+/// nobody reads holds the task back, as a full pipe does.
 ///
 /// `splice` answers `WouldBlock` for an empty input and for a full output alike; a zero-
 /// timeout `poll` says which, and only that side's readiness is cleared, so the wait is
-/// for the right event.
-async fn splice_output(from: &pipe::Receiver, to: &pipe::Sender) -> std::io::Result<u64> {
+/// for the right event. End-of-file is seen without waiting for room in the FIFO.
+async fn splice_output(from: &pipe::Receiver, to: &mut pipe::Sender) -> std::io::Result<u64> {
     let would_block = || Err::<(), _>(std::io::Error::from(std::io::ErrorKind::WouldBlock));
+    let mut buffer = vec![0u8; SPLICE_MIN];
     let mut moved = 0u64;
     loop {
         from.readable().await?;
+        let queued = rustix::io::ioctl_fionread(from).unwrap_or(0) as usize;
+        if queued < SPLICE_MIN {
+            // A trickle, end-of-file (0 queued, no writer left), or nothing after all.
+            match from.try_read(&mut buffer) {
+                Ok(0) => return Ok(moved),
+                Ok(n) => {
+                    to.write_all(&buffer[..n]).await?;
+                    moved += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
         to.writable().await?;
-        match sys::splice(from, to, SPLICE_CHUNK) {
+        match sys::splice(from, &*to, SPLICE_CHUNK) {
             Ok(0) => return Ok(moved),
             Ok(n) => moved += n as u64,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let (readable, writable) = sys::ready_now(from, to);
+                let (readable, writable) = sys::ready_now(from, &*to);
                 if !readable {
                     let _ = from.try_io(would_block);
                 }
@@ -368,11 +419,6 @@ async fn copy_stdin(
 }
 
 impl Io {
-    /// The pid of its logger (`binary://`), if it has one.
-    pub fn logger_pid(&self) -> Option<i32> {
-        self.logger.as_ref().map(|l| l.pid)
-    }
-
     /// `CloseIO`: the task reads end-of-file on stdin once pending input is delivered.
     pub fn close_stdin(&mut self) {
         if let Some(close) = self.close_stdin.take() {
