@@ -233,7 +233,11 @@ fn a_terminal_task_logs_through_a_binary_logger() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("tty.log");
-    let uri = format!("binary://{}?path={}", logger_binary().display(), log.display());
+    let uri = format!(
+        "binary://{}?path={}",
+        logger_binary().display(),
+        log.display()
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -251,6 +251,10 @@ fn output(name: &str, path: &str) -> Result<OutputEnds> {
         return Ok((Stdio::null(), None));
     };
     let (read, write) = make_pipe()?;
+    // A larger pipe between task and shim: fewer wake-ups per MiB for both, and bigger
+    // splices. Pages are allocated only as output waits in it.
+    let _ = rustix::pipe::fcntl_setpipe_size(&read, OUTPUT_PIPE_SIZE);
+    let _ = rustix::pipe::fcntl_setpipe_size(&fifo, OUTPUT_PIPE_SIZE);
     let fifo = pipe::Sender::from_file(fifo).map_err(Error::io(format!("watch {name} FIFO")))?;
     let from_child =
         pipe::Receiver::from_owned_fd(read).map_err(Error::io(format!("{name} pipe")))?;
@@ -338,9 +342,12 @@ const SPLICE_CHUNK: usize = 1 << 20;
 /// Below this many bytes waiting in the task's pipe, they are copied rather than spliced.
 /// `splice` moves the pipe's buffers (a page each at most) as they are, and a FIFO holds 16
 /// buffers: spliced one line at a time, a FIFO nobody reads would be full after 16 lines,
-/// where copied lines share pages. Output that comes in bulk (more than two pages at a
-/// time) is spliced: full pages, and most of the bytes.
-const SPLICE_MIN: usize = 8 * 1024;
+/// where copied lines share pages. Output that comes in bulk (a page or more at a time) is
+/// spliced: full pages, and most of the bytes.
+const SPLICE_MIN: usize = 4 * 1024;
+
+/// The size of the pipe between the task's stdout (or stderr) and the shim.
+const OUTPUT_PIPE_SIZE: usize = 1 << 20;
 
 /// Moves everything from the task's pipe `from` into the FIFO `to`, until end-of-file:
 /// bulk with `splice(2)`, a trickle with a copy. Never spins, never loses a byte: a FIFO

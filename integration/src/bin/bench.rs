@@ -1,5 +1,5 @@
 //! `make bench` (`scripts/bench.sh`: builds the shim with `make shim`, then runs this with
-//! `SHIM_BIN` set and `[--quick] [--starts N] [--out DIR]`): our shim and Debian's
+//! `SHIM_BIN` set and `[--quick] [--starts N] [--stdout-mib N] [--out DIR]`): our shim and Debian's
 //! `containerd-shim-runc-v2`, side by side, in one private containerd.
 //!
 //! Writes `bench/RESULTS.md` and `bench/results.svg`. runc gets a busybox root filesystem
@@ -334,6 +334,11 @@ async fn main() -> Result<()> {
         .skip_while(|a| a != "--starts")
         .nth(1)
         .and_then(|n| n.parse().ok());
+    // `--stdout-mib N`: that much stdout per throughput row (quick runs: 32).
+    let stdout_arg: Option<u64> = std::env::args()
+        .skip_while(|a| a != "--stdout-mib")
+        .nth(1)
+        .and_then(|n| n.parse().ok());
     let mut settings = if quick {
         Settings {
             quick,
@@ -353,6 +358,9 @@ async fn main() -> Result<()> {
     };
     if let Some(starts) = starts_arg {
         settings.starts = starts;
+    }
+    if let Some(mib) = stdout_arg {
+        settings.stdout_bytes = mib << 20;
     }
     let cd = Containerd::start().context("the benchmark needs root and containerd")?;
     // The daemon is private, so are its FIFOs: remove them all, also when a step fails.
