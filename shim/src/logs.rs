@@ -91,7 +91,7 @@ impl LogUri {
                 "the path must be absolute, as in file:///var/log/x.log (three slashes)",
             ));
         }
-        let path = PathBuf::from(percent_decode(path).map_err(|e| invalid(e))?);
+        let path = PathBuf::from(percent_decode(path).map_err(&invalid)?);
         match scheme {
             "file" => {
                 if !query.is_empty() {
@@ -104,7 +104,7 @@ impl LogUri {
                 for pair in query.split('&').filter(|p| !p.is_empty()) {
                     let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
                     for part in [key, value] {
-                        args.push(percent_decode(&part.replace('+', " ")).map_err(|e| invalid(e))?);
+                        args.push(percent_decode(&part.replace('+', " ")).map_err(&invalid)?);
                     }
                 }
                 Ok(Some(LogUri::Binary { path, args }))
