@@ -346,7 +346,6 @@ const SPLICE_CHUNK: usize = 1 << 20;
 /// spliced: full pages, and most of the bytes.
 const SPLICE_MIN: usize = 4 * 1024;
 
-
 /// Moves everything from the task's pipe `from` into the FIFO `to`, until end-of-file:
 /// bulk with `splice(2)`, a trickle with a copy. Never spins, never loses a byte: a FIFO
 /// nobody reads holds the task back, as a full pipe does.
