@@ -182,7 +182,7 @@ fn a_logger_gets_the_query_its_environment_and_both_streams() {
     cd.wait_shims_gone();
 }
 
-/// A URI the shim cannot honour fails `Create` with `invalid argument` saying why, and
+/// A URI the shim cannot honour fails `Create` (`InvalidArgument`) saying why, and
 /// leaves nothing: no task, no shim, no logger, no file.
 #[test]
 fn bad_log_uris_are_refused_and_leave_nothing() {
@@ -205,10 +205,9 @@ fn bad_log_uris_are_refused_and_leave_nothing() {
         let out = run_logged(&cd, &uri, "bad", &["true"]);
         assert!(!out.status.success(), "{uri} was accepted");
         let text = stderr(&out);
-        assert!(
-            text.contains(why) && text.contains("invalid argument"),
-            "{uri}: {text}"
-        );
+        // 1.6 and 1.7 add the code (`: invalid argument`); 2.1's `ctr` prints the message
+        // only (the code is checked in the shim's unit tests).
+        assert!(text.contains(why), "{uri}: {text}");
         let _ = cd.ctr_output(&["container", "rm", "bad"]);
     }
     assert!(cd.tasks().is_empty(), "{:?}", cd.tasks());
