@@ -11,6 +11,15 @@ pub fn v2() -> bool {
     !Path::new("/sys/fs/cgroup/memory").is_dir()
 }
 
+/// The cgroup paths `pid` is in (`/proc/<pid>/cgroup`, every hierarchy).
+pub fn of_process(pid: i32) -> Vec<String> {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2).map(str::to_string))
+        .collect()
+}
+
 /// The directory of cgroup `path` that holds `controller`'s files.
 pub fn dir(controller: &str, path: &str) -> PathBuf {
     let relative = path.trim_start_matches('/');

@@ -15,15 +15,6 @@ fn cgroup_of(cd: &Containerd, id: &str) -> String {
     format!("/{}/{id}", cd.namespace())
 }
 
-/// The cgroup paths `pid` is in (`/proc/<pid>/cgroup`, every hierarchy).
-fn cgroups_of(pid: i32) -> Vec<String> {
-    fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.splitn(3, ':').nth(2).map(str::to_string))
-        .collect()
-}
-
 /// The live process whose command line is exactly `args`.
 fn running(args: &[&str]) -> Option<i32> {
     proc::all_pids()
@@ -62,9 +53,9 @@ fn a_task_s_processes_live_in_the_cgroup_its_spec_names_until_delete() {
     });
     for p in [pid, child] {
         assert!(
-            cgroups_of(p).contains(&path),
+            cgroupfs::of_process(p).contains(&path),
             "{p} is in {:?}, not {path}",
-            cgroups_of(p)
+            cgroupfs::of_process(p)
         );
     }
     // `ctr task ps` is the cgroup's list.
@@ -302,9 +293,9 @@ fn a_task_without_a_cgroup_runs_and_update_says_why_not() {
     };
     let pid = run_with(&cd, &["--cgroup", ""], "nocg", &["sleep", "1000"]);
     assert!(
-        !cgroups_of(pid).contains(&cgroup_of(&cd, "nocg")),
+        !cgroupfs::of_process(pid).contains(&cgroup_of(&cd, "nocg")),
         "{:?}",
-        cgroups_of(pid)
+        cgroupfs::of_process(pid)
     );
     let out = cd
         .shim_demo()

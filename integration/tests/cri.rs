@@ -495,15 +495,6 @@ async fn a_pod_survives_a_containerd_restart() {
     assert_nothing_left(&cd, &[socket]);
 }
 
-/// The cgroup paths `pid` is in (`/proc/<pid>/cgroup`, every hierarchy).
-fn cgroups_of(pid: i32) -> Vec<String> {
-    fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.splitn(3, ':').nth(2).map(str::to_string))
-        .collect()
-}
-
 /// A pod in the cgroup a kubelet made for it (`cgroup_parent`; the CRI plugin with the
 /// cgroupfs driver, `disable_cgroup = false`): the sandbox and each container in a cgroup
 /// of their own below it, with their limits; UpdateContainerResources changes them;
@@ -533,9 +524,9 @@ async fn a_pod_lives_in_the_cgroup_its_kubelet_made() {
     let pod_id = cri.run_pod(&pod, HANDLER).await.expect("RunPodSandbox");
     let pause = cri.pod_pid(&pod_id).await.expect("the sandbox's pid");
     assert!(
-        cgroups_of(pause).contains(&format!("{parent}/{pod_id}")),
+        cgroupfs::of_process(pause).contains(&format!("{parent}/{pod_id}")),
         "the pause is in {:?}",
-        cgroups_of(pause)
+        cgroupfs::of_process(pause)
     );
 
     let mut app = container("app", IMAGE, &["sh", "-c", "sleep 1000 & wait"], &[]);
@@ -555,9 +546,9 @@ async fn a_pod_lives_in_the_cgroup_its_kubelet_made() {
     let app_cgroup = format!("{parent}/{app}");
     let app_pid = cri.container_pid(&app).await.expect("app's pid");
     assert!(
-        cgroups_of(app_pid).contains(&app_cgroup),
+        cgroupfs::of_process(app_pid).contains(&app_cgroup),
         "{:?}",
-        cgroups_of(app_pid)
+        cgroupfs::of_process(app_pid)
     );
     assert_eq!(cgroupfs::memory_limit(&app_cgroup), 256 << 20);
 

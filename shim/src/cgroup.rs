@@ -791,14 +791,8 @@ mod tests {
     #[test]
     #[allow(clippy::disallowed_methods)] // a unit test is its own reaper
     fn a_real_cgroup_takes_a_process_and_a_limit() {
-        if !nix::unistd::geteuid().is_root() {
-            if std::env::var("SAMPLE_SHIM_SKIP_INTEGRATION").as_deref() == Ok("1") {
-                eprintln!(
-                    "\n!!!!!!!! SKIPPED: cgroups need root (SAMPLE_SHIM_SKIP_INTEGRATION=1)\n"
-                );
-                return;
-            }
-            panic!("this test writes cgroups and needs root (or SAMPLE_SHIM_SKIP_INTEGRATION=1)");
+        if !may_write_cgroups() {
+            return;
         }
         let hierarchy = Hierarchy::detect().expect("a cgroup hierarchy is mounted");
         let cgroup = Cgroup {
@@ -832,6 +826,19 @@ mod tests {
         removed.expect("remove the emptied cgroup");
     }
 
+    /// Whether this test may write the machine's cgroups (as root). Without root it fails,
+    /// or, with `SAMPLE_SHIM_SKIP_INTEGRATION=1`, says loudly that it skips.
+    fn may_write_cgroups() -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        if std::env::var("SAMPLE_SHIM_SKIP_INTEGRATION").as_deref() == Ok("1") {
+            eprintln!("\n!!!!!!!! SKIPPED: cgroups need root (SAMPLE_SHIM_SKIP_INTEGRATION=1)\n");
+            return false;
+        }
+        panic!("this test writes cgroups and needs root (or SAMPLE_SHIM_SKIP_INTEGRATION=1)");
+    }
+
     /// Where cgroup2 is mounted on this machine, if anywhere (here an empty one beside the
     /// v1 hierarchies; on a v2-only machine the root).
     fn cgroup2_mount() -> Option<PathBuf> {
@@ -847,14 +854,8 @@ mod tests {
     #[tokio::test]
     #[allow(clippy::disallowed_methods)] // a unit test is its own reaper
     async fn a_real_v2_cgroup_freezes_kills_and_goes() {
-        if !nix::unistd::geteuid().is_root() {
-            if std::env::var("SAMPLE_SHIM_SKIP_INTEGRATION").as_deref() == Ok("1") {
-                eprintln!(
-                    "\n!!!!!!!! SKIPPED: cgroups need root (SAMPLE_SHIM_SKIP_INTEGRATION=1)\n"
-                );
-                return;
-            }
-            panic!("this test writes cgroups and needs root (or SAMPLE_SHIM_SKIP_INTEGRATION=1)");
+        if !may_write_cgroups() {
+            return;
         }
         let root = cgroup2_mount().expect("a cgroup2 is mounted");
         let cgroup = Cgroup {
