@@ -257,32 +257,6 @@ impl Cgroup {
         pids
     }
 
-    /// Kills every process in the cgroup and removes it, once the kernel has taken them
-    /// all out (at most about a second). A frozen cgroup is thawed after the kill: on v1 a
-    /// frozen process dies only once thawed. On v2 `cgroup.kill` (Linux 5.14) kills them
-    /// all at once, and the listed pids get SIGKILL besides (older kernels).
-    pub async fn destroy(&self) -> io::Result<()> {
-        for _ in 0..100 {
-            let procs = self.all_procs();
-            if procs.is_empty() {
-                break;
-            }
-            if let Some(dir) = self.dir_of("cgroup").filter(|_| self.is_v2()) {
-                let _ = fs::write(dir.join("cgroup.kill"), "1");
-            }
-            for pid in procs {
-                // A member of the cgroup as the kernel lists it right now.
-                // SAFETY: a plain system call.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            if self.can_freeze() {
-                let _ = self.set_frozen(false);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        self.remove()
-    }
-
     /// Whether it is a cgroup v2 (unified) one.
     pub fn is_v2(&self) -> bool {
         matches!(self.hierarchy, Hierarchy::V2(_))
@@ -401,7 +375,7 @@ pub fn key_values(text: &str) -> BTreeMap<&str, u64> {
         .collect()
 }
 
-/// The limits of `linux.resources` the shim applies (issue 12's list): memory and swap,
+/// The limits of `linux.resources` the shim applies : memory and swap,
 /// CPU shares and quota, pids.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resources {
@@ -850,7 +824,7 @@ mod tests {
     }
 
     /// The kernel's cgroup v2, as root: a cgroup takes a process, freezes and thaws it
-    /// (`cgroup.freeze`, `cgroup.events`), and `destroy` kills it and removes the cgroup.
+    /// (`cgroup.freeze`, `cgroup.events`), and the host model's `end_all` kills it and the cgroup goes.
     #[tokio::test]
     #[allow(clippy::disallowed_methods)] // a unit test is its own reaper
     async fn a_real_v2_cgroup_freezes_kills_and_goes() {
@@ -882,7 +856,9 @@ mod tests {
                 }
                 assert_eq!(cgroup.is_frozen()?, frozen);
             }
-            cgroup.destroy().await
+            // How the host model ends a cgroup at `Delete` (`host.rs`).
+            crate::host::end_all(&cgroup).await;
+            cgroup.remove()
         };
         let result: io::Result<()> = checks.await;
         let _ = child.kill();

@@ -1,26 +1,54 @@
-//! A container (a *task*, in containerd's API) as the shim knows it: its init process, its
-//! exec processes, and the ids that name them.
+//! A container (a *task*, in containerd's API): its init and exec processes, its process
+//! model's [`Processes`], and everything that happens to it, under a lock of its own.
 //!
 //! The init process is the one `Create` made from the bundle's spec; its exec id is empty in
 //! requests, and it is reported under the container's own id in events. Exec processes
 //! (`ctr task exec --exec-id ID`) are added by `Exec`, each with an id of its own, and live
-//! until their own `Delete`. The service (`service.rs`) keeps containers in a table by id:
-//! one per shim, or all the containers of a pod.
+//! until their own `Delete`.
+//!
+//! **One lock per container orders its events.** Every RPC on the container takes it, and
+//! so does its exit policy ([`Container::process_exited`]), which runs in a task of the
+//! container's own, fed by the exit router (`exits.rs`). Events are published under it:
+//! `/tasks/start` before the `/tasks/exit` of the same process, an exec's `/tasks/exit`
+//! before its task's. Another container's lock is never taken, so a slow operation here
+//! (a logger that is never ready, leftovers that take time to die, a cgroup that will not
+//! freeze) delays this container's RPCs only. See "Concurrency" in docs/ARCHITECTURE.md.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     path::PathBuf,
+    sync::{
+        atomic::{AtomicI32, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use containerd_shim_protos::api::{self, ProcessInfo, Status};
+use log::{info, warn};
+use tokio::sync::{
+    mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender},
+    Mutex, MutexGuard,
 };
 
 use crate::{
-    cgroup::Cgroup,
     error::{Error, Result},
-    members::{Claim, ContainerProcesses},
-    process::{Group, Process},
+    events::{timestamp, EventSink, TaskEvent},
+    exits::{Reaped, Router, LEFTOVER_DEADLINE},
+    logs::LogContext,
+    members::Registry,
+    model::Processes,
+    oom::OomWatch,
+    process::{ExitStatus, Process, State},
+    stdio::{self, StdioPaths},
+    sys::Signal,
 };
 
 /// Longest id accepted for a task, an exec process or a namespace (containerd's limit is 76).
 pub const MAX_ID_LEN: usize = 76;
+
+/// How long `Delete` waits for the last output to reach the FIFOs.
+const OUTPUT_DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// Checks a task, exec or namespace id: it names files and log lines, so no path tricks.
 pub fn validate_id(kind: &str, id: &str) -> Result<()> {
@@ -37,6 +65,28 @@ pub fn validate_id(kind: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// What every container of a shim shares.
+pub struct Shared {
+    /// Where events go: containerd in the shim, a recorder in tests.
+    pub events: Box<dyn EventSink>,
+    /// From the reaper to the container whose process exited.
+    pub router: Router,
+    /// Who runs what among the shim's descendants; loggers register their groups here.
+    pub registry: Arc<Registry>,
+    /// The containerd namespace of the shim's containers (`-namespace`), for loggers.
+    pub namespace: String,
+}
+
+impl Shared {
+    /// Who a logger of process `id` (a container's init, or an exec) logs for (`logs.rs`).
+    fn log_context(&self, id: &str) -> LogContext {
+        LogContext {
+            container_id: id.to_string(),
+            namespace: self.namespace.clone(),
+        }
+    }
+}
+
 /// Which process of a container a pid belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Member {
@@ -46,116 +96,670 @@ pub enum Member {
     Exec(String),
 }
 
-/// A container and its processes.
+/// A container, from `Create` until `Delete`.
 pub struct Container {
     /// The container id.
-    pub id: String,
+    id: String,
+    /// What the shim's containers share.
+    shared: Arc<Shared>,
+    /// Its state: `None` until `Create` is done, and again once `Delete` took it.
+    state: Mutex<Option<Inner>>,
+    /// Where the router sends the exits of its processes.
+    exits: UnboundedSender<Reaped>,
+    /// The receiving end, until `Create` hands it to the container's exit task.
+    exits_rx: std::sync::Mutex<Option<UnboundedReceiver<Reaped>>>,
+    /// The init's pid, readable without the lock (`Connect`).
+    init_pid: AtomicI32,
+    /// The exit task, stopped at `Delete`.
+    task: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+/// A created container's state, behind its lock.
+struct Inner {
     /// The bundle directory containerd made for it.
-    pub bundle: PathBuf,
+    bundle: PathBuf,
     /// Its init process.
-    pub init: Process,
+    init: Process,
     /// Exec processes by exec id, from `Exec` until their `Delete`.
-    pub execs: HashMap<String, Process>,
-    /// Between `Pause` and `Resume`: every process of the task is frozen (its cgroup's
-    /// freezer) or stopped (SIGSTOP).
-    pub paused: bool,
-    /// Its cgroup, when its spec names one and the machine lets the shim write cgroups.
-    pub cgroup: Option<Cgroup>,
-    /// The cgroup's OOM kills already published as `/tasks/oom`.
-    pub oom_kills: u64,
-    /// The task waiting for the cgroup's OOM notifications (`oom.rs`), stopped at `Delete`.
-    pub oom_watch: Option<tokio::task::AbortHandle>,
-    /// The pids that lead its process groups and sessions (`members.rs`): the init's, and
-    /// those of the execs with a group or session of their own. A leader stays after its
-    /// process exits while a process of its group or session lives, and is then forgotten
-    /// ([`Container::forget_leaders`]): only then may the kernel give its pid to another.
-    pub leaders: Vec<i32>,
+    execs: HashMap<String, Process>,
+    /// Between `Pause` and `Resume`.
+    paused: bool,
+    /// The OOM kills already published as `/tasks/oom`.
+    oom_kills: u64,
+    /// How its processes run: its process model's part.
+    processes: Box<dyn Processes>,
 }
 
 impl Container {
-    /// A container whose init process was just created.
-    pub fn new(id: String, bundle: PathBuf, init: Process, cgroup: Option<Cgroup>) -> Container {
+    /// A container about to be created, known by `id`.
+    pub fn new(id: &str, shared: Arc<Shared>) -> Container {
+        let (exits, exits_rx) = unbounded_channel();
         Container {
-            cgroup,
-            id,
-            bundle,
-            leaders: vec![init.pid],
+            id: id.to_string(),
+            shared,
+            state: Mutex::new(None),
+            exits,
+            exits_rx: std::sync::Mutex::new(Some(exits_rx)),
+            init_pid: AtomicI32::new(0),
+            task: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The init's pid, 0 before `Create`.
+    pub fn init_pid(&self) -> i32 {
+        self.init_pid.load(Ordering::Relaxed)
+    }
+
+    /// Its state, or NotFound before `Create` is done and after `Delete`.
+    async fn lock(&self) -> Result<MutexGuard<'_, Option<Inner>>> {
+        let state = self.state.lock().await;
+        match *state {
+            Some(_) => Ok(state),
+            None => Err(self.not_found()),
+        }
+    }
+
+    fn not_found(&self) -> Error {
+        Error::NotFound(format!("task {:?} not found in this shim", self.id))
+    }
+
+    /// Locks the container, after waiting out a process that has exited but whose exit is
+    /// not recorded yet (the reaper has it; the exit policy is about to run). An answer
+    /// given in between would say RUNNING for a process that is gone.
+    async fn lock_settled(&self, exec_id: &str) -> Result<MutexGuard<'_, Option<Inner>>> {
+        let mut state = self.lock().await?;
+        let process = inner(&mut state)?.process(&self.id, exec_id)?;
+        if !process.exit_pending() {
+            return Ok(state);
+        }
+        let mut exited = process.subscribe_exit();
+        drop(state);
+        // The exit policy takes at most two LEFTOVER_DEADLINEs; should an exit ever go
+        // missing, answer from the state as it is rather than hang the RPC.
+        let limit = 2 * LEFTOVER_DEADLINE + Duration::from_secs(1);
+        if tokio::time::timeout(limit, exited.wait_for(Option::is_some))
+            .await
+            .is_err()
+        {
+            warn!(
+                "{} {exec_id:?}: exited, but no exit recorded after {limit:?}",
+                self.id
+            );
+        }
+        self.lock().await
+    }
+
+    /// `Create`: opens the init's stdio (awaiting a logger's readiness), has `processes`
+    /// make the init, held before its program runs, and starts the container's exit task.
+    /// On failure, `processes` releases what it made.
+    pub async fn create(
+        self: &Arc<Self>,
+        req: api::CreateTaskRequest,
+        mut processes: Box<dyn Processes>,
+    ) -> Result<i32> {
+        let stdio = StdioPaths {
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            terminal: processes.init_terminal(),
+        };
+        let log = self.shared.log_context(&self.id);
+        let made = match stdio::open(&stdio, &log, &self.shared.registry).await {
+            Ok((child, pending)) => processes.create(child).map(|spawned| (spawned, pending)),
+            Err(err) => Err(err),
+        };
+        let (spawned, pending) = match made {
+            Ok(made) => made,
+            Err(err) => {
+                processes.release().await;
+                return Err(err);
+            }
+        };
+        // Routed before the reaper can run: no `.await` since the spawn.
+        self.shared
+            .router
+            .add(spawned.pid, &spawned.pidfd, &self.exits);
+        let init = Process::new(&spawned, stdio, pending.start(&self.id));
+        let pid = init.pid;
+        self.init_pid.store(pid, Ordering::Relaxed);
+        self.shared
+            .events
+            .publish(TaskEvent::Create {
+                id: self.id.clone(),
+                bundle: req.bundle.clone(),
+                stdio: init.stdio.clone(),
+                pid,
+            })
+            .await;
+        // Kills counted before (a cgroup left by an earlier task of the same path) are not
+        // this task's.
+        let oom_kills = processes.oom_kills().unwrap_or(0);
+        let ooms = processes.watch_ooms();
+        *self.state.lock().await = Some(Inner {
+            bundle: PathBuf::from(req.bundle),
             init,
             execs: HashMap::new(),
             paused: false,
-            oom_kills: 0,
-            oom_watch: None,
+            oom_kills,
+            processes,
+        });
+        let exits = self.exits_rx.lock().ok().and_then(|mut rx| rx.take());
+        if let Some(exits) = exits {
+            let task = tokio::spawn(self.clone().run(exits, ooms));
+            if let Ok(mut slot) = self.task.lock() {
+                *slot = Some(task.abort_handle());
+            }
+        }
+        Ok(pid)
+    }
+
+    /// The container's own task: its exits, through the exit policy, and its OOM
+    /// notifications, until `Delete` stops it.
+    async fn run(
+        self: Arc<Self>,
+        mut exits: UnboundedReceiver<Reaped>,
+        mut ooms: Option<OomWatch>,
+    ) {
+        enum Wake {
+            Exit(Option<Reaped>),
+            Oom(bool),
+        }
+        loop {
+            let oom = async {
+                match ooms.as_mut() {
+                    Some(watch) => watch.notified().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let wake = tokio::select! {
+                reaped = exits.recv() => Wake::Exit(reaped),
+                ok = oom => Wake::Oom(ok),
+            };
+            match wake {
+                Wake::Exit(Some(reaped)) => self.process_exited(reaped, &mut exits).await,
+                Wake::Exit(None) => return,
+                Wake::Oom(true) => {
+                    if let Ok(mut state) = self.lock().await {
+                        if let Ok(inner) = inner(&mut state) {
+                            self.check_oom(inner).await;
+                        }
+                    }
+                }
+                // The cgroup is gone: no more notifications.
+                Wake::Oom(false) => ooms = None,
+            }
         }
     }
 
-    /// Adds an exec process, which `leads` a group or session of its own or joined the
-    /// init's group.
-    pub fn add_exec(&mut self, exec_id: String, exec: Process, leads: bool) {
-        if leads {
-            self.leaders.push(exec.pid);
+    /// The exit policy, all of it, under one acquisition of the container's lock.
+    ///
+    /// - An exec process: its exit is recorded (waking its `Wait`s) and `/tasks/exit` goes
+    ///   out.
+    /// - The init process: the task is over. What is left of it is ended first
+    ///   ([`Processes::init_exited`]), then the exits of the exec processes are reported,
+    ///   those on their way for at most [`LEFTOVER_DEADLINE`], so that an exec's
+    ///   `/tasks/exit` never follows its task's. Then the init's exit.
+    ///
+    /// The lock is held throughout, so no RPC on this container sees it half-way through;
+    /// other containers are not concerned. Before the policy runs (the process has exited,
+    /// the exit is on its way from the reaper), the RPCs see it too, through the process's
+    /// pidfd ([`Process::exit_pending`]): `State` and `Delete` wait for the exit to be
+    /// recorded, then answer STOPPED with its code; `Exec` and `Pause` are refused
+    /// (FailedPrecondition); `Kill` finds the process finished (NotFound). From the moment
+    /// the init exits, the three agree it stopped, as containerd's runc shim answers once
+    /// its init exited.
+    pub async fn process_exited(&self, reaped: Reaped, exits: &mut UnboundedReceiver<Reaped>) {
+        let mut state = self.state.lock().await;
+        let Ok(inner) = inner(&mut state) else {
+            return;
+        };
+        let Some(member) = inner.live_member(reaped.pid) else {
+            return;
+        };
+        if member == Member::Init {
+            if inner.paused {
+                // Frozen processes would not die (v1) until thawed.
+                let _ = inner.processes.set_paused(false).await;
+            }
+            inner.processes.init_exited().await;
+            let deadline = tokio::time::Instant::now() + LEFTOVER_DEADLINE;
+            while inner.has_live_execs() {
+                match tokio::time::timeout_at(deadline, exits.recv()).await {
+                    Ok(Some(exec)) => {
+                        if let Some(exec_member @ Member::Exec(_)) = inner.live_member(exec.pid) {
+                            self.record_exit(inner, &exec_member, exec.code).await;
+                        }
+                    }
+                    _ => {
+                        warn!("an exec process outlived its init by {LEFTOVER_DEADLINE:?}");
+                        break;
+                    }
+                }
+            }
         }
-        self.execs.insert(exec_id, exec);
+        self.record_exit(inner, &member, reaped.code).await;
     }
 
-    /// True when a leader's process has exited.
-    pub fn has_past_leaders(&self) -> bool {
-        self.leaders
-            .iter()
-            .any(|l| !self.live_pids().any(|p| p == *l))
-    }
-
-    /// Forgets the leaders whose process has exited and whose group and session have no
-    /// process left: `in_use` holds every group and session id of the shim's descendants.
-    pub fn forget_leaders(&mut self, in_use: &HashSet<i32>) {
-        let live: Vec<i32> = self.live_pids().collect();
-        self.leaders
-            .retain(|leader| live.contains(leader) || in_use.contains(leader));
-    }
-
-    /// Its init, then its exec processes.
-    fn processes(&self) -> impl Iterator<Item = &Process> {
-        std::iter::once(&self.init).chain(self.execs.values())
-    }
-
-    /// The pids of its processes whose exit is not recorded yet.
-    pub fn live_pids(&self) -> impl Iterator<Item = i32> + '_ {
-        self.processes().filter(|p| !p.is_stopped()).map(|p| p.pid)
-    }
-
-    /// True while its init process has not been reported exited.
-    pub fn is_running(&self) -> bool {
-        !self.init.is_stopped()
-    }
-
-    /// The init process (empty exec id) or an exec process.
-    pub fn process(&mut self, exec_id: &str) -> Result<&mut Process> {
-        if exec_id.is_empty() {
-            return Ok(&mut self.init);
+    /// Records one process's exit and publishes `/tasks/exit`, after the `/tasks/oom` of
+    /// an OOM kill not reported yet (the kill may well be this one).
+    async fn record_exit(&self, inner: &mut Inner, member: &Member, code: i32) {
+        self.check_oom(inner).await;
+        let (process, reported_id) = match member {
+            Member::Init => (&mut inner.init, self.id.clone()),
+            Member::Exec(exec_id) => match inner.execs.get_mut(exec_id) {
+                Some(exec) => (exec, exec_id.clone()),
+                None => return,
+            },
+        };
+        let exit = process.set_exited(code as u32);
+        let pid = process.pid;
+        inner.processes.exited(pid);
+        if *member == Member::Init {
+            inner.paused = false;
         }
-        self.execs.get_mut(exec_id).ok_or_else(|| {
-            Error::NotFound(format!(
-                "exec process {exec_id:?} not found in task {:?}",
-                self.id
-            ))
+        info!(
+            "{}: process {pid} ({reported_id}) exited with {}",
+            self.id, exit.code
+        );
+        self.shared
+            .events
+            .publish(TaskEvent::Exit {
+                id: self.id.clone(),
+                exec_id: reported_id,
+                pid,
+                exit,
+            })
+            .await;
+    }
+
+    /// Publishes one `/tasks/oom` when the container counts more OOM kills than already
+    /// reported.
+    async fn check_oom(&self, inner: &mut Inner) {
+        let Some(kills) = inner.processes.oom_kills() else {
+            return;
+        };
+        if kills > inner.oom_kills {
+            inner.oom_kills = kills;
+            warn!("{}: the OOM killer killed a process of the task", self.id);
+            self.shared
+                .events
+                .publish(TaskEvent::Oom {
+                    id: self.id.clone(),
+                })
+                .await;
+        }
+    }
+
+    /// Whether a pod's container may join this sandbox: its init runs.
+    pub async fn accepts_members(&self) -> bool {
+        match self.lock().await {
+            Ok(mut state) => inner(&mut state)
+                .is_ok_and(|inner| inner.is_running() && !inner.init.exit_pending()),
+            Err(_) => false,
+        }
+    }
+
+    /// `Start`: lets the init or an exec process run its program.
+    pub async fn start(&self, exec_id: &str) -> Result<i32> {
+        let mut state = self.lock().await?;
+        let inner = inner(&mut state)?;
+        let Inner {
+            init,
+            execs,
+            processes,
+            ..
+        } = inner;
+        let process = pick(&self.id, init, execs, exec_id)?;
+        process.start(|pid| processes.start(pid))?;
+        let pid = process.pid;
+        info!("{}: started process {pid} {exec_id:?}", self.id);
+        let event = if exec_id.is_empty() {
+            TaskEvent::Start {
+                id: self.id.clone(),
+                pid,
+            }
+        } else {
+            TaskEvent::ExecStarted {
+                id: self.id.clone(),
+                exec_id: exec_id.to_string(),
+                pid,
+            }
+        };
+        self.shared.events.publish(event).await;
+        Ok(pid)
+    }
+
+    /// `State`: where a process is in its life, and how it ended.
+    pub async fn state(&self, exec_id: &str) -> Result<api::StateResponse> {
+        let mut state = self.lock_settled(exec_id).await?;
+        let inner = inner(&mut state)?;
+        let (bundle, paused) = (inner.bundle.display().to_string(), inner.paused);
+        let process = inner.process(&self.id, exec_id)?;
+        let (status, exit) = match process.state() {
+            State::Created => (Status::CREATED, None),
+            State::Running if paused => (Status::PAUSED, None),
+            State::Running => (Status::RUNNING, None),
+            State::Stopped(exit) => (Status::STOPPED, Some(exit)),
+        };
+        Ok(api::StateResponse {
+            id: self.id.clone(),
+            bundle,
+            pid: process.pid as u32,
+            status: status.into(),
+            stdin: process.stdio.stdin.clone(),
+            stdout: process.stdio.stdout.clone(),
+            stderr: process.stdio.stderr.clone(),
+            terminal: process.stdio.terminal,
+            exit_status: exit.map_or(0, |e| e.code),
+            exited_at: exit.map(|e| timestamp(e.at)).into(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
         })
     }
 
-    /// The process group a new exec process joins: the init's, unless the init has a
-    /// terminal. Then it leads a session of its own, and the kernel lets no process of
-    /// another session join its group (`setpgid` fails with `EPERM`), so the exec gets a
-    /// group of its own, which it leads for the container (`members.rs`): `kill --all`
-    /// still reaches it.
-    pub fn exec_group(&self) -> Group {
-        if self.init.stdio.terminal {
-            Group::Own
-        } else {
-            Group::Join(self.init.pid)
-        }
+    /// `Wait`: the exit of a process, once it happened (at once if it already has).
+    pub async fn wait(&self, exec_id: &str) -> Result<ExitStatus> {
+        let mut exited = {
+            let mut state = self.lock().await?;
+            inner(&mut state)?
+                .process(&self.id, exec_id)?
+                .subscribe_exit()
+        };
+        // Returns at once if the process already exited: the channel keeps the last value.
+        exited
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|exit| *exit)
+            .ok_or_else(|| Error::NotFound(format!("task {:?} was deleted", self.id)))
     }
 
-    /// Which of this container's processes `pid` is, if it is one whose exit has not been
-    /// recorded yet.
-    pub fn live_member(&self, pid: i32) -> Option<Member> {
+    /// `Kill`: a signal to one process or, with `all` (for the init), to every process of
+    /// the container.
+    pub async fn kill(&self, exec_id: &str, signal: Signal, all: bool) -> Result<()> {
+        let mut state = self.lock().await?;
+        let inner = inner(&mut state)?;
+        let all = all && exec_id.is_empty();
+        let process = inner.process(&self.id, exec_id)?;
+        if all {
+            process.ensure_alive()?;
+            inner.processes.signal_all(signal)?;
+        } else {
+            process.kill(signal)?;
+        }
+        // A frozen process dies of SIGKILL only once thawed (cgroup v1): killing a paused
+        // task's init, or all of it, thaws it. It is not resumed: it ends.
+        if inner.paused && signal == Signal::KILL && exec_id.is_empty() {
+            let _ = inner.processes.set_paused(false).await;
+        }
+        info!(
+            "{}: sent signal {} to {exec_id:?} (all: {all})",
+            self.id,
+            signal.number()
+        );
+        Ok(())
+    }
+
+    /// `Delete`: forgets a stopped process (or cancels one never started); for the init,
+    /// the whole container, after calling `removed` (the service takes it out of its
+    /// table). Returns the pid and exit of the process.
+    pub async fn delete(&self, exec_id: &str, removed: impl FnOnce()) -> Result<(i32, ExitStatus)> {
+        let mut state = self.lock_settled(exec_id).await?;
+        let process = inner(&mut state)?.process(&self.id, exec_id)?;
+        let exit = match process.state() {
+            State::Running => {
+                return Err(Error::FailedPrecondition(format!(
+                    "task must be stopped before deletion: process {} of {:?} is running",
+                    process.pid, self.id
+                )))
+            }
+            State::Stopped(exit) => exit,
+            State::Created => {
+                // Never started: killed where it waits, nothing ever ran.
+                let mut exited = process.subscribe_exit();
+                match process.kill(Signal::KILL) {
+                    // Already gone: its exit is recorded, or on its way.
+                    Ok(()) | Err(Error::NotFound(_)) => {}
+                    Err(err) => return Err(err),
+                }
+                let pid = process.pid;
+                inner(&mut state)?.processes.cancel(pid);
+                drop(state); // the exit policy needs the lock to record the exit
+                let exit = exited.wait_for(Option::is_some).await.ok().and_then(|e| *e);
+                state = self.lock().await?;
+                inner(&mut state)?.process(&self.id, exec_id)?;
+                exit.ok_or_else(|| Error::NotFound(format!("task {:?} was deleted", self.id)))?
+            }
+        };
+        if !exec_id.is_empty() {
+            let exec = inner(&mut state)?.execs.remove(exec_id);
+            if let Some(mut exec) = exec {
+                // Not under the lock: an exec's background children may hold its output
+                // open until the drain limit, and nothing else should wait for that.
+                drop(state);
+                exec.io.wait_outputs(OUTPUT_DRAIN_LIMIT).await;
+                info!(
+                    "{}: deleted exec {exec_id:?}, exit code {}",
+                    self.id, exit.code
+                );
+                return Ok((exec.pid, exit));
+            }
+        }
+        let Some(mut inner) = state.take() else {
+            return Err(self.not_found());
+        };
+        drop(state);
+        removed();
+        if let Some(task) = self.task.lock().ok().and_then(|mut t| t.take()) {
+            task.abort();
+        }
+        // Nothing else can happen to it now: drain its output, then release what it held.
+        inner.init.io.wait_outputs(OUTPUT_DRAIN_LIMIT).await;
+        inner.processes.release().await;
+        let pid = inner.init.pid;
+        self.shared
+            .events
+            .publish(TaskEvent::Delete {
+                id: self.id.clone(),
+                pid,
+                exit,
+            })
+            .await;
+        info!("{}: deleted, exit code {}", self.id, exit.code);
+        Ok((pid, exit))
+    }
+
+    /// `Exec`: another process in the container, held before its program runs.
+    pub async fn exec(&self, req: api::ExecProcessRequest) -> Result<()> {
+        validate_id("exec", &req.exec_id)?;
+        let mut state = self.lock().await?;
+        let inner = inner(&mut state)?;
+        if inner.execs.contains_key(&req.exec_id) {
+            return Err(Error::AlreadyExists(format!(
+                "exec process {:?} already exists in task {:?}",
+                req.exec_id, self.id
+            )));
+        }
+        if !matches!(inner.init.state(), State::Running) || inner.init.exit_pending() {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot exec in task {:?}: its init process is not running",
+                self.id
+            )));
+        }
+        if inner.paused {
+            // It would start frozen (or stopped), and could not be cancelled until resumed.
+            return Err(Error::FailedPrecondition(format!(
+                "cannot exec in task {:?}: it is paused; resume it first",
+                self.id
+            )));
+        }
+        let process: oci_spec::runtime::Process = req
+            .spec
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("exec request without a process spec".into()))
+            .and_then(|any| {
+                serde_json::from_slice(&any.value)
+                    .map_err(|e| Error::InvalidArgument(format!("exec process spec: {e}")))
+            })?;
+        let stdio = StdioPaths {
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            terminal: process.terminal().unwrap_or(false),
+        };
+        let label = format!("{} exec {}", self.id, req.exec_id);
+        // An exec's logger logs for the exec, as with containerd's runc shim.
+        let log = self.shared.log_context(&req.exec_id);
+        let (child, pending) = stdio::open(&stdio, &log, &self.shared.registry).await?;
+        let spawned = inner.processes.exec(&label, &process, child)?;
+        // Routed before the reaper can run: no `.await` since the spawn.
+        self.shared
+            .router
+            .add(spawned.pid, &spawned.pidfd, &self.exits);
+        let exec = Process::new(&spawned, stdio, pending.start(&label));
+        inner.execs.insert(req.exec_id.clone(), exec);
+        self.shared
+            .events
+            .publish(TaskEvent::ExecAdded {
+                id: self.id.clone(),
+                exec_id: req.exec_id,
+            })
+            .await;
+        Ok(())
+    }
+
+    /// `Pids`: every live process of the container.
+    pub async fn pids(&self) -> Result<Vec<ProcessInfo>> {
+        let mut state = self.lock().await?;
+        Ok(inner(&mut state)?
+            .processes
+            .list()?
+            .into_iter()
+            .filter(|p| p.state != 'Z')
+            .map(|p| ProcessInfo {
+                pid: p.pid as u32,
+                ..Default::default()
+            })
+            .collect())
+    }
+
+    /// `CloseIO`: end-of-file on the process's stdin, once pending input is delivered.
+    pub async fn close_stdin(&self, exec_id: &str) -> Result<()> {
+        let mut state = self.lock().await?;
+        inner(&mut state)?
+            .process(&self.id, exec_id)?
+            .io
+            .close_stdin();
+        Ok(())
+    }
+
+    /// `ResizePty`: the window size of the process's terminal.
+    pub async fn resize_pty(&self, exec_id: &str, width: u32, height: u32) -> Result<()> {
+        let mut state = self.lock().await?;
+        inner(&mut state)?
+            .process(&self.id, exec_id)?
+            .io
+            .resize(width, height)
+    }
+
+    /// `Pause` and `Resume`: every process of the container stopped, or going on.
+    pub async fn set_paused(&self, pause: bool) -> Result<()> {
+        let mut state = self.lock().await?;
+        let inner = inner(&mut state)?;
+        if !matches!(inner.init.state(), State::Running) || inner.init.exit_pending() {
+            return Err(Error::FailedPrecondition(format!(
+                "task {:?} is not running",
+                self.id
+            )));
+        }
+        if inner.paused == pause {
+            let now = if pause { "paused" } else { "not paused" };
+            return Err(Error::FailedPrecondition(format!(
+                "task {:?} is already {now}",
+                self.id
+            )));
+        }
+        inner.processes.set_paused(pause).await?;
+        inner.paused = pause;
+        let id = self.id.clone();
+        let event = if pause {
+            TaskEvent::Paused { id }
+        } else {
+            TaskEvent::Resumed { id }
+        };
+        self.shared.events.publish(event).await;
+        Ok(())
+    }
+
+    /// `Stats`: the container's figures (`metrics.rs`).
+    pub async fn stats(&self) -> Result<api::StatsResponse> {
+        let mut state = self.lock().await?;
+        let stats = inner(&mut state)?.processes.stats()?;
+        Ok(api::StatsResponse {
+            stats: Some(stats).into(),
+            ..Default::default()
+        })
+    }
+
+    /// `Update`: new limits, as the runtime spec's `LinuxResources` in JSON.
+    pub async fn update(&self, req: &api::UpdateTaskRequest) -> Result<()> {
+        let mut state = self.lock().await?;
+        let inner = inner(&mut state)?;
+        let any = req
+            .resources
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("Update without resources".to_string()))?;
+        let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
+            .map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "resources of type {:?} are not the runtime spec's LinuxResources in JSON: {e}",
+                    any.type_url
+                ))
+            })?;
+        inner.processes.update(&resources)
+    }
+}
+
+/// The state of a created container (NotFound otherwise).
+fn inner<'a>(state: &'a mut MutexGuard<'_, Option<Inner>>) -> Result<&'a mut Inner> {
+    state
+        .as_mut()
+        .ok_or_else(|| Error::NotFound("task not found in this shim".to_string()))
+}
+
+/// The init process (empty exec id) or an exec process of container `id`.
+fn pick<'a>(
+    id: &str,
+    init: &'a mut Process,
+    execs: &'a mut HashMap<String, Process>,
+    exec_id: &str,
+) -> Result<&'a mut Process> {
+    if exec_id.is_empty() {
+        return Ok(init);
+    }
+    execs.get_mut(exec_id).ok_or_else(|| {
+        Error::NotFound(format!("exec process {exec_id:?} not found in task {id:?}"))
+    })
+}
+
+impl Inner {
+    /// The init process (empty exec id) or an exec process.
+    fn process(&mut self, id: &str, exec_id: &str) -> Result<&mut Process> {
+        pick(id, &mut self.init, &mut self.execs, exec_id)
+    }
+
+    /// True while its init process has not been reported exited.
+    fn is_running(&self) -> bool {
+        !self.init.is_stopped()
+    }
+
+    /// True while an exec process has not been reported exited.
+    fn has_live_execs(&self) -> bool {
+        self.execs.values().any(|exec| !exec.is_stopped())
+    }
+
+    /// Which of the container's processes `pid` is, if its exit has not been recorded yet.
+    fn live_member(&self, pid: i32) -> Option<Member> {
         if self.init.pid == pid && !self.init.is_stopped() {
             return Some(Member::Init);
         }
@@ -164,55 +768,6 @@ impl Container {
             .find(|(_, exec)| exec.pid == pid && !exec.is_stopped())
             .map(|(exec_id, _)| Member::Exec(exec_id.clone()))
     }
-
-    /// True when `pid` is one of its processes that has exited but whose exit is not
-    /// recorded yet (its pidfd says so).
-    pub fn exit_pending(&self, pid: i32) -> bool {
-        self.processes().any(|p| p.pid == pid && p.exit_pending())
-    }
-
-    /// True while an exec process has not been reported exited.
-    pub fn has_live_execs(&self) -> bool {
-        self.execs.values().any(|exec| !exec.is_stopped())
-    }
-
-    /// The process a [`Member`] names, and the id containerd reports its exit under.
-    pub fn member(&mut self, member: &Member) -> Option<(&mut Process, String)> {
-        match member {
-            Member::Init => Some((&mut self.init, self.id.clone())),
-            Member::Exec(exec_id) => self
-                .execs
-                .get_mut(exec_id)
-                .map(|exec| (exec, exec_id.clone())),
-        }
-    }
-}
-
-/// The processes of container `id` among those of every container of the shim, `all`: its
-/// cgroup's when it has one, else as [`ContainerProcesses::of`] works them out.
-pub fn processes_of<'a>(
-    all: impl IntoIterator<Item = &'a Container>,
-    id: &str,
-) -> ContainerProcesses {
-    let mut cgroup = None;
-    let claims: Vec<Claim> = all
-        .into_iter()
-        .inspect(|c| {
-            if c.id == id {
-                cgroup = c.cgroup.clone();
-            }
-        })
-        .map(|c| Claim {
-            id: &c.id,
-            leaders: &c.leaders,
-            live: c.live_pids().collect(),
-            running: c.is_running(),
-        })
-        .collect();
-    let mut processes = ContainerProcesses::of(&claims, id);
-    processes.cgroup = cgroup;
-    processes.loggers = crate::logs::logger_groups();
-    processes
 }
 
 #[cfg(test)]

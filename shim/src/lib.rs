@@ -14,15 +14,18 @@
 //! |---|---|
 //! | [`shim`] | lifecycle: the `start` and `delete` commands containerd runs, the daemon |
 //! | [`rpc`] | the ttrpc `Task` service: each RPC (Create, Start, Kill, ...) calls [`service`] |
-//! | [`service`] | the task logic: every RPC, the one lock, the exit policy |
-//! | [`container`] | a container: its init and exec processes, and their ids |
-//! | [`process`] | one process's states (Created, Running, Stopped), spawning, signals |
+//! | [`service`] | the table of containers, the rules between them, routing RPCs and exits |
+//! | [`container`] | one container: its processes, its lock, its events, its exit policy |
+//! | [`process`] | one process's states (Created, Running, Stopped), its `Wait`s, signals |
+//! | [`model`] | **the seam**: what a process model implements (how processes run) |
+//! | [`host`] | the host process model: spawning, membership (cgroup or tree), ending |
 //! | [`gate`] | the start-gate helper that holds a created process until `Start` |
 //! | [`pause`] | the pause process a pod's sandbox runs |
-//! | [`exits`] | from the reaper to the service; killing what is left of a task |
+//! | [`exits`] | from the reaper to the container whose process exited |
 //! | [`cgroup`] | a task's cgroup (v1 or v2): where its processes live, limits, freezer, OOM count |
 //! | [`members`] | which of the shim's processes belong to which container, without a cgroup |
 //! | [`stdio`] | stdin, stdout and stderr between the task and containerd's FIFOs |
+//! | [`logs`] | log URIs: `file://` and `binary://` loggers |
 //! | [`events`] | `/tasks/*` events, and where they go ([`events::EventSink`]) |
 //! | [`spec`] | the bundle's `config.json`: what to run, as whom |
 //! | [`bundle`] | the files the shim keeps in the bundle: `address`, `init.pid` |
@@ -45,9 +48,11 @@ pub mod error;
 pub mod events;
 pub mod exits;
 pub mod gate;
+pub mod host;
 pub mod logs;
 pub mod members;
 pub mod metrics;
+pub mod model;
 pub mod oom;
 pub mod pause;
 pub mod process;

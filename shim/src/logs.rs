@@ -22,9 +22,9 @@
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{self, Read},
+    io,
     os::{
-        fd::{AsFd, AsRawFd, OwnedFd},
+        fd::{AsRawFd, OwnedFd},
         unix::{
             fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
             process::CommandExt,
@@ -32,6 +32,7 @@ use std::{
     },
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::Arc,
     time::Duration,
 };
 
@@ -40,6 +41,7 @@ use nix::{fcntl::OFlag, unistd::pipe2};
 
 use crate::{
     error::{Error, Result},
+    members::Registry,
     sys::{self, Signal},
 };
 
@@ -114,22 +116,22 @@ impl LogUri {
     }
 }
 
-/// `%XX` escapes decoded, as Go's `url.Parse` does for containerd.
+/// `%XX` escapes decoded, as Go's `url.Parse` does for containerd: a `%` not followed by two
+/// hex digits is an error there, so it is here too (the `percent-encoding` crate would keep
+/// it as it is).
 fn percent_decode(text: &str) -> std::result::Result<String, &'static str> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3).ok_or("a truncated %-escape")?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| "a bad %-escape")?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+    let mut rest = text;
+    while let Some(at) = rest.find('%') {
+        let hex = rest.get(at + 1..at + 3).ok_or("a truncated %-escape")?;
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("a bad %-escape");
         }
+        rest = &rest[at + 3..];
     }
-    String::from_utf8(out).map_err(|_| "%-escapes that are not UTF-8")
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .map(|decoded| decoded.into_owned())
+        .map_err(|_| "%-escapes that are not UTF-8")
 }
 
 /// Opens (making it and its directories if needed) the file of a `file://` URI for
@@ -170,46 +172,14 @@ pub fn open_file(path: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// Whether `fd` becomes readable within `limit`. A signal (the reaper's SIGCHLD) does not
-/// cut the wait short.
-fn poll_in(fd: std::os::fd::BorrowedFd, limit: Duration) -> io::Result<bool> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
-        match poll(&mut fds, timeout) {
-            Ok(ready) => return Ok(ready > 0),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// The process groups of the shim's loggers still running, each led by its logger. What
-/// runs in them is nobody's task: `members.rs` never counts it as a container's, so a
-/// logger (and whatever it starts) is never killed as a task's leftover, even while it is
-/// being stopped after its process was deleted.
-static LOGGER_GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
-
-/// The process groups of the running loggers.
-pub fn logger_groups() -> Vec<i32> {
-    LOGGER_GROUPS.lock().map(|g| g.clone()).unwrap_or_default()
-}
-
-fn forget_group(pgid: i32) {
-    if let Ok(mut groups) = LOGGER_GROUPS.lock() {
-        groups.retain(|&g| g != pgid);
-    }
-}
-
 /// A running logger of a `binary://` URI.
 pub struct Logger {
-    /// Its pid, for the log.
+    /// Its pid, which leads its process group.
     pub pid: i32,
-    /// A handle on it that survives its pid's reuse.
-    pidfd: OwnedFd,
+    /// A handle on it that survives its pid's reuse; `None` once stopped.
+    pidfd: Option<OwnedFd>,
+    /// Where its process group is registered as nobody's task.
+    registry: Arc<Registry>,
 }
 
 /// A started logger and the write ends the process gets as stdout and stderr.
@@ -224,15 +194,25 @@ pub struct LoggerEnds {
 
 impl Logger {
     /// Starts the logger of `path` with `args` and waits until it is ready (a byte or
-    /// end-of-file on its fd 5), at most [`READY_LIMIT`].
+    /// end-of-file on its fd 5), at most [`READY_LIMIT`]. The wait is an `.await` on the
+    /// pipe: the shim's other containers go on meanwhile.
     ///
-    /// The wait blocks the shim's thread, usually for the millisecond or two a logger takes
-    /// to start. A logger that exits instead is refused.
-    pub fn spawn(path: &Path, args: &[String], context: &LogContext) -> Result<LoggerEnds> {
+    /// A logger may daemonize: its first process closes fd 5 and exits, leaving a child
+    /// that reads fds 3 and 4 (containerd's runc shim accepts that too). Only a logger that
+    /// is gone before it was ready, its first process exited and nobody reading the
+    /// process's output, is refused.
+    pub async fn spawn(
+        path: &Path,
+        args: &[String],
+        context: &LogContext,
+        registry: &Arc<Registry>,
+    ) -> Result<LoggerEnds> {
         let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"));
         let (out_read, out_write) = pipe()?;
         let (err_read, err_write) = pipe()?;
         let (ready_read, ready_write) = pipe()?;
+        // The shim's end only: awaited on the runtime's reactor.
+        set_nonblocking(&ready_read).map_err(Error::io("logger pipe"))?;
         let fds = [
             out_read.as_raw_fd(),
             err_read.as_raw_fd(),
@@ -248,7 +228,7 @@ impl Logger {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // A process group of its own, which `LOGGER_GROUPS` records.
+        // A process group of its own, which the registry records as nobody's task.
         command.process_group(0);
         // SAFETY: only `fcntl`, `dup2`, `close_range` and `umask` (async-signal-safe) on
         // this forked process's own state.
@@ -258,7 +238,7 @@ impl Logger {
                 // Nothing else of the shim's reaches the logger.
                 sys::child::close_on_exec_from(3 + fds.len() as i32);
                 // Not the shim's private umask: its files are for the host's log readers.
-                libc::umask(0o022);
+                sys::child::set_umask(0o022);
                 Ok(())
             });
         }
@@ -268,17 +248,30 @@ impl Logger {
         let pid = child.id() as i32;
         // No await since the spawn: the reaper cannot have collected it.
         let pidfd = sys::pidfd_open(pid).map_err(Error::io(format!("pidfd_open({pid})")))?;
-        if let Ok(mut groups) = LOGGER_GROUPS.lock() {
-            groups.push(pid);
-        }
+        registry.add_logger(pid);
         drop((out_read, err_read, ready_write, command));
-        let logger = Logger { pid, pidfd };
-        if let Err(err) = logger.wait_ready(ready_read) {
-            let _ = sys::signal_pidfd(&logger.pidfd, Signal::KILL);
-            return Err(Error::InvalidArgument(format!(
-                "logger {}: {err}",
-                path.display()
-            )));
+        let logger = Logger {
+            pid,
+            pidfd: Some(pidfd),
+            registry: registry.clone(),
+        };
+        match tokio::time::timeout(READY_LIMIT, ready(ready_read, &out_write)).await {
+            Ok(Ok(())) => {}
+            failed => {
+                let why = match failed {
+                    Ok(Err(err)) => err.to_string(),
+                    _ => format!(
+                        "not ready within {READY_LIMIT:?} (it must write a byte to, or close, fd 5)"
+                    ),
+                };
+                if let Some(pidfd) = &logger.pidfd {
+                    let _ = sys::signal_pidfd(pidfd, Signal::KILL);
+                }
+                return Err(Error::InvalidArgument(format!(
+                    "logger {}: {why}",
+                    path.display()
+                )));
+            }
         }
         info!("logger {} ({pid}) ready", path.display());
         Ok(LoggerEnds {
@@ -288,61 +281,77 @@ impl Logger {
         })
     }
 
-    /// Waits for a byte or end-of-file on `ready`, then makes sure the logger still runs.
-    fn wait_ready(&self, ready: OwnedFd) -> io::Result<()> {
-        if !poll_in(ready.as_fd(), READY_LIMIT)? {
-            return Err(io::Error::other(format!(
-                "not ready within {READY_LIMIT:?} (it must write a byte to, or close, fd 5)"
-            )));
-        }
-        let mut byte = [0u8; 1];
-        let got = loop {
-            match File::from(ready.try_clone()?).read(&mut byte) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                result => break result?,
-            }
-        };
-        // End-of-file: closed on purpose, or gone. A process's descriptors close just before
-        // it turns into a zombie: give its exit a moment to show.
-        if got == 0 && poll_in(self.pidfd.as_fd(), Duration::from_millis(20))? {
-            return Err(io::Error::other("exited before it was ready"));
-        }
-        Ok(())
-    }
-
     /// Ends the logger: SIGTERM, then SIGKILL after [`TERM_LIMIT`]. Its input has reached
     /// end-of-file by now (the process is gone), so a logger that flushes and exits at
     /// end-of-file is done before the signal matters.
-    pub async fn stop(self) {
-        if sys::signal_pidfd(&self.pidfd, Signal::TERM).is_err() {
-            forget_group(self.pid);
-            return; // already reaped
+    pub async fn stop(mut self) {
+        if let Some(pidfd) = self.pidfd.take() {
+            stop(self.pid, pidfd, &self.registry).await;
         }
-        let exited = async {
-            while !sys::pidfd_exited(&self.pidfd) {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        if tokio::time::timeout(TERM_LIMIT, exited).await.is_err() {
-            warn!(
-                "logger {} still runs {TERM_LIMIT:?} after SIGTERM: SIGKILL",
-                self.pid
-            );
-            let _ = sys::signal_pidfd(&self.pidfd, Signal::KILL);
-        }
-        forget_group(self.pid);
     }
 }
 
 impl Drop for Logger {
     /// A logger dropped without [`Logger::stop`] (its process was never started, or an
-    /// exec's was deleted) gets SIGTERM and is left to finish.
+    /// exec's was deleted) is stopped the same way, in the background.
     fn drop(&mut self) {
-        let _ = sys::signal_pidfd(&self.pidfd, Signal::TERM);
-        // Left to finish on its own; its group stays recorded while it may still run
-        // (until `stop`, which a dropped logger never gets: at most one stale entry per
-        // such logger, for the shim's lifetime).
+        let Some(pidfd) = self.pidfd.take() else {
+            return;
+        };
+        let (pid, registry) = (self.pid, self.registry.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { stop(pid, pidfd, &registry).await });
+            }
+            Err(_) => {
+                let _ = sys::signal_pidfd(&pidfd, Signal::TERM);
+            }
+        }
     }
+}
+
+/// SIGTERM to the logger `pid`, SIGKILL after [`TERM_LIMIT`], waiting on its pidfd; its
+/// group is forgotten once it is gone.
+async fn stop(pid: i32, pidfd: OwnedFd, registry: &Registry) {
+    if sys::signal_pidfd(&pidfd, Signal::TERM).is_ok() {
+        let waited = pidfd.try_clone().map(crate::host::exited);
+        let exited = match waited {
+            Ok(exited) => tokio::time::timeout(TERM_LIMIT, exited).await.is_ok(),
+            Err(_) => false,
+        };
+        if !exited {
+            warn!("logger {pid} still runs {TERM_LIMIT:?} after SIGTERM: SIGKILL");
+            let _ = sys::signal_pidfd(&pidfd, Signal::KILL);
+        }
+    }
+    registry.remove_logger(pid);
+}
+
+/// Waits for a byte or end-of-file on the logger's `ready` pipe. End-of-file also comes
+/// when the logger died: then nobody reads the process's stdout (`stdout` is its write end,
+/// which polls an error once no reader is left), and the logger is refused.
+async fn ready(ready: OwnedFd, stdout: &OwnedFd) -> io::Result<()> {
+    let ready = sys::on_reactor(ready)?;
+    let mut byte = [0u8; 1];
+    let got = loop {
+        let mut guard = ready.readable().await?;
+        match guard.try_io(|fd| Ok(nix::unistd::read(fd.get_ref(), &mut byte)?)) {
+            Ok(result) => break result?,
+            Err(_would_block) => continue,
+        }
+    };
+    if got == 0 && !sys::has_reader(stdout) {
+        return Err(io::Error::other("exited before it was ready"));
+    }
+    Ok(())
+}
+
+/// Sets `O_NONBLOCK` on `fd`.
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?;
+    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    Ok(())
 }
 
 #[cfg(test)]

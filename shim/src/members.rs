@@ -7,7 +7,7 @@
 //! - every process the shim spawns for a container (its init, its execs) leads a process
 //!   group or a session of its own, or joins its init's group (`process.rs`); the
 //!   container's *leaders* are the pids that lead, kept while their group or session has a
-//!   process (`Container::forget_leaders`), so a pid the kernel hands out again is not
+//!   process ([`Registry`]), so a pid the kernel hands out again is not
 //!   taken for theirs;
 //! - a process belongs to the container that leads its process group or its session. That
 //!   holds for everything the container's processes fork, even once re-parented to the shim
@@ -20,33 +20,152 @@
 //!
 //! With one container per shim this is exactly "every descendant of the shim", as before.
 //!
-//! All of the above is the fallback. A container with a cgroup (`cgroup.rs`) has its
-//! members listed by the kernel: whatever is in the cgroup, strays included, and nothing
-//! else.
+//! All of the above is the fallback of the host model (`host.rs`). A container with a
+//! cgroup (`cgroup.rs`) has its members listed by the kernel: whatever is in the cgroup,
+//! strays included, and nothing else. Its leaders are still registered here, so that a
+//! neighbour without a cgroup never takes its processes for strays.
 
-use std::{collections::HashMap, io};
-
-use crate::{
-    cgroup::Cgroup,
-    exits::ProcessTree,
-    procfs::{self, ProcStat},
-    sys,
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    io,
+    sync::Mutex,
 };
+
+use crate::procfs::{self, ProcStat};
+
+/// Who runs what among the shim's descendants: what each container of the shim claims,
+/// and the process groups of the shim's loggers. One per shim, owned by the service and
+/// shared by the containers' [`crate::host`] processes and by the stdio that starts
+/// loggers (`logs.rs`).
+#[derive(Debug, Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// By container id.
+    claims: BTreeMap<String, Claimed>,
+    /// The process groups of the running loggers, each led by its logger. What runs in
+    /// them is nobody's task: never counted as a container's, so a logger (and whatever it
+    /// starts) is never killed as a task's leftover, even while it is being stopped after
+    /// its process was deleted.
+    loggers: Vec<i32>,
+}
+
+/// What one container claims.
+#[derive(Debug, Default, Clone)]
+struct Claimed {
+    /// The pids that lead its process groups and sessions: the init's, and those of the
+    /// execs with a group or session of their own. A leader stays after its process exits
+    /// while a process of its group or session lives, and is then forgotten: only then may
+    /// the kernel give its pid to another.
+    leaders: Vec<i32>,
+    /// Pids of its processes whose exit is not recorded yet.
+    live: Vec<i32>,
+    /// Whether its init has not exited.
+    running: bool,
+}
+
+impl Registry {
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Nothing panics while holding it; a poisoned lock still holds consistent lists.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Process `pid` of container `id` was spawned; `leads` when it leads a group or a
+    /// session of its own; `init` when it is the container's init.
+    pub fn spawned(&self, id: &str, pid: i32, leads: bool, init: bool) {
+        let mut inner = self.inner();
+        let claim = inner.claims.entry(id.to_string()).or_default();
+        claim.live.push(pid);
+        if leads {
+            claim.leaders.push(pid);
+        }
+        claim.running |= init;
+    }
+
+    /// The exit of process `pid` of container `id` was recorded.
+    pub fn exited(&self, id: &str, pid: i32, init: bool) {
+        if let Some(claim) = self.inner().claims.get_mut(id) {
+            claim.live.retain(|&p| p != pid);
+            if init {
+                claim.running = false;
+            }
+        }
+    }
+
+    /// Container `id` is gone: it claims nothing any more.
+    pub fn forget(&self, id: &str) {
+        self.inner().claims.remove(id);
+    }
+
+    /// A logger leading process group `pgid` runs.
+    pub fn add_logger(&self, pgid: i32) {
+        self.inner().loggers.push(pgid);
+    }
+
+    /// The logger of group `pgid` is gone.
+    pub fn remove_logger(&self, pgid: i32) {
+        self.inner().loggers.retain(|&g| g != pgid);
+    }
+
+    /// The filter that picks container `id`'s processes out of the shim's descendants,
+    /// after forgetting the leaders whose groups and sessions are empty.
+    pub fn selection(&self, id: &str) -> Selection {
+        let mut inner = self.inner();
+        forget_past_leaders(&mut inner);
+        let claims: Vec<Claim> = inner
+            .claims
+            .iter()
+            .map(|(id, c)| Claim {
+                id,
+                leaders: &c.leaders,
+                live: c.live.clone(),
+                running: c.running,
+            })
+            .collect();
+        let mut selection = Selection::of(&claims, id);
+        selection.loggers = inner.loggers.clone();
+        selection
+    }
+}
+
+/// Forgets the leaders whose process exited and whose groups and sessions are empty, so
+/// that a pid the kernel hands out again is never taken for theirs. The look is the
+/// exhaustive one: a leader forgotten while its group lives would turn the group's
+/// processes into strays.
+fn forget_past_leaders(inner: &mut Inner) {
+    let past = |c: &Claimed| c.leaders.iter().any(|l| !c.live.contains(l));
+    if !inner.claims.values().any(past) {
+        return;
+    }
+    let Ok(processes) = procfs::descendants_exhaustive(std::process::id() as i32) else {
+        return;
+    };
+    let in_use: HashSet<i32> = processes
+        .iter()
+        .filter(|p| p.state != 'Z')
+        .flat_map(|p| [p.pgid, p.sid])
+        .collect();
+    for claim in inner.claims.values_mut() {
+        let live = claim.live.clone();
+        claim
+            .leaders
+            .retain(|leader| live.contains(leader) || in_use.contains(leader));
+    }
+}
 
 /// The processes of one container, as a filter over the shim's descendants.
 #[derive(Debug, Clone, Default)]
-pub struct ContainerProcesses {
+pub struct Selection {
     /// The container's leaders: pids of its init and exec processes.
     pub mine: Vec<i32>,
     /// The leaders of every other container of the shim.
     pub others: Vec<i32>,
     /// Whether strays count as this container's: no other container's init runs.
     pub strays: bool,
-    /// The container's cgroup: when set, its members are the cgroup's processes, and the
-    /// rest of this struct is not used.
-    pub cgroup: Option<Cgroup>,
-    /// The process groups of the shim's loggers (`logs.rs`): what runs in them is nobody's,
-    /// never killed with a task (a logger is stopped after its process's output ended).
+    /// The process groups of the shim's loggers: what runs in them is nobody's.
     pub loggers: Vec<i32>,
 }
 
@@ -56,7 +175,7 @@ pub struct ContainerProcesses {
 pub struct Claim<'a> {
     /// The container id.
     pub id: &'a str,
-    /// Pids of every process spawned for it, exited or not (`Container::leaders`).
+    /// Pids of the processes that lead for it, exited or not.
     pub leaders: &'a [i32],
     /// Pids of its processes whose exit is not recorded yet.
     pub live: Vec<i32>,
@@ -72,16 +191,16 @@ enum Owner {
     Stray,
 }
 
-impl ContainerProcesses {
+impl Selection {
     /// The processes of container `id`, given what every container of the shim claims.
     ///
     /// A leader that has exited may see its pid reused. Should another container's live
     /// process get it (a new init, leading its own group), the pid leads for that container
     /// from then on, not for the old one: a live claim wins over a stale one.
-    pub fn of(claims: &[Claim], id: &str) -> ContainerProcesses {
+    pub fn of(claims: &[Claim], id: &str) -> Selection {
         let live_elsewhere =
             |pid: &i32, owner: &str| claims.iter().any(|c| c.id != owner && c.live.contains(pid));
-        let mut processes = ContainerProcesses {
+        let mut selection = Selection {
             strays: true,
             ..Default::default()
         };
@@ -91,28 +210,32 @@ impl ContainerProcesses {
                 .iter()
                 .filter(|pid| !live_elsewhere(pid, claim.id));
             if claim.id == id {
-                processes.mine.extend(leaders);
+                selection.mine.extend(leaders);
             } else {
-                processes.others.extend(leaders);
-                processes.strays &= !claim.running;
+                selection.others.extend(leaders);
+                selection.strays &= !claim.running;
             }
         }
-        processes
+        selection
     }
 
     /// The container's live processes and zombies among the shim's descendants (the quick
-    /// look of `procfs::descendants`); with a cgroup, its live processes (the kernel takes a
-    /// process out of its cgroup as it exits).
-    pub fn list(&self) -> io::Result<Vec<ProcStat>> {
-        if let Some(cgroup) = &self.cgroup {
-            // A process that exits between the two reads is not listed.
-            return Ok(cgroup
-                .procs()?
-                .into_iter()
-                .filter_map(|pid| ProcStat::read(pid).ok())
-                .collect());
-        }
+    /// look of `procfs::descendants`, which may miss a process while others exit).
+    pub fn quick(&self) -> io::Result<Vec<ProcStat>> {
         Ok(self.select(procfs::descendants(std::process::id() as i32)?))
+    }
+
+    /// A look that cannot miss a process that exists throughout it. One system call when
+    /// the shim has no child at all: it is a subreaper, so then it has no descendant either
+    /// (an orphan would be re-parented to it), and the kernel says whether it has children
+    /// without a miss (`sys::has_children`). Otherwise a pass over all of `/proc`: a few
+    /// milliseconds.
+    pub fn exhaustive(&self) -> io::Result<Vec<ProcStat>> {
+        if !crate::sys::has_children() {
+            return Ok(Vec::new());
+        }
+        let shim = std::process::id() as i32;
+        Ok(self.select(procfs::descendants_exhaustive(shim)?))
     }
 
     /// Keeps the container's processes out of `descendants` (the shim's, any order).
@@ -156,29 +279,6 @@ impl ContainerProcesses {
             }
         }
         Owner::Stray
-    }
-}
-
-impl ProcessTree for ContainerProcesses {
-    fn quick(&self) -> io::Result<Vec<ProcStat>> {
-        self.list()
-    }
-
-    /// One system call when the shim serves one container and nothing of it is left: the
-    /// shim is a subreaper, so while it has no child at all it has no descendant either (an
-    /// orphan would be re-parented to it), and the kernel says whether it has children
-    /// without a miss (`sys::has_children`). Otherwise (in a pod the other containers'
-    /// processes are children too) a pass over all of `/proc`: a few milliseconds.
-    fn exhaustive(&self) -> io::Result<Vec<ProcStat>> {
-        if self.cgroup.is_some() {
-            // `cgroup.procs` misses nothing.
-            return self.list();
-        }
-        if !sys::has_children() {
-            return Ok(Vec::new());
-        }
-        let shim = std::process::id() as i32;
-        Ok(self.select(procfs::descendants_exhaustive(shim)?))
     }
 }
 
@@ -227,19 +327,17 @@ mod tests {
 
     #[test]
     fn a_process_belongs_to_the_container_leading_its_group_session_or_ancestor() {
-        let a = ContainerProcesses {
+        let a = Selection {
             mine: vec![10, 11],
             others: vec![20],
             strays: false,
-            cgroup: None,
             loggers: Vec::new(),
         };
         assert_eq!(pids(a.select(pod())), vec![10, 11, 12, 30]);
-        let b = ContainerProcesses {
+        let b = Selection {
             mine: vec![20],
             others: vec![10, 11],
             strays: false,
-            cgroup: None,
             loggers: Vec::new(),
         };
         assert_eq!(pids(b.select(pod())), vec![20, 21]);
@@ -262,27 +360,25 @@ mod tests {
                 running: true,
             },
         ];
-        let a = ContainerProcesses::of(&claims, "a");
+        let a = Selection::of(&claims, "a");
         assert_eq!((a.mine, a.others, a.strays), (vec![10], vec![500], false));
-        let b = ContainerProcesses::of(&claims, "b");
+        let b = Selection::of(&claims, "b");
         assert_eq!((b.mine, b.others, b.strays), (vec![500], vec![10], false));
     }
 
     #[test]
     fn strays_go_only_with_a_container_that_has_no_running_neighbour() {
-        let last = ContainerProcesses {
+        let last = Selection {
             mine: vec![20],
             others: vec![10, 11],
             strays: true,
-            cgroup: None,
             loggers: Vec::new(),
         };
         assert_eq!(pids(last.select(pod())), vec![20, 21, 40]);
-        let alone = ContainerProcesses {
+        let alone = Selection {
             mine: vec![10],
             others: vec![],
             strays: true,
-            cgroup: None,
             loggers: Vec::new(),
         };
         assert_eq!(pids(alone.select(pod())), vec![10, 11, 12, 20, 21, 30, 40]);

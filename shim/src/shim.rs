@@ -44,16 +44,16 @@ use log::info;
 
 use crate::{
     bundle,
-    cgroup::{self, Cgroup, Hierarchy},
     container::validate_id,
     error::{Error, Result},
     events::{timestamp, Publisher},
     exits,
-    procfs::ProcStat,
+    host::Host,
+    model::ProcessModel,
     rpc::TaskService,
     service::Service,
     spec::{self, CONFIG_FILE},
-    sys::{self, Signal},
+    sys,
 };
 
 /// The exit code `delete` reports for a task it had to kill: 128 + SIGKILL.
@@ -275,45 +275,18 @@ async fn serving(address: &str) -> bool {
     }
 }
 
-/// Kills every process left in the task's cgroup (a daemon that escaped the init's process
-/// group and session is still in it), then removes the cgroup.
-async fn kill_cgroup(bundle: &Path) {
-    let Some(hierarchy) = Hierarchy::detect() else {
-        return;
-    };
-    let Ok(Some((path, _))) = spec::read_spec(bundle)
-        .map_err(|_| ())
-        .and_then(|s| cgroup::from_spec(&s).map_err(|_| ()))
-    else {
-        return;
-    };
-    let cgroup = Cgroup { hierarchy, path };
-    if let Err(err) = cgroup.destroy().await {
-        info!("remove cgroup {}: {err}", cgroup.path.display());
-    }
-}
-
 /// `delete`: containerd's cleanup after the daemon is gone, whether it exited or crashed.
 ///
 /// Idempotent: it may run after a clean shutdown (nothing left to do), after a crash (the
-/// task may still run, re-parented away from the dead shim), or twice. The init pid comes
-/// from the bundle and is trusted only if that pid still has the recorded start time and
-/// leads its own process group; then the whole group is killed. It also removes the socket
-/// a crashed daemon could not remove. The answer is always 128 + SIGKILL, as runc's shim.
+/// task may still run, re-parented away from the dead shim), or twice. The process model
+/// ends what is left of the task ([`ProcessModel::clean_up_after_crash`]); this removes the
+/// socket a crashed daemon could not remove. The answer is always 128 + SIGKILL, as runc's
+/// shim.
 pub async fn delete() -> Result<DeleteResponse> {
     let bundle = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let mut pid = 0;
-    if let Some((recorded, start_time)) = bundle::read_init_pid(&bundle) {
-        pid = recorded;
-        let same_process = ProcStat::read(recorded)
-            .is_ok_and(|s| s.start_time == start_time && s.pgid == recorded && s.state != 'Z');
-        if same_process {
-            // A process group we just verified is the task's.
-            let _ = sys::signal_group(recorded, Signal::KILL);
-        }
-        bundle::remove_init_pid(&bundle);
-    }
-    kill_cgroup(&bundle).await;
+    // The same process model the daemon ran the task with (`model.rs`).
+    let model = Host::new(Path::new("/proc/self/exe"), Default::default());
+    let pid = model.clean_up_after_crash(&bundle).await;
     if let Some(address) = bundle::read_address(&bundle) {
         let socket = bundle::socket_path(&address);
         if std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket())

@@ -5,8 +5,10 @@
 //! spec's `process`: by default the [`DEFAULT_COMMAND`] (a date loop), run with the spec's environment,
 //! working directory and user; with the annotation
 //! `com.example.sample.process=spec` ([`PROCESS_ANNOTATION`]), the spec's own command line.
-//! The rest of the spec (root filesystem, namespaces, cgroups, capabilities, seccomp) is
-//! ignored: **no isolation**. A process runs on the host, as the user the spec names.
+//! Its `process.oomScoreAdj` and rlimits apply too, and its `linux.cgroupsPath` and
+//! `linux.resources` place and limit the task (`cgroup.rs`). The rest of the spec (root
+//! filesystem, namespaces, capabilities, seccomp) is ignored: **no isolation**. A process
+//! runs on the host, as the user the spec names.
 
 use std::{
     fs,
@@ -77,6 +79,9 @@ pub struct ProcessSpec {
     pub rlimits: Vec<Rlimit>,
     /// Whether the process gets a terminal (a pty the shim allocates).
     pub terminal: bool,
+    /// `oomScoreAdj`: how readily the kernel's OOM killer picks the process (the kubelet
+    /// asks 1000 for BestEffort pods, 999 for Burstable ones); `None` for 0.
+    pub oom_score_adj: Option<i32>,
 }
 
 /// The longest single argument or environment entry one `execve` accepts, terminating NUL
@@ -299,6 +304,7 @@ pub fn process_spec(process: &Process, args: Option<&[String]>) -> Result<Proces
             })
             .unwrap_or_default(),
         terminal: process.terminal().unwrap_or(false),
+        oom_score_adj: process.oom_score_adj(),
     })
 }
 
@@ -559,6 +565,7 @@ mod tests {
             no_new_privileges: false,
             rlimits: vec![],
             terminal: false,
+            oom_score_adj: None,
         };
         let value = "v".repeat(1023);
         process.env = (0..2100)

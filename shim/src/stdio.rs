@@ -38,6 +38,7 @@ use std::{
         unix::fs::{FileTypeExt, OpenOptionsExt},
     },
     process::Stdio,
+    sync::Arc,
     time::Duration,
 };
 
@@ -53,6 +54,7 @@ use tokio::{
 use crate::{
     error::{Error, Result},
     logs::{self, LogContext, LogUri, Logger},
+    members::Registry,
     sys,
 };
 
@@ -113,10 +115,14 @@ pub struct Io {
 /// Validates the paths, opens the FIFOs (or the log URI's file or logger, for `context`)
 /// and makes the pipes: the child's ends, to hand to `std::process::Command`, and the
 /// shim's. Must run inside the runtime.
-pub fn open(paths: &StdioPaths, context: &LogContext) -> Result<(ChildStdio, PendingIo)> {
+pub async fn open(
+    paths: &StdioPaths,
+    context: &LogContext,
+    registry: &Arc<Registry>,
+) -> Result<(ChildStdio, PendingIo)> {
     let uri = LogUri::parse(&paths.stdout)?;
     if paths.terminal {
-        return open_terminal(paths, uri, context);
+        return open_terminal(paths, uri, context, registry).await;
     }
     let (stdin_child, stdin) = match open_fifo("stdin", &paths.stdin)? {
         None => (Stdio::null(), None),
@@ -142,7 +148,7 @@ pub fn open(paths: &StdioPaths, context: &LogContext) -> Result<(ChildStdio, Pen
             )
         }
         Some(LogUri::Binary { path, args }) => {
-            let ends = Logger::spawn(&path, &args, context)?;
+            let ends = Logger::spawn(&path, &args, context, registry).await?;
             logger = Some(ends.logger);
             let stderr = stderr_or_null(paths, ends.stderr);
             ((Stdio::from(ends.stdout), None), (stderr, None))
@@ -181,10 +187,11 @@ fn stderr_or_null(paths: &StdioPaths, end: impl Into<Stdio>) -> Stdio {
 /// A pseudo-terminal: the slave for the child, the master copied to and from the FIFOs, or
 /// to a logger (`binary://`, what `nerdctl run -d -t` asks for: the terminal's output on the
 /// logger's fd 3, nothing on its fd 4).
-fn open_terminal(
+async fn open_terminal(
     paths: &StdioPaths,
     uri: Option<LogUri>,
     context: &LogContext,
+    registry: &Arc<Registry>,
 ) -> Result<(ChildStdio, PendingIo)> {
     let pty = nix::pty::openpty(None, None).map_err(Error::sys("openpty"))?;
     let dup = |fd: &OwnedFd| fd.try_clone().map_err(Error::io("dup pty"));
@@ -201,7 +208,7 @@ fn open_terminal(
             .map(|fifo| pipe::Sender::from_file(fifo).map_err(Error::io("watch stdout FIFO")))
             .transpose()?,
         Some(LogUri::Binary { path, args }) => {
-            let ends = Logger::spawn(&path, &args, context)?;
+            let ends = Logger::spawn(&path, &args, context, registry).await?;
             logger = Some(ends.logger);
             Some(pipe::Sender::from_owned_fd(ends.stdout).map_err(Error::io("logger pipe"))?)
         }
@@ -492,10 +499,15 @@ mod tests {
             stdout: p.display().to_string(),
             ..Default::default()
         };
-        let open = |paths: &StdioPaths| open(paths, &LogContext::default());
-        assert_invalid(open(&paths(&file)), "is not a FIFO");
-        assert_invalid(open(&paths(&link)), "cannot open");
-        assert_invalid(open(&paths(&dir.path().join("missing"))), "cannot open");
+        let registry = Arc::new(Registry::default());
+        let context = LogContext::default();
+        for (path, needle) in [
+            (file.clone(), "is not a FIFO"),
+            (link, "cannot open"),
+            (dir.path().join("missing"), "cannot open"),
+        ] {
+            assert_invalid(open(&paths(&path), &context, &registry).await, needle);
+        }
     }
 
     /// A detached task (`ctr run -d`) writes while no client has its stdout FIFO open; a
@@ -514,7 +526,10 @@ mod tests {
             stdout: fifo.display().to_string(),
             ..Default::default()
         };
-        let (child_stdio, pending) = open(&paths, &LogContext::default()).expect("open");
+        let registry = Arc::new(Registry::default());
+        let (child_stdio, pending) = open(&paths, &LogContext::default(), &registry)
+            .await
+            .expect("open");
         // A second handle on the shim's own (read-write) FIFO descriptor, only to ask the
         // kernel how many bytes the FIFO holds: the test opens no reader of its own.
         let shim_fifo = {

@@ -20,9 +20,10 @@
 
 use std::{
     io,
-    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd},
 };
 
+use nix::poll::PollFlags;
 use rustix::process::{Pid, PidfdFlags};
 
 /// A signal number checked against the kernel's range (1 to `SIGRTMAX`), ready to send.
@@ -91,9 +92,38 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 /// True once the process behind `pidfd` has exited, reaped or not: a pidfd polls readable
 /// from that moment on.
 pub fn pidfd_exited(pidfd: impl AsFd) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|ready| ready > 0)
+    let [ready] = poll_now([(pidfd.as_fd(), PollFlags::POLLIN)]);
+    ready
+}
+
+/// Whether a pipe's write end `end` still has a reader: with none left, it polls an error.
+pub fn has_reader(end: impl AsFd) -> bool {
+    let [gone] = poll_now([(end.as_fd(), PollFlags::POLLERR)]);
+    !gone
+}
+
+/// The one `poll(2)` helper: for each descriptor, whether any of the `wanted` events (or an
+/// error or hang-up, which poll reports unasked) holds right now. Never blocks; a failed
+/// poll answers `true` everywhere, so that callers go on and see the error themselves.
+fn poll_now<const N: usize>(fds: [(BorrowedFd<'_>, PollFlags); N]) -> [bool; N] {
+    use nix::poll::{poll, PollFd, PollTimeout};
+    let mut polled = fds.map(|(fd, wanted)| PollFd::new(fd, wanted));
+    if poll(&mut polled, PollTimeout::ZERO).is_err() {
+        return [true; N];
+    }
+    std::array::from_fn(|i| {
+        let wanted = fds[i].1 | PollFlags::POLLHUP | PollFlags::POLLERR;
+        polled[i].revents().is_some_and(|r| r.intersects(wanted))
+    })
+}
+
+/// `fd` on the tokio runtime's reactor, to `.await` its readiness (a pidfd's exit, a pipe's
+/// data, an eventfd's count).
+pub fn on_reactor(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    use tokio::io::{unix::AsyncFd, Interest};
+    // SAFETY: an `OwnedFd` is open and stays the same descriptor until the `AsyncFd`, which
+    // owns it, drops it: what `register_with_interest` asks of its caller.
+    Ok(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?)
 }
 
 /// `splice(2)` from pipe `from` into pipe `to`, without blocking: moves up to `len` bytes
@@ -115,22 +145,11 @@ pub fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {
 /// Whether `input` has something to read (or is at end-of-file) and `output` has room,
 /// right now.
 pub fn ready_now(input: impl AsFd, output: impl AsFd) -> (bool, bool) {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = [
-        PollFd::new(input.as_fd(), PollFlags::POLLIN),
-        PollFd::new(output.as_fd(), PollFlags::POLLOUT),
-    ];
-    if poll(&mut fds, PollTimeout::ZERO).is_err() {
-        return (true, true);
-    }
-    let any = |fd: &PollFd, flags: PollFlags| fd.revents().is_some_and(|r| r.intersects(flags));
-    (
-        any(
-            &fds[0],
-            PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR,
-        ),
-        any(&fds[1], PollFlags::POLLOUT | PollFlags::POLLERR),
-    )
+    let [readable, writable] = poll_now([
+        (input.as_fd(), PollFlags::POLLIN),
+        (output.as_fd(), PollFlags::POLLOUT),
+    ]);
+    (readable, writable)
 }
 
 /// `pidfd_send_signal(2)`: fails with `ESRCH` once the process has been reaped, instead of
@@ -292,17 +311,34 @@ pub mod child {
         Ok(rustix::process::ioctl_tiocsctty(stdin)?)
     }
 
-    /// Makes this process an ordinary OOM victim again: the shim inherits containerd's
-    /// `oom_score_adj` of -999, which the task must not.
-    pub fn reset_oom_score_adj() {
+    /// Writes `value` into `/proc/self/oom_score_adj`: how readily the kernel's OOM killer
+    /// picks this process. Raising it is always allowed; lowering it below the current
+    /// value needs `CAP_SYS_RESOURCE` (`EACCES` otherwise).
+    pub fn set_oom_score_adj(value: i32) -> io::Result<()> {
         use nix::fcntl::{open, OFlag};
-        if let Ok(fd) = open(
+        // Formatted by hand into a stack buffer: no allocation after `fork`.
+        let mut digits = [0u8; 12];
+        let mut at = digits.len();
+        let mut rest = value.unsigned_abs();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        if value < 0 {
+            at -= 1;
+            digits[at] = b'-';
+        }
+        let fd = open(
             c"/proc/self/oom_score_adj",
             OFlag::O_WRONLY | OFlag::O_CLOEXEC,
             Mode::empty(),
-        ) {
-            let _ = nix::unistd::write(&fd, b"0");
-        }
+        )?;
+        nix::unistd::write(&fd, &digits[at..])?;
+        Ok(())
     }
 
     /// `setrlimit(2)`.

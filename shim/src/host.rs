@@ -1,0 +1,795 @@
+//! The host process model: a container's processes run on the host, as the shim's
+//! children, behind the start-gate helper (`gate.rs`); the one implementation of the seam
+//! in `model.rs` today.
+//!
+//! - **Spawning.** Every process is this binary again, as the start-gate helper, with the
+//!   spec's environment, working directory and identity; it waits on a pipe (the gate) until
+//!   `Start`, then `exec`s the program, keeping its pid. Between `fork` and that `exec` the
+//!   child applies the spec ([`ChildSetup`]).
+//! - **Process groups.** The init leads its own process group (pgid = its pid), so that
+//!   `kill --all` reaches the task with one `killpg` and never the shim, and a terminal's
+//!   Ctrl-C cannot reach the shim. An exec joins that group ([`Group::Join`]) unless the
+//!   init has a terminal: then it leads a session of its own, whose group no process of
+//!   another session may join, and its execs lead groups of their own.
+//! - **Membership, chosen once at `Create`** ([`Members`]): the container's cgroup when its
+//!   spec names one and the shim may write cgroups, else the process tree (`members.rs`).
+//!   Every path that lists, signals as a whole, freezes, measures or ends the container's
+//!   processes asks [`HostProcesses::quick`] and [`HostProcesses::exhaustive`], so the two
+//!   mechanisms never mix.
+//! - **Ending.** [`end_all`] kills what the exhaustive look finds and waits on each
+//!   process's pidfd, which polls readable the moment it exits: no sleep loop.
+
+use std::{
+    collections::HashMap,
+    io,
+    os::{
+        fd::{AsRawFd, OwnedFd, RawFd},
+        unix::process::CommandExt,
+    },
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use containerd_shim_protos::{api::CreateTaskRequest, protobuf::well_known_types::any::Any};
+use log::{debug, info, warn};
+use nix::{
+    fcntl::OFlag,
+    sys::resource::Resource,
+    unistd::{pipe2, Gid, Uid},
+};
+use oci_spec::runtime::{LinuxResources, Spec};
+
+use crate::{
+    bundle,
+    cgroup::{self, Cgroup, Hierarchy},
+    error::{Error, Result},
+    exits::LEFTOVER_DEADLINE,
+    gate,
+    members::Registry,
+    metrics,
+    model::{ProcessModel, Processes, Spawned},
+    oom::OomWatch,
+    procfs::{self, ProcStat},
+    spec::{self, Kind, ProcessSpec},
+    stdio::ChildStdio,
+    sys::{self, Signal},
+};
+
+/// Which process group a new process goes into (ignored for a process with a terminal,
+/// which leads a session, and so a group, of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// A group of its own (the init process; the execs of a terminal task).
+    Own,
+    /// An existing group in the shim's session (the init's, for exec processes), so that
+    /// `kill --all` reaches them with one `killpg`.
+    Join(i32),
+}
+
+/// The host process model: makes each container's [`HostProcesses`].
+pub struct Host {
+    /// The start-gate helper every process is spawned as: this binary.
+    helper: PathBuf,
+    /// The machine's cgroups, when the shim may write them (root, a hierarchy mounted).
+    cgroups: Option<Hierarchy>,
+    /// Who runs what among the shim's descendants, for containers without a cgroup.
+    registry: Arc<Registry>,
+}
+
+impl Host {
+    /// The host model with `helper` as the start-gate helper (`/proc/self/exe` in the
+    /// shim), sharing the shim's `registry`.
+    pub fn new(helper: &Path, registry: Arc<Registry>) -> Host {
+        Host {
+            helper: helper.to_path_buf(),
+            cgroups: writable_cgroups(),
+            registry,
+        }
+    }
+}
+
+#[async_trait]
+impl ProcessModel for Host {
+    fn container(
+        &self,
+        req: &CreateTaskRequest,
+        spec: &Spec,
+        kind: &Kind,
+    ) -> Result<Box<dyn Processes>> {
+        let (id, bundle) = (&req.id, Path::new(&req.bundle));
+        if !req.rootfs.is_empty() {
+            debug!(
+                "{id}: ignoring {} rootfs mounts: host processes",
+                req.rootfs.len()
+            );
+        }
+        let init = spec::init_process(spec, kind, &self.helper)?;
+        let members = match (&self.cgroups, cgroup::from_spec(spec)?) {
+            (Some(hierarchy), Some((path, resources))) => {
+                let cgroup = Cgroup {
+                    hierarchy: hierarchy.clone(),
+                    path,
+                };
+                let made = cgroup
+                    .create()
+                    .map_err(|e| cgroup_error(&cgroup, e))
+                    .and_then(|()| {
+                        cgroup
+                            .apply(&resources)
+                            .map_err(|e| limits_error(&cgroup, e))
+                    });
+                if let Err(err) = made {
+                    let _ = cgroup.remove();
+                    return Err(err);
+                }
+                Members::Cgroup(cgroup)
+            }
+            _ => Members::Tree,
+        };
+        Ok(Box::new(HostProcesses {
+            id: id.to_string(),
+            bundle: bundle.to_path_buf(),
+            helper: self.helper.clone(),
+            init_spec: init,
+            members,
+            registry: self.registry.clone(),
+            init: None,
+            gates: HashMap::new(),
+        }))
+    }
+
+    /// The init pid comes from the bundle (`init.pid`) and is trusted only if that pid
+    /// still has the recorded start time and leads its own process group; then the whole
+    /// group is killed. The spec's cgroup, if any, is emptied and removed: a daemon that
+    /// escaped the group and session is still in it.
+    async fn clean_up_after_crash(&self, bundle: &Path) -> i32 {
+        let mut pid = 0;
+        if let Some((recorded, start_time)) = bundle::read_init_pid(bundle) {
+            pid = recorded;
+            let same_process = ProcStat::read(recorded)
+                .is_ok_and(|s| s.start_time == start_time && s.pgid == recorded && s.state != 'Z');
+            if same_process {
+                // A process group we just verified is the task's.
+                let _ = sys::signal_group(recorded, Signal::KILL);
+            }
+            bundle::remove_init_pid(bundle);
+        }
+        let Some(hierarchy) = Hierarchy::detect() else {
+            return pid;
+        };
+        let Ok(Some((path, _))) = spec::read_spec(bundle)
+            .map_err(|_| ())
+            .and_then(|s| cgroup::from_spec(&s).map_err(|_| ()))
+        else {
+            return pid;
+        };
+        let cgroup = Cgroup { hierarchy, path };
+        let _ = cgroup.set_frozen(false);
+        end_all(&cgroup).await;
+        if let Err(err) = cgroup.remove() {
+            info!("remove cgroup {}: {err}", cgroup.path.display());
+        }
+        pid
+    }
+}
+
+/// How a container's processes are found, signalled as a whole and ended: chosen once, at
+/// `Create`.
+#[derive(Debug)]
+pub enum Members {
+    /// Its cgroup's: the kernel keeps the list (`cgroup.procs`), strays included.
+    Cgroup(Cgroup),
+    /// The process tree's: the shim's descendants that the container's process groups,
+    /// sessions and ancestry claim (`members.rs`).
+    Tree,
+}
+
+/// One container's host processes.
+pub struct HostProcesses {
+    /// The container id, for the registry and the log.
+    id: String,
+    /// Its bundle, where `init.pid` is written for `delete` after a crash.
+    bundle: PathBuf,
+    /// The start-gate helper.
+    helper: PathBuf,
+    /// What the init runs, from the spec.
+    init_spec: ProcessSpec,
+    /// How its processes are found.
+    members: Members,
+    /// What every container of the shim claims (used without a cgroup).
+    registry: Arc<Registry>,
+    /// The init's pid and pidfd, once created.
+    init: Option<(i32, Arc<OwnedFd>)>,
+    /// Write ends of the start gates of the processes not started yet, by pid.
+    gates: HashMap<i32, OwnedFd>,
+}
+
+impl HostProcesses {
+    /// The container's processes, a quick look (see [`ProcessTree::quick`]).
+    pub fn quick(&self) -> io::Result<Vec<ProcStat>> {
+        match &self.members {
+            Members::Cgroup(cgroup) => cgroup.quick(),
+            Members::Tree => self.registry.selection(&self.id).quick(),
+        }
+    }
+
+    /// The container's processes, a look that misses none.
+    pub fn exhaustive(&self) -> io::Result<Vec<ProcStat>> {
+        match &self.members {
+            Members::Cgroup(cgroup) => cgroup.exhaustive(),
+            Members::Tree => self.registry.selection(&self.id).exhaustive(),
+        }
+    }
+
+    /// The cgroup, when the container has one.
+    fn cgroup(&self) -> Option<&Cgroup> {
+        match &self.members {
+            Members::Cgroup(cgroup) => Some(cgroup),
+            Members::Tree => None,
+        }
+    }
+
+    /// Spawns a process at its start gate and records it; on failure nothing is left.
+    fn spawn(
+        &mut self,
+        process: &ProcessSpec,
+        stdio: ChildStdio,
+        group: Group,
+        name: &str,
+    ) -> Result<Spawned> {
+        let (spawned, gate) = spawn_held(&self.helper, process, stdio, group, name)?;
+        // Into the cgroup while it waits at its start gate: whatever it forks is in too.
+        if let Some(cgroup) = self.cgroup() {
+            if let Err(err) = cgroup.add(spawned.pid) {
+                // The helper exits unstarted and the reaper collects it.
+                let _ = sys::signal_pidfd(&spawned.pidfd, Signal::KILL);
+                return Err(cgroup_error(cgroup, err));
+            }
+        }
+        self.gates.insert(spawned.pid, gate);
+        Ok(spawned)
+    }
+}
+
+/// Where a process list comes from: a quick look and one that misses nothing.
+pub trait ProcessTree {
+    /// A quick look, which may miss a process (see `procfs::descendants`).
+    fn quick(&self) -> io::Result<Vec<ProcStat>>;
+    /// A look that cannot miss a process that exists throughout it.
+    fn exhaustive(&self) -> io::Result<Vec<ProcStat>>;
+}
+
+impl ProcessTree for HostProcesses {
+    fn quick(&self) -> io::Result<Vec<ProcStat>> {
+        HostProcesses::quick(self)
+    }
+
+    fn exhaustive(&self) -> io::Result<Vec<ProcStat>> {
+        HostProcesses::exhaustive(self)
+    }
+}
+
+impl ProcessTree for Cgroup {
+    /// The live processes of the cgroup itself (the kernel takes a process out of its
+    /// cgroup as it exits).
+    fn quick(&self) -> io::Result<Vec<ProcStat>> {
+        // A process that exits between the two reads is not listed.
+        Ok(self
+            .procs()?
+            .into_iter()
+            .filter_map(|pid| ProcStat::read(pid).ok())
+            .collect())
+    }
+
+    /// Those of the cgroups below it too (a nested runtime, systemd in a container).
+    fn exhaustive(&self) -> io::Result<Vec<ProcStat>> {
+        Ok(self
+            .all_procs()
+            .into_iter()
+            .filter_map(|pid| ProcStat::read(pid).ok())
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Processes for HostProcesses {
+    fn init_terminal(&self) -> bool {
+        self.init_spec.terminal
+    }
+
+    fn create(&mut self, stdio: ChildStdio) -> Result<Spawned> {
+        let init_spec = self.init_spec.clone();
+        let spawned = self.spawn(&init_spec, stdio, Group::Own, &self.id.clone())?;
+        let pid = spawned.pid;
+        let recorded = procfs::ProcStat::read(pid)
+            .map_err(Error::io(format!("read /proc/{pid}/stat")))
+            .and_then(|stat| bundle::write_init_pid(&self.bundle, pid, stat.start_time));
+        if let Err(err) = recorded {
+            // The helper exits unstarted and the reaper collects it.
+            let _ = sys::signal_pidfd(&spawned.pidfd, Signal::KILL);
+            self.gates.remove(&pid);
+            return Err(err);
+        }
+        self.registry.spawned(&self.id, pid, true, true);
+        self.init = Some((pid, spawned.pidfd.clone()));
+        Ok(spawned)
+    }
+
+    fn exec(
+        &mut self,
+        name: &str,
+        process: &oci_spec::runtime::Process,
+        stdio: ChildStdio,
+    ) -> Result<Spawned> {
+        let process = spec::process_spec(process, None)?;
+        let init = self.init.as_ref().map_or(0, |(pid, _)| *pid);
+        // The init's group, unless the init leads a session of its own (a terminal).
+        let group = if self.init_spec.terminal {
+            Group::Own
+        } else {
+            Group::Join(init)
+        };
+        // With a terminal, or a group of its own, the exec leads; otherwise the init does.
+        let leads = group == Group::Own || process.terminal;
+        let spawned = self.spawn(&process, stdio, group, name)?;
+        self.registry.spawned(&self.id, spawned.pid, leads, false);
+        Ok(spawned)
+    }
+
+    fn start(&mut self, pid: i32) -> Result<()> {
+        let gate = self
+            .gates
+            .remove(&pid)
+            .ok_or_else(|| Error::FailedPrecondition(format!("process {pid} has no start gate")))?;
+        // A one-byte write into an empty pipe never blocks. EPIPE means the helper is gone;
+        // its exit is on its way through the reaper.
+        nix::unistd::write(&gate, &[gate::GO]).map_err(|errno| {
+            Error::FailedPrecondition(format!(
+                "process {pid} exited before it could be started: {errno}"
+            ))
+        })?;
+        Ok(())
+    }
+
+    fn cancel(&mut self, pid: i32) {
+        // The pending SIGKILL wins over the end-of-file the helper would read.
+        self.gates.remove(&pid);
+    }
+
+    fn signal_all(&mut self, signal: Signal) -> Result<()> {
+        let Some((pid, pidfd)) = &self.init else {
+            return Err(Error::FailedPrecondition("no init process".into()));
+        };
+        sys::signal_pidfd(pidfd, signal).map_err(|e| match e.raw_os_error() {
+            Some(libc::ESRCH) => Error::NotFound(format!("process {pid} already finished")),
+            _ => Error::io(format!("signal {} to process {pid}", signal.number()))(e),
+        })?;
+        // Safe from pid reuse: the group leader is alive (the pidfd signal above succeeded
+        // and the shim has not reaped it), so the group id is still its own.
+        let _ = sys::signal_group(*pid, signal);
+        // Processes outside the init's process group (the execs of a terminal task, a
+        // daemon that called setsid) are still the container's. No `.await` since the
+        // look: a listed pid is still the one seen.
+        for process in self.quick().unwrap_or_default() {
+            if process.pgid != *pid && process.state != 'Z' {
+                let _ = sys::signal_pid(process.pid, signal);
+            }
+        }
+        Ok(())
+    }
+
+    fn list(&mut self) -> Result<Vec<ProcStat>> {
+        self.quick().map_err(Error::io("list the task's processes"))
+    }
+
+    async fn set_paused(&mut self, paused: bool) -> Result<()> {
+        match self.cgroup().filter(|c| c.can_freeze()) {
+            Some(cgroup) => freeze(cgroup, paused).await,
+            // SIGSTOP or SIGCONT to every process of the task, which the task can see (its
+            // parent gets SIGCHLD) and which misses a process forked meanwhile.
+            None => self.signal_all(if paused { Signal::STOP } else { Signal::CONT }),
+        }
+    }
+
+    fn stats(&mut self) -> Result<Any> {
+        match self.cgroup() {
+            Some(cgroup) => metrics::of_cgroup(cgroup).map_err(|e| cgroup_error(cgroup, e)),
+            None => {
+                let processes = self.list()?;
+                metrics::of_processes(&processes).map_err(Error::io("encode metrics"))
+            }
+        }
+    }
+
+    fn update(&mut self, resources: &LinuxResources) -> Result<()> {
+        let Some(cgroup) = self.cgroup() else {
+            return Err(Error::FailedPrecondition(format!(
+                "task {:?} has no cgroup to update: its spec names no linux.cgroupsPath, \
+                 or the shim may not write cgroups here (see the shim's log)",
+                self.id
+            )));
+        };
+        let resources = cgroup::Resources::from_linux(resources);
+        cgroup
+            .apply(&resources)
+            .map_err(|e| limits_error(cgroup, e))?;
+        info!("{}: resources updated: {resources:?}", self.id);
+        Ok(())
+    }
+
+    fn oom_kills(&self) -> Option<u64> {
+        self.cgroup().and_then(Cgroup::oom_kills)
+    }
+
+    fn watch_ooms(&self) -> Option<OomWatch> {
+        match OomWatch::new(self.cgroup()?) {
+            Ok(watch) => watch,
+            Err(err) => {
+                warn!("{}: no OOM notifications: {err}", self.id);
+                None
+            }
+        }
+    }
+
+    fn exited(&mut self, pid: i32) {
+        let init = self.init.as_ref().is_some_and(|(p, _)| *p == pid);
+        self.registry.exited(&self.id, pid, init);
+        self.gates.remove(&pid);
+    }
+
+    async fn init_exited(&mut self) {
+        end_all(self).await;
+    }
+
+    async fn release(&mut self) {
+        self.gates.clear();
+        if let Some(cgroup) = self.cgroup() {
+            // Empty already (the init's exit ended what was left), unless a process was put
+            // in from outside.
+            let _ = cgroup.set_frozen(false);
+            end_all(cgroup).await;
+            if let Err(err) = cgroup.remove() {
+                warn!(
+                    "{}: remove cgroup {}: {err}",
+                    self.id,
+                    cgroup.path.display()
+                );
+            }
+        }
+        if self.init.is_some() {
+            bundle::remove_init_pid(&self.bundle);
+        }
+        self.registry.forget(&self.id);
+    }
+}
+
+/// Kills every live process in `tree` and waits until each has exited, for at most
+/// [`LEFTOVER_DEADLINE`]. Returns how many it found alive on its last look (0 once the
+/// tree is empty).
+///
+/// Quick looks find and kill; the tree counts as empty only when an exhaustive look agrees,
+/// since a quick look can miss a child exactly while others are exiting. Each process is
+/// signalled through a pidfd opened right after the look, without an `.await` in between
+/// (the reaper, on this same thread, cannot free a pid meanwhile), and waited for on that
+/// pidfd, which polls readable the moment the process exits: no sleep loop.
+pub async fn end_all(tree: &impl ProcessTree) -> usize {
+    let deadline = tokio::time::Instant::now() + LEFTOVER_DEADLINE;
+    loop {
+        let mut left = tree.quick().map(live);
+        if left.as_ref().is_ok_and(Vec::is_empty) {
+            left = tree.exhaustive().map(live);
+        }
+        let left = match left {
+            Ok(left) if left.is_empty() => return 0,
+            Ok(left) => left,
+            Err(err) => {
+                warn!("cannot list the task's remaining processes: {err}");
+                return 0;
+            }
+        };
+        let mut pidfds = Vec::with_capacity(left.len());
+        for process in &left {
+            debug!(
+                "killing leftover process {} ({})",
+                process.pid, process.comm
+            );
+            match sys::pidfd_open(process.pid) {
+                Ok(pidfd) => {
+                    let _ = sys::signal_pidfd(&pidfd, Signal::KILL);
+                    pidfds.push(pidfd);
+                }
+                // Gone since the look.
+                Err(_) => continue,
+            }
+        }
+        for pidfd in pidfds {
+            if tokio::time::timeout_at(deadline, exited(pidfd))
+                .await
+                .is_err()
+            {
+                warn!("{} processes of the task survived SIGKILL", left.len());
+                return left.len();
+            }
+        }
+    }
+}
+
+/// The processes of `all` that have not exited (zombies have: the reaper collects them).
+fn live(all: Vec<ProcStat>) -> Vec<ProcStat> {
+    all.into_iter().filter(|p| p.state != 'Z').collect()
+}
+
+/// Waits until the process behind `pidfd` has exited.
+pub async fn exited(pidfd: OwnedFd) {
+    match sys::on_reactor(pidfd) {
+        Ok(fd) => {
+            let _ = fd.readable().await;
+        }
+        // Cannot happen for a pidfd; should it, look again in a moment.
+        Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+    }
+}
+
+/// Freezes or thaws `cgroup` and waits, at most a second, until the kernel says it is.
+/// The kernel has no notification for v1's freezer; v2 reports it in `cgroup.events`.
+/// Freezing usually completes within the write, so the first look most often answers; then
+/// the looks back off (1, 2, 4, ... ms).
+async fn freeze(cgroup: &Cgroup, frozen: bool) -> Result<()> {
+    cgroup
+        .set_frozen(frozen)
+        .map_err(|e| cgroup_error(cgroup, e))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if cgroup.is_frozen().map_err(|e| cgroup_error(cgroup, e))? == frozen {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(64));
+    }
+    // Leave it as it was.
+    let _ = cgroup.set_frozen(!frozen);
+    Err(Error::Unavailable(format!(
+        "cgroup {}: the kernel did not finish freezing it within a second",
+        cgroup.path.display()
+    )))
+}
+
+/// Spawns `process` as the start-gate helper (`helper`, this very binary), with the spec's
+/// environment, working directory and identity, waiting at the gate. Returns it and the
+/// gate's write end: `Start` writes to it, dropping it without a write makes the helper
+/// exit unstarted.
+fn spawn_held(
+    helper: &Path,
+    process: &ProcessSpec,
+    stdio: ChildStdio,
+    group: Group,
+    name: &str,
+) -> Result<(Spawned, OwnedFd)> {
+    let program = process.program.to_string_lossy();
+    let arg0 = "containerd-shim-sample-v2";
+    process.check_exec_size(&[arg0, gate::SUBCOMMAND, &program], sys::arg_max())?;
+    let (gate_read, gate_write) = pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))?;
+    let setup = ChildSetup::new(process, gate_read.as_raw_fd());
+
+    let mut command = Command::new(helper);
+    command
+        .arg0(arg0)
+        .arg(gate::SUBCOMMAND)
+        .arg(&process.program)
+        .args(&process.args)
+        .env_clear()
+        .envs(process.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&process.cwd)
+        .stdin(stdio.stdin)
+        .stdout(stdio.stdout)
+        .stderr(stdio.stderr);
+    if !process.terminal {
+        command.process_group(match group {
+            Group::Own => 0,
+            Group::Join(pgid) => pgid,
+        });
+    }
+    // SAFETY: `ChildSetup::apply` only makes async-signal-safe system calls on data
+    // prepared before the fork (see `sys::child`).
+    unsafe {
+        command.pre_exec(move || setup.apply());
+    }
+    // No `Child::wait` ever: the reaper collects every child (see exits.rs). Dropping
+    // the `Child` neither waits nor kills.
+    let child = command.spawn().map_err(|err| match err.raw_os_error() {
+        // The pre-check above makes this rare (the limit can shrink in between).
+        Some(libc::E2BIG) => Error::InvalidArgument(format!(
+            "spawn {name}: the arguments and environment exceed what one execve accepts \
+             (ARG_MAX {} bytes): {err}",
+            sys::arg_max()
+        )),
+        Some(libc::EACCES) if process.oom_score_adj.is_some() => {
+            Error::FailedPrecondition(format!(
+                "spawn {name}: process.oomScoreAdj {} refused: lowering it needs \
+                 CAP_SYS_RESOURCE: {err}",
+                process.oom_score_adj.unwrap_or_default()
+            ))
+        }
+        _ => Error::io(format!("spawn the start-gate helper for {name}"))(err),
+    })?;
+    let pid = child.id() as i32;
+    // Drop our copies of the child's ends now: the output copies see end-of-file only
+    // when every writer is closed.
+    drop(command);
+    drop(gate_read);
+    // Nothing between spawn and here awaits, so the reaper (a task on this same
+    // single-threaded runtime) cannot have reaped the child: the pid is still ours.
+    let pidfd = sys::pidfd_open(pid).map_err(Error::io(format!("pidfd_open({pid})")))?;
+    info!("{name}: created process {pid}, waiting for Start");
+    Ok((
+        Spawned {
+            pid,
+            pidfd: Arc::new(pidfd),
+        },
+        gate_write,
+    ))
+}
+
+/// What the child does between `fork` and the `exec` of the helper, prepared beforehand
+/// so that [`ChildSetup::apply`] allocates nothing.
+struct ChildSetup {
+    /// The start gate's read end, moved to fd 3.
+    gate: RawFd,
+    /// Start a new session with the terminal (stdin) as controlling terminal.
+    session: bool,
+    /// The spec's `oom_score_adj`, or 0.
+    oom_score_adj: i32,
+    /// Resource limits to set: (resource, soft, hard).
+    rlimits: Vec<(Resource, u64, u64)>,
+    /// The umask.
+    umask: u32,
+    /// Supplementary groups.
+    groups: Vec<Gid>,
+    /// The group id.
+    gid: Gid,
+    /// The user id.
+    uid: Uid,
+    /// `PR_SET_NO_NEW_PRIVS`.
+    no_new_privileges: bool,
+}
+
+impl ChildSetup {
+    fn new(process: &ProcessSpec, gate: RawFd) -> ChildSetup {
+        let identity = &process.identity;
+        ChildSetup {
+            gate,
+            session: process.terminal,
+            oom_score_adj: process.oom_score_adj.unwrap_or(0),
+            rlimits: process.rlimits.clone(),
+            umask: identity.umask,
+            groups: identity.groups.iter().map(|&g| Gid::from_raw(g)).collect(),
+            gid: Gid::from_raw(identity.gid),
+            uid: Uid::from_raw(identity.uid),
+            no_new_privileges: process.no_new_privileges,
+        }
+    }
+
+    /// Runs in the forked child: async-signal-safe system calls only (`sys::child`), on
+    /// data allocated before the fork.
+    fn apply(&self) -> std::io::Result<()> {
+        use sys::child;
+        child::place_fd(self.gate, gate::GATE_FD)?;
+        // Descriptors the shim inherited without close-on-exec must not reach the process:
+        // it starts with 0, 1, 2 and the gate only.
+        child::close_on_exec_from(gate::GATE_FD + 1);
+        if self.session {
+            child::new_session_on_terminal()?;
+        }
+        // The shim inherits containerd's -999, which the task must not: the spec's value
+        // (the kubelet's QoS order: 1000 for BestEffort, 999 for Burstable pods), else 0.
+        child::set_oom_score_adj(self.oom_score_adj)?;
+        for &(resource, soft, hard) in &self.rlimits {
+            child::set_rlimit(resource, soft, hard)?;
+        }
+        child::set_umask(self.umask);
+        child::set_identity(&self.groups, self.gid, self.uid)?;
+        if self.no_new_privileges {
+            child::no_new_privileges()?;
+        }
+        Ok(())
+    }
+}
+
+/// A refusal of limits, with the code that says whose fault it is: a value the kernel
+/// refuses is the caller's (InvalidArgument), a controller it lacks the machine's
+/// (FailedPrecondition).
+fn limits_error(cgroup: &Cgroup, err: io::Error) -> Error {
+    let what = format!("cgroup {}: {err}", cgroup.path.display());
+    match err.raw_os_error() {
+        Some(libc::EINVAL | libc::ERANGE) => Error::InvalidArgument(what),
+        Some(libc::EBUSY) => Error::FailedPrecondition(what),
+        _ if err.kind() == io::ErrorKind::Unsupported => Error::FailedPrecondition(what),
+        _ => cgroup_error(cgroup, err),
+    }
+}
+
+/// An error of the cgroup's files, naming the cgroup.
+fn cgroup_error(cgroup: &Cgroup, err: io::Error) -> Error {
+    Error::io(format!("cgroup {}", cgroup.path.display()))(err)
+}
+
+/// The machine's cgroup hierarchy, if the shim may write it; says once why not.
+fn writable_cgroups() -> Option<Hierarchy> {
+    if !nix::unistd::geteuid().is_root() {
+        info!("not root: tasks run without cgroups");
+        return None;
+    }
+    let hierarchy = Hierarchy::detect();
+    if hierarchy.is_none() {
+        info!("no cgroup hierarchy is mounted: tasks run without cgroups");
+    }
+    hierarchy
+}
+
+// A unit test's process has no reaper of its own: the test waits for its children.
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use std::{os::unix::process::ExitStatusExt, time::Instant};
+
+    use super::*;
+
+    /// A tree whose quick look always misses everything, as the kernel's `children` lists
+    /// can while children exit; the exhaustive look sees one real process.
+    struct QuickLookMisses(i32);
+
+    impl ProcessTree for QuickLookMisses {
+        fn quick(&self) -> io::Result<Vec<ProcStat>> {
+            Ok(Vec::new())
+        }
+
+        fn exhaustive(&self) -> io::Result<Vec<ProcStat>> {
+            Ok(ProcStat::read(self.0)
+                .into_iter()
+                .filter(|p| p.state != 'Z')
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_process_the_quick_look_misses_is_still_killed() {
+        let mut child = Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        // This test plays the reaper for its own child, and gives up after 5 s.
+        let reaper = std::thread::spawn(move || {
+            let started = Instant::now();
+            loop {
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    return Some(status);
+                }
+                if started.elapsed() > Duration::from_secs(5) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let started = Instant::now();
+        let left = end_all(&QuickLookMisses(pid)).await;
+        let status = reaper.join().expect("reaper");
+        assert_eq!(left, 0, "the process was still there after the deadline");
+        let status = status.expect("end_all never killed the process");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        assert!(
+            started.elapsed() < LEFTOVER_DEADLINE,
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! The process model: the one seam between the task logic and *how* a container's processes
+//! run.
+//!
+//! The task logic (`service.rs`, `container.rs`) knows containerd's task API: ids, states,
+//! events, the exit policy, stdio. It never spawns, signals as a group, lists, freezes or
+//! measures processes itself; it asks the container's [`Processes`], which a
+//! [`ProcessModel`] made at `Create`. Today there is one model, [`crate::host`]: host
+//! processes behind the start-gate helper, found through their cgroup or, without one,
+//! through the process tree. A model that drives an OCI runtime binary (runc, crun), a VM
+//! or a wasm engine implements the same two traits and nothing else: see "Fork it for your
+//! own runtime" in docs/ARCHITECTURE.md.
+//!
+//! What a model may rely on, and must keep:
+//!
+//! - Every process it makes is a child (or, through the child subreaper, a descendant) of
+//!   the shim, and is reaped only by the shim's reaper (`exits.rs`): no `Child::wait`, no
+//!   `tokio::process`. Its exit reaches the container through the [`Spawned::pidfd`] and
+//!   the reaper, never through the model.
+//! - [`Processes::create`] and [`Processes::exec`] are plain `fn`s: the pid they return is
+//!   routed to its container before the reaper can run (see "Concurrency" in
+//!   docs/ARCHITECTURE.md).
+//! - The container calls one method at a time (it holds its own lock), so a model keeps
+//!   its state in `&mut self` without locks of its own; a slow call delays that container
+//!   only.
+
+use std::{os::fd::OwnedFd, path::Path, sync::Arc};
+
+use async_trait::async_trait;
+use containerd_shim_protos::{api::CreateTaskRequest, protobuf::well_known_types::any::Any};
+use oci_spec::runtime::{LinuxResources, Spec};
+
+use crate::{
+    error::Result, oom::OomWatch, procfs::ProcStat, spec::Kind, stdio::ChildStdio, sys::Signal,
+};
+
+/// A process a model made: held before its program runs, until [`Processes::start`].
+pub struct Spawned {
+    /// Its pid.
+    pub pid: i32,
+    /// A handle on exactly this process (`pidfd_open(2)`), taken before the reaper could
+    /// run: signals through it cannot hit a recycled pid, and it polls readable once the
+    /// process has exited.
+    pub pidfd: Arc<OwnedFd>,
+}
+
+/// What a shim runs its containers with: makes each container's [`Processes`] at `Create`,
+/// and cleans up after a shim that died.
+#[async_trait]
+pub trait ProcessModel: Send + Sync + 'static {
+    /// The processes of a new container `id`, from its bundle and spec: checks what can be
+    /// checked before anything runs (the command, the cgroup, the limits) and makes what
+    /// the container needs (its cgroup). Nothing runs yet: [`Processes::create`] does.
+    ///
+    /// `req` is containerd's request as it came: the id, the bundle, the root filesystem's
+    /// mounts (which a model with a root filesystem mounts), the runtime's options.
+    fn container(
+        &self,
+        req: &CreateTaskRequest,
+        spec: &Spec,
+        kind: &Kind,
+    ) -> Result<Box<dyn Processes>>;
+
+    /// `containerd-shim-sample-v2 delete`, run in the bundle after the shim is gone
+    /// (crashed, or killed): ends whatever of the container still runs and removes what it
+    /// held, from what the bundle says. Idempotent. Returns the init's pid if known (0
+    /// otherwise), for containerd's answer.
+    async fn clean_up_after_crash(&self, bundle: &Path) -> i32;
+}
+
+/// One container's processes, as its model runs them.
+#[async_trait]
+pub trait Processes: Send + 'static {
+    /// Whether the init process gets a terminal (its spec's `process.terminal`): the
+    /// container opens the stdio to match before [`Processes::create`].
+    fn init_terminal(&self) -> bool;
+
+    /// `Create`: makes the init process with `stdio`, held before its program runs.
+    fn create(&mut self, stdio: ChildStdio) -> Result<Spawned>;
+
+    /// `Exec`: makes another process in the container from an OCI `process`, held the same
+    /// way. The container has checked that its init runs and is not paused.
+    fn exec(
+        &mut self,
+        name: &str,
+        process: &oci_spec::runtime::Process,
+        stdio: ChildStdio,
+    ) -> Result<Spawned>;
+
+    /// `Start`: lets the held process `pid` run its program.
+    fn start(&mut self, pid: i32) -> Result<()>;
+
+    /// `Delete` of a process never started: it must exit without running anything (the
+    /// container has already sent it SIGKILL).
+    fn cancel(&mut self, pid: i32);
+
+    /// `Kill --all`: `signal` to every process of the container. The container has checked
+    /// that its init runs.
+    fn signal_all(&mut self, signal: Signal) -> Result<()>;
+
+    /// `Pids` and `Stats`: the container's live processes.
+    fn list(&mut self) -> Result<Vec<ProcStat>>;
+
+    /// `Pause` (`true`) and `Resume` (`false`): every process of the container, and
+    /// whatever it forks meanwhile, stops or goes on. Also called to thaw a paused
+    /// container whose end is near (its init was killed, or exited).
+    async fn set_paused(&mut self, paused: bool) -> Result<()>;
+
+    /// `Stats`: the container's figures, as containerd's `Metrics` in an `Any`.
+    fn stats(&mut self) -> Result<Any>;
+
+    /// `Update`: new limits for the container.
+    fn update(&mut self, resources: &LinuxResources) -> Result<()>;
+
+    /// The OOM killer's kills among the container's processes so far, if they are counted.
+    fn oom_kills(&self) -> Option<u64>;
+
+    /// A watch that wakes when the OOM killer may have struck (`oom.rs`), if there is one.
+    fn watch_ooms(&self) -> Option<OomWatch>;
+
+    /// The exit of process `pid` (the init, or an exec) was recorded.
+    fn exited(&mut self, pid: i32);
+
+    /// The init process has exited: ends everything left of the container, and returns
+    /// once it is gone or [`crate::exits::LEFTOVER_DEADLINE`] has passed.
+    async fn init_exited(&mut self);
+
+    /// `Delete` of the container: ends whatever is left and removes what it held (its
+    /// cgroup, its mounts). Also called when `Create` fails after [`ProcessModel::container`].
+    async fn release(&mut self);
+}
