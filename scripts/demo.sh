@@ -73,6 +73,7 @@ if [ "$tour" = pod ] && [ "$config_version" = 2 ]; then
   sandbox_image = "$image"
   disable_cgroup = true
   disable_apparmor = true
+  restrict_oom_score_adj = true
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.sample]
@@ -88,6 +89,7 @@ elif [ "$tour" = pod ]; then
 [plugins."io.containerd.cri.v1.runtime"]
   disable_cgroup = true
   disable_apparmor = true
+  restrict_oom_score_adj = true
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.sample]

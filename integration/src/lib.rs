@@ -698,8 +698,8 @@ pub fn binary_version(containerd: &Path) -> Result<(u32, u32)> {
 }
 
 /// The daemon's configuration with the CRI plugin: [`config_toml`]'s settings, plus the
-/// runtime handler `sample` for our shim, the test image as the sandbox image, no cgroups
-/// (the shim makes none yet), no CNI (pods use the host network) and no NRI (its socket is
+/// runtime handler `sample` for our shim, the test image as the sandbox image, cgroups,
+/// `restrict_oom_score_adj`, no CNI (pods use the host network) and no NRI (its socket is
 /// machine-wide). containerd 1.6 and 1.7 read config version 2; 2.x moved the CRI settings
 /// to version 3's `io.containerd.cri.v1.runtime` and `io.containerd.cri.v1.images`.
 fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
@@ -720,6 +720,9 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
   disable_cgroup = false
   disable_apparmor = true
   enable_selinux = false
+  # The shim applies the spec's oom_score_adj (-998 for a sandbox), and lowering it needs
+  # CAP_SYS_RESOURCE: clamp it to containerd's own, as on a machine without that capability.
+  restrict_oom_score_adj = true
 
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{handler}]
   runtime_type = "{runtime}"
@@ -746,6 +749,9 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
   disable_cgroup = false
   disable_apparmor = true
   enable_selinux = false
+  # The shim applies the spec's oom_score_adj (-998 for a sandbox), and lowering it needs
+  # CAP_SYS_RESOURCE: clamp it to containerd's own, as on a machine without that capability.
+  restrict_oom_score_adj = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
 

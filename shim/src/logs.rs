@@ -248,6 +248,7 @@ impl Logger {
         let pid = child.id() as i32;
         // No await since the spawn: the reaper cannot have collected it.
         let pidfd = sys::pidfd_open(pid).map_err(Error::io(format!("pidfd_open({pid})")))?;
+        let watched = pidfd.try_clone().map_err(Error::io("dup a pidfd"))?;
         registry.add_logger(pid);
         drop((out_read, err_read, ready_write, command));
         let logger = Logger {
@@ -255,7 +256,7 @@ impl Logger {
             pidfd: Some(pidfd),
             registry: registry.clone(),
         };
-        match tokio::time::timeout(READY_LIMIT, ready(ready_read, &out_write)).await {
+        match tokio::time::timeout(READY_LIMIT, ready(ready_read, watched, &out_write)).await {
             Ok(Ok(())) => {}
             failed => {
                 let why = match failed {
@@ -328,9 +329,11 @@ async fn stop(pid: i32, pidfd: OwnedFd, registry: &Registry) {
 }
 
 /// Waits for a byte or end-of-file on the logger's `ready` pipe. End-of-file also comes
-/// when the logger died: then nobody reads the process's stdout (`stdout` is its write end,
-/// which polls an error once no reader is left), and the logger is refused.
-async fn ready(ready: OwnedFd, stdout: &OwnedFd) -> io::Result<()> {
+/// when the logger died. Its first process (`pidfd`) has then exited, and nobody reads the
+/// process's stdout (`stdout` is its write end, which polls an error once no reader is
+/// left): such a logger is refused. A pidfd polls readable only once the kernel has
+/// released every file of the process, so the look at `stdout` comes after that.
+async fn ready(ready: OwnedFd, pidfd: OwnedFd, stdout: &OwnedFd) -> io::Result<()> {
     let ready = sys::on_reactor(ready)?;
     let mut byte = [0u8; 1];
     let got = loop {
@@ -340,11 +343,21 @@ async fn ready(ready: OwnedFd, stdout: &OwnedFd) -> io::Result<()> {
             Err(_would_block) => continue,
         }
     };
-    if got == 0 && !sys::has_reader(stdout) {
-        return Err(io::Error::other("exited before it was ready"));
+    if got == 0 {
+        // Closed on purpose, or on its way out: a process's files close just before its
+        // exit shows. A logger that runs on is not waited for longer than this.
+        let gone = tokio::time::timeout(EXIT_GRACE, crate::host::exited(pidfd))
+            .await
+            .is_ok();
+        if gone && !sys::has_reader(stdout) {
+            return Err(io::Error::other("exited before it was ready"));
+        }
     }
     Ok(())
 }
+
+/// How long a logger that closed its fd 5 is watched for an exit that would mean it died.
+const EXIT_GRACE: Duration = Duration::from_millis(20);
 
 /// Sets `O_NONBLOCK` on `fd`.
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {

@@ -936,3 +936,76 @@ async fn a_pod_container_keeps_what_an_exited_session_leading_exec_left_behind()
         "app's leftover lives on"
     );
 }
+
+/// Defect: two containers in one shim; the second one's `binary://` logger never says it is
+/// ready. For the 10 s the shim waited for it, on its only thread, under the one lock, the
+/// first one's `Pids` took 9 s and containerd's own `State` timed out. Now the logger's
+/// readiness is awaited by the second container alone: the first answers `Pids` and `State`
+/// within 100 ms, and its SIGKILL is reported within 100 ms.
+#[tokio::test]
+async fn a_container_whose_logger_hangs_stalls_no_neighbour() {
+    let Some(h) = Harness::new(&["sleep", "1000"]) else {
+        return;
+    };
+    let first = h.create("first").await.expect("create first");
+    h.start("first", "").await.expect("start first");
+    // A logger that keeps fd 5 open and never writes to it: never ready.
+    let dir = tempfile::tempdir().expect("logger dir");
+    let logger = dir.path().join("hung-logger");
+    std::fs::write(&logger, "#!/bin/sh\nexec sleep 999\n").expect("write logger");
+    std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod logger");
+    let bundle = tempfile::tempdir().expect("bundle");
+    write_annotated_spec(bundle.path(), &["sleep", "1000"], &[]);
+    let req = api::CreateTaskRequest {
+        id: "second".into(),
+        bundle: bundle.path().display().to_string(),
+        stdout: format!("binary://{}", logger.display()),
+        ..Default::default()
+    };
+    let service = h.service.clone();
+    let second = tokio::spawn(async move { service.create(req).await });
+    let hung = eventually("the hung logger", || process_running("sleep 999")).await;
+
+    let limit = Duration::from_millis(100);
+    let started = Instant::now();
+    assert_eq!(pids(&h, "first").await, vec![first]);
+    let pids_took = started.elapsed();
+    let started = Instant::now();
+    assert_eq!(status(&h, "first", "").await.0, api::Status::RUNNING);
+    let state_took = started.elapsed();
+    let started = Instant::now();
+    h.kill("first", 9).await.expect("kill first");
+    eventually("first's exit", || {
+        h.timeline()
+            .contains(&"exit first 137".to_string())
+            .then_some(())
+    })
+    .await;
+    let exit_took = started.elapsed();
+    assert!(
+        pids_took < limit && state_took < limit && exit_took < limit,
+        "while a neighbour's logger hangs: Pids {pids_took:?}, State {state_took:?}, \
+         SIGKILL to exit event {exit_took:?}"
+    );
+    assert!(!second.is_finished(), "the second Create gave up early");
+
+    // The logger dies: the second Create fails at once, naming it, and leaves nothing.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(hung),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the logger");
+    let err = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("the second Create returned")
+        .expect("join")
+        .expect_err("a logger that died before it was ready");
+    match err {
+        Error::InvalidArgument(message) => assert!(message.contains("hung-logger"), "{message}"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    let state = h.service.state(state_request("second", "")).await;
+    assert!(matches!(state, Err(Error::NotFound(_))), "{state:?}");
+    assert_eq!(h.delete("first", "").await.expect("delete first"), 137);
+}
