@@ -34,6 +34,7 @@
 //! | [`procfs`] | what `/proc` says about the task's processes |
 //! | [`sys`] | the system calls that need care (signals, pidfds, children, what a child does before `exec`), and most of the few `unsafe` blocks |
 //! | [`error`] | the error type and its gRPC codes |
+//! | [`logfmt`] | the shim's own log: logfmt lines into the `log` FIFO containerd copies into its log |
 //!
 //! Words used throughout: the *init process* is a task's main process, the one `Create`
 //! makes (containerd's term); the *start-gate helper* is what it is before `Start`; *pid 1*
@@ -49,6 +50,7 @@ pub mod events;
 pub mod exits;
 pub mod gate;
 pub mod host;
+pub mod logfmt;
 pub mod logs;
 pub mod members;
 pub mod metrics;

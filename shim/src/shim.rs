@@ -49,6 +49,7 @@ use crate::{
     events::{timestamp, Publisher},
     exits,
     host::Host,
+    logfmt,
     model::ProcessModel,
     rpc::TaskService,
     service::Service,
@@ -73,7 +74,19 @@ pub struct SampleShim {
 impl Shim for SampleShim {
     type T = TaskService;
 
-    async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+    async fn new(runtime_id: &str, args: &Flags, config: &mut Config) -> Self {
+        // The daemon logs into the bundle's `log` FIFO through our logger, not the crate's
+        // (`logfmt.rs` says why). `start` and `delete` log nowhere, as before: containerd
+        // reads their stdout, and nobody reads the FIFO any more when `delete` runs.
+        config.no_setup_logger = true;
+        if !matches!(args.action.as_str(), "start" | "delete") {
+            if let Err(err) = logfmt::init(args.debug) {
+                // What the crate does when its own logger cannot start: the daemon exits,
+                // and `start` reports that it exited before serving.
+                eprintln!("{runtime_id}: open the log FIFO: {err}");
+                std::process::exit(1);
+            }
+        }
         SampleShim {
             namespace: args.namespace.clone(),
             socket: args.socket.clone(),
