@@ -14,12 +14,17 @@
 use std::{
     fs::File,
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
+    path::Path,
 };
 
-use tokio::io::unix::AsyncFd;
+use rustix::{
+    event::{eventfd, EventfdFlags},
+    fs::inotify,
+};
+use tokio::io::{unix::AsyncFd, Interest};
 
-use crate::cgroup::Cgroup;
+use crate::{cgroup::Cgroup, sys};
 
 /// A registration for a cgroup's OOM notifications.
 pub struct OomWatch {
@@ -27,22 +32,6 @@ pub struct OomWatch {
     fd: AsyncFd<OwnedFd>,
     /// v1: `memory.oom_control`, kept open while the registration lasts.
     _control: Option<File>,
-}
-
-/// `fd` from a libc call that returns -1 on failure.
-fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// `fd` on the runtime's reactor.
-fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: the `OwnedFd` keeps its descriptor open, and the same, for as long as the
-    // `AsyncFd` holds it.
-    Ok(unsafe { AsyncFd::register(fd) }?)
 }
 
 impl OomWatch {
@@ -56,60 +45,42 @@ impl OomWatch {
             if !events.exists() {
                 return Ok(None);
             }
-            // SAFETY: plain system calls; the descriptor is owned at once.
-            let fd = owned(unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) })?;
-            let path = std::ffi::CString::new(events.as_os_str().as_encoded_bytes())
-                .map_err(io::Error::other)?;
-            // SAFETY: `fd` is an inotify instance, `path` a C string.
-            let watch =
-                unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_MODIFY) };
-            if watch < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            return Ok(Some(OomWatch {
-                fd: register(fd)?,
-                _control: None,
-            }));
+            return OomWatch::modifications_of(&events).map(Some);
         }
         let control = File::open(dir.join("memory.oom_control"))?;
-        // SAFETY: a plain system call; the descriptor is owned at once.
-        let fd = owned(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        // "<eventfd> <file to watch>": the kernel resolves both numbers in the writer's
+        // descriptor table, at the moment of this write.
         std::fs::write(
             dir.join("cgroup.event_control"),
             format!("{} {}", fd.as_raw_fd(), control.as_raw_fd()),
         )?;
         Ok(Some(OomWatch {
-            fd: register(fd)?,
+            fd: sys::on_reactor(fd)?,
             _control: Some(control),
         }))
     }
 
-    /// Waits for the next notification (and consumes it).
+    /// A watch that is notified whenever `file` is modified (v2's `memory.events`).
+    fn modifications_of(file: &Path) -> io::Result<OomWatch> {
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
+        inotify::add_watch(&fd, file, inotify::WatchFlags::MODIFY)?;
+        Ok(OomWatch {
+            fd: sys::on_reactor(fd)?,
+            _control: None,
+        })
+    }
+
+    /// Waits for the next notification (and consumes it: an eventfd's counter, or the
+    /// inotify events queued so far).
     pub async fn notified(&mut self) -> io::Result<()> {
-        loop {
-            let mut ready = self.fd.readable().await?;
-            let mut buffer = [0u8; 4096];
-            // SAFETY: reads into a buffer of the size given.
-            let n = unsafe {
-                libc::read(
-                    self.fd.get_ref().as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                )
-            };
-            if n > 0 {
-                return Ok(());
-            }
-            let err = io::Error::last_os_error();
-            if n < 0 && err.kind() == io::ErrorKind::WouldBlock {
-                ready.clear_ready();
-                continue;
-            }
-            return Err(if n == 0 {
-                io::Error::from(io::ErrorKind::UnexpectedEof)
-            } else {
-                err
-            });
+        let mut buffer = [0u8; 4096];
+        let read = self.fd.async_io(Interest::READABLE, |fd| {
+            Ok(rustix::io::read(fd, &mut buffer)?)
+        });
+        match read.await? {
+            0 => Err(io::ErrorKind::UnexpectedEof.into()),
+            _ => Ok(()),
         }
     }
 }
