@@ -84,3 +84,83 @@ impl OomWatch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{path::PathBuf, time::Duration};
+
+    use tokio::time::timeout;
+
+    use super::*;
+    use crate::cgroup::{tests::may_write_cgroups, Hierarchy};
+
+    /// Whether `watch` is notified within `limit`.
+    async fn notified_within(watch: &mut OomWatch, limit: Duration) -> bool {
+        match timeout(limit, watch.notified()).await {
+            Ok(result) => {
+                result.expect("read the notification");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The v2 mechanism on a plain file: silent until the file is written, then one
+    /// notification for the writes so far.
+    #[tokio::test]
+    async fn an_inotify_watch_wakes_when_its_file_is_modified() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("memory.events");
+        std::fs::write(&file, "oom 0\n").expect("write");
+        let mut watch = OomWatch::modifications_of(&file).expect("watch");
+        assert!(!notified_within(&mut watch, Duration::from_millis(50)).await);
+        std::fs::write(&file, "oom 1\n").expect("write");
+        assert!(notified_within(&mut watch, Duration::from_secs(5)).await);
+    }
+
+    /// A real cgroup of this machine's hierarchy (v1 here: an eventfd through
+    /// `cgroup.event_control`), as root: nothing while the cgroup is idle, a notification
+    /// when it is removed (the kernel signals v1's eventfd when the cgroup goes; v2's
+    /// inotify watch reports its file's removal).
+    #[tokio::test]
+    async fn a_real_cgroup_s_watch_is_notified_when_the_cgroup_goes() {
+        if !may_write_cgroups() {
+            return;
+        }
+        let cgroup = Cgroup {
+            hierarchy: Hierarchy::detect().expect("a cgroup hierarchy is mounted"),
+            path: PathBuf::from(format!("/shim-sample-test-oom/{}", std::process::id())),
+        };
+        cgroup.create().expect("create");
+        let parent = Cgroup {
+            path: PathBuf::from("/shim-sample-test-oom"),
+            ..cgroup.clone()
+        };
+        let mut watch = OomWatch::new(&cgroup);
+        let quiet = match &mut watch {
+            Ok(Some(w)) => !notified_within(w, Duration::from_millis(50)).await,
+            _ => false,
+        };
+        let removed = cgroup.remove();
+        let notified = match &mut watch {
+            Ok(Some(w)) => notified_within(w, Duration::from_secs(5)).await,
+            _ => false,
+        };
+        // Only if empty: another test process may have its own cgroup there.
+        for dir in parent.dirs() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        let watch = watch.expect("register for OOM notifications");
+        assert!(
+            watch.is_some(),
+            "no memory controller in {:?}",
+            cgroup.hierarchy
+        );
+        assert!(quiet, "notified while the cgroup was idle");
+        removed.expect("remove the cgroup");
+        assert!(
+            notified,
+            "no notification within 5 s of the cgroup's removal"
+        );
+    }
+}
