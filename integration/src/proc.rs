@@ -67,6 +67,18 @@ pub fn cmdline(pid: i32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The environment it was started with (`/proc/<pid>/environ`: root reads anyone's).
+pub fn environ(pid: i32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/environ"))
+        .map(|raw| {
+            raw.split(|&b| b == 0)
+                .filter(|v| !v.is_empty())
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Direct children, zombies included.
 pub fn children(pid: i32) -> Vec<i32> {
     all_pids()

@@ -617,7 +617,7 @@ impl Resources {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const HYBRID: &str = "\
@@ -802,7 +802,7 @@ mod tests {
 
     /// Whether this test may write the machine's cgroups (as root). Without root it fails,
     /// or, with `SAMPLE_SHIM_SKIP_INTEGRATION=1`, says loudly that it skips.
-    fn may_write_cgroups() -> bool {
+    pub(crate) fn may_write_cgroups() -> bool {
         if nix::unistd::geteuid().is_root() {
             return true;
         }

@@ -14,12 +14,17 @@
 use std::{
     fs::File,
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
+    path::Path,
 };
 
-use tokio::io::unix::AsyncFd;
+use rustix::{
+    event::{eventfd, EventfdFlags},
+    fs::inotify,
+};
+use tokio::io::{unix::AsyncFd, Interest};
 
-use crate::cgroup::Cgroup;
+use crate::{cgroup::Cgroup, sys};
 
 /// A registration for a cgroup's OOM notifications.
 pub struct OomWatch {
@@ -27,22 +32,6 @@ pub struct OomWatch {
     fd: AsyncFd<OwnedFd>,
     /// v1: `memory.oom_control`, kept open while the registration lasts.
     _control: Option<File>,
-}
-
-/// `fd` from a libc call that returns -1 on failure.
-fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// `fd` on the runtime's reactor.
-fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: the `OwnedFd` keeps its descriptor open, and the same, for as long as the
-    // `AsyncFd` holds it.
-    Ok(unsafe { AsyncFd::register(fd) }?)
 }
 
 impl OomWatch {
@@ -56,60 +45,122 @@ impl OomWatch {
             if !events.exists() {
                 return Ok(None);
             }
-            // SAFETY: plain system calls; the descriptor is owned at once.
-            let fd = owned(unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) })?;
-            let path = std::ffi::CString::new(events.as_os_str().as_encoded_bytes())
-                .map_err(io::Error::other)?;
-            // SAFETY: `fd` is an inotify instance, `path` a C string.
-            let watch =
-                unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_MODIFY) };
-            if watch < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            return Ok(Some(OomWatch {
-                fd: register(fd)?,
-                _control: None,
-            }));
+            return OomWatch::modifications_of(&events).map(Some);
         }
         let control = File::open(dir.join("memory.oom_control"))?;
-        // SAFETY: a plain system call; the descriptor is owned at once.
-        let fd = owned(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        // "<eventfd> <file to watch>": the kernel resolves both numbers in the writer's
+        // descriptor table, at the moment of this write.
         std::fs::write(
             dir.join("cgroup.event_control"),
             format!("{} {}", fd.as_raw_fd(), control.as_raw_fd()),
         )?;
         Ok(Some(OomWatch {
-            fd: register(fd)?,
+            fd: sys::on_reactor(fd)?,
             _control: Some(control),
         }))
     }
 
-    /// Waits for the next notification (and consumes it).
+    /// A watch that is notified whenever `file` is modified (v2's `memory.events`).
+    fn modifications_of(file: &Path) -> io::Result<OomWatch> {
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
+        inotify::add_watch(&fd, file, inotify::WatchFlags::MODIFY)?;
+        Ok(OomWatch {
+            fd: sys::on_reactor(fd)?,
+            _control: None,
+        })
+    }
+
+    /// Waits for the next notification (and consumes it: an eventfd's counter, or the
+    /// inotify events queued so far).
     pub async fn notified(&mut self) -> io::Result<()> {
-        loop {
-            let mut ready = self.fd.readable().await?;
-            let mut buffer = [0u8; 4096];
-            // SAFETY: reads into a buffer of the size given.
-            let n = unsafe {
-                libc::read(
-                    self.fd.get_ref().as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                )
-            };
-            if n > 0 {
-                return Ok(());
-            }
-            let err = io::Error::last_os_error();
-            if n < 0 && err.kind() == io::ErrorKind::WouldBlock {
-                ready.clear_ready();
-                continue;
-            }
-            return Err(if n == 0 {
-                io::Error::from(io::ErrorKind::UnexpectedEof)
-            } else {
-                err
-            });
+        let mut buffer = [0u8; 4096];
+        let read = self.fd.async_io(Interest::READABLE, |fd| {
+            Ok(rustix::io::read(fd, &mut buffer)?)
+        });
+        match read.await? {
+            0 => Err(io::ErrorKind::UnexpectedEof.into()),
+            _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::PathBuf, time::Duration};
+
+    use tokio::time::timeout;
+
+    use super::*;
+    use crate::cgroup::{tests::may_write_cgroups, Hierarchy};
+
+    /// Whether `watch` is notified within `limit`.
+    async fn notified_within(watch: &mut OomWatch, limit: Duration) -> bool {
+        match timeout(limit, watch.notified()).await {
+            Ok(result) => {
+                result.expect("read the notification");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The v2 mechanism on a plain file: silent until the file is written, then one
+    /// notification for the writes so far.
+    #[tokio::test]
+    async fn an_inotify_watch_wakes_when_its_file_is_modified() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("memory.events");
+        std::fs::write(&file, "oom 0\n").expect("write");
+        let mut watch = OomWatch::modifications_of(&file).expect("watch");
+        assert!(!notified_within(&mut watch, Duration::from_millis(50)).await);
+        std::fs::write(&file, "oom 1\n").expect("write");
+        assert!(notified_within(&mut watch, Duration::from_secs(5)).await);
+    }
+
+    /// A real cgroup of this machine's hierarchy (v1 here: an eventfd through
+    /// `cgroup.event_control`), as root: nothing while the cgroup is idle, a notification
+    /// when it is removed (the kernel signals v1's eventfd when the cgroup goes; v2's
+    /// inotify watch reports its file's removal).
+    #[tokio::test]
+    async fn a_real_cgroup_s_watch_is_notified_when_the_cgroup_goes() {
+        if !may_write_cgroups() {
+            return;
+        }
+        let cgroup = Cgroup {
+            hierarchy: Hierarchy::detect().expect("a cgroup hierarchy is mounted"),
+            path: PathBuf::from(format!("/shim-sample-test-oom/{}", std::process::id())),
+        };
+        cgroup.create().expect("create");
+        let parent = Cgroup {
+            path: PathBuf::from("/shim-sample-test-oom"),
+            ..cgroup.clone()
+        };
+        let mut watch = OomWatch::new(&cgroup);
+        let quiet = match &mut watch {
+            Ok(Some(w)) => !notified_within(w, Duration::from_millis(50)).await,
+            _ => false,
+        };
+        let removed = cgroup.remove();
+        let notified = match &mut watch {
+            Ok(Some(w)) => notified_within(w, Duration::from_secs(5)).await,
+            _ => false,
+        };
+        // Only if empty: another test process may have its own cgroup there.
+        for dir in parent.dirs() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        let watch = watch.expect("register for OOM notifications");
+        assert!(
+            watch.is_some(),
+            "no memory controller in {:?}",
+            cgroup.hierarchy
+        );
+        assert!(quiet, "notified while the cgroup was idle");
+        removed.expect("remove the cgroup");
+        assert!(
+            notified,
+            "no notification within 5 s of the cgroup's removal"
+        );
     }
 }
