@@ -4,11 +4,18 @@
 //!
 //! A shim does not answer event subscriptions itself. It forwards each event over ttrpc to
 //! the address containerd gave in `TTRPC_ADDRESS` (the `Events.Forward` RPC), and containerd
-//! fans them out to its subscribers (`ctr events`). The crate's `RemotePublisher` sends
-//! them from one queue, in order while containerd answers. An event that fails (containerd
-//! restarting) is queued again behind later ones after a pause of 1 s, then 2 s, and so
-//! on, and dropped after six tries (about 20 s). A client that reconnects after a restart
-//! asks `State`, which is always right, rather than trusting it saw every event.
+//! fans them out to its subscribers (`ctr events`). The [`Publisher`] sends them from one
+//! queue, one at a time, in order. An event that fails (containerd restarting) is tried
+//! again after a pause of 1 s, then 2 s, and so on, on a new connection, and dropped after
+//! six tries (about 20 s); the events behind it wait, so the order holds. A client that
+//! reconnects after a restart asks `State`, which is always right, rather than trusting it
+//! saw every event.
+//!
+//! The queue is ours, not the `containerd-shim` crate's (`RemotePublisher`), for the end of
+//! the shim: the daemon exits only once every event is answered ([`Publisher::flushed`]).
+//! With the crate's queue it could exit while containerd was still writing its answer to
+//! the last `/tasks/delete`, and containerd logged `failed sending message on channel ...
+//! broken pipe` (about one delete in a hundred).
 //!
 //! Order matters to clients: `ctr run` waits for `/tasks/exit` after `/tasks/start`. The
 //! task service publishes under its state lock, so the queue sees them in the order they
@@ -23,10 +30,12 @@
 //! from protobuf reflection: building the reflection tables (what the crate's `publish`
 //! does through `descriptor_dyn()`) costs a shim hundreds of KiB of heap it never frees.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use async_trait::async_trait;
-use containerd_shim::publisher::RemotePublisher;
 use containerd_shim_protos::{
     events::task::{
         TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM,
@@ -37,11 +46,11 @@ use containerd_shim_protos::{
         Message, MessageField,
     },
     shim::{event::Envelope, events::ForwardRequest},
-    shim_async::Events,
-    topics,
-    ttrpc::r#async::TtrpcContext,
+    shim_async::{Client, EventsClient},
+    topics, ttrpc,
 };
-use log::warn;
+use log::{debug, warn};
+use tokio::sync::{mpsc, watch};
 
 use crate::{process::ExitStatus, stdio::StdioPaths};
 
@@ -130,16 +139,61 @@ pub trait EventSink: Send + Sync + 'static {
 
 /// Publishes task events of one namespace to containerd.
 pub struct Publisher {
-    /// The crate's ttrpc client to containerd's event service.
-    remote: RemotePublisher,
+    /// The queue to the task that forwards the envelopes.
+    queue: mpsc::UnboundedSender<Envelope>,
+    /// How many envelopes are queued or on their way: 0 once containerd answered them all.
+    pending: Arc<watch::Sender<usize>>,
     /// The containerd namespace of the task (`-namespace`), stamped on every envelope.
     namespace: String,
 }
 
+/// How many times an event is tried before it is dropped.
+const TRIES: u64 = 6;
+
 impl Publisher {
-    /// Wraps the crate's publisher for `namespace`.
-    pub fn new(remote: RemotePublisher, namespace: String) -> Self {
-        Publisher { remote, namespace }
+    /// A publisher to containerd's ttrpc `address` (`TTRPC_ADDRESS`) for `namespace`; its
+    /// queue's task starts at once.
+    pub fn new(address: String, namespace: String) -> Self {
+        let (queue, mut envelopes) = mpsc::unbounded_channel::<Envelope>();
+        let pending = Arc::new(watch::Sender::new(0usize));
+        let done = pending.clone();
+        tokio::spawn(async move {
+            let mut client = None;
+            while let Some(envelope) = envelopes.recv().await {
+                let topic = envelope.topic.clone();
+                let request = ForwardRequest {
+                    envelope: MessageField::some(envelope),
+                    ..Default::default()
+                };
+                for attempt in 1..=TRIES {
+                    match forward(&address, &mut client, &request).await {
+                        Ok(()) => break,
+                        Err(err) if attempt == TRIES => {
+                            warn!("publish {topic}: {err}: dropped after {TRIES} tries")
+                        }
+                        Err(err) => {
+                            debug!("publish {topic}: {err}: trying again");
+                            client = None;
+                            tokio::time::sleep(Duration::from_secs(attempt)).await;
+                        }
+                    }
+                }
+                done.send_modify(|n| *n = n.saturating_sub(1));
+            }
+        });
+        Publisher {
+            queue,
+            pending,
+            namespace,
+        }
+    }
+
+    /// Waits until every event published so far is answered by containerd (or dropped).
+    pub fn flushed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut pending = self.pending.subscribe();
+        async move {
+            let _ = pending.wait_for(|n| *n == 0).await;
+        }
     }
 
     async fn forward<E: Message>(&self, topic: &str, event: E) {
@@ -158,23 +212,28 @@ impl Publisher {
             }),
             ..Default::default()
         };
-        let request = ForwardRequest {
-            envelope: MessageField::some(envelope),
-            ..Default::default()
-        };
-        // `forward` only queues the envelope (see the module docs); the context is unused
-        // there. It waits up to 3 s when the queue (1024 events) is full.
-        let context = TtrpcContext {
-            mh: Default::default(),
-            metadata: Default::default(),
-            timeout_nano: 0,
-        };
-        if let Err(err) = self.remote.forward(&context, request).await {
-            // The queue stayed full for 3 s: containerd is gone. The state is still correct
-            // and `State` still answers, so the shim goes on.
-            warn!("publish {topic}: {err}");
+        self.pending.send_modify(|n| *n += 1);
+        if self.queue.send(envelope).is_err() {
+            self.pending.send_modify(|n| *n = n.saturating_sub(1));
         }
     }
+}
+
+/// One `Events.Forward` call, on `client`, connected first if need be.
+async fn forward(
+    address: &str,
+    client: &mut Option<EventsClient>,
+    request: &ForwardRequest,
+) -> Result<(), ttrpc::Error> {
+    if client.is_none() {
+        *client = Some(EventsClient::new(Client::connect(address).await?));
+    }
+    let Some(events) = client.as_ref() else {
+        return Ok(());
+    };
+    // containerd answers at once; a stuck one is given 5 s, then the event is tried again.
+    let context = ttrpc::context::with_timeout(Duration::from_secs(5).as_nanos() as i64);
+    events.forward(context, request).await.map(|_| ())
 }
 
 #[async_trait]

@@ -16,6 +16,7 @@
 //! runs the reaper and the ttrpc server, and calls into the [`Shim`] implementation below.
 
 use std::{
+    future::Future,
     io::Read,
     os::unix::{
         fs::{DirBuilderExt, FileTypeExt},
@@ -23,9 +24,10 @@ use std::{
         process::CommandExt,
     },
     path::{Path, PathBuf},
+    pin::Pin,
     process::{Command, Stdio},
     sync::Arc,
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use async_trait::async_trait;
@@ -68,6 +70,8 @@ pub struct SampleShim {
     socket: String,
     /// Fired by `Shutdown` when no task is left.
     exit: Arc<ExitSignal>,
+    /// Resolves once containerd has answered every event published (`events.rs`).
+    flushed: std::sync::Mutex<Option<Pin<Box<dyn Future<Output = ()> + Send>>>>,
 }
 
 #[async_trait]
@@ -91,6 +95,7 @@ impl Shim for SampleShim {
             namespace: args.namespace.clone(),
             socket: args.socket.clone(),
             exit: Arc::new(ExitSignal::default()),
+            flushed: std::sync::Mutex::new(None),
         }
     }
 
@@ -104,6 +109,18 @@ impl Shim for SampleShim {
 
     async fn wait(&mut self) {
         self.exit.wait().await;
+        // Every event answered before the daemon goes (containerd would otherwise write its
+        // answer to the last `/tasks/delete` into a closed connection); a containerd that
+        // does not answer is given what its own shims give it, 5 s.
+        let flushed = self.flushed.lock().ok().and_then(|mut f| f.take());
+        if let Some(flushed) = flushed {
+            if tokio::time::timeout(Duration::from_secs(5), flushed)
+                .await
+                .is_err()
+            {
+                info!("events still unanswered after 5 s: exiting anyway");
+            }
+        }
         // Remove the socket ourselves: containerd may delete the bundle (and the `address`
         // file the crate would read to find the socket) as soon as `Shutdown` returns.
         let path = bundle::socket_path(&self.socket);
@@ -120,7 +137,13 @@ impl Shim for SampleShim {
             // could not report exits and must not pretend otherwise.
             Err(err) => panic!("cannot subscribe to process exits: {err}"),
         };
-        let events = Publisher::new(publisher, self.namespace.clone());
+        // Our own queue to the crate's address (`events.rs` says why); the crate's
+        // publisher, dropped here, closes its connection.
+        let events = Publisher::new(publisher.address.clone(), self.namespace.clone());
+        drop(publisher);
+        if let Ok(mut flushed) = self.flushed.lock() {
+            *flushed = Some(Box::pin(events.flushed()));
+        }
         // `/proc/self/exe` is this binary, even if it was replaced on disk since.
         let helper = Path::new("/proc/self/exe");
         TaskService(Service::new(
