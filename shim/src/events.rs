@@ -49,7 +49,7 @@ use containerd_shim_protos::{
     shim_async::{Client, EventsClient},
     topics, ttrpc,
 };
-use log::{debug, warn};
+use log::warn;
 use tokio::sync::{mpsc, watch};
 
 use crate::{process::ExitStatus, stdio::StdioPaths};
@@ -172,7 +172,7 @@ impl Publisher {
                             warn!("publish {topic}: {err}: dropped after {TRIES} tries")
                         }
                         Err(err) => {
-                            debug!("publish {topic}: {err}: trying again");
+                            warn!("publish {topic}: {err}: trying again");
                             client = None;
                             tokio::time::sleep(Duration::from_secs(attempt)).await;
                         }
@@ -226,7 +226,12 @@ async fn forward(
     request: &ForwardRequest,
 ) -> Result<(), ttrpc::Error> {
     if client.is_none() {
-        *client = Some(EventsClient::new(Client::connect(address).await?));
+        // containerd gives a plain path in `TTRPC_ADDRESS`; ttrpc wants a scheme.
+        let address = match address.contains("://") {
+            true => address.to_string(),
+            false => format!("unix://{address}"),
+        };
+        *client = Some(EventsClient::new(Client::connect(&address).await?));
     }
     let Some(events) = client.as_ref() else {
         return Ok(());
