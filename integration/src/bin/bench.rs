@@ -1,6 +1,7 @@
 //! `make bench` (`scripts/bench.sh`: builds the shim with `make shim`, then runs this with
-//! `SHIM_BIN` set and `[--quick] [--starts N] [--stdout-mib N] [--out DIR]`): our shim and Debian's
-//! `containerd-shim-runc-v2`, side by side, in one private containerd.
+//! `SHIM_BIN` set and `[--quick] [--starts N] [--tasks N] [--cycles N] [--stdout-mib N]
+//! [--out DIR]`): our shim and Debian's `containerd-shim-runc-v2`, side by side, in one
+//! private containerd.
 //!
 //! Writes `bench/RESULTS.md` and `bench/results.svg`. runc gets a busybox root filesystem
 //! (`busybox-static`); our shim runs the same commands on the host in spec mode.
@@ -360,6 +361,20 @@ async fn main() -> Result<()> {
     }
     if let Some(mib) = stdout_arg {
         settings.stdout_bytes = mib << 20;
+    }
+    // `--tasks N` (idle tasks, and so exit latency samples) and `--cycles N` (short tasks per
+    // worker): quick runs with enough samples to compare two binaries' exit path.
+    let count = |flag: &str| -> Option<usize> {
+        std::env::args()
+            .skip_while(|a| a != flag)
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+    };
+    if let Some(tasks) = count("--tasks") {
+        settings.tasks = tasks;
+    }
+    if let Some(cycles) = count("--cycles") {
+        settings.cycles = cycles;
     }
     let cd = Containerd::start().context("the benchmark needs root and containerd")?;
     // The daemon is private, so are its FIFOs: remove them all, also when a step fails.
