@@ -46,6 +46,21 @@ struct Settings {
     stdout_bytes: u64,
 }
 
+/// `spec` (a JSON spec) without its `linux.cgroupsPath` when `remove` is set.
+fn without_cgroup(spec: String, remove: bool) -> String {
+    if !remove {
+        return spec;
+    }
+    let mut value: serde_json::Value = match serde_json::from_str(&spec) {
+        Ok(value) => value,
+        Err(_) => return spec,
+    };
+    if let Some(linux) = value["linux"].as_object_mut() {
+        linux.remove("cgroupsPath");
+    }
+    value.to_string()
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -529,9 +544,10 @@ async fn main() -> Result<()> {
                 fifos.remove();
             }
         }
-        // Short-task throughput, concurrency 1 and 8.
+        // Short-task throughput, concurrency 1 and 8; then concurrency 1 with no
+        // `linux.cgroupsPath`: the difference is what the cgroup costs a task's life.
         let mut throughput = Vec::new();
-        for concurrency in [1usize, 8] {
+        for (concurrency, cgroup) in [(1usize, true), (8, true), (1, false)] {
             let started = Instant::now();
             let mut handles = Vec::new();
             for worker in 0..concurrency {
@@ -542,13 +558,14 @@ async fn main() -> Result<()> {
                     let template = template.clone();
                     let rootfs = rootfs.clone();
                     move |id: &str| {
-                        spec(
+                        let json = spec(
                             &template,
                             &RUNTIMES[if rt.runtime == RUNTIME { 0 } else { 1 }],
                             id,
                             &rootfs,
                             &["/bin/true"],
-                        )
+                        );
+                        without_cgroup(json, !cgroup)
                     }
                 };
                 let runtime = rt.runtime;
@@ -556,7 +573,7 @@ async fn main() -> Result<()> {
                 handles.push(tokio::spawn(async move {
                     let api = Api::connect(&address, "default").await?;
                     for i in 0..cycles {
-                        let id = format!("short-{tag}-{concurrency}-{worker}-{i}");
+                        let id = format!("short-{tag}-{concurrency}-{cgroup}-{worker}-{i}");
                         let (fifos, _io) =
                             prepare(&api, &address, &id, &image, runtime, &spec_of(&id)).await?;
                         api.create_task(&id, &fifos).await?;
@@ -678,6 +695,7 @@ async fn main() -> Result<()> {
             e99,
             throughput[0],
             throughput[1],
+            throughput[2],
             stdout_rows[0].0,
             stdout_rows[1].0,
             stdout_rows[2].0,
@@ -702,7 +720,7 @@ async fn main() -> Result<()> {
     for dir in integration::cgroup_dirs("/shim-bench") {
         integration::remove_cgroup_tree(&dir);
     }
-    let labels: [(&str, &str, bool); 31] = [
+    let labels: [(&str, &str, bool); 32] = [
         ("idle RSS, one shim", "MiB", true),
         ("idle PSS, one shim", "MiB", true),
         ("RSS, all shims (N tasks)", "MiB", true),
@@ -716,6 +734,11 @@ async fn main() -> Result<()> {
         ("exit latency p99", "ms", true),
         ("run-to-delete, concurrency 1", "tasks/s", false),
         ("run-to-delete, concurrency 8", "tasks/s", false),
+        (
+            "run-to-delete, concurrency 1, spec without cgroupsPath",
+            "tasks/s",
+            false,
+        ),
         ("stdout throughput, FIFO", "MiB/s", false),
         ("stdout throughput, file://", "MiB/s", false),
         (
