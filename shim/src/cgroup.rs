@@ -375,7 +375,7 @@ pub fn key_values(text: &str) -> BTreeMap<&str, u64> {
         .collect()
 }
 
-/// The limits of `linux.resources` the shim applies : memory and swap,
+/// The limits of `linux.resources` the shim applies: memory and swap,
 /// CPU shares and quota, pids.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resources {

@@ -205,7 +205,10 @@ impl Container {
         };
         let log = self.shared.log_context(&self.id);
         let made = match stdio::open(&stdio, &log, &self.shared.registry).await {
-            Ok((child, pending)) => processes.create(child).map(|spawned| (spawned, pending)),
+            Ok((child, pending)) => match processes.create(child).await {
+                Ok(spawned) => Ok((spawned, pending)),
+                Err(err) => Err(err),
+            },
             Err(err) => Err(err),
         };
         let (spawned, pending) = match made {
@@ -215,7 +218,7 @@ impl Container {
                 return Err(err);
             }
         };
-        // Routed before the reaper can run: no `.await` since the spawn.
+        // An exit the reaper saw meanwhile is kept for it (`exits::Router`).
         self.shared
             .router
             .add(spawned.pid, &spawned.pidfd, &self.exits);
@@ -319,7 +322,7 @@ impl Container {
         if member == Member::Init {
             if inner.paused {
                 // Frozen processes would not die (v1) until thawed.
-                let _ = inner.processes.set_paused(false).await;
+                inner.processes.thaw();
             }
             inner.processes.init_exited().await;
             let deadline = tokio::time::Instant::now() + LEFTOVER_DEADLINE;
@@ -403,15 +406,13 @@ impl Container {
     pub async fn start(&self, exec_id: &str) -> Result<i32> {
         let mut state = self.lock().await?;
         let inner = inner(&mut state)?;
-        let Inner {
-            init,
-            execs,
-            processes,
-            ..
-        } = inner;
-        let process = pick(&self.id, init, execs, exec_id)?;
-        process.start(|pid| processes.start(pid))?;
-        let pid = process.pid;
+        let pid = {
+            let process = inner.process(&self.id, exec_id)?;
+            process.ensure_created()?;
+            process.pid
+        };
+        inner.processes.start(pid).await?;
+        inner.process(&self.id, exec_id)?.set_running();
         info!("{}: started process {pid} {exec_id:?}", self.id);
         let event = if exec_id.is_empty() {
             TaskEvent::Start {
@@ -483,14 +484,14 @@ impl Container {
         let process = inner.process(&self.id, exec_id)?;
         if all {
             process.ensure_alive()?;
-            inner.processes.signal_all(signal)?;
+            inner.processes.signal_all(signal).await?;
         } else {
             process.kill(signal)?;
         }
         // A frozen process dies of SIGKILL only once thawed (cgroup v1): killing a paused
         // task's init, or all of it, thaws it. It is not resumed: it ends.
         if inner.paused && signal == Signal::KILL && exec_id.is_empty() {
-            let _ = inner.processes.set_paused(false).await;
+            inner.processes.thaw();
         }
         info!(
             "{}: sent signal {} to {exec_id:?} (all: {all})",
@@ -501,36 +502,10 @@ impl Container {
     }
 
     /// `Delete`: forgets a stopped process (or cancels one never started); for the init,
-    /// the whole container, after calling `removed` (the service takes it out of its
-    /// table). Returns the pid and exit of the process.
+    /// the whole container, and then `removed` is called (the service takes it out of its
+    /// table, once all is done and published). Returns the pid and exit of the process.
     pub async fn delete(&self, exec_id: &str, removed: impl FnOnce()) -> Result<(i32, ExitStatus)> {
-        let mut state = self.lock_settled(exec_id).await?;
-        let process = inner(&mut state)?.process(&self.id, exec_id)?;
-        let exit = match process.state() {
-            State::Running => {
-                return Err(Error::FailedPrecondition(format!(
-                    "task must be stopped before deletion: process {} of {:?} is running",
-                    process.pid, self.id
-                )))
-            }
-            State::Stopped(exit) => exit,
-            State::Created => {
-                // Never started: killed where it waits, nothing ever ran.
-                let mut exited = process.subscribe_exit();
-                match process.kill(Signal::KILL) {
-                    // Already gone: its exit is recorded, or on its way.
-                    Ok(()) | Err(Error::NotFound(_)) => {}
-                    Err(err) => return Err(err),
-                }
-                let pid = process.pid;
-                inner(&mut state)?.processes.cancel(pid);
-                drop(state); // the exit policy needs the lock to record the exit
-                let exit = exited.wait_for(Option::is_some).await.ok().and_then(|e| *e);
-                state = self.lock().await?;
-                inner(&mut state)?.process(&self.id, exec_id)?;
-                exit.ok_or_else(|| Error::NotFound(format!("task {:?} was deleted", self.id)))?
-            }
-        };
+        let (mut state, exit) = self.stopped(exec_id).await?;
         if !exec_id.is_empty() {
             let exec = inner(&mut state)?.execs.remove(exec_id);
             if let Some(mut exec) = exec {
@@ -545,15 +520,53 @@ impl Container {
                 return Ok((exec.pid, exit));
             }
         }
-        let Some(mut inner) = state.take() else {
+        let Some(inner) = state.take() else {
             return Err(self.not_found());
         };
         drop(state);
-        removed();
         if let Some(task) = self.task.lock().ok().and_then(|mut t| t.take()) {
             task.abort();
         }
-        // Nothing else can happen to it now: drain its output, then release what it held.
+        let pid = self.finish(inner, exit).await;
+        removed();
+        Ok((pid, exit))
+    }
+
+    /// The lock, once process `exec_id` has stopped, and how it ended. A process never
+    /// started is killed where it waits (nothing ever ran); a running one is refused.
+    async fn stopped(&self, exec_id: &str) -> Result<(MutexGuard<'_, Option<Inner>>, ExitStatus)> {
+        let mut state = self.lock_settled(exec_id).await?;
+        let process = inner(&mut state)?.process(&self.id, exec_id)?;
+        match process.state() {
+            State::Stopped(exit) => return Ok((state, exit)),
+            State::Running => {
+                return Err(Error::FailedPrecondition(format!(
+                    "task must be stopped before deletion: process {} of {:?} is running",
+                    process.pid, self.id
+                )))
+            }
+            State::Created => {}
+        }
+        let mut exited = process.subscribe_exit();
+        match process.kill(Signal::KILL) {
+            // Already gone: its exit is recorded, or on its way.
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(err) => return Err(err),
+        }
+        let pid = process.pid;
+        inner(&mut state)?.processes.cancel(pid);
+        drop(state); // the exit policy needs the lock to record the exit
+        let exit = exited.wait_for(Option::is_some).await.ok().and_then(|e| *e);
+        let mut state = self.lock().await?;
+        inner(&mut state)?.process(&self.id, exec_id)?;
+        let exit =
+            exit.ok_or_else(|| Error::NotFound(format!("task {:?} was deleted", self.id)))?;
+        Ok((state, exit))
+    }
+
+    /// The end of a deleted container, out of its lock (nothing else can happen to it):
+    /// its output drained, what it held released, `/tasks/delete` published.
+    async fn finish(&self, mut inner: Inner, exit: ExitStatus) -> i32 {
         inner.init.io.wait_outputs(OUTPUT_DRAIN_LIMIT).await;
         inner.processes.release().await;
         let pid = inner.init.pid;
@@ -566,7 +579,7 @@ impl Container {
             })
             .await;
         info!("{}: deleted, exit code {}", self.id, exit.code);
-        Ok((pid, exit))
+        pid
     }
 
     /// `Exec`: another process in the container, held before its program runs.
@@ -611,8 +624,15 @@ impl Container {
         // An exec's logger logs for the exec, as with containerd's runc shim.
         let log = self.shared.log_context(&req.exec_id);
         let (child, pending) = stdio::open(&stdio, &log, &self.shared.registry).await?;
-        let spawned = inner.processes.exec(&label, &process, child)?;
-        // Routed before the reaper can run: no `.await` since the spawn.
+        // A logger may have taken its time: the init may have exited meanwhile.
+        if inner.init.is_stopped() || inner.init.exit_pending() {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot exec in task {:?}: its init process exited",
+                self.id
+            )));
+        }
+        let spawned = inner.processes.exec(&label, &process, child).await?;
+        // An exit the reaper saw meanwhile is kept for it (`exits::Router`).
         self.shared
             .router
             .add(spawned.pid, &spawned.pidfd, &self.exits);
@@ -633,7 +653,8 @@ impl Container {
         let mut state = self.lock().await?;
         Ok(inner(&mut state)?
             .processes
-            .list()?
+            .list()
+            .await?
             .into_iter()
             .filter(|p| p.state != 'Z')
             .map(|p| ProcessInfo {
@@ -694,7 +715,7 @@ impl Container {
     /// `Stats`: the container's figures (`metrics.rs`).
     pub async fn stats(&self) -> Result<api::StatsResponse> {
         let mut state = self.lock().await?;
-        let stats = inner(&mut state)?.processes.stats()?;
+        let stats = inner(&mut state)?.processes.stats().await?;
         Ok(api::StatsResponse {
             stats: Some(stats).into(),
             ..Default::default()
@@ -716,7 +737,7 @@ impl Container {
                     any.type_url
                 ))
             })?;
-        inner.processes.update(&resources)
+        inner.processes.update(&resources).await
     }
 }
 

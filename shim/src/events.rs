@@ -7,7 +7,8 @@
 //! fans them out to its subscribers (`ctr events`). The [`Publisher`] sends them from one
 //! queue, one at a time, in order. An event that fails (containerd restarting) is tried
 //! again after a pause of 1 s, then 2 s, and so on, on a new connection, and dropped after
-//! six tries (about 20 s); the events behind it wait, so the order holds. A client that
+//! six tries (15 s of pauses, plus up to 5 s per try for a containerd that does not answer);
+//! the events behind it wait, so the order holds. A client that
 //! reconnects after a restart asks `State`, which is always right, rather than trusting it
 //! saw every event.
 //!
@@ -18,8 +19,8 @@
 //! broken pipe` (about one delete in a hundred).
 //!
 //! Order matters to clients: `ctr run` waits for `/tasks/exit` after `/tasks/start`. The
-//! task service publishes under its state lock, so the queue sees them in the order they
-//! happened (see `service.rs`).
+//! task service publishes each container's events under that container's lock, so the
+//! queue sees them in the order they happened (see `container.rs`).
 //!
 //! The service does not know about ttrpc here: it hands a [`TaskEvent`] to an [`EventSink`].
 //! The shim's sink is the [`Publisher`] below; the core's tests (`shim/tests/core.rs`) use

@@ -21,7 +21,7 @@
 //! than to pid 1. Such descendants are reaped too, and routed nowhere.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     os::fd::OwnedFd,
     sync::{Arc, Mutex},
     time::Duration,
@@ -74,48 +74,129 @@ struct Route {
 }
 
 /// The routes of the shim's processes, by pid: each process a container made (its init and
-/// its execs) from its spawn until its exit is routed.
+/// its execs) from the moment its model hands it over until its exit is routed.
 #[derive(Default)]
 pub struct Router {
-    routes: Mutex<HashMap<i32, Vec<Route>>>,
+    inner: Mutex<Routes>,
 }
 
+#[derive(Default)]
+struct Routes {
+    /// By pid; more than one while a pid reused by a new process still has its old exit on
+    /// the way.
+    by_pid: HashMap<i32, Vec<Route>>,
+    /// The last exits no route claimed: a task's descendants, and a process whose model
+    /// has not handed it over yet (it exited at once); [`Router::add`] looks here first.
+    unclaimed: VecDeque<Reaped>,
+}
+
+/// How many unclaimed exits are kept.
+const UNCLAIMED_KEPT: usize = 64;
+
 impl Router {
-    /// Sends the exit of process `pid` (behind `pidfd`) to `to`. Must be called before the
-    /// reaper can run after the spawn (no `.await` in between), so that no exit arrives
-    /// unrouted.
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        // Nothing panics while holding it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends the exit of process `pid` (behind `pidfd`) to `to`: at once if the reaper
+    /// already collected it, when it comes otherwise.
     pub fn add(&self, pid: i32, pidfd: &Arc<OwnedFd>, to: &mpsc::UnboundedSender<Reaped>) {
-        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        routes.entry(pid).or_default().push(Route {
+        let mut routes = self.routes();
+        let early = routes.unclaimed.iter().rposition(|r| r.pid == pid);
+        if let Some(index) = early.filter(|_| sys::pidfd_exited(&**pidfd)) {
+            if let Some(reaped) = routes.unclaimed.remove(index) {
+                let _ = to.send(reaped);
+                return;
+            }
+        }
+        routes.by_pid.entry(pid).or_default().push(Route {
             pidfd: pidfd.clone(),
             to: to.clone(),
         });
     }
 
-    /// Hands `reaped` to its container; false for a process no container made (a
-    /// descendant of a task).
+    /// Hands `reaped` to its container; false for a process no container claims (a
+    /// descendant of a task, or one not handed over yet: kept a while for [`Router::add`]).
     ///
     /// A pid is free for reuse once reaped: a process made since may have it too, while the
     /// exit of the first is still on its way. The one that exited is the oldest route whose
-    /// pidfd says so.
+    /// pidfd says so; a route whose process still runs is not this exit's.
     pub fn route(&self, reaped: Reaped) -> bool {
         let route = {
-            let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(candidates) = routes.get_mut(&reaped.pid) else {
-                return false;
-            };
-            let index = candidates
-                .iter()
-                .position(|r| sys::pidfd_exited(&*r.pidfd))
-                .unwrap_or(0);
-            let route = candidates.remove(index);
-            if candidates.is_empty() {
-                routes.remove(&reaped.pid);
+            let mut routes = self.routes();
+            let chosen = routes.by_pid.get_mut(&reaped.pid).and_then(|candidates| {
+                let index = candidates
+                    .iter()
+                    .position(|r| sys::pidfd_exited(&*r.pidfd))?;
+                Some(candidates.remove(index))
+            });
+            if routes.by_pid.get(&reaped.pid).is_some_and(Vec::is_empty) {
+                routes.by_pid.remove(&reaped.pid);
             }
-            route
+            match chosen {
+                Some(route) => route,
+                None => {
+                    routes.unclaimed.push_back(reaped);
+                    if routes.unclaimed.len() > UNCLAIMED_KEPT {
+                        routes.unclaimed.pop_front();
+                    }
+                    return false;
+                }
+            }
         };
         // A container deleted meanwhile has closed its channel: nobody waits for it.
         let _ = route.to.send(reaped);
         true
+    }
+}
+
+// A unit test's process has no reaper of its own: the test waits for its children.
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+
+    /// A process model may hand a process over after the reaper collected it (it exited at
+    /// once): its exit is kept, and delivered when the route comes.
+    #[test]
+    fn an_exit_seen_before_its_route_is_delivered_when_the_route_comes() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id() as i32;
+        let pidfd = Arc::new(sys::pidfd_open(pid).expect("pidfd"));
+        let status = child.wait().expect("wait");
+        let router = Router::default();
+        let reaped = Reaped {
+            pid,
+            code: status.code().unwrap_or(-1),
+        };
+        assert!(!router.route(reaped), "no route yet: kept, not claimed");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        router.add(pid, &pidfd, &tx);
+        assert_eq!(rx.try_recv().ok(), Some(reaped));
+        assert!(router.routes().by_pid.is_empty(), "no route left behind");
+    }
+
+    /// A process that still runs is never given an exit of its pid's previous owner.
+    #[test]
+    fn a_running_process_is_not_given_an_old_exit_of_its_pid() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        let pidfd = Arc::new(sys::pidfd_open(pid).expect("pidfd"));
+        let router = Router::default();
+        // As if a descendant with the same pid had exited before.
+        assert!(!router.route(Reaped { pid, code: 3 }));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        router.add(pid, &pidfd, &tx);
+        assert!(rx.try_recv().is_err(), "an old exit went to a live process");
+        let _ = child.kill();
+        let status = child.wait().expect("wait");
+        assert!(router.route(Reaped { pid, code: 128 + 9 }));
+        assert_eq!(rx.try_recv().ok().map(|r| r.code), Some(137), "{status:?}");
     }
 }

@@ -93,7 +93,7 @@ impl Host {
 
 #[async_trait]
 impl ProcessModel for Host {
-    fn container(
+    async fn container(
         &self,
         req: &CreateTaskRequest,
         spec: &Spec,
@@ -224,6 +224,30 @@ impl HostProcesses {
         }
     }
 
+    /// `signal` to every process of the container: the init through its pidfd, its
+    /// process group, and the container's processes outside that group.
+    fn signal_everything(&self, signal: Signal) -> Result<()> {
+        let Some((pid, pidfd)) = &self.init else {
+            return Err(Error::FailedPrecondition("no init process".into()));
+        };
+        sys::signal_pidfd(pidfd, signal).map_err(|e| match e.raw_os_error() {
+            Some(libc::ESRCH) => Error::NotFound(format!("process {pid} already finished")),
+            _ => Error::io(format!("signal {} to process {pid}", signal.number()))(e),
+        })?;
+        // Safe from pid reuse: the group leader is alive (the pidfd signal above succeeded
+        // and the shim has not reaped it), so the group id is still its own.
+        let _ = sys::signal_group(*pid, signal);
+        // Processes outside the init's process group (the execs of a terminal task, a
+        // daemon that called setsid) are still the container's. No `.await` since the
+        // look: a listed pid is still the one seen.
+        for process in self.quick().unwrap_or_default() {
+            if process.pgid != *pid && process.state != 'Z' {
+                let _ = sys::signal_pid(process.pid, signal);
+            }
+        }
+        Ok(())
+    }
+
     /// The cgroup, when the container has one.
     fn cgroup(&self) -> Option<&Cgroup> {
         match &self.members {
@@ -260,6 +284,9 @@ pub trait ProcessTree {
     fn quick(&self) -> io::Result<Vec<ProcStat>>;
     /// A look that cannot miss a process that exists throughout it.
     fn exhaustive(&self) -> io::Result<Vec<ProcStat>>;
+    /// SIGKILL to every process at once, where the kernel can (v2's `cgroup.kill`, which
+    /// a process forking in a loop cannot outrun); [`end_all`] still kills one by one.
+    fn kill_at_once(&self) {}
 }
 
 impl ProcessTree for HostProcesses {
@@ -269,6 +296,12 @@ impl ProcessTree for HostProcesses {
 
     fn exhaustive(&self) -> io::Result<Vec<ProcStat>> {
         HostProcesses::exhaustive(self)
+    }
+
+    fn kill_at_once(&self) {
+        if let Some(cgroup) = self.cgroup() {
+            cgroup.kill_at_once();
+        }
     }
 }
 
@@ -292,6 +325,13 @@ impl ProcessTree for Cgroup {
             .filter_map(|pid| ProcStat::read(pid).ok())
             .collect())
     }
+
+    fn kill_at_once(&self) {
+        // Linux 5.14 and later, v2 only; elsewhere the file is missing and this does nothing.
+        if let Some(dir) = self.dir_of("cgroup").filter(|_| self.is_v2()) {
+            let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+        }
+    }
 }
 
 #[async_trait]
@@ -300,7 +340,7 @@ impl Processes for HostProcesses {
         self.init_spec.terminal
     }
 
-    fn create(&mut self, stdio: ChildStdio) -> Result<Spawned> {
+    async fn create(&mut self, stdio: ChildStdio) -> Result<Spawned> {
         let init_spec = self.init_spec.clone();
         let spawned = self.spawn(&init_spec, stdio, Group::Own, &self.id.clone())?;
         let pid = spawned.pid;
@@ -318,7 +358,7 @@ impl Processes for HostProcesses {
         Ok(spawned)
     }
 
-    fn exec(
+    async fn exec(
         &mut self,
         name: &str,
         process: &oci_spec::runtime::Process,
@@ -339,7 +379,7 @@ impl Processes for HostProcesses {
         Ok(spawned)
     }
 
-    fn start(&mut self, pid: i32) -> Result<()> {
+    async fn start(&mut self, pid: i32) -> Result<()> {
         let gate = self
             .gates
             .remove(&pid)
@@ -359,29 +399,11 @@ impl Processes for HostProcesses {
         self.gates.remove(&pid);
     }
 
-    fn signal_all(&mut self, signal: Signal) -> Result<()> {
-        let Some((pid, pidfd)) = &self.init else {
-            return Err(Error::FailedPrecondition("no init process".into()));
-        };
-        sys::signal_pidfd(pidfd, signal).map_err(|e| match e.raw_os_error() {
-            Some(libc::ESRCH) => Error::NotFound(format!("process {pid} already finished")),
-            _ => Error::io(format!("signal {} to process {pid}", signal.number()))(e),
-        })?;
-        // Safe from pid reuse: the group leader is alive (the pidfd signal above succeeded
-        // and the shim has not reaped it), so the group id is still its own.
-        let _ = sys::signal_group(*pid, signal);
-        // Processes outside the init's process group (the execs of a terminal task, a
-        // daemon that called setsid) are still the container's. No `.await` since the
-        // look: a listed pid is still the one seen.
-        for process in self.quick().unwrap_or_default() {
-            if process.pgid != *pid && process.state != 'Z' {
-                let _ = sys::signal_pid(process.pid, signal);
-            }
-        }
-        Ok(())
+    async fn signal_all(&mut self, signal: Signal) -> Result<()> {
+        self.signal_everything(signal)
     }
 
-    fn list(&mut self) -> Result<Vec<ProcStat>> {
+    async fn list(&mut self) -> Result<Vec<ProcStat>> {
         self.quick().map_err(Error::io("list the task's processes"))
     }
 
@@ -390,21 +412,29 @@ impl Processes for HostProcesses {
             Some(cgroup) => freeze(cgroup, paused).await,
             // SIGSTOP or SIGCONT to every process of the task, which the task can see (its
             // parent gets SIGCHLD) and which misses a process forked meanwhile.
-            None => self.signal_all(if paused { Signal::STOP } else { Signal::CONT }),
+            None => self.signal_everything(if paused { Signal::STOP } else { Signal::CONT }),
         }
     }
 
-    fn stats(&mut self) -> Result<Any> {
+    fn thaw(&mut self) {
+        // Without a freezer the processes were stopped (SIGSTOP): SIGKILL ends them anyway.
+        if let Some(cgroup) = self.cgroup().filter(|c| c.can_freeze()) {
+            let _ = cgroup.set_frozen(false);
+        }
+    }
+    async fn stats(&mut self) -> Result<Any> {
         match self.cgroup() {
             Some(cgroup) => metrics::of_cgroup(cgroup).map_err(|e| cgroup_error(cgroup, e)),
             None => {
-                let processes = self.list()?;
+                let processes = self
+                    .quick()
+                    .map_err(Error::io("list the task's processes"))?;
                 metrics::of_processes(&processes).map_err(Error::io("encode metrics"))
             }
         }
     }
 
-    fn update(&mut self, resources: &LinuxResources) -> Result<()> {
+    async fn update(&mut self, resources: &LinuxResources) -> Result<()> {
         let Some(cgroup) = self.cgroup() else {
             return Err(Error::FailedPrecondition(format!(
                 "task {:?} has no cgroup to update: its spec names no linux.cgroupsPath, \
@@ -441,6 +471,11 @@ impl Processes for HostProcesses {
     }
 
     async fn init_exited(&mut self) {
+        // Not running from now on: a neighbour whose init exits at the same time sees it
+        // stopped, and one of the two ends the strays (`members.rs`).
+        if let Some((pid, _)) = &self.init {
+            self.registry.exited(&self.id, *pid, true);
+        }
         end_all(self).await;
     }
 
@@ -449,7 +484,9 @@ impl Processes for HostProcesses {
         if let Some(cgroup) = self.cgroup() {
             // Empty already (the init's exit ended what was left), unless a process was put
             // in from outside.
-            let _ = cgroup.set_frozen(false);
+            if cgroup.can_freeze() {
+                let _ = cgroup.set_frozen(false);
+            }
             end_all(cgroup).await;
             if let Err(err) = cgroup.remove() {
                 warn!(
@@ -490,6 +527,7 @@ pub async fn end_all(tree: &impl ProcessTree) -> usize {
                 return 0;
             }
         };
+        tree.kill_at_once();
         let mut pidfds = Vec::with_capacity(left.len());
         for process in &left {
             debug!(
@@ -610,10 +648,11 @@ fn spawn_held(
              (ARG_MAX {} bytes): {err}",
             sys::arg_max()
         )),
-        Some(libc::EACCES) if process.oom_score_adj.is_some() => {
+        Some(libc::EACCES) if lowers_oom_score_unallowed(process.oom_score_adj) => {
             Error::FailedPrecondition(format!(
-                "spawn {name}: process.oomScoreAdj {} refused: lowering it needs \
-                 CAP_SYS_RESOURCE: {err}",
+                "spawn {name}: process.oomScoreAdj {} refused: it is below the shim's own, \
+                 and lowering it needs CAP_SYS_RESOURCE ({err}); containerd's CRI plugin \
+                 clamps it with restrict_oom_score_adj = true",
                 process.oom_score_adj.unwrap_or_default()
             ))
         }
@@ -637,6 +676,30 @@ fn spawn_held(
     ))
 }
 
+/// Whether `wanted` is an `oom_score_adj` the kernel refuses to set for us: below the
+/// shim's own, without `CAP_SYS_RESOURCE` (what an `EACCES` of the child's write meant).
+fn lowers_oom_score_unallowed(wanted: Option<i32>) -> bool {
+    let Some(wanted) = wanted else {
+        return false;
+    };
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    // CAP_SYS_RESOURCE is capability 24 in the effective set.
+    let capable = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0);
+    own.is_some_and(|own| wanted < own) && !capable
+}
+
 /// What the child does between `fork` and the `exec` of the helper, prepared beforehand
 /// so that [`ChildSetup::apply`] allocates nothing.
 struct ChildSetup {
@@ -644,8 +707,8 @@ struct ChildSetup {
     gate: RawFd,
     /// Start a new session with the terminal (stdin) as controlling terminal.
     session: bool,
-    /// The spec's `oom_score_adj`, or 0.
-    oom_score_adj: i32,
+    /// The spec's `oom_score_adj`, if it names one.
+    oom_score_adj: Option<i32>,
     /// Resource limits to set: (resource, soft, hard).
     rlimits: Vec<(Resource, u64, u64)>,
     /// The umask.
@@ -666,7 +729,7 @@ impl ChildSetup {
         ChildSetup {
             gate,
             session: process.terminal,
-            oom_score_adj: process.oom_score_adj.unwrap_or(0),
+            oom_score_adj: process.oom_score_adj,
             rlimits: process.rlimits.clone(),
             umask: identity.umask,
             groups: identity.groups.iter().map(|&g| Gid::from_raw(g)).collect(),
@@ -687,9 +750,15 @@ impl ChildSetup {
         if self.session {
             child::new_session_on_terminal()?;
         }
-        // The shim inherits containerd's -999, which the task must not: the spec's value
-        // (the kubelet's QoS order: 1000 for BestEffort, 999 for Burstable pods), else 0.
-        child::set_oom_score_adj(self.oom_score_adj)?;
+        // The shim inherits containerd's score, which the task must not: the spec's value
+        // (the kubelet's QoS order: 1000 for BestEffort, 999 for Burstable pods), which
+        // must hold, as runc makes it; else 0, where the kernel allows it.
+        match self.oom_score_adj {
+            Some(score) => child::set_oom_score_adj(score)?,
+            None => {
+                let _ = child::set_oom_score_adj(0);
+            }
+        }
         for &(resource, soft, hard) in &self.rlimits {
             child::set_rlimit(resource, soft, hard)?;
         }

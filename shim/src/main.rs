@@ -10,8 +10,9 @@ fn main() {
     if pause::requested(&args) {
         pause::run();
     }
-    // One runtime thread: the service relies on its RPCs and its exit policy never running
-    // at the same time (see "Concurrency" in docs/ARCHITECTURE.md).
+    // One runtime thread: the reaper cannot run between a spawn and the pidfd taken on the
+    // child, and no container's state is touched by two threads (see "Concurrency" in
+    // docs/ARCHITECTURE.md).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();

@@ -5,7 +5,7 @@
 //! out from what every process inherits from its parent and keeps when orphaned:
 //!
 //! - every process the shim spawns for a container (its init, its execs) leads a process
-//!   group or a session of its own, or joins its init's group (`process.rs`); the
+//!   group or a session of its own, or joins its init's group (`host.rs`); the
 //!   container's *leaders* are the pids that lead, kept while their group or session has a
 //!   process ([`Registry`]), so a pid the kernel hands out again is not
 //!   taken for theirs;

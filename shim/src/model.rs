@@ -16,9 +16,9 @@
 //!   the shim, and is reaped only by the shim's reaper (`exits.rs`): no `Child::wait`, no
 //!   `tokio::process`. Its exit reaches the container through the [`Spawned::pidfd`] and
 //!   the reaper, never through the model.
-//! - [`Processes::create`] and [`Processes::exec`] are plain `fn`s: the pid they return is
-//!   routed to its container before the reaper can run (see "Concurrency" in
-//!   docs/ARCHITECTURE.md).
+//! - [`Processes::create`] and [`Processes::exec`] may take their time (an OCI runtime's
+//!   `create` does): the pid they return is routed to its container afterwards, and an exit
+//!   the reaper saw before that is kept for it (`exits::Router`).
 //! - The container calls one method at a time (it holds its own lock), so a model keeps
 //!   its state in `&mut self` without locks of its own; a slow call delays that container
 //!   only.
@@ -53,7 +53,7 @@ pub trait ProcessModel: Send + Sync + 'static {
     ///
     /// `req` is containerd's request as it came: the id, the bundle, the root filesystem's
     /// mounts (which a model with a root filesystem mounts), the runtime's options.
-    fn container(
+    async fn container(
         &self,
         req: &CreateTaskRequest,
         spec: &Spec,
@@ -75,11 +75,11 @@ pub trait Processes: Send + 'static {
     fn init_terminal(&self) -> bool;
 
     /// `Create`: makes the init process with `stdio`, held before its program runs.
-    fn create(&mut self, stdio: ChildStdio) -> Result<Spawned>;
+    async fn create(&mut self, stdio: ChildStdio) -> Result<Spawned>;
 
     /// `Exec`: makes another process in the container from an OCI `process`, held the same
     /// way. The container has checked that its init runs and is not paused.
-    fn exec(
+    async fn exec(
         &mut self,
         name: &str,
         process: &oci_spec::runtime::Process,
@@ -87,7 +87,7 @@ pub trait Processes: Send + 'static {
     ) -> Result<Spawned>;
 
     /// `Start`: lets the held process `pid` run its program.
-    fn start(&mut self, pid: i32) -> Result<()>;
+    async fn start(&mut self, pid: i32) -> Result<()>;
 
     /// `Delete` of a process never started: it must exit without running anything (the
     /// container has already sent it SIGKILL).
@@ -95,21 +95,24 @@ pub trait Processes: Send + 'static {
 
     /// `Kill --all`: `signal` to every process of the container. The container has checked
     /// that its init runs.
-    fn signal_all(&mut self, signal: Signal) -> Result<()>;
+    async fn signal_all(&mut self, signal: Signal) -> Result<()>;
 
     /// `Pids` and `Stats`: the container's live processes.
-    fn list(&mut self) -> Result<Vec<ProcStat>>;
+    async fn list(&mut self) -> Result<Vec<ProcStat>>;
 
     /// `Pause` (`true`) and `Resume` (`false`): every process of the container, and
-    /// whatever it forks meanwhile, stops or goes on. Also called to thaw a paused
-    /// container whose end is near (its init was killed, or exited).
+    /// whatever it forks meanwhile, stops or goes on.
     async fn set_paused(&mut self, paused: bool) -> Result<()>;
 
+    /// Lets the processes of a paused container die of the SIGKILL they got (a frozen
+    /// process dies only once thawed): best effort, at once, never paused again.
+    fn thaw(&mut self);
+
     /// `Stats`: the container's figures, as containerd's `Metrics` in an `Any`.
-    fn stats(&mut self) -> Result<Any>;
+    async fn stats(&mut self) -> Result<Any>;
 
     /// `Update`: new limits for the container.
-    fn update(&mut self, resources: &LinuxResources) -> Result<()>;
+    async fn update(&mut self, resources: &LinuxResources) -> Result<()>;
 
     /// The OOM killer's kills among the container's processes so far, if they are counted.
     fn oom_kills(&self) -> Option<u64>;

@@ -6,7 +6,7 @@
 //! - **cgroup v2**: an inotify watch on `memory.events`, which the kernel touches whenever
 //!   one of its counters (`oom`, `oom_kill`, ...) moves.
 //!
-//! Either way the notification only says "look": the service then reads the `oom_kill`
+//! Either way the notification only says "look": the container then reads the `oom_kill`
 //! counter ([`Cgroup::oom_kills`]) and publishes `/tasks/oom` when it went up. It reads it
 //! again before publishing an init's exit, so that the OOM event of a task the OOM killer
 //! ended always comes before its `/tasks/exit`, whichever the shim hears of first.

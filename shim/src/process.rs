@@ -91,26 +91,26 @@ impl Process {
         !self.is_stopped() && sys::pidfd_exited(&*self.pidfd)
     }
 
-    /// `Start`: `open` lets the program run (the model's part), once the state allows it.
-    pub fn start(&mut self, open: impl FnOnce(i32) -> Result<()>) -> Result<()> {
+    /// `FailedPrecondition` unless the process is `Created`: only then may it start.
+    pub fn ensure_created(&self) -> Result<()> {
         match self.state {
-            State::Created => {}
-            State::Running => {
-                return Err(Error::FailedPrecondition(format!(
-                    "process {} is already running",
-                    self.pid
-                )))
-            }
-            State::Stopped(exit) => {
-                return Err(Error::FailedPrecondition(format!(
-                    "process {} exited with {} before it was started",
-                    self.pid, exit.code
-                )))
-            }
+            State::Created => Ok(()),
+            State::Running => Err(Error::FailedPrecondition(format!(
+                "process {} is already running",
+                self.pid
+            ))),
+            State::Stopped(exit) => Err(Error::FailedPrecondition(format!(
+                "process {} exited with {} before it was started",
+                self.pid, exit.code
+            ))),
         }
-        open(self.pid)?;
-        self.state = State::Running;
-        Ok(())
+    }
+
+    /// `Start` let it run its program (its model's part is done).
+    pub fn set_running(&mut self) {
+        if self.state == State::Created {
+            self.state = State::Running;
+        }
     }
 
     /// `NotFound` once the process has exited, recorded or not (whatever the reaper has got

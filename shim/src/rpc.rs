@@ -32,6 +32,19 @@ fn unimplemented<T>(rpc: &str, why: &str) -> TtrpcResult<T> {
     .into())
 }
 
+/// Runs `work` in a task of its own and waits for it: a request whose deadline passes, or
+/// whose connection closes, drops this wait, never the work half-way (a `Create` that
+/// reserved its id, a `Delete` that took its container out). For the RPCs that change a
+/// container.
+async fn to_the_end<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(work).await.map_err(|err| Error::Io {
+        context: "the request's task".to_string(),
+        source: std::io::Error::other(err),
+    })?
+}
+
 /// Logs the RPC's outcome and converts our error into a ttrpc status.
 fn reply<T>(rpc: &str, result: Result<T>) -> TtrpcResult<T> {
     match result {
@@ -53,7 +66,11 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
-        reply("Create", self.0.create(req).await)
+        let service = self.0.clone();
+        reply(
+            "Create",
+            to_the_end(async move { service.create(req).await }).await,
+        )
     }
 
     async fn start(
@@ -61,7 +78,11 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        reply("Start", self.0.start(req).await)
+        let service = self.0.clone();
+        reply(
+            "Start",
+            to_the_end(async move { service.start(req).await }).await,
+        )
     }
 
     async fn state(
@@ -81,7 +102,9 @@ impl Task for TaskService {
     }
 
     async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
-        reply("Kill", self.0.kill(req).await.map(|()| Empty::new()))
+        let service = self.0.clone();
+        let done = to_the_end(async move { service.kill(req).await }).await;
+        reply("Kill", done.map(|()| Empty::new()))
     }
 
     async fn delete(
@@ -89,7 +112,11 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
-        reply("Delete", self.0.delete(req).await)
+        let service = self.0.clone();
+        reply(
+            "Delete",
+            to_the_end(async move { service.delete(req).await }).await,
+        )
     }
 
     async fn pids(
@@ -118,7 +145,9 @@ impl Task for TaskService {
     }
 
     async fn exec(&self, _: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
-        reply("Exec", self.0.exec(req).await.map(|()| Empty::new()))
+        let service = self.0.clone();
+        let done = to_the_end(async move { service.exec(req).await }).await;
+        reply("Exec", done.map(|()| Empty::new()))
     }
 
     async fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> TtrpcResult<Empty> {
@@ -129,12 +158,14 @@ impl Task for TaskService {
     }
 
     async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<Empty> {
-        let result = self.0.set_paused(&req.id, true).await;
+        let service = self.0.clone();
+        let result = to_the_end(async move { service.set_paused(&req.id, true).await }).await;
         reply("Pause", result.map(|()| Empty::new()))
     }
 
     async fn resume(&self, _: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<Empty> {
-        let result = self.0.set_paused(&req.id, false).await;
+        let service = self.0.clone();
+        let result = to_the_end(async move { service.set_paused(&req.id, false).await }).await;
         reply("Resume", result.map(|()| Empty::new()))
     }
 
@@ -147,7 +178,9 @@ impl Task for TaskService {
     }
 
     async fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
-        reply("Update", self.0.update(req).await.map(|()| Empty::new()))
+        let service = self.0.clone();
+        let done = to_the_end(async move { service.update(req).await }).await;
+        reply("Update", done.map(|()| Empty::new()))
     }
 
     async fn checkpoint(

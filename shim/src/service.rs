@@ -58,6 +58,9 @@ pub struct Service {
     /// a `start` joined the group's shim just before, is refused rather than taken into a
     /// shim on its way out.
     closing: AtomicBool,
+    /// Set by a `Shutdown` that found a container left, cleared by the next `Create` that
+    /// succeeds: if that `Create` fails instead, the shim had nothing left to serve.
+    shutdown_asked: AtomicBool,
 }
 
 impl Service {
@@ -122,6 +125,7 @@ impl Service {
             model,
             shutdown,
             closing: AtomicBool::new(false),
+            shutdown_asked: AtomicBool::new(false),
         })
     }
 
@@ -154,8 +158,15 @@ impl Service {
         let id = req.id.clone();
         let container = self.reserve(&id)?;
         let created = self.create_reserved(&container, req).await;
-        if created.is_err() {
-            self.forget(&id, &container);
+        match created {
+            Ok(_) => self.shutdown_asked.store(false, Ordering::SeqCst),
+            Err(_) => {
+                self.forget(&id, &container);
+                // A `Shutdown` that came while this `Create` held the table is answered now.
+                if self.shutdown_asked.load(Ordering::SeqCst) {
+                    self.shutdown().await;
+                }
+            }
         }
         Ok(api::CreateTaskResponse {
             pid: created? as u32,
@@ -192,7 +203,7 @@ impl Service {
         if let Kind::PodMember { sandbox } = &kind {
             self.check_sandbox(sandbox, &req.id).await?;
         }
-        let processes = self.model.container(&req, &spec, &kind)?;
+        let processes = self.model.container(&req, &spec, &kind).await?;
         container.create(req, processes).await
     }
 
@@ -321,6 +332,7 @@ impl Service {
                 "shutdown requested while {} containers are left: staying up",
                 table.len()
             );
+            self.shutdown_asked.store(true, Ordering::SeqCst);
             return;
         }
         self.closing.store(true, Ordering::SeqCst);

@@ -28,7 +28,7 @@
 //!
 //! With `terminal: true` (`ctr run -t`) the process gets a pseudo-terminal instead of pipes:
 //! the shim allocates it, hands the process the slave side as stdin, stdout and stderr (and
-//! as its controlling terminal, see `process.rs`), and copies the master side to the stdout
+//! as its controlling terminal, see `host.rs`), and copies the master side to the stdout
 //! FIFO and from the stdin FIFO. `ResizePty` sets its window size.
 
 use std::{
