@@ -178,7 +178,10 @@ pub struct Logger {
     pub pid: i32,
     /// A handle on it that survives its pid's reuse; `None` once stopped.
     pidfd: Option<OwnedFd>,
-    /// Where its process group is registered as nobody's task.
+    /// The process groups registered as nobody's task: its own, and those of the processes
+    /// a logger that daemonized left reading its pipes.
+    groups: Vec<i32>,
+    /// Where they are registered.
     registry: Arc<Registry>,
 }
 
@@ -251,9 +254,10 @@ impl Logger {
         let watched = pidfd.try_clone().map_err(Error::io("dup a pidfd"))?;
         registry.add_logger(pid);
         drop((out_read, err_read, ready_write, command));
-        let logger = Logger {
+        let mut logger = Logger {
             pid,
             pidfd: Some(pidfd),
+            groups: vec![pid],
             registry: registry.clone(),
         };
         match tokio::time::timeout(READY_LIMIT, ready(ready_read, watched, &out_write)).await {
@@ -274,6 +278,13 @@ impl Logger {
                 )));
             }
         }
+        if logger.pidfd.as_ref().is_some_and(sys::pidfd_exited) {
+            // It daemonized: what reads its pipes now is nobody's task either.
+            for group in groups_reading(&out_write) {
+                registry.add_logger(group);
+                logger.groups.push(group);
+            }
+        }
         info!("logger {} ({pid}) ready", path.display());
         Ok(LoggerEnds {
             logger,
@@ -287,7 +298,8 @@ impl Logger {
     /// end-of-file is done before the signal matters.
     pub async fn stop(mut self) {
         if let Some(pidfd) = self.pidfd.take() {
-            stop(self.pid, pidfd, &self.registry).await;
+            let groups = std::mem::take(&mut self.groups);
+            stop(self.pid, pidfd, &groups, &self.registry).await;
         }
     }
 }
@@ -300,9 +312,10 @@ impl Drop for Logger {
             return;
         };
         let (pid, registry) = (self.pid, self.registry.clone());
+        let groups = std::mem::take(&mut self.groups);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(async move { stop(pid, pidfd, &registry).await });
+                runtime.spawn(async move { stop(pid, pidfd, &groups, &registry).await });
             }
             Err(_) => {
                 let _ = sys::signal_pidfd(&pidfd, Signal::TERM);
@@ -312,8 +325,8 @@ impl Drop for Logger {
 }
 
 /// SIGTERM to the logger `pid`, SIGKILL after [`TERM_LIMIT`], waiting on its pidfd; its
-/// group is forgotten once it is gone.
-async fn stop(pid: i32, pidfd: OwnedFd, registry: &Registry) {
+/// `groups` are forgotten once it is gone.
+async fn stop(pid: i32, pidfd: OwnedFd, groups: &[i32], registry: &Registry) {
     if sys::signal_pidfd(&pidfd, Signal::TERM).is_ok() {
         let waited = pidfd.try_clone().map(crate::host::exited);
         let exited = match waited {
@@ -325,7 +338,33 @@ async fn stop(pid: i32, pidfd: OwnedFd, registry: &Registry) {
             let _ = sys::signal_pidfd(&pidfd, Signal::KILL);
         }
     }
-    registry.remove_logger(pid);
+    for group in groups {
+        registry.remove_logger(*group);
+    }
+}
+
+/// The process groups of the shim's descendants that hold the other end of the pipe whose
+/// write end is `end` (a daemonized logger reading it).
+fn groups_reading(end: &OwnedFd) -> Vec<i32> {
+    let Ok(pipe) = fs::read_link(format!("/proc/self/fd/{}", end.as_raw_fd())) else {
+        return Vec::new();
+    };
+    let shim = std::process::id() as i32;
+    let mut groups: Vec<i32> = crate::procfs::descendants_exhaustive(shim)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| {
+            fs::read_dir(format!("/proc/{}/fd", p.pid))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|fd| fs::read_link(fd.path()).is_ok_and(|link| link == pipe))
+        })
+        .map(|p| p.pgid)
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
 }
 
 /// Waits for a byte or end-of-file on the logger's `ready` pipe. End-of-file also comes

@@ -1009,3 +1009,49 @@ async fn a_container_whose_logger_hangs_stalls_no_neighbour() {
     assert!(matches!(state, Err(Error::NotFound(_))), "{state:?}");
     assert_eq!(h.delete("first", "").await.expect("delete first"), 137);
 }
+
+/// Defect: a `binary://` logger that daemonizes (its first process closes fd 5 and exits,
+/// a child in a session of its own reads the output) was refused as "exited before it was
+/// ready"; containerd's runc shim accepts it. Its reader is nobody's task: the end of the
+/// task leaves it alone, and it gets the whole output.
+#[tokio::test]
+async fn a_logger_that_daemonizes_is_accepted_and_gets_the_output() {
+    let Some(h) = Harness::new(&["sleep", "1000"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("logger dir");
+    let (logger, out) = (dir.path().join("daemon-logger"), dir.path().join("out"));
+    let script = format!(
+        "#!/bin/sh\nexec 5>&-\nsetsid sh -c 'cat <&3 >{}' &\nexit 0\n",
+        out.display()
+    );
+    std::fs::write(&logger, script).expect("write logger");
+    std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod logger");
+    let bundle = tempfile::tempdir().expect("bundle");
+    write_annotated_spec(
+        bundle.path(),
+        &["sh", "-c", "echo hello from the task"],
+        &[("com.example.sample.process", "spec")],
+    );
+    let req = api::CreateTaskRequest {
+        id: "logged".into(),
+        bundle: bundle.path().display().to_string(),
+        stdout: format!("binary://{}", logger.display()),
+        ..Default::default()
+    };
+    h.service
+        .create(req)
+        .await
+        .expect("a daemonizing logger is accepted");
+    h.start("logged", "").await.expect("start");
+    assert_eq!(h.wait("logged", "").await, 0);
+    assert_eq!(h.delete("logged", "").await.expect("delete"), 0);
+    let text = eventually("the daemonized logger's output", || {
+        std::fs::read_to_string(&out)
+            .ok()
+            .filter(|t| t.contains('\n'))
+    })
+    .await;
+    assert_eq!(text, "hello from the task\n");
+}
