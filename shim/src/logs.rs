@@ -221,39 +221,10 @@ impl Logger {
             err_read.as_raw_fd(),
             ready_write.as_raw_fd(),
         ];
-        let mut command = Command::new(path);
-        command
-            .args(args)
-            .env_clear()
-            .env("CONTAINER_ID", &context.container_id)
-            .env("CONTAINER_NAMESPACE", &context.namespace)
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // A process group of its own, which the registry records as nobody's task.
-        command.process_group(0);
-        // SAFETY: only `fcntl`, `dup2`, `close_range` and `umask` (async-signal-safe) on
-        // this forked process's own state.
-        unsafe {
-            command.pre_exec(move || {
-                sys::child::place_fds(&fds)?;
-                // Nothing else of the shim's reaches the logger.
-                sys::child::close_on_exec_from(3 + fds.len() as i32);
-                // Not the shim's private umask: its files are for the host's log readers.
-                sys::child::set_umask(0o022);
-                Ok(())
-            });
-        }
-        let child = command.spawn().map_err(|e| {
-            Error::InvalidArgument(format!("logger {}: cannot start: {e}", path.display()))
-        })?;
-        let pid = child.id() as i32;
-        // No await since the spawn: the reaper cannot have collected it.
-        let pidfd = sys::pidfd_open(pid).map_err(Error::io(format!("pidfd_open({pid})")))?;
+        let (pid, pidfd) = launch(path, args, context, fds)?;
         let watched = pidfd.try_clone().map_err(Error::io("dup a pidfd"))?;
         registry.add_logger(pid);
-        drop((out_read, err_read, ready_write, command));
+        drop((out_read, err_read, ready_write));
         let mut logger = Logger {
             pid,
             pidfd: Some(pidfd),
@@ -322,6 +293,47 @@ impl Drop for Logger {
             }
         }
     }
+}
+
+/// Spawns the logger `path` with `args`, for `context`, with `fds` on its fds 3, 4 and 5;
+/// returns its pid and a pidfd on it.
+fn launch(
+    path: &Path,
+    args: &[String],
+    context: &LogContext,
+    fds: [std::os::fd::RawFd; 3],
+) -> Result<(i32, OwnedFd)> {
+    let mut command = Command::new(path);
+    command
+        .args(args)
+        .env_clear()
+        .env("CONTAINER_ID", &context.container_id)
+        .env("CONTAINER_NAMESPACE", &context.namespace)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // A process group of its own, which the registry records as nobody's task.
+    command.process_group(0);
+    // SAFETY: only `fcntl`, `dup2`, `close_range` and `umask` (async-signal-safe) on
+    // this forked process's own state.
+    unsafe {
+        command.pre_exec(move || {
+            sys::child::place_fds(&fds)?;
+            // Nothing else of the shim's reaches the logger.
+            sys::child::close_on_exec_from(3 + fds.len() as i32);
+            // Not the shim's private umask: its files are for the host's log readers.
+            sys::child::set_umask(0o022);
+            Ok(())
+        });
+    }
+    let child = command.spawn().map_err(|e| {
+        Error::InvalidArgument(format!("logger {}: cannot start: {e}", path.display()))
+    })?;
+    let pid = child.id() as i32;
+    // No await since the spawn: the reaper cannot have collected it.
+    let pidfd = sys::pidfd_open(pid).map_err(Error::io(format!("pidfd_open({pid})")))?;
+    Ok((pid, pidfd))
 }
 
 /// SIGTERM to the logger `pid`, SIGKILL after [`TERM_LIMIT`], waiting on its pidfd; its

@@ -1055,3 +1055,55 @@ async fn a_logger_that_daemonizes_is_accepted_and_gets_the_output() {
     .await;
     assert_eq!(text, "hello from the task\n");
 }
+
+/// Defect: the spec's `process.oomScoreAdj` was ignored (every task got 0), so the
+/// kubelet's QoS order (1000 for BestEffort, 999 for Burstable pods) was lost. The init and
+/// an exec get their spec's value; a process whose spec names none gets 0.
+#[tokio::test]
+async fn the_spec_s_oom_score_adj_is_applied_to_the_init_and_to_execs() {
+    let Some(h) = Harness::new(&["sleep", "1000"]) else {
+        return;
+    };
+    let bundle = tempfile::tempdir().expect("bundle");
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "annotations": {"com.example.sample.process": "spec"},
+        "process": {
+            "cwd": "/tmp",
+            "args": ["sleep", "1000"],
+            "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+            "user": {"uid": 0, "gid": 0},
+            "oomScoreAdj": 999,
+        },
+    });
+    std::fs::write(bundle.path().join("config.json"), spec.to_string()).expect("spec");
+    let req = api::CreateTaskRequest {
+        id: "qos".into(),
+        bundle: bundle.path().display().to_string(),
+        ..Default::default()
+    };
+    let init = h.service.create(req).await.expect("create").pid as i32;
+    h.start("qos", "").await.expect("start");
+    let score = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+            .expect("oom_score_adj")
+            .trim()
+            .to_string()
+    };
+    assert_eq!(score(init), "999");
+    let mut exec = exec_request("qos", "burstable", &["sleep", "1000"]);
+    let mut process: serde_json::Value =
+        serde_json::from_slice(&exec.spec.value).expect("exec spec");
+    process["oomScoreAdj"] = 1000.into();
+    exec.spec.as_mut().expect("spec").value = process.to_string().into_bytes();
+    h.service.exec(exec).await.expect("exec");
+    let exec_pid = h.start("qos", "burstable").await.expect("start exec");
+    assert_eq!(score(exec_pid), "1000");
+    h.exec("qos", "plain", &["sleep", "1000"])
+        .await
+        .expect("exec");
+    let plain = h.start("qos", "plain").await.expect("start exec");
+    assert_eq!(score(plain), "0");
+    h.kill("qos", 9).await.expect("kill");
+    assert_eq!(h.wait("qos", "").await, 137);
+}
