@@ -815,7 +815,7 @@ pub(crate) mod tests {
 
     /// Where cgroup2 is mounted on this machine, if anywhere (here an empty one beside the
     /// v1 hierarchies; on a v2-only machine the root).
-    fn cgroup2_mount() -> Option<PathBuf> {
+    pub(crate) fn cgroup2_mount() -> Option<PathBuf> {
         let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
         text.lines()
             .find(|l| l.contains(" - cgroup2 "))

@@ -572,10 +572,14 @@ pub async fn exited(pidfd: OwnedFd) {
 }
 
 /// Freezes or thaws `cgroup` and waits, at most a second, until the kernel says it is.
-/// The kernel has no notification for v1's freezer; v2 reports it in `cgroup.events`.
-/// Freezing usually completes within the write, so the first look most often answers; then
-/// the looks back off (1, 2, 4, ... ms).
+/// v2 says so in `cgroup.events`, which an inotify watch wakes on; v1's freezer has no
+/// notification, so its state is read right after the write (freezing usually completes
+/// within it), then at 1, 2, 4, ... ms.
 async fn freeze(cgroup: &Cgroup, frozen: bool) -> Result<()> {
+    let mut events = cgroup
+        .dir_of("freezer")
+        .filter(|_| cgroup.is_v2())
+        .and_then(|dir| OomWatch::modifications_of(&dir.join("cgroup.events")).ok());
     cgroup
         .set_frozen(frozen)
         .map_err(|e| cgroup_error(cgroup, e))?;
@@ -588,8 +592,15 @@ async fn freeze(cgroup: &Cgroup, frozen: bool) -> Result<()> {
         if tokio::time::Instant::now() >= deadline {
             break;
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(64));
+        match events.as_mut() {
+            Some(events) => {
+                let _ = tokio::time::timeout_at(deadline, events.notified()).await;
+            }
+            None => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(64));
+            }
+        }
     }
     // Leave it as it was.
     let _ = cgroup.set_frozen(!frozen);
@@ -825,6 +836,40 @@ mod tests {
                 .filter(|p| p.state != 'Z')
                 .collect())
         }
+    }
+
+    /// v2's freezer, waited for through `cgroup.events` (inotify), on the machine's cgroup2
+    /// mount: a process in the cgroup is frozen, thawed, then ended by `end_all`.
+    #[tokio::test]
+    async fn a_v2_cgroup_freezes_and_thaws_on_cgroup_events() {
+        use crate::cgroup::tests::{cgroup2_mount, may_write_cgroups};
+        if !may_write_cgroups() {
+            return;
+        }
+        let cgroup = Cgroup {
+            hierarchy: Hierarchy::V2(cgroup2_mount().expect("a cgroup2 is mounted")),
+            path: PathBuf::from(format!("/shim-sample-freeze/{}", std::process::id())),
+        };
+        cgroup.create().expect("create");
+        let mut child = Command::new("sleep").arg("1000").spawn().expect("sleep");
+        let checks = async {
+            cgroup.add(child.id() as i32).map_err(Error::io("add"))?;
+            freeze(&cgroup, true).await?;
+            let frozen = cgroup.is_frozen().map_err(Error::io("read"))?;
+            freeze(&cgroup, false).await?;
+            let thawed = !cgroup.is_frozen().map_err(Error::io("read"))?;
+            Ok::<_, Error>((frozen, thawed, end_all(&cgroup).await))
+        };
+        let result = checks.await;
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = cgroup.remove();
+        let _ = Cgroup {
+            path: PathBuf::from("/shim-sample-freeze"),
+            ..cgroup.clone()
+        }
+        .remove();
+        assert_eq!(result.expect("freeze and thaw"), (true, true, 0));
     }
 
     #[tokio::test]
