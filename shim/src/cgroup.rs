@@ -72,65 +72,6 @@ impl Hierarchy {
             v2.map(Hierarchy::V2)
         }
     }
-
-    /// Takes the kernel's cgroup migration lock once, in a thread of its own, so that the
-    /// next migration (the init joining its cgroup at `Create`) finds it warm.
-    ///
-    /// Moving a process into a cgroup (`cgroup.procs`) takes `cgroup_threadgroup_rwsem` for
-    /// writing, and the first writer after a quiet moment waits for an RCU grace period:
-    /// 7 to 13 ms here, most of a task's `Create`. A writer that comes within a grace period
-    /// of the last one does not wait. The shim daemon starts a few milliseconds before
-    /// containerd sends `Create`; this write, of the daemon into the cgroup it is already in
-    /// (`0` is "myself", a move that changes nothing), pays the wait meanwhile. Measured
-    /// alone (`bench/README.md`): a migration 8 ms after such a write took 2.1 ms instead
-    /// of 9.5 (medians). Issue 21 does the rest: `clone3(CLONE_INTO_CGROUP)` on v2.
-    pub fn warm_up_migrations(&self) {
-        let Some(procs) = self.own_procs_file() else {
-            return;
-        };
-        let warm_up = move || {
-            if let Err(err) = write_file(&procs, "0") {
-                log::debug!("cgroup warm-up {}: {err}", procs.display());
-            }
-        };
-        if let Err(err) = std::thread::Builder::new()
-            .name("cgroup-warm-up".into())
-            .spawn(warm_up)
-        {
-            log::debug!("cgroup warm-up: {err}");
-        }
-    }
-
-    /// `cgroup.procs` of the cgroup this process is in, in the first controller's
-    /// hierarchy (`/proc/self/cgroup`; v2's line is `0::/path`).
-    fn own_procs_file(&self) -> Option<PathBuf> {
-        self.procs_file_in(&fs::read_to_string("/proc/self/cgroup").ok()?)
-    }
-
-    /// [`Hierarchy::own_procs_file`] from the text of a `/proc/<pid>/cgroup`.
-    fn procs_file_in(&self, own: &str) -> Option<PathBuf> {
-        let (mount, controller) = match self {
-            Hierarchy::V1(mounts) => {
-                let (controller, mount) = mounts.iter().next()?;
-                (mount.clone(), controller.as_str())
-            }
-            Hierarchy::V2(root) => (root.clone(), ""),
-        };
-        let path = own.lines().find_map(|line| {
-            let mut fields = line.splitn(3, ':');
-            let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
-            let matches = match controller {
-                "" => controllers.is_empty(),
-                wanted => controllers.split(',').any(|c| c == wanted),
-            };
-            matches.then(|| path.to_string())
-        })?;
-        Some(
-            mount
-                .join(path.trim_start_matches('/'))
-                .join("cgroup.procs"),
-        )
-    }
 }
 
 /// The cgroup a spec's `linux.cgroupsPath` names, as a path below the hierarchy's root.
@@ -708,29 +649,6 @@ pub(crate) mod tests {
         assert_eq!(
             Hierarchy::from_mountinfo("1 0 0:1 / / rw - ext4 /dev/vda rw"),
             None
-        );
-    }
-
-    #[test]
-    fn the_warm_up_writes_the_cgroup_the_shim_is_in() {
-        let own = "12:pids:/system.slice/containerd.service\n\
-                   4:cpu,cpuacct:/system.slice/containerd.service\n\
-                   3:memory:/system.slice/containerd.service\n\
-                   0::/system.slice/containerd.service\n";
-        let Some(v1) = Hierarchy::from_mountinfo(HYBRID) else {
-            panic!("hybrid is v1");
-        };
-        // The first controller in name order: cpu.
-        assert_eq!(
-            v1.procs_file_in(own),
-            Some(PathBuf::from(
-                "/sys/fs/cgroup/cpu,cpuacct/system.slice/containerd.service/cgroup.procs"
-            ))
-        );
-        let v2 = Hierarchy::V2(PathBuf::from("/sys/fs/cgroup"));
-        assert_eq!(
-            v2.procs_file_in("0::/\n"),
-            Some(PathBuf::from("/sys/fs/cgroup/cgroup.procs"))
         );
     }
 

@@ -89,22 +89,6 @@ impl Host {
             registry,
         }
     }
-
-    /// At the daemon's start, in the bundle of the container it was started for: when that
-    /// container will join a cgroup, the kernel's migration lock is warmed meanwhile
-    /// ([`Hierarchy::warm_up_migrations`]), and its `Create` skips most of the wait.
-    pub fn prepare_for(&self, bundle: &Path) {
-        let Some(hierarchy) = &self.cgroups else {
-            return;
-        };
-        let names_a_cgroup = spec::read_spec(bundle)
-            .ok()
-            .and_then(|spec| cgroup::from_spec(&spec).ok().flatten())
-            .is_some();
-        if names_a_cgroup {
-            hierarchy.warm_up_migrations();
-        }
-    }
 }
 
 #[async_trait]

@@ -52,7 +52,6 @@ use crate::{
     exits,
     host::Host,
     logfmt,
-    members::Registry,
     model::ProcessModel,
     rpc::TaskService,
     service::Service,
@@ -145,21 +144,13 @@ impl Shim for SampleShim {
         if let Ok(mut flushed) = self.flushed.lock() {
             *flushed = Some(Box::pin(events.flushed()));
         }
-        // The process model (`model.rs`): host processes, behind the start-gate helper,
-        // which `/proc/self/exe` is, even if this binary was replaced on disk since. A
-        // forker's model goes here.
-        let registry = Arc::new(Registry::default());
-        let model = Host::new(Path::new("/proc/self/exe"), registry.clone());
-        // The daemon runs in the bundle of the container it was started for.
-        if let Ok(bundle) = std::env::current_dir() {
-            model.prepare_for(&bundle);
-        }
-        TaskService(Service::with_model(
+        // `/proc/self/exe` is this binary, even if it was replaced on disk since.
+        let helper = Path::new("/proc/self/exe");
+        TaskService(Service::new(
             events,
             self.exit.clone(),
             exits,
-            Box::new(model),
-            registry,
+            helper,
             &self.namespace,
         ))
     }
