@@ -614,6 +614,7 @@ impl Container {
                 serde_json::from_slice(&any.value)
                     .map_err(|e| Error::InvalidArgument(format!("exec process spec: {e}")))
             })?;
+        inner.processes.check_exec(&process)?;
         let stdio = StdioPaths {
             stdin: req.stdin,
             stdout: req.stdout,

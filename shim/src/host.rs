@@ -358,6 +358,10 @@ impl Processes for HostProcesses {
         Ok(spawned)
     }
 
+    fn check_exec(&self, process: &oci_spec::runtime::Process) -> Result<()> {
+        spec::process_spec(process, None).map(|_| ())
+    }
+
     async fn exec(
         &mut self,
         name: &str,

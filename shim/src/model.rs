@@ -77,6 +77,11 @@ pub trait Processes: Send + 'static {
     /// `Create`: makes the init process with `stdio`, held before its program runs.
     async fn create(&mut self, stdio: ChildStdio) -> Result<Spawned>;
 
+    /// Whether an `Exec` of the OCI `process` can run here (its command, its working
+    /// directory), checked before its stdio is opened: nothing is started for an exec
+    /// that would be refused.
+    fn check_exec(&self, process: &oci_spec::runtime::Process) -> Result<()>;
+
     /// `Exec`: makes another process in the container from an OCI `process`, held the same
     /// way. The container has checked that its init runs and is not paused.
     async fn exec(
