@@ -204,14 +204,11 @@ impl Container {
             terminal: processes.init_terminal(),
         };
         let log = self.shared.log_context(&self.id);
-        let made = match stdio::open(&stdio, &log, &self.shared.registry).await {
-            Ok((child, pending)) => match processes.create(child).await {
-                Ok(spawned) => Ok((spawned, pending)),
-                Err(err) => Err(err),
-            },
-            Err(err) => Err(err),
+        let made = async {
+            let (child, pending) = stdio::open(&stdio, &log, &self.shared.registry).await?;
+            Ok::<_, Error>((processes.create(child).await?, pending))
         };
-        let (spawned, pending) = match made {
+        let (spawned, pending) = match made.await {
             Ok(made) => made,
             Err(err) => {
                 processes.release().await;
