@@ -50,6 +50,10 @@ pub const MAX_ID_LEN: usize = 76;
 /// How long `Delete` waits for the last output to reach the FIFOs.
 const OUTPUT_DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
+/// How long an exit waits for the process's output to reach, and leave, its FIFOs before
+/// it is recorded (`Io::flushed`): a reader that stops reading costs an exit this much.
+const EXIT_FLUSH_LIMIT: Duration = Duration::from_millis(500);
+
 /// Checks a task, exec or namespace id: it names files and log lines, so no path tricks.
 pub fn validate_id(kind: &str, id: &str) -> Result<()> {
     let bad = id.is_empty()
@@ -351,6 +355,8 @@ impl Container {
                 None => return,
             },
         };
+        // Everything it wrote reaches the client before the client learns it exited.
+        process.io.flushed(EXIT_FLUSH_LIMIT).await;
         let exit = process.set_exited(code as u32);
         let pid = process.pid;
         inner.processes.exited(pid);

@@ -1107,3 +1107,57 @@ async fn the_spec_s_oom_score_adj_is_applied_to_the_init_and_to_execs() {
     h.kill("qos", 9).await.expect("kill");
     assert_eq!(h.wait("qos", "").await, 137);
 }
+
+/// Defect: `ctr run` stops reading as soon as `Wait` returns, and output still on its way
+/// then was lost (10,450 of a million lines in one run). `Wait` now returns once the
+/// process's output is all in its FIFO and the FIFO's reader has taken it: here a slow
+/// reader has every byte by then.
+#[tokio::test]
+async fn wait_returns_once_the_fifo_s_reader_has_all_the_output() {
+    let Some(h) = Harness::new(&["sleep", "1000"]) else {
+        return;
+    };
+    const SIZE: usize = 1 << 20;
+    let dir = tempfile::tempdir().expect("fifo dir");
+    let fifo = dir.path().join("stdout");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reader = {
+        let (fifo, read) = (fifo.clone(), read.clone());
+        // A slow reader: 16 KiB every 2 ms.
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut file = std::fs::File::open(fifo).expect("open the FIFO");
+            let mut buffer = vec![0u8; 16 << 10];
+            while let Ok(n) = file.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                read.fetch_add(n, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let bundle = tempfile::tempdir().expect("bundle");
+    write_annotated_spec(
+        bundle.path(),
+        &["head", "-c", &SIZE.to_string(), "/dev/zero"],
+        &[("com.example.sample.process", "spec")],
+    );
+    let req = api::CreateTaskRequest {
+        id: "chatty".into(),
+        bundle: bundle.path().display().to_string(),
+        stdout: fifo.display().to_string(),
+        ..Default::default()
+    };
+    h.service.create(req).await.expect("create");
+    h.start("chatty", "").await.expect("start");
+    assert_eq!(h.wait("chatty", "").await, 0);
+    assert_eq!(
+        read.load(Ordering::SeqCst),
+        SIZE,
+        "output still unread when Wait returned"
+    );
+    assert_eq!(h.delete("chatty", "").await.expect("delete"), 0);
+    reader.join().expect("the reader");
+}
