@@ -57,23 +57,21 @@ pub fn comm(pid: i32) -> String {
 
 /// The argument vector.
 pub fn cmdline(pid: i32) -> Vec<String> {
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| {
-            raw.split(|&b| b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    nul_separated(&format!("/proc/{pid}/cmdline"))
 }
 
 /// The environment it was started with (`/proc/<pid>/environ`: root reads anyone's).
 pub fn environ(pid: i32) -> Vec<String> {
-    fs::read(format!("/proc/{pid}/environ"))
+    nul_separated(&format!("/proc/{pid}/environ"))
+}
+
+/// The non-empty NUL-separated strings of a `/proc` file (empty if unreadable).
+fn nul_separated(path: &str) -> Vec<String> {
+    fs::read(path)
         .map(|raw| {
             raw.split(|&b| b == 0)
-                .filter(|v| !v.is_empty())
-                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
                 .collect()
         })
         .unwrap_or_default()

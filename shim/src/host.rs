@@ -14,7 +14,7 @@
 //! - **Membership, chosen once at `Create`** ([`Members`]): the container's cgroup when its
 //!   spec names one and the shim may write cgroups, else the process tree (`members.rs`).
 //!   Every path that lists, signals as a whole, freezes, measures or ends the container's
-//!   processes asks [`HostProcesses::quick`] and [`HostProcesses::exhaustive`], so the two
+//!   processes asks [`ProcessTree::quick`] and [`ProcessTree::exhaustive`], so the two
 //!   mechanisms never mix.
 //! - **Ending.** [`end_all`] kills what the exhaustive look finds and waits on each
 //!   process's pidfd, which polls readable the moment it exits: no sleep loop.
@@ -157,7 +157,7 @@ impl ProcessModel for Host {
             }
             bundle::remove_init_pid(bundle);
         }
-        let Some(hierarchy) = Hierarchy::detect() else {
+        let Some(hierarchy) = self.cgroups.clone() else {
             return pid;
         };
         let Ok(Some((path, _))) = spec::read_spec(bundle)
@@ -208,22 +208,6 @@ pub struct HostProcesses {
 }
 
 impl HostProcesses {
-    /// The container's processes, a quick look (see [`ProcessTree::quick`]).
-    pub fn quick(&self) -> io::Result<Vec<ProcStat>> {
-        match &self.members {
-            Members::Cgroup(cgroup) => cgroup.quick(),
-            Members::Tree => self.registry.selection(&self.id).quick(),
-        }
-    }
-
-    /// The container's processes, a look that misses none.
-    pub fn exhaustive(&self) -> io::Result<Vec<ProcStat>> {
-        match &self.members {
-            Members::Cgroup(cgroup) => cgroup.exhaustive(),
-            Members::Tree => self.registry.selection(&self.id).exhaustive(),
-        }
-    }
-
     /// `signal` to every process of the container: the init through its pidfd, its
     /// process group, and the container's processes outside that group.
     fn signal_everything(&self, signal: Signal) -> Result<()> {
@@ -256,14 +240,15 @@ impl HostProcesses {
         }
     }
 
-    /// Spawns a process at its start gate and records it; on failure nothing is left.
+    /// Spawns a process at its start gate, in the container's cgroup if it has one; returns
+    /// it and its gate. On failure nothing is left.
     fn spawn(
-        &mut self,
+        &self,
         process: &ProcessSpec,
         stdio: ChildStdio,
         group: Group,
         name: &str,
-    ) -> Result<Spawned> {
+    ) -> Result<(Spawned, OwnedFd)> {
         let (spawned, gate) = spawn_held(&self.helper, process, stdio, group, name)?;
         // Into the cgroup while it waits at its start gate: whatever it forks is in too.
         if let Some(cgroup) = self.cgroup() {
@@ -273,8 +258,7 @@ impl HostProcesses {
                 return Err(cgroup_error(cgroup, err));
             }
         }
-        self.gates.insert(spawned.pid, gate);
-        Ok(spawned)
+        Ok((spawned, gate))
     }
 }
 
@@ -289,13 +273,20 @@ pub trait ProcessTree {
     fn kill_at_once(&self) {}
 }
 
+/// The container's processes, through the mechanism chosen at `Create`.
 impl ProcessTree for HostProcesses {
     fn quick(&self) -> io::Result<Vec<ProcStat>> {
-        HostProcesses::quick(self)
+        match &self.members {
+            Members::Cgroup(cgroup) => cgroup.quick(),
+            Members::Tree => self.registry.selection(&self.id).quick(),
+        }
     }
 
     fn exhaustive(&self) -> io::Result<Vec<ProcStat>> {
-        HostProcesses::exhaustive(self)
+        match &self.members {
+            Members::Cgroup(cgroup) => cgroup.exhaustive(),
+            Members::Tree => self.registry.selection(&self.id).exhaustive(),
+        }
     }
 
     fn kill_at_once(&self) {
@@ -341,8 +332,7 @@ impl Processes for HostProcesses {
     }
 
     async fn create(&mut self, stdio: ChildStdio) -> Result<Spawned> {
-        let init_spec = self.init_spec.clone();
-        let spawned = self.spawn(&init_spec, stdio, Group::Own, &self.id.clone())?;
+        let (spawned, gate) = self.spawn(&self.init_spec, stdio, Group::Own, &self.id)?;
         let pid = spawned.pid;
         let recorded = procfs::ProcStat::read(pid)
             .map_err(Error::io(format!("read /proc/{pid}/stat")))
@@ -350,9 +340,9 @@ impl Processes for HostProcesses {
         if let Err(err) = recorded {
             // The helper exits unstarted and the reaper collects it.
             let _ = sys::signal_pidfd(&spawned.pidfd, Signal::KILL);
-            self.gates.remove(&pid);
             return Err(err);
         }
+        self.gates.insert(pid, gate);
         self.registry.spawned(&self.id, pid, true, true);
         self.init = Some((pid, spawned.pidfd.clone()));
         Ok(spawned)
@@ -378,7 +368,8 @@ impl Processes for HostProcesses {
         };
         // With a terminal, or a group of its own, the exec leads; otherwise the init does.
         let leads = group == Group::Own || process.terminal;
-        let spawned = self.spawn(&process, stdio, group, name)?;
+        let (spawned, gate) = self.spawn(&process, stdio, group, name)?;
+        self.gates.insert(spawned.pid, gate);
         self.registry.spawned(&self.id, spawned.pid, leads, false);
         Ok(spawned)
     }

@@ -102,9 +102,8 @@ struct ShimEnds {
 pub struct Io {
     /// stdout and stderr copies: `Delete` waits for them so no output is lost.
     outputs: Vec<JoinHandle<()>>,
-    /// How many of the output copies have ended, and how many there are.
+    /// How many of the output copies have ended.
     ended: watch::Receiver<usize>,
-    copies: usize,
     /// The shim's own handles on the output FIFOs, until the process's exit is recorded:
     /// how much their reader has yet to take ([`Io::flushed`]).
     fifos: Vec<OwnedFd>,
@@ -349,7 +348,6 @@ impl PendingIo {
         };
         Io {
             ended: ended.subscribe(),
-            copies: outputs.len(),
             fifos,
             outputs,
             input,
@@ -476,7 +474,9 @@ impl Io {
     /// "empty": after the copies end, the FIFOs are looked at after 1, 2, 4, ... ms.
     pub async fn flushed(&mut self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
-        let copies = self.copies;
+        // Before `Delete` (a process is deleted once its exit is recorded): the copies are
+        // all still here to count.
+        let copies = self.outputs.len();
         let ended = self.ended.wait_for(|n| *n >= copies);
         if tokio::time::timeout_at(deadline, ended).await.is_ok() {
             let mut pause = Duration::from_millis(1);
