@@ -67,6 +67,8 @@ pub struct Containerd {
     ctr: PathBuf,
     /// Set once the test image is imported: tests ask for it from many threads at once.
     image: std::sync::OnceLock<()>,
+    /// Set once the busybox image (the OCI mode's tests) is imported.
+    busybox: std::sync::OnceLock<()>,
     /// The namespace `ctr` works in: one per daemon, because `ctr` names a task's cgroup
     /// `/<namespace>/<id>` and the cgroups are the machine's, shared by every daemon of a
     /// parallel test run.
@@ -136,6 +138,7 @@ impl Containerd {
             shim,
             ctr,
             image: std::sync::OnceLock::new(),
+            busybox: std::sync::OnceLock::new(),
             namespace: unique_namespace(),
         };
         containerd.wait_ready()?;
@@ -265,6 +268,17 @@ impl Containerd {
             self.ctr_ok(&["images", "import", &archive.display().to_string()]);
         });
         image::IMAGE
+    }
+
+    /// Builds the busybox image (a real root filesystem, for the OCI mode) offline and
+    /// imports it, once per daemon; returns its name.
+    pub fn import_busybox(&self) -> &'static str {
+        self.busybox.get_or_init(|| {
+            let archive = self.dir.path().join("busybox.tar");
+            image::write_busybox_archive(&archive, image::BUSYBOX).expect("write busybox");
+            self.ctr_ok(&["images", "import", &archive.display().to_string()]);
+        });
+        image::BUSYBOX
     }
 
     /// Builds the test image and imports it into `namespace` (the CRI plugin's is

@@ -37,7 +37,7 @@ use crate::{
     exits::{Reaped, Router, LEFTOVER_DEADLINE},
     logs::LogContext,
     members::Registry,
-    model::Processes,
+    model::{Member, Processes},
     oom::OomWatch,
     process::{ExitStatus, Process, State},
     stdio::{self, StdioPaths},
@@ -74,7 +74,7 @@ pub struct Shared {
     /// Where events go: containerd in the shim, a recorder in tests.
     pub events: Box<dyn EventSink>,
     /// From the reaper to the container whose process exited.
-    pub router: Router,
+    pub router: Arc<Router>,
     /// Who runs what among the shim's descendants; loggers register their groups here.
     pub registry: Arc<Registry>,
     /// The containerd namespace of the shim's containers (`-namespace`), for loggers.
@@ -89,15 +89,6 @@ impl Shared {
             namespace: self.namespace.clone(),
         }
     }
-}
-
-/// Which process of a container a pid belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Member {
-    /// The init process.
-    Init,
-    /// The exec process with this exec id.
-    Exec(String),
 }
 
 /// A container, from `Create` until `Delete`.
@@ -208,11 +199,12 @@ impl Container {
             terminal: processes.init_terminal(),
         };
         let log = self.shared.log_context(&self.id);
+        let pty = processes.pty_maker();
         let made = async {
-            let (child, pending) = stdio::open(&stdio, &log, &self.shared.registry).await?;
+            let (child, pending) = stdio::open(&stdio, pty, &log, &self.shared.registry).await?;
             Ok::<_, Error>((processes.create(child).await?, pending))
         };
-        let (spawned, pending) = match made.await {
+        let (mut spawned, pending) = match made.await {
             Ok(made) => made,
             Err(err) => {
                 processes.release().await;
@@ -223,7 +215,13 @@ impl Container {
         self.shared
             .router
             .add(spawned.pid, &spawned.pidfd, &self.exits);
-        let init = Process::new(&spawned, stdio, pending.start(&self.id));
+        let mut io = pending.start(&self.id);
+        if let Some(master) = spawned.terminal.take() {
+            if let Err(err) = io.attach_terminal(master) {
+                warn!("{}: {err}", self.id);
+            }
+        }
+        let init = Process::new(Some(&spawned), stdio, io);
         let pid = init.pid;
         self.init_pid.store(pid, Ordering::Relaxed);
         self.shared
@@ -414,8 +412,21 @@ impl Container {
             process.ensure_created()?;
             process.pid
         };
-        inner.processes.start(pid).await?;
-        inner.process(&self.id, exec_id)?.set_running();
+        let member = member_of(exec_id);
+        let made = inner.processes.start(&member, pid).await?;
+        let process = inner.process(&self.id, exec_id)?;
+        if let Some(mut spawned) = made {
+            // An exit the reaper saw meanwhile is kept for it (`exits::Router`).
+            self.shared
+                .router
+                .add(spawned.pid, &spawned.pidfd, &self.exits);
+            if let Some(master) = spawned.terminal.take() {
+                process.io.attach_terminal(master)?;
+            }
+            process.made(&spawned);
+        }
+        let pid = process.pid;
+        process.set_running();
         info!("{}: started process {pid} {exec_id:?}", self.id);
         let event = if exec_id.is_empty() {
             TaskEvent::Start {
@@ -550,6 +561,14 @@ impl Container {
             }
             State::Created => {}
         }
+        if !process.exists() {
+            // An exec its model makes at `Start`: nothing ran, nothing to kill or reap.
+            let exit = process.set_exited(128 + Signal::KILL.number() as u32);
+            inner(&mut state)?
+                .processes
+                .cancel(&member_of(exec_id), 0);
+            return Ok((state, exit));
+        }
         let mut exited = process.subscribe_exit();
         match process.kill(Signal::KILL) {
             // Already gone: its exit is recorded, or on its way.
@@ -557,7 +576,7 @@ impl Container {
             Err(err) => return Err(err),
         }
         let pid = process.pid;
-        inner(&mut state)?.processes.cancel(pid);
+        inner(&mut state)?.processes.cancel(&member_of(exec_id), pid);
         drop(state); // the exit policy needs the lock to record the exit
         let exit = exited.wait_for(Option::is_some).await.ok().and_then(|e| *e);
         let mut state = self.lock().await?;
@@ -627,7 +646,8 @@ impl Container {
         let label = format!("{} exec {}", self.id, req.exec_id);
         // An exec's logger logs for the exec, as with containerd's runc shim.
         let log = self.shared.log_context(&req.exec_id);
-        let (child, pending) = stdio::open(&stdio, &log, &self.shared.registry).await?;
+        let pty = inner.processes.pty_maker();
+        let (child, pending) = stdio::open(&stdio, pty, &log, &self.shared.registry).await?;
         // A logger may have taken its time: the init may have exited meanwhile.
         if inner.init.is_stopped() || inner.init.exit_pending() {
             return Err(Error::FailedPrecondition(format!(
@@ -635,12 +655,14 @@ impl Container {
                 self.id
             )));
         }
-        let spawned = inner.processes.exec(&label, &process, child).await?;
-        // An exit the reaper saw meanwhile is kept for it (`exits::Router`).
-        self.shared
-            .router
-            .add(spawned.pid, &spawned.pidfd, &self.exits);
-        let exec = Process::new(&spawned, stdio, pending.start(&label));
+        let spawned = inner.processes.exec(&req.exec_id, &process, child).await?;
+        if let Some(spawned) = &spawned {
+            // An exit the reaper saw meanwhile is kept for it (`exits::Router`).
+            self.shared
+                .router
+                .add(spawned.pid, &spawned.pidfd, &self.exits);
+        }
+        let exec = Process::new(spawned.as_ref(), stdio, pending.start(&label));
         inner.execs.insert(req.exec_id.clone(), exec);
         self.shared
             .events
@@ -745,6 +767,15 @@ impl Container {
     }
 }
 
+/// The member an exec id names: the init for the empty id.
+fn member_of(exec_id: &str) -> Member {
+    if exec_id.is_empty() {
+        Member::Init
+    } else {
+        Member::Exec(exec_id.to_string())
+    }
+}
+
 /// The state of a created container (NotFound otherwise).
 fn inner<'a>(state: &'a mut MutexGuard<'_, Option<Inner>>) -> Result<&'a mut Inner> {
     state
@@ -780,7 +811,10 @@ impl Inner {
 
     /// True while an exec process has not been reported exited.
     fn has_live_execs(&self) -> bool {
-        self.execs.values().any(|exec| !exec.is_stopped())
+        // An exec never made (its model makes it at `Start`) has no exit to wait for.
+        self.execs
+            .values()
+            .any(|exec| exec.exists() && !exec.is_stopped())
     }
 
     /// Which of the container's processes `pid` is, if its exit has not been recorded yet.

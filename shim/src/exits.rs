@@ -90,10 +90,46 @@ struct Routes {
     unclaimed: VecDeque<Reaped>,
 }
 
+/// The exit of one child ([`Router::child_exit`]).
+pub struct ChildExit(mpsc::UnboundedReceiver<Reaped>);
+
+impl ChildExit {
+    /// Its exit code (the exit status, or 128 + the signal).
+    pub async fn code(mut self) -> i32 {
+        // The sender lives in the route until the exit is sent: `None` cannot happen while
+        // the router lives.
+        self.0.recv().await.map_or(-1, |reaped| reaped.code)
+    }
+}
+
 /// How many unclaimed exits are kept.
 const UNCLAIMED_KEPT: usize = 64;
 
 impl Router {
+    /// A router fed by `exits` (which must have been subscribed before anything was
+    /// spawned): every exit is routed, in a task of its own, as it comes.
+    pub fn serve(mut exits: mpsc::UnboundedReceiver<Reaped>) -> Arc<Router> {
+        let router = Arc::new(Router::default());
+        let routes = router.clone();
+        tokio::spawn(async move {
+            while let Some(reaped) = exits.recv().await {
+                routes.route(reaped);
+            }
+        });
+        router
+    }
+
+    /// The exit code of `child`, a child the shim just spawned, once the reaper collects it.
+    /// Called right after the spawn, with no `.await` between (the reaper runs on this same
+    /// thread): the pid is still the child's, alive or a zombie. Also returns the child's
+    /// pidfd, which says "exited" from then on.
+    pub fn child_exit(&self, pid: i32) -> std::io::Result<(Arc<OwnedFd>, ChildExit)> {
+        let pidfd = Arc::new(sys::pidfd_open(pid)?);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.add(pid, &pidfd, &tx);
+        Ok((pidfd, ChildExit(rx)))
+    }
+
     fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
         // Nothing panics while holding it.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())

@@ -50,7 +50,7 @@ use crate::{
     gate,
     members::Registry,
     metrics,
-    model::{ProcessModel, Processes, Spawned},
+    model::{Member, ProcessModel, Processes, Spawned},
     oom::OomWatch,
     procfs::{self, ProcStat},
     spec::{self, Kind, ProcessSpec},
@@ -354,10 +354,11 @@ impl Processes for HostProcesses {
 
     async fn exec(
         &mut self,
-        name: &str,
+        exec_id: &str,
         process: &oci_spec::runtime::Process,
         stdio: ChildStdio,
-    ) -> Result<Spawned> {
+    ) -> Result<Option<Spawned>> {
+        let name = format!("{} exec {exec_id}", self.id);
         let process = spec::process_spec(process, None)?;
         let init = self.init.as_ref().map_or(0, |(pid, _)| *pid);
         // The init's group, unless the init leads a session of its own (a terminal).
@@ -368,13 +369,13 @@ impl Processes for HostProcesses {
         };
         // With a terminal, or a group of its own, the exec leads; otherwise the init does.
         let leads = group == Group::Own || process.terminal;
-        let (spawned, gate) = self.spawn(&process, stdio, group, name)?;
+        let (spawned, gate) = self.spawn(&process, stdio, group, &name)?;
         self.gates.insert(spawned.pid, gate);
         self.registry.spawned(&self.id, spawned.pid, leads, false);
-        Ok(spawned)
+        Ok(Some(spawned))
     }
 
-    async fn start(&mut self, pid: i32) -> Result<()> {
+    async fn start(&mut self, _: &Member, pid: i32) -> Result<Option<Spawned>> {
         let gate = self
             .gates
             .remove(&pid)
@@ -386,10 +387,10 @@ impl Processes for HostProcesses {
                 "process {pid} exited before it could be started: {errno}"
             ))
         })?;
-        Ok(())
+        Ok(None)
     }
 
-    fn cancel(&mut self, pid: i32) {
+    fn cancel(&mut self, _: &Member, pid: i32) {
         // The pending SIGKILL wins over the end-of-file the helper would read.
         self.gates.remove(&pid);
     }
@@ -677,6 +678,7 @@ fn spawn_held(
         Spawned {
             pid,
             pidfd: Arc::new(pidfd),
+            terminal: None,
         },
         gate_write,
     ))

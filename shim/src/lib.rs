@@ -18,7 +18,9 @@
 //! | [`container`] | one container: its processes, its lock, its events, its exit policy |
 //! | [`process`] | one process's states (Created, Running, Stopped), its `Wait`s, signals |
 //! | [`model`] | **the seam**: what a process model implements (how processes run) |
+//! | [`modes`] | which model a container gets: host (the default) or OCI, from its runtime [`options`] |
 //! | [`host`] | the host process model: spawning, membership (cgroup or tree), ending |
+//! | [`oci`] | the OCI process model: real containers made by an OCI [`runtime`] (runc, crun) |
 //! | [`gate`] | the start-gate helper that holds a created process until `Start` |
 //! | [`pause`] | the pause process a pod's sandbox runs |
 //! | [`exits`] | from the reaper to the container whose process exited |
@@ -26,6 +28,8 @@
 //! | [`members`] | which of the shim's processes belong to which container, without a cgroup |
 //! | [`stdio`] | stdin, stdout and stderr between the task and containerd's FIFOs |
 //! | [`logs`] | log URIs: `file://` and `binary://` loggers |
+//! | [`options`] | `Create`'s runtime options: the TOML file that selects the OCI mode |
+//! | [`runtime`] | an OCI runtime's command line, run and awaited through the reaper |
 //! | [`events`] | `/tasks/*` events, and where they go ([`events::EventSink`]) |
 //! | [`spec`] | the bundle's `config.json`: what to run, as whom |
 //! | [`bundle`] | the files the shim keeps in the bundle: `address`, `init.pid` |
@@ -55,13 +59,17 @@ pub mod logs;
 pub mod members;
 pub mod metrics;
 pub mod model;
+pub mod modes;
+pub mod oci;
 pub mod oom;
+pub mod options;
 pub mod pause;
 pub mod process;
 pub mod procfs;
 #[cfg(test)]
 mod proptests;
 pub mod rpc;
+pub mod runtime;
 pub mod service;
 pub mod shim;
 pub mod spec;

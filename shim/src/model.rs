@@ -30,10 +30,16 @@ use containerd_shim_protos::{api::CreateTaskRequest, protobuf::well_known_types:
 use oci_spec::runtime::{LinuxResources, Spec};
 
 use crate::{
-    error::Result, oom::OomWatch, procfs::ProcStat, spec::Kind, stdio::ChildStdio, sys::Signal,
+    error::Result,
+    oom::OomWatch,
+    procfs::ProcStat,
+    spec::Kind,
+    stdio::{ChildStdio, PtyMaker},
+    sys::Signal,
 };
 
-/// A process a model made: held before its program runs, until [`Processes::start`].
+/// A process a model made: held before its program runs, until [`Processes::start`], or
+/// made by it.
 pub struct Spawned {
     /// Its pid.
     pub pid: i32,
@@ -41,6 +47,18 @@ pub struct Spawned {
     /// run: signals through it cannot hit a recycled pid, and it polls readable once the
     /// process has exited.
     pub pidfd: Arc<OwnedFd>,
+    /// The master side of its terminal, when the model made the terminal
+    /// ([`Processes::pty_maker`] says so).
+    pub terminal: Option<OwnedFd>,
+}
+
+/// Which process of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Member {
+    /// The init process.
+    Init,
+    /// The exec process with this exec id.
+    Exec(String),
 }
 
 /// What a shim runs its containers with: makes each container's [`Processes`] at `Create`,
@@ -74,6 +92,12 @@ pub trait Processes: Send + 'static {
     /// container opens the stdio to match before [`Processes::create`].
     fn init_terminal(&self) -> bool;
 
+    /// Who makes a terminal: the shim before the process (the default), or the model as it
+    /// makes the process ([`Spawned::terminal`]).
+    fn pty_maker(&self) -> PtyMaker {
+        PtyMaker::Shim
+    }
+
     /// `Create`: makes the init process with `stdio`, held before its program runs.
     async fn create(&mut self, stdio: ChildStdio) -> Result<Spawned>;
 
@@ -82,21 +106,24 @@ pub trait Processes: Send + 'static {
     /// that would be refused.
     fn check_exec(&self, process: &oci_spec::runtime::Process) -> Result<()>;
 
-    /// `Exec`: makes another process in the container from an OCI `process`, held the same
-    /// way. The container has checked that its init runs and is not paused.
+    /// `Exec`: another process in the container, `exec_id`, from an OCI `process`: made
+    /// and held the same way, or (`None`) only recorded, to be made by
+    /// [`Processes::start`] (an OCI runtime's `exec` runs the process at once). The
+    /// container has checked that its init runs and is not paused.
     async fn exec(
         &mut self,
-        name: &str,
+        exec_id: &str,
         process: &oci_spec::runtime::Process,
         stdio: ChildStdio,
-    ) -> Result<Spawned>;
+    ) -> Result<Option<Spawned>>;
 
-    /// `Start`: lets the held process `pid` run its program.
-    async fn start(&mut self, pid: i32) -> Result<()>;
+    /// `Start`: lets the held process `pid` of `member` run its program, or makes it (an
+    /// exec that [`Processes::exec`] only recorded, `pid` 0) and returns it.
+    async fn start(&mut self, member: &Member, pid: i32) -> Result<Option<Spawned>>;
 
     /// `Delete` of a process never started: it must exit without running anything (the
-    /// container has already sent it SIGKILL).
-    fn cancel(&mut self, pid: i32);
+    /// container has already sent it SIGKILL), or, never made, be forgotten.
+    fn cancel(&mut self, member: &Member, pid: i32);
 
     /// `Kill --all`: `signal` to every process of the container. The container has checked
     /// that its init runs.

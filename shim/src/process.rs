@@ -48,10 +48,12 @@ pub enum State {
 
 /// A process of the task.
 pub struct Process {
-    /// Its pid (the init's is also the task's process group id in the host model).
+    /// Its pid (the init's is also the task's process group id in the host model); 0 for
+    /// an exec its model makes only at `Start` (an OCI runtime's).
     pub pid: i32,
-    /// A handle on exactly this process, for signals that cannot hit a recycled pid.
-    pidfd: Arc<OwnedFd>,
+    /// A handle on exactly this process, for signals that cannot hit a recycled pid; none
+    /// before the process exists.
+    pidfd: Option<Arc<OwnedFd>>,
     /// Current state.
     state: State,
     /// The FIFO paths, reported back by `State`.
@@ -64,15 +66,26 @@ pub struct Process {
 
 impl Process {
     /// A process its model just made, in the `Created` state, with its stdio copies.
-    pub fn new(spawned: &Spawned, stdio: StdioPaths, io: Io) -> Process {
+    pub fn new(spawned: Option<&Spawned>, stdio: StdioPaths, io: Io) -> Process {
         Process {
-            pid: spawned.pid,
-            pidfd: spawned.pidfd.clone(),
+            pid: spawned.map_or(0, |s| s.pid),
+            pidfd: spawned.map(|s| s.pidfd.clone()),
             state: State::Created,
             stdio,
             io,
             exited: watch::channel(None).0,
         }
+    }
+
+    /// Whether the process exists: always, but for an exec its model makes at `Start`.
+    pub fn exists(&self) -> bool {
+        self.pidfd.is_some()
+    }
+
+    /// The process its model made at `Start`.
+    pub fn made(&mut self, spawned: &Spawned) {
+        self.pid = spawned.pid;
+        self.pidfd = Some(spawned.pidfd.clone());
     }
 
     /// The current state.
@@ -88,7 +101,7 @@ impl Process {
     /// True when the process has exited but its exit is not recorded yet: the reaper has
     /// it, or is about to, and the exit policy will record it (see `container.rs`).
     pub fn exit_pending(&self) -> bool {
-        !self.is_stopped() && sys::pidfd_exited(&*self.pidfd)
+        !self.is_stopped() && self.pidfd.as_ref().is_some_and(|p| sys::pidfd_exited(&**p))
     }
 
     /// `FailedPrecondition` unless the process is `Created`: only then may it start.
@@ -129,8 +142,13 @@ impl Process {
     /// Sends `signal` to the process. `NotFound` once it has exited, as containerd expects.
     pub fn kill(&self, signal: Signal) -> Result<()> {
         self.ensure_alive()?;
+        let Some(pidfd) = &self.pidfd else {
+            return Err(Error::FailedPrecondition(
+                "the exec process is not started: there is no process to signal yet".into(),
+            ));
+        };
         let gone = || self.gone();
-        sys::signal_pidfd(&*self.pidfd, signal).map_err(|e| match e.raw_os_error() {
+        sys::signal_pidfd(&**pidfd, signal).map_err(|e| match e.raw_os_error() {
             Some(libc::ESRCH) => gone(),
             _ => Error::io(format!(
                 "signal {} to process {}",

@@ -39,6 +39,7 @@ use crate::{
     host::Host,
     members::Registry,
     model::ProcessModel,
+    modes::Modes,
     process::{validate_signal, ExitStatus},
     spec::{self, Kind},
 };
@@ -82,11 +83,13 @@ impl Service {
         namespace: &str,
     ) -> Arc<Service> {
         let registry = Arc::new(Registry::default());
-        let model = Host::new(helper, registry.clone());
+        let router = Router::serve(exits);
+        let host = Host::new(helper, registry.clone());
+        let model = Modes::new(host, router.clone(), namespace);
         Service::with_model(
             events,
             shutdown,
-            exits,
+            router,
             Box::new(model),
             registry,
             namespace,
@@ -97,7 +100,7 @@ impl Service {
     pub fn with_model(
         events: impl EventSink,
         shutdown: Arc<ExitSignal>,
-        mut exits: UnboundedReceiver<Reaped>,
+        router: Arc<Router>,
         model: Box<dyn ProcessModel>,
         registry: Arc<Registry>,
         namespace: &str,
@@ -109,15 +112,9 @@ impl Service {
         );
         let shared = Arc::new(Shared {
             events: Box::new(events),
-            router: Router::default(),
+            router,
             registry,
             namespace: namespace.to_string(),
-        });
-        let routes = shared.clone();
-        tokio::spawn(async move {
-            while let Some(reaped) = exits.recv().await {
-                routes.router.route(reaped);
-            }
         });
         Arc::new(Service {
             containers: Mutex::new(HashMap::new()),

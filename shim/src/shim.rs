@@ -49,8 +49,9 @@ use crate::{
     container::validate_id,
     error::{Error, Result},
     events::{timestamp, Publisher},
-    exits,
+    exits::{self, Router},
     host::Host,
+    modes::Modes,
     logfmt,
     model::ProcessModel,
     rpc::TaskService,
@@ -320,8 +321,15 @@ async fn serving(address: &str) -> bool {
 /// shim.
 pub async fn delete() -> Result<DeleteResponse> {
     let bundle = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    // The same process model the daemon ran the task with (`model.rs`).
-    let model = Host::new(Path::new("/proc/self/exe"), Default::default());
+    // The same process models the daemon ran the task with (`model.rs`). The OCI mode
+    // runs its runtime's `delete`, whose exit comes through the reaper, as in the daemon.
+    let exits = match monitor_subscribe(Topic::Pid).await {
+        Ok(subscription) => exits::from_monitor(subscription),
+        Err(err) => panic!("cannot subscribe to process exits: {err}"),
+    };
+    let host = Host::new(Path::new("/proc/self/exe"), Default::default());
+    // The namespace only names a new container's state directory; `oci.json` has its own.
+    let model = Modes::new(host, Router::serve(exits), "");
     let pid = model.clean_up_after_crash(&bundle).await;
     if let Some(address) = bundle::read_address(&bundle) {
         let socket = bundle::socket_path(&address);

@@ -71,6 +71,17 @@ pub struct StdioPaths {
     pub terminal: bool,
 }
 
+/// Who makes a terminal process's pseudo-terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PtyMaker {
+    /// The shim, before the process exists: the child gets the slave side as its stdio.
+    Shim,
+    /// The process model, as the process is made (an OCI runtime makes it inside the
+    /// container and hands the master over its console socket): the child's stdio is
+    /// `/dev/null`, and the master comes through [`Io::attach_terminal`].
+    Model,
+}
+
 /// The shim's ends of the streams, not copying yet: nothing starts copying for a process
 /// that failed to spawn.
 pub struct PendingIo {
@@ -79,6 +90,42 @@ pub struct PendingIo {
     pty: Option<OwnedFd>,
     /// The logger of a `binary://` URI.
     logger: Option<Logger>,
+    /// A terminal whose master the process model has yet to hand over.
+    terminal: Option<TerminalEnds>,
+}
+
+/// The far ends of a terminal's copies: where its output goes, where its input comes from.
+struct TerminalEnds {
+    destination: Option<pipe::Sender>,
+    stdin: Option<pipe::Receiver>,
+}
+
+impl TerminalEnds {
+    /// The copies' ends with the pty `master` between them.
+    fn with_master(self, master: &OwnedFd) -> Result<ShimEnds> {
+        // A pty is not a pipe: the `_unchecked` constructors skip tokio's FIFO check; epoll
+        // works on it all the same.
+        let dup = || master.try_clone().map_err(Error::io("dup pty"));
+        let stdout = match self.destination {
+            None => None,
+            Some(destination) => Some((
+                pipe::Receiver::from_owned_fd_unchecked(dup()?).map_err(Error::io("watch pty"))?,
+                destination,
+            )),
+        };
+        let stdin = match self.stdin {
+            None => None,
+            Some(fifo) => Some((
+                fifo,
+                pipe::Sender::from_owned_fd_unchecked(dup()?).map_err(Error::io("watch pty"))?,
+            )),
+        };
+        Ok(ShimEnds {
+            stdin,
+            stdout,
+            stderr: None,
+        })
+    }
 }
 
 /// The child's stdin, stdout and stderr.
@@ -100,8 +147,12 @@ struct ShimEnds {
 
 /// The running copies of one process.
 pub struct Io {
+    /// The process, for the log.
+    name: String,
     /// stdout and stderr copies: `Delete` waits for them so no output is lost.
     outputs: Vec<JoinHandle<()>>,
+    /// Counts the output copies that have ended.
+    ended_tx: Arc<watch::Sender<usize>>,
     /// How many of the output copies have ended.
     ended: watch::Receiver<usize>,
     /// The shim's own handles on the output FIFOs, until the process's exit is recorded:
@@ -115,19 +166,23 @@ pub struct Io {
     pty: Option<OwnedFd>,
     /// The logger of a `binary://` URI, stopped once the output ended.
     logger: Option<Logger>,
+    /// A terminal whose master the process model has yet to hand over.
+    terminal: Option<TerminalEnds>,
 }
 
 /// Validates the paths, opens the FIFOs (or the log URI's file or logger, for `context`)
 /// and makes the pipes: the child's ends, to hand to `std::process::Command`, and the
-/// shim's. Must run inside the runtime.
+/// shim's. A terminal's pty is the shim's own, or comes later from the process model
+/// (`pty`). Must run inside the runtime.
 pub async fn open(
     paths: &StdioPaths,
+    pty: PtyMaker,
     context: &LogContext,
     registry: &Arc<Registry>,
 ) -> Result<(ChildStdio, PendingIo)> {
     let uri = LogUri::parse(&paths.stdout)?;
     if paths.terminal {
-        return open_terminal(paths, uri, context, registry).await;
+        return open_terminal(paths, pty, uri, context, registry).await;
     }
     let (stdin_child, stdin) = match open_fifo("stdin", &paths.stdin)? {
         None => (Stdio::null(), None),
@@ -175,6 +230,7 @@ pub async fn open(
             shim_ends,
             pty: None,
             logger,
+            terminal: None,
         },
     ))
 }
@@ -194,19 +250,11 @@ fn stderr_or_null(paths: &StdioPaths, end: impl Into<Stdio>) -> Stdio {
 /// logger's fd 3, nothing on its fd 4).
 async fn open_terminal(
     paths: &StdioPaths,
+    pty: PtyMaker,
     uri: Option<LogUri>,
     context: &LogContext,
     registry: &Arc<Registry>,
 ) -> Result<(ChildStdio, PendingIo)> {
-    let pty = nix::pty::openpty(None, None).map_err(Error::sys("openpty"))?;
-    let dup = |fd: &OwnedFd| fd.try_clone().map_err(Error::io("dup pty"));
-    let child = ChildStdio {
-        stdin: Stdio::from(dup(&pty.slave)?),
-        stdout: Stdio::from(dup(&pty.slave)?),
-        stderr: Stdio::from(pty.slave),
-    };
-    // A pty is not a pipe: the `_unchecked` constructors skip tokio's FIFO check; epoll
-    // works on it all the same.
     let mut logger = None;
     let destination = match uri {
         None => open_fifo("stdout", &paths.stdout)?
@@ -225,33 +273,43 @@ async fn open_terminal(
             )))
         }
     };
-    let stdout = match destination {
-        None => None,
-        Some(destination) => Some((
-            pipe::Receiver::from_owned_fd_unchecked(dup(&pty.master)?)
-                .map_err(Error::io("watch pty"))?,
-            destination,
-        )),
-    };
-    let stdin = match open_fifo("stdin", &paths.stdin)? {
-        None => None,
-        Some(fifo) => Some((
-            pipe::Receiver::from_file(fifo).map_err(Error::io("watch stdin FIFO"))?,
-            pipe::Sender::from_owned_fd_unchecked(dup(&pty.master)?)
-                .map_err(Error::io("watch pty"))?,
-        )),
-    };
-    let shim_ends = ShimEnds {
-        stdin,
-        stdout,
+    let stdin = open_fifo("stdin", &paths.stdin)?
+        .map(|fifo| pipe::Receiver::from_file(fifo).map_err(Error::io("watch stdin FIFO")))
+        .transpose()?;
+    let ends = TerminalEnds { destination, stdin };
+    let empty = ShimEnds {
+        stdin: None,
+        stdout: None,
         stderr: None,
+    };
+    if pty == PtyMaker::Model {
+        let child = ChildStdio {
+            stdin: Stdio::null(),
+            stdout: Stdio::null(),
+            stderr: Stdio::null(),
+        };
+        let pending = PendingIo {
+            shim_ends: empty,
+            pty: None,
+            logger,
+            terminal: Some(ends),
+        };
+        return Ok((child, pending));
+    }
+    let pty = nix::pty::openpty(None, None).map_err(Error::sys("openpty"))?;
+    let dup = |fd: &OwnedFd| fd.try_clone().map_err(Error::io("dup pty"));
+    let child = ChildStdio {
+        stdin: Stdio::from(dup(&pty.slave)?),
+        stdout: Stdio::from(dup(&pty.slave)?),
+        stderr: Stdio::from(pty.slave),
     };
     Ok((
         child,
         PendingIo {
-            shim_ends,
+            shim_ends: ends.with_master(&pty.master)?,
             pty: Some(pty.master),
             logger,
+            terminal: None,
         },
     ))
 }
@@ -306,26 +364,45 @@ fn make_pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 impl PendingIo {
-    /// Starts the copies, once the process exists.
+    /// Starts the copies, once the process exists (those of a terminal the model has yet to
+    /// hand over start with [`Io::attach_terminal`]).
     pub fn start(self, name: &str) -> Io {
+        let (ended_tx, ended) = watch::channel(0usize);
+        let mut io = Io {
+            name: name.to_string(),
+            ended_tx: Arc::new(ended_tx),
+            ended,
+            fifos: Vec::new(),
+            outputs: Vec::new(),
+            input: None,
+            close_stdin: None,
+            pty: None,
+            logger: self.logger,
+            terminal: self.terminal,
+        };
+        io.copy(self.shim_ends, self.pty);
+        io
+    }
+}
+
+impl Io {
+    /// Starts a copy for each of `ends`; `pty` is the terminal's master, if any.
+    fn copy(&mut self, ends: ShimEnds, pty: Option<OwnedFd>) {
         let ShimEnds {
             stdin,
             stdout,
             stderr,
-        } = self.shim_ends;
-        let mut outputs = Vec::new();
-        let mut fifos = Vec::new();
-        let ended = Arc::new(watch::Sender::new(0usize));
+        } = ends;
+        let terminal = pty.is_some();
         for (stream, ends) in [("stdout", stdout), ("stderr", stderr)] {
             if let Some((mut from, mut to)) = ends {
-                let label = format!("{name} {stream}");
-                let terminal = self.pty.is_some();
+                let label = format!("{} {stream}", self.name);
                 // Our own handle on the FIFO, to see when its reader has taken everything.
                 if let Ok(fifo) = to.as_fd().try_clone_to_owned() {
-                    fifos.push(fifo);
+                    self.fifos.push(fifo);
                 }
-                let ended = ended.clone();
-                outputs.push(tokio::spawn(async move {
+                let ended = self.ended_tx.clone();
+                self.outputs.push(tokio::spawn(async move {
                     let copied = if terminal {
                         tokio::io::copy(&mut from, &mut to).await
                     } else {
@@ -339,22 +416,27 @@ impl PendingIo {
                 }));
             }
         }
-        let (close_stdin, input) = match stdin {
-            None => (None, None),
-            Some((fifo, to_child)) => {
-                let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(tokio::spawn(copy_stdin(fifo, to_child, rx))))
-            }
-        };
-        Io {
-            ended: ended.subscribe(),
-            fifos,
-            outputs,
-            input,
-            close_stdin,
-            pty: self.pty,
-            logger: self.logger,
+        if let Some((fifo, to_child)) = stdin {
+            let (tx, rx) = oneshot::channel();
+            self.close_stdin = Some(tx);
+            self.input = Some(tokio::spawn(copy_stdin(fifo, to_child, rx)));
         }
+        if pty.is_some() {
+            self.pty = pty;
+        }
+    }
+
+    /// The terminal's master, from the process model that made it: its copies start.
+    pub fn attach_terminal(&mut self, master: OwnedFd) -> Result<()> {
+        let Some(ends) = self.terminal.take() else {
+            return Err(Error::FailedPrecondition(format!(
+                "{}: a terminal was handed over for a process that asked for none",
+                self.name
+            )));
+        };
+        let shim_ends = ends.with_master(&master)?;
+        self.copy(shim_ends, Some(master));
+        Ok(())
     }
 }
 
@@ -550,7 +632,7 @@ mod tests {
             (link, "cannot open"),
             (dir.path().join("missing"), "cannot open"),
         ] {
-            assert_invalid(open(&paths(&path), &context, &registry).await, needle);
+            assert_invalid(open(&paths(&path), PtyMaker::Shim, &context, &registry).await, needle);
         }
     }
 
@@ -571,7 +653,7 @@ mod tests {
             ..Default::default()
         };
         let registry = Arc::new(Registry::default());
-        let (child_stdio, pending) = open(&paths, &LogContext::default(), &registry)
+        let (child_stdio, pending) = open(&paths, PtyMaker::Shim, &LogContext::default(), &registry)
             .await
             .expect("open");
         // A second handle on the shim's own (read-write) FIFO descriptor, only to ask the

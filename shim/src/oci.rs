@@ -1,0 +1,508 @@
+//! The OCI process model: real containers, made by an OCI runtime binary (runc, crun).
+//!
+//! What containerd's runc-v2 shim does, behind the same seam as the host model
+//! (`model.rs`), for a container whose runtime options name a `binary_name`
+//! (`options.rs`):
+//!
+//! - **Create** mounts the `rootfs` mounts of the request (an overlay, usually) at the
+//!   bundle's `rootfs`, then runs `RUNTIME create --bundle B --pid-file P ID`. The runtime
+//!   makes the namespaces, the cgroup, the mounts and the init process, which waits inside
+//!   the container, made but not started; when the runtime exits, the init is re-parented
+//!   to the shim (the child subreaper) and reaped by the shim's reaper like any child.
+//! - **Start** runs `RUNTIME start ID`: the init runs its program.
+//! - **Exec** only records the process; **Start** of it runs `RUNTIME exec --detach
+//!   --process JSON --pid-file P ID`, which runs it at once (an OCI runtime has no way to
+//!   hold an exec). Its pid exists from then on.
+//! - A **terminal** is made by the runtime inside the container: the shim listens on a
+//!   *console socket* (`--console-socket`) and the runtime sends the pty's master over it
+//!   (`SCM_RIGHTS`); the shim copies it to the FIFOs as it does its own.
+//! - **Kill** of one process goes through its pidfd, as in the host model; `--all` and
+//!   **Pause**/**Resume** and **Update** through the runtime (`kill --all`, `pause`,
+//!   `resume`, `update --resources`). **Pids**, **Stats** and OOM events read the cgroup
+//!   the runtime made, with the shim's own cgroup reader (`cgroup.rs`).
+//! - **Delete** runs `RUNTIME delete --force ID` and unmounts the root filesystem; so does
+//!   `containerd-shim-sample-v2 delete` after a shim crash, from what `oci.json` in the
+//!   bundle says.
+//!
+//! The runtime's own error (its `--log`) is what containerd shows (`runtime.rs`).
+
+use std::{
+    collections::HashMap,
+    io::{self, IoSliceMut},
+    mem::MaybeUninit,
+    os::{fd::OwnedFd, unix::net::UnixListener},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use async_trait::async_trait;
+use containerd_shim_protos::{
+    api::CreateTaskRequest, protobuf::well_known_types::any::Any, types::mount::Mount,
+};
+use log::{info, warn};
+use oci_spec::runtime::{LinuxResources, Spec};
+
+use crate::{
+    cgroup::{self, Cgroup, Hierarchy},
+    error::{Error, Result},
+    exits::Router,
+    host::{end_all, ProcessTree},
+    metrics,
+    model::{Member, Processes, Spawned},
+    oom::OomWatch,
+    options::OciConfig,
+    procfs::ProcStat,
+    runtime::Runtime,
+    stdio::{ChildStdio, PtyMaker},
+    sys::{self, Signal},
+};
+
+/// The file in the bundle that says which runtime made the container, for `delete` after
+/// a shim crash.
+pub const STATE_FILE: &str = "oci.json";
+
+/// The runtime's log in the bundle, as runc-v2's.
+const LOG_FILE: &str = "log.json";
+
+/// The init's pid file in the bundle.
+const INIT_PID_FILE: &str = "init.pid";
+
+/// The processes of a new OCI-mode container `req.id`, made by the runtime `config` names.
+pub fn container(
+    req: &CreateTaskRequest,
+    spec: &Spec,
+    config: &OciConfig,
+    router: Arc<Router>,
+    namespace: &str,
+    cgroups: Option<&Hierarchy>,
+) -> Result<Box<dyn Processes>> {
+    let bundle = PathBuf::from(&req.bundle);
+    let root = config.root_for(namespace);
+    let runtime = Runtime::new(&config.binary, &root, &bundle.join(LOG_FILE), router);
+    let cgroup = match (cgroups, cgroup::from_spec(spec)?) {
+        (Some(hierarchy), Some((path, _))) => Some(Cgroup {
+            hierarchy: hierarchy.clone(),
+            path,
+        }),
+        _ => None,
+    };
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    info!(
+        "{}: OCI mode with {} (root {})",
+        req.id,
+        runtime.binary.display(),
+        root.display()
+    );
+    Ok(Box::new(OciProcesses {
+        id: req.id.clone(),
+        bundle,
+        runtime,
+        rootfs: req.rootfs.clone(),
+        mounted: false,
+        terminal,
+        cgroup,
+        created: false,
+        execs: HashMap::new(),
+    }))
+}
+
+/// One container's processes, through its OCI runtime.
+pub struct OciProcesses {
+    /// The container id, the runtime's too.
+    id: String,
+    /// The bundle: `config.json`, `rootfs`, and the files the runtime and the shim keep.
+    bundle: PathBuf,
+    /// The runtime binary and its state directory.
+    runtime: Runtime,
+    /// The root filesystem's mounts, from `Create`.
+    rootfs: Vec<Mount>,
+    /// Whether they are mounted at the bundle's `rootfs`.
+    mounted: bool,
+    /// Whether the init has a terminal.
+    terminal: bool,
+    /// The cgroup the runtime makes, at the spec's `cgroupsPath`, when the shim can read it.
+    cgroup: Option<Cgroup>,
+    /// Whether the runtime has the container (from `create` until `delete`).
+    created: bool,
+    /// Exec processes recorded by `Exec`, until their `Start` runs them.
+    execs: HashMap<String, (oci_spec::runtime::Process, ChildStdio)>,
+}
+
+impl OciProcesses {
+    fn rootfs_dir(&self) -> PathBuf {
+        self.bundle.join("rootfs")
+    }
+
+    /// Mounts the root filesystem at the bundle's `rootfs`, in order.
+    fn mount_rootfs(&mut self) -> Result<()> {
+        if self.rootfs.is_empty() {
+            return Ok(());
+        }
+        let target = self.rootfs_dir();
+        std::fs::create_dir_all(&target).map_err(Error::io(format!("create {}", target.display())))?;
+        for mount in &self.rootfs {
+            // On a thread of its own: for an overlay with very many layers the crate's helper
+            // changes the working directory of its thread (`unshare(CLONE_FS)`), which must
+            // not be the runtime's.
+            let mounted = std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        containerd_shim::mount::mount_rootfs(
+                            Some(mount.type_.as_str()).filter(|t| !t.is_empty()),
+                            Some(mount.source.as_str()),
+                            &mount.options,
+                            &target,
+                        )
+                    })
+                    .join()
+            });
+            match mounted {
+                Ok(Ok(())) => self.mounted = true,
+                Ok(Err(err)) => {
+                    return Err(Error::Io {
+                        context: format!(
+                            "mount the root filesystem ({} {}) at {}",
+                            mount.type_,
+                            mount.source,
+                            target.display()
+                        ),
+                        source: io::Error::other(err.to_string()),
+                    })
+                }
+                Err(_) => return Err(Error::FailedPrecondition("the mount thread panicked".into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a command that makes a process (`create`, `exec`): with a console socket for a
+    /// terminal, and the pid file; returns the process.
+    async fn make(&self, args: &[&str], pid_file: &Path, stdio: ChildStdio, terminal: bool) -> Result<Spawned> {
+        let console = if terminal { Some(ConsoleSocket::new()?) } else { None };
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.push("--pid-file".into());
+        all.push(pid_file.display().to_string());
+        if let Some(console) = &console {
+            all.push("--console-socket".into());
+            all.push(console.path.display().to_string());
+        }
+        all.push(self.id.clone());
+        let ran = self.runtime.run(&all, Some(stdio)).await?;
+        let master = console.map(|c| c.receive()).transpose()?;
+        let text = std::fs::read_to_string(pid_file)
+            .map_err(Error::io(format!("read the pid file {}", pid_file.display())))?;
+        let _ = std::fs::remove_file(pid_file);
+        let pid: i32 = text.trim().parse().map_err(|_| Error::Io {
+            context: format!("the pid file {}", pid_file.display()),
+            source: io::Error::other(format!("{text:?} is not a pid")),
+        })?;
+        let pidfd = match sys::pidfd_open(pid) {
+            Ok(pidfd) => Arc::new(pidfd),
+            // Gone already and reaped (an exec of `true`): its exit waits in the router
+            // (`exits::Router`), and the runtime's own pidfd, of a process known to have
+            // exited, stands in for it.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => ran.pidfd,
+            Err(e) => return Err(Error::io(format!("pidfd_open({pid})"))(e)),
+        };
+        Ok(Spawned {
+            pid,
+            pidfd,
+            terminal: master,
+        })
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.bundle.join(STATE_FILE)
+    }
+}
+
+#[async_trait]
+impl Processes for OciProcesses {
+    fn init_terminal(&self) -> bool {
+        self.terminal
+    }
+
+    fn pty_maker(&self) -> PtyMaker {
+        PtyMaker::Model
+    }
+
+    async fn create(&mut self, stdio: ChildStdio) -> Result<Spawned> {
+        // Which runtime has the container, for `delete` after a shim crash.
+        let state = serde_json::json!({
+            "binary": self.runtime.binary,
+            "root": self.runtime.root,
+            "id": self.id,
+        });
+        std::fs::write(self.state_file(), state.to_string())
+            .map_err(Error::io(format!("write {}", self.state_file().display())))?;
+        self.mount_rootfs()?;
+        let bundle = self.bundle.display().to_string();
+        let pid_file = self.bundle.join(INIT_PID_FILE);
+        self.created = true;
+        let spawned = self
+            .make(&["create", "--bundle", &bundle], &pid_file, stdio, self.terminal)
+            .await?;
+        info!(
+            "{}: {} created the container, init pid {}",
+            self.id,
+            self.runtime.name(),
+            spawned.pid
+        );
+        Ok(spawned)
+    }
+
+    fn check_exec(&self, _: &oci_spec::runtime::Process) -> Result<()> {
+        // The command is looked up inside the container, by the runtime, at `Start`.
+        Ok(())
+    }
+
+    async fn exec(
+        &mut self,
+        exec_id: &str,
+        process: &oci_spec::runtime::Process,
+        stdio: ChildStdio,
+    ) -> Result<Option<Spawned>> {
+        self.execs
+            .insert(exec_id.to_string(), (process.clone(), stdio));
+        Ok(None)
+    }
+
+    async fn start(&mut self, member: &Member, _: i32) -> Result<Option<Spawned>> {
+        let exec_id = match member {
+            Member::Init => {
+                self.runtime.run(&["start", &self.id], None).await?;
+                return Ok(None);
+            }
+            Member::Exec(exec_id) => exec_id,
+        };
+        let (process, stdio) = self.execs.remove(exec_id).ok_or_else(|| {
+            Error::FailedPrecondition(format!("exec {exec_id:?} was started already"))
+        })?;
+        let spec_file = self.bundle.join(format!("exec-{exec_id}.json"));
+        let json = serde_json::to_vec(&process).map_err(|e| Error::InvalidArgument(format!("exec process spec: {e}")))?;
+        std::fs::write(&spec_file, json)
+            .map_err(Error::io(format!("write {}", spec_file.display())))?;
+        let pid_file = self.bundle.join(format!("exec-{exec_id}.pid"));
+        let spec_path = spec_file.display().to_string();
+        let terminal = process.terminal().unwrap_or(false);
+        let made = self
+            .make(&["exec", "--detach", "--process", &spec_path], &pid_file, stdio, terminal)
+            .await;
+        let _ = std::fs::remove_file(&spec_file);
+        let spawned = made?;
+        info!("{}: exec {exec_id:?} runs as pid {}", self.id, spawned.pid);
+        Ok(Some(spawned))
+    }
+
+    fn cancel(&mut self, member: &Member, _: i32) {
+        if let Member::Exec(exec_id) = member {
+            self.execs.remove(exec_id);
+        }
+    }
+
+    async fn signal_all(&mut self, signal: Signal) -> Result<()> {
+        let number = signal.number().to_string();
+        self.runtime
+            .run(&["kill", "--all", &self.id, &number], None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn list(&mut self) -> Result<Vec<ProcStat>> {
+        if let Some(cgroup) = &self.cgroup {
+            return cgroup.quick().map_err(Error::io("list the container's processes"));
+        }
+        let out = self.runtime.output(&["ps", "--format", "json", &self.id]).await?;
+        let pids: Vec<i32> = serde_json::from_slice(&out).map_err(|e| Error::Io {
+            context: format!("{} ps", self.runtime.name()),
+            source: io::Error::other(e),
+        })?;
+        Ok(pids.into_iter().filter_map(|p| ProcStat::read(p).ok()).collect())
+    }
+
+    async fn set_paused(&mut self, paused: bool) -> Result<()> {
+        let verb = if paused { "pause" } else { "resume" };
+        self.runtime.run(&[verb, &self.id], None).await.map(|_| ())
+    }
+
+    fn thaw(&mut self) {
+        if let Some(cgroup) = self.cgroup.as_ref().filter(|c| c.can_freeze()) {
+            let _ = cgroup.set_frozen(false);
+        }
+    }
+
+    async fn stats(&mut self) -> Result<Any> {
+        match &self.cgroup {
+            Some(cgroup) => metrics::of_cgroup(cgroup).map_err(Error::io(format!(
+                "read the cgroup {}",
+                cgroup.path.display()
+            ))),
+            None => {
+                let processes = self.list().await?;
+                metrics::of_processes(&processes).map_err(Error::io("encode metrics"))
+            }
+        }
+    }
+
+    async fn update(&mut self, resources: &LinuxResources) -> Result<()> {
+        let file = self.bundle.join("resources.json");
+        let json = serde_json::to_vec(resources).map_err(|e| Error::InvalidArgument(format!("resources: {e}")))?;
+        std::fs::write(&file, json).map_err(Error::io(format!("write {}", file.display())))?;
+        let path = file.display().to_string();
+        let updated = self
+            .runtime
+            .run(&["update", "--resources", &path, &self.id], None)
+            .await;
+        let _ = std::fs::remove_file(&file);
+        updated.map(|_| ())
+    }
+
+    fn oom_kills(&self) -> Option<u64> {
+        self.cgroup.as_ref().and_then(Cgroup::oom_kills)
+    }
+
+    fn watch_ooms(&self) -> Option<OomWatch> {
+        match OomWatch::new(self.cgroup.as_ref()?) {
+            Ok(watch) => watch,
+            Err(err) => {
+                warn!("{}: no OOM notifications: {err}", self.id);
+                None
+            }
+        }
+    }
+
+    fn exited(&mut self, _: i32) {}
+
+    async fn init_exited(&mut self) {
+        // In a pid namespace of its own, the kernel killed the rest with the init. Sharing
+        // one (the host's, a pod's), the rest is still running: everything in the cgroup
+        // is ended, or, with no cgroup to read, the runtime ends what it knows of.
+        match &self.cgroup {
+            Some(cgroup) => {
+                end_all(cgroup).await;
+            }
+            None => {
+                let kill = ["kill", "--all", &self.id, "9"];
+                let _ = self.runtime.run(&kill, None).await;
+            }
+        }
+    }
+
+    async fn release(&mut self) {
+        self.execs.clear();
+        if self.created {
+            if let Err(err) = self.runtime.run(&["delete", "--force", &self.id], None).await {
+                warn!("{}: {err}", self.id);
+            }
+            self.created = false;
+        }
+        if self.mounted {
+            unmount(&self.rootfs_dir());
+            self.mounted = false;
+        }
+        let _ = std::fs::remove_file(self.state_file());
+    }
+}
+
+/// Unmounts everything at and below `dir`.
+fn unmount(dir: &Path) {
+    let target = dir.display().to_string();
+    if let Err(err) = containerd_shim::mount::umount_recursive(Some(&target), libc::MNT_DETACH) {
+        warn!("unmount {target}: {err}");
+    }
+}
+
+/// `containerd-shim-sample-v2 delete` of a container the OCI mode made: the runtime's
+/// `delete --force` (which kills what is left and removes the cgroup), then the root
+/// filesystem unmounted. `None` if the bundle holds no OCI-mode container.
+pub async fn clean_up_after_crash(bundle: &Path, router: Arc<Router>) -> Option<i32> {
+    let text = std::fs::read(bundle.join(STATE_FILE)).ok()?;
+    let pid = std::fs::read_to_string(bundle.join(INIT_PID_FILE))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    let state: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+    match (
+        state["binary"].as_str(),
+        state["root"].as_str(),
+        state["id"].as_str(),
+    ) {
+        (Some(binary), Some(root), Some(id)) => {
+            let log = bundle.join(LOG_FILE);
+            let runtime = Runtime::new(Path::new(binary), Path::new(root), &log, router);
+            if let Err(err) = runtime.run(&["delete", "--force", id], None).await {
+                info!("{id}: {err}");
+            }
+        }
+        _ => warn!("{} is not what the shim wrote", bundle.join(STATE_FILE).display()),
+    }
+    unmount(&bundle.join("rootfs"));
+    let _ = std::fs::remove_file(bundle.join(STATE_FILE));
+    let _ = std::fs::remove_file(bundle.join(INIT_PID_FILE));
+    Some(pid)
+}
+
+/// A console socket: where the runtime sends the master side of the terminal it made.
+/// The socket file goes once the master is received, or the socket dropped.
+struct ConsoleSocket {
+    path: PathBuf,
+    listener: UnixListener,
+}
+
+impl ConsoleSocket {
+    fn new() -> Result<ConsoleSocket> {
+        static COUNT: AtomicU64 = AtomicU64::new(0);
+        // A short path (a socket's is limited to 107 bytes), private to this shim.
+        let path = std::env::temp_dir().join(format!(
+            "sample-shim-pty-{}-{}.sock",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)
+            .map_err(Error::io(format!("listen on console socket {}", path.display())))?;
+        Ok(ConsoleSocket { path, listener })
+    }
+
+    /// The master the runtime sent: it has, by the time its command returned.
+    fn receive(self) -> Result<OwnedFd> {
+        let failed = |e: io::Error| Error::Io {
+            context: format!("receive the terminal on {}", self.path.display()),
+            source: e,
+        };
+        self.listener.set_nonblocking(true).map_err(failed)?;
+        let (stream, _) = self.listener.accept().map_err(failed)?;
+        stream.set_nonblocking(true).map_err(failed)?;
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
+        let mut name = [0u8; 256];
+        rustix::net::recvmsg(
+            &stream,
+            &mut [IoSliceMut::new(&mut name)],
+            &mut control,
+            rustix::net::RecvFlags::CMSG_CLOEXEC,
+        )
+        .map_err(|e| failed(e.into()))?;
+        for message in control.drain() {
+            if let rustix::net::RecvAncillaryMessage::ScmRights(mut fds) = message {
+                if let Some(fd) = fds.next() {
+                    return Ok(fd);
+                }
+            }
+        }
+        Err(failed(io::Error::other("the runtime sent no file descriptor")))
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -1,0 +1,208 @@
+//! An OCI runtime's command line (runc, crun, runsc): what the OCI mode (`oci.rs`) runs.
+//!
+//! Every command is `BINARY --root ROOT --log LOG --log-format json SUBCOMMAND ...`, as
+//! containerd's runc shim runs it. The runtime is the shim's child like any other, and the
+//! shim's one reaper collects it (`exits.rs`): [`Runtime::run`] spawns it and waits for its
+//! exit through the router, never with `Child::wait`, which would race the reaper. That is
+//! why this is a small runner of our own rather than the `runc` crate, which waits for its
+//! children itself (or through a monitor of its own).
+//!
+//! A runtime that fails says why in its log, one JSON object per line
+//! (`{"level":"error","msg":"...","time":"..."}`): the error containerd shows is the last
+//! `error` message the command logged, as with runc-v2.
+
+use std::{
+    ffi::OsStr,
+    io::{Read, Seek, SeekFrom},
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::Arc,
+};
+
+use log::debug;
+
+use crate::{
+    error::{Error, Result},
+    exits::Router,
+    stdio::ChildStdio,
+};
+
+/// One OCI runtime binary with its state directory.
+#[derive(Clone)]
+pub struct Runtime {
+    /// The binary.
+    pub binary: PathBuf,
+    /// Its state directory (`--root`).
+    pub root: PathBuf,
+    /// Its log (`--log`): the container's `log.json` in the bundle, as runc-v2's.
+    pub log: PathBuf,
+    /// Where the shim's children's exits arrive.
+    router: Arc<Router>,
+}
+
+/// What a command of the runtime wrote on its stdout, and its pidfd (which says "exited").
+pub struct Ran {
+    /// Its stdout, when asked for.
+    pub stdout: Vec<u8>,
+    /// The runtime process's pidfd.
+    pub pidfd: Arc<OwnedFd>,
+}
+
+impl Runtime {
+    /// The runtime `binary` with its state in `root`, logging into `log`.
+    pub fn new(binary: &Path, root: &Path, log: &Path, router: Arc<Router>) -> Runtime {
+        Runtime {
+            binary: binary.to_path_buf(),
+            root: root.to_path_buf(),
+            log: log.to_path_buf(),
+            router,
+        }
+    }
+
+    /// The binary's file name, for messages.
+    pub fn name(&self) -> String {
+        self.binary
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Runs `args` (a subcommand and its arguments) with `stdio` as the runtime's stdin,
+    /// stdout and stderr (`/dev/null` without), and returns once it exited: `Ok` for
+    /// status 0, else the runtime's own error.
+    pub async fn run<S: AsRef<OsStr>>(&self, args: &[S], stdio: Option<ChildStdio>) -> Result<Ran> {
+        self.spawn(args, stdio, false).await
+    }
+
+    /// [`Runtime::run`], returning what the command wrote on stdout (`ps`).
+    pub async fn output<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<Vec<u8>> {
+        Ok(self.spawn(args, None, true).await?.stdout)
+    }
+
+    async fn spawn<S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+        stdio: Option<ChildStdio>,
+        capture: bool,
+    ) -> Result<Ran> {
+        let what = args
+            .first()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let log_start = std::fs::metadata(&self.log).map_or(0, |m| m.len());
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--log")
+            .arg(&self.log)
+            .args(["--log-format", "json"])
+            .args(args);
+        match stdio {
+            Some(stdio) => command
+                .stdin(stdio.stdin)
+                .stdout(stdio.stdout)
+                .stderr(stdio.stderr),
+            None => command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()),
+        };
+        let mut out_pipe = None;
+        if capture {
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(Error::sys("pipe2"))?;
+            command.stdout(Stdio::from(write));
+            out_pipe = Some(read);
+        }
+        let spawn_error = |e| Error::Io {
+            context: format!("run {} {what}", self.binary.display()),
+            source: e,
+        };
+        let child = command.spawn().map_err(spawn_error)?;
+        // No `.await` since the spawn: the reaper cannot have taken the child yet.
+        let (pidfd, exit) = self
+            .router
+            .child_exit(child.id() as i32)
+            .map_err(spawn_error)?;
+        // Our copy of the pipe's write end went with `command`; the reader sees end-of-file
+        // once the runtime (and whatever it left running with its stdout) closed theirs.
+        drop(command);
+        let stdout = match out_pipe {
+            Some(read) => read_all(read).await,
+            None => Vec::new(),
+        };
+        let code = exit.code().await;
+        debug!("{} {what}: exit code {code}", self.name());
+        if code != 0 {
+            return Err(self.error(&what, code, log_start));
+        }
+        Ok(Ran { stdout, pidfd })
+    }
+
+    /// The error of a command that failed with `code`: the last error it logged since
+    /// `log_start`, or its code.
+    fn error(&self, what: &str, code: i32, log_start: u64) -> Error {
+        let logged = last_error(&self.log, log_start);
+        let message = match logged {
+            Some(message) => format!("{} {what} failed: {message}", self.name()),
+            None => format!(
+                "{} {what} failed with exit code {code} (nothing in its log {})",
+                self.name(),
+                self.log.display()
+            ),
+        };
+        // What the runtime refused is the request's content (a spec, a process), as far as
+        // containerd's clients are concerned: runc-v2 answers the same with Unknown; a
+        // code the client can branch on is more use.
+        if what == "kill" && message.contains("not running") {
+            return Error::NotFound(message);
+        }
+        Error::FailedPrecondition(message)
+    }
+}
+
+/// Reads `fd` to its end without blocking the thread.
+async fn read_all(fd: OwnedFd) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+        use tokio::io::AsyncReadExt;
+        let _ = pipe.read_to_end(&mut out).await;
+    }
+    out
+}
+
+/// The `msg` of the last `"level":"error"` line of `log` from byte `from`.
+pub fn last_error(log: &Path, from: u64) -> Option<String> {
+    let mut file = std::fs::File::open(log).ok()?;
+    file.seek(SeekFrom::Start(from)).ok()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| entry["level"] == "error" || entry["level"] == "fatal")
+        .filter_map(|entry| entry["msg"].as_str().map(str::to_string))
+        .last()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_error_logged_after_the_start_is_the_message() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("log.json");
+        let old = "{\"level\":\"error\",\"msg\":\"an old failure\"}\n";
+        let new = concat!(
+            "{\"level\":\"info\",\"msg\":\"starting\"}\n",
+            "not json\n",
+            "{\"level\":\"error\",\"msg\":\"exec: \\\"nope\\\": executable file not found in $PATH\"}\n",
+        );
+        std::fs::write(&log, format!("{old}{new}")).expect("write");
+        assert_eq!(
+            last_error(&log, old.len() as u64).as_deref(),
+            Some("exec: \"nope\": executable file not found in $PATH")
+        );
+        std::fs::write(&log, old).expect("write");
+        assert_eq!(last_error(&log, old.len() as u64), None);
+    }
+}
