@@ -51,7 +51,7 @@ pub const BUSYBOX_BINARY: &str = "/bin/busybox";
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "sleep", "ls", "true", "false", "ps", "id", "hostname", "setsid",
     "readlink", "yes", "head", "dd", "wc", "env", "kill", "pwd", "tty", "stat", "mount", "trap",
-    "seq", "grep", "tail", "stty",
+    "seq", "grep", "tail", "stty", "tr", "cut",
 ];
 
 /// The layer: `/bin/busybox`, its applets, `/etc/passwd` and the usual empty directories.
@@ -80,7 +80,11 @@ fn busybox_layer() -> Result<Vec<u8>> {
         Ok(())
     };
     file("bin/busybox", 0o755, &binary)?;
-    file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")?;
+    file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )?;
     file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")?;
     for applet in APPLETS {
         let mut header = tar::Header::new_ustar();

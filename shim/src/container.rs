@@ -564,9 +564,7 @@ impl Container {
         if !process.exists() {
             // An exec its model makes at `Start`: nothing ran, nothing to kill or reap.
             let exit = process.set_exited(128 + Signal::KILL.number() as u32);
-            inner(&mut state)?
-                .processes
-                .cancel(&member_of(exec_id), 0);
+            inner(&mut state)?.processes.cancel(&member_of(exec_id), 0);
             return Ok((state, exit));
         }
         let mut exited = process.subscribe_exit();
@@ -576,7 +574,9 @@ impl Container {
             Err(err) => return Err(err),
         }
         let pid = process.pid;
-        inner(&mut state)?.processes.cancel(&member_of(exec_id), pid);
+        inner(&mut state)?
+            .processes
+            .cancel(&member_of(exec_id), pid);
         drop(state); // the exit policy needs the lock to record the exit
         let exit = exited.wait_for(Option::is_some).await.ok().and_then(|e| *e);
         let mut state = self.lock().await?;

@@ -4,10 +4,7 @@
 //! Chosen per container, at `Create`, from its own options; a shim can serve both (a pod's
 //! containers all come with their handler's options, so in practice one).
 
-use std::{
-    path::Path,
-    sync::Arc,
-};
+use std::{path::Path, sync::Arc};
 
 use async_trait::async_trait;
 use containerd_shim_protos::api::CreateTaskRequest;

@@ -146,7 +146,8 @@ impl OciProcesses {
             return Ok(());
         }
         let target = self.rootfs_dir();
-        std::fs::create_dir_all(&target).map_err(Error::io(format!("create {}", target.display())))?;
+        std::fs::create_dir_all(&target)
+            .map_err(Error::io(format!("create {}", target.display())))?;
         for mount in &self.rootfs {
             // On a thread of its own: for an overlay with very many layers the crate's helper
             // changes the working directory of its thread (`unshare(CLONE_FS)`), which must
@@ -176,7 +177,11 @@ impl OciProcesses {
                         source: io::Error::other(err.to_string()),
                     })
                 }
-                Err(_) => return Err(Error::FailedPrecondition("the mount thread panicked".into())),
+                Err(_) => {
+                    return Err(Error::FailedPrecondition(
+                        "the mount thread panicked".into(),
+                    ))
+                }
             }
         }
         Ok(())
@@ -184,8 +189,18 @@ impl OciProcesses {
 
     /// Runs a command that makes a process (`create`, `exec`): with a console socket for a
     /// terminal, and the pid file; returns the process.
-    async fn make(&self, args: &[&str], pid_file: &Path, stdio: ChildStdio, terminal: bool) -> Result<Spawned> {
-        let console = if terminal { Some(ConsoleSocket::new()?) } else { None };
+    async fn make(
+        &self,
+        args: &[&str],
+        pid_file: &Path,
+        stdio: ChildStdio,
+        terminal: bool,
+    ) -> Result<Spawned> {
+        let console = if terminal {
+            Some(ConsoleSocket::new()?)
+        } else {
+            None
+        };
         let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         all.push("--pid-file".into());
         all.push(pid_file.display().to_string());
@@ -196,8 +211,10 @@ impl OciProcesses {
         all.push(self.id.clone());
         let ran = self.runtime.run(&all, Some(stdio)).await?;
         let master = console.map(|c| c.receive()).transpose()?;
-        let text = std::fs::read_to_string(pid_file)
-            .map_err(Error::io(format!("read the pid file {}", pid_file.display())))?;
+        let text = std::fs::read_to_string(pid_file).map_err(Error::io(format!(
+            "read the pid file {}",
+            pid_file.display()
+        )))?;
         let _ = std::fs::remove_file(pid_file);
         let pid: i32 = text.trim().parse().map_err(|_| Error::Io {
             context: format!("the pid file {}", pid_file.display()),
@@ -247,7 +264,12 @@ impl Processes for OciProcesses {
         let pid_file = self.bundle.join(INIT_PID_FILE);
         self.created = true;
         let spawned = self
-            .make(&["create", "--bundle", &bundle], &pid_file, stdio, self.terminal)
+            .make(
+                &["create", "--bundle", &bundle],
+                &pid_file,
+                stdio,
+                self.terminal,
+            )
             .await?;
         info!(
             "{}: {} created the container, init pid {}",
@@ -286,14 +308,20 @@ impl Processes for OciProcesses {
             Error::FailedPrecondition(format!("exec {exec_id:?} was started already"))
         })?;
         let spec_file = self.bundle.join(format!("exec-{exec_id}.json"));
-        let json = serde_json::to_vec(&process).map_err(|e| Error::InvalidArgument(format!("exec process spec: {e}")))?;
+        let json = serde_json::to_vec(&process)
+            .map_err(|e| Error::InvalidArgument(format!("exec process spec: {e}")))?;
         std::fs::write(&spec_file, json)
             .map_err(Error::io(format!("write {}", spec_file.display())))?;
         let pid_file = self.bundle.join(format!("exec-{exec_id}.pid"));
         let spec_path = spec_file.display().to_string();
         let terminal = process.terminal().unwrap_or(false);
         let made = self
-            .make(&["exec", "--detach", "--process", &spec_path], &pid_file, stdio, terminal)
+            .make(
+                &["exec", "--detach", "--process", &spec_path],
+                &pid_file,
+                stdio,
+                terminal,
+            )
             .await;
         let _ = std::fs::remove_file(&spec_file);
         let spawned = made?;
@@ -317,14 +345,22 @@ impl Processes for OciProcesses {
 
     async fn list(&mut self) -> Result<Vec<ProcStat>> {
         if let Some(cgroup) = &self.cgroup {
-            return cgroup.quick().map_err(Error::io("list the container's processes"));
+            return cgroup
+                .quick()
+                .map_err(Error::io("list the container's processes"));
         }
-        let out = self.runtime.output(&["ps", "--format", "json", &self.id]).await?;
+        let out = self
+            .runtime
+            .output(&["ps", "--format", "json", &self.id])
+            .await?;
         let pids: Vec<i32> = serde_json::from_slice(&out).map_err(|e| Error::Io {
             context: format!("{} ps", self.runtime.name()),
             source: io::Error::other(e),
         })?;
-        Ok(pids.into_iter().filter_map(|p| ProcStat::read(p).ok()).collect())
+        Ok(pids
+            .into_iter()
+            .filter_map(|p| ProcStat::read(p).ok())
+            .collect())
     }
 
     async fn set_paused(&mut self, paused: bool) -> Result<()> {
@@ -353,7 +389,8 @@ impl Processes for OciProcesses {
 
     async fn update(&mut self, resources: &LinuxResources) -> Result<()> {
         let file = self.bundle.join("resources.json");
-        let json = serde_json::to_vec(resources).map_err(|e| Error::InvalidArgument(format!("resources: {e}")))?;
+        let json = serde_json::to_vec(resources)
+            .map_err(|e| Error::InvalidArgument(format!("resources: {e}")))?;
         std::fs::write(&file, json).map_err(Error::io(format!("write {}", file.display())))?;
         let path = file.display().to_string();
         let updated = self
@@ -398,7 +435,11 @@ impl Processes for OciProcesses {
     async fn release(&mut self) {
         self.execs.clear();
         if self.created {
-            if let Err(err) = self.runtime.run(&["delete", "--force", &self.id], None).await {
+            if let Err(err) = self
+                .runtime
+                .run(&["delete", "--force", &self.id], None)
+                .await
+            {
                 warn!("{}: {err}", self.id);
             }
             self.created = false;
@@ -441,7 +482,10 @@ pub async fn clean_up_after_crash(bundle: &Path, router: Arc<Router>) -> Option<
                 info!("{id}: {err}");
             }
         }
-        _ => warn!("{} is not what the shim wrote", bundle.join(STATE_FILE).display()),
+        _ => warn!(
+            "{} is not what the shim wrote",
+            bundle.join(STATE_FILE).display()
+        ),
     }
     unmount(&bundle.join("rootfs"));
     let _ = std::fs::remove_file(bundle.join(STATE_FILE));
@@ -466,8 +510,10 @@ impl ConsoleSocket {
             COUNT.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path)
-            .map_err(Error::io(format!("listen on console socket {}", path.display())))?;
+        let listener = UnixListener::bind(&path).map_err(Error::io(format!(
+            "listen on console socket {}",
+            path.display()
+        )))?;
         Ok(ConsoleSocket { path, listener })
     }
 
@@ -497,7 +543,9 @@ impl ConsoleSocket {
                 }
             }
         }
-        Err(failed(io::Error::other("the runtime sent no file descriptor")))
+        Err(failed(io::Error::other(
+            "the runtime sent no file descriptor",
+        )))
     }
 }
 

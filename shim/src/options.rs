@@ -86,7 +86,9 @@ pub fn from_request(options: Option<&Any>) -> Result<Option<OciConfig>> {
 /// `type_url` (field 1) names the runtime's own options type, which this shim has none of.
 fn decode(bytes: &[u8]) -> Result<(String, String)> {
     let bad = |e: containerd_shim_protos::protobuf::Error| {
-        Error::InvalidArgument(format!("runtime options are not a valid {RUNTIME_OPTIONS}: {e}"))
+        Error::InvalidArgument(format!(
+            "runtime options are not a valid {RUNTIME_OPTIONS}: {e}"
+        ))
     };
     let mut input = CodedInputStream::from_bytes(bytes);
     let (mut path, mut body) = (String::new(), String::new());
@@ -124,7 +126,10 @@ pub fn parse(text: &str, origin: &str) -> Result<OciConfig> {
             continue;
         }
         let Some((key, value)) = line.split_once('=') else {
-            return Err(bad(line_no, format!("expected key = \"value\", got {line:?}")));
+            return Err(bad(
+                line_no,
+                format!("expected key = \"value\", got {line:?}"),
+            ));
         };
         let key = key.trim();
         let value = value.trim();
@@ -166,8 +171,7 @@ pub fn parse(text: &str, origin: &str) -> Result<OciConfig> {
 /// A runtime binary: a path, or a name looked up on the shim's `PATH` (containerd's).
 fn resolve(binary: &str) -> Result<PathBuf> {
     let executable = |path: &Path| {
-        path.is_file()
-            && rustix::fs::access(path, rustix::fs::Access::EXEC_OK).is_ok()
+        path.is_file() && rustix::fs::access(path, rustix::fs::Access::EXEC_OK).is_ok()
     };
     if binary.contains('/') {
         let path = PathBuf::from(binary);
@@ -231,8 +235,11 @@ mod tests {
     fn a_file_with_binary_name_is_the_oci_mode() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("oci.toml");
-        std::fs::write(&file, "# ours\nbinary_name = \"sh\"  # on PATH\n\nroot = \"/run/x\"\n")
-            .expect("write");
+        std::fs::write(
+            &file,
+            "# ours\nbinary_name = \"sh\"  # on PATH\n\nroot = \"/run/x\"\n",
+        )
+        .expect("write");
         let config = from_request(Some(&options(&file.display().to_string(), "")))
             .expect("valid")
             .expect("OCI mode");
@@ -256,9 +263,15 @@ mod tests {
             "cannot be read",
         );
         for (body, needle) in [
-            ("binary_name = \"no-such-runtime-here\"", "not an executable"),
+            (
+                "binary_name = \"no-such-runtime-here\"",
+                "not an executable",
+            ),
             ("binary_name = \"/etc/passwd\"", "not an executable"),
-            ("binary_name = \"runc\"\nsystemd = \"yes\"", "unknown key \"systemd\""),
+            (
+                "binary_name = \"runc\"\nsystemd = \"yes\"",
+                "unknown key \"systemd\"",
+            ),
             ("binary_name = runc", "quoted string"),
             ("root = \"/run/x\"", "no binary_name"),
             ("root = \"relative\"", "not absolute"),
@@ -271,7 +284,10 @@ mod tests {
             value: vec![0x0a, 0x01, b'x'],
             ..Default::default()
         };
-        invalid(from_request(Some(&runc_options)), "containerd.runc.v1.Options");
+        invalid(
+            from_request(Some(&runc_options)),
+            "containerd.runc.v1.Options",
+        );
         let garbage = Any {
             type_url: RUNTIME_OPTIONS.into(),
             value: vec![0x12, 0x7f],

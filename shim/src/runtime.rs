@@ -104,12 +104,15 @@ impl Runtime {
                 .stdin(stdio.stdin)
                 .stdout(stdio.stdout)
                 .stderr(stdio.stderr),
-            None => command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()),
+            None => command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
         };
         let mut out_pipe = None;
         if capture {
-            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .map_err(Error::sys("pipe2"))?;
+            let (read, write) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))?;
             command.stdout(Stdio::from(write));
             out_pipe = Some(read);
         }

@@ -632,7 +632,10 @@ mod tests {
             (link, "cannot open"),
             (dir.path().join("missing"), "cannot open"),
         ] {
-            assert_invalid(open(&paths(&path), PtyMaker::Shim, &context, &registry).await, needle);
+            assert_invalid(
+                open(&paths(&path), PtyMaker::Shim, &context, &registry).await,
+                needle,
+            );
         }
     }
 
@@ -653,9 +656,10 @@ mod tests {
             ..Default::default()
         };
         let registry = Arc::new(Registry::default());
-        let (child_stdio, pending) = open(&paths, PtyMaker::Shim, &LogContext::default(), &registry)
-            .await
-            .expect("open");
+        let (child_stdio, pending) =
+            open(&paths, PtyMaker::Shim, &LogContext::default(), &registry)
+                .await
+                .expect("open");
         // A second handle on the shim's own (read-write) FIFO descriptor, only to ask the
         // kernel how many bytes the FIFO holds: the test opens no reader of its own.
         let shim_fifo = {
