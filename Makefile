@@ -22,10 +22,12 @@ demo-pod:
 
 ## test: unit tests and the integration tests against a private containerd (as root)
 test: build
+	bash scripts/oci-prereqs.sh
 	$(CARGO) test --workspace --locked
 
 ## test-matrix: the integration suite against containerd 1.6, 1.7 and 2.1 (CONTAINERD_VERSIONS)
 test-matrix: build
+	bash scripts/oci-prereqs.sh
 	bash scripts/test-matrix.sh
 
 ## bench: ours against containerd-shim-runc-v2 in one private containerd; writes bench/RESULTS.md

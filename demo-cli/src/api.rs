@@ -112,6 +112,20 @@ impl Containerd {
         runtime: &str,
         spec: &str,
     ) -> CallResult<()> {
+        self.create_container_with_options(id, image, runtime, spec, None)
+            .await
+    }
+
+    /// [`Containerd::create_container_with_spec`], with the runtime's `options` (containerd
+    /// hands them to the shim in `Create`, as `ctr run --runtime-config-path` does).
+    pub async fn create_container_with_options(
+        &self,
+        id: &str,
+        image: &str,
+        runtime: &str,
+        spec: &str,
+        options: Option<prost_types::Any>,
+    ) -> CallResult<()> {
         let spec = prost_types::Any {
             type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
             value: spec.as_bytes().to_vec(),
@@ -121,7 +135,7 @@ impl Containerd {
             image: image.into(),
             runtime: Some(Runtime {
                 name: runtime.into(),
-                options: None,
+                options,
             }),
             spec: Some(spec),
             ..Default::default()
@@ -361,4 +375,39 @@ pub fn default_spec(cgroups_path: &str) -> String {
 /// A gRPC error as one line: code and message.
 pub fn describe(status: &tonic::Status) -> String {
     format!("{:?}: {}", status.code(), status.message())
+}
+
+/// A runtime's options, as containerd stores them on a container: a protobuf `Any`.
+pub type RuntimeOptions = prost_types::Any;
+
+/// containerd's generic runtime options, `runtimeoptions.v1.Options`, naming the options
+/// file `config_path` (field 2): what `ctr run --runtime-config-path` sends, and what
+/// selects our shim's OCI mode when the file names a `binary_name`.
+pub fn runtime_options(config_path: &str) -> prost_types::Any {
+    prost_types::Any {
+        type_url: "runtimeoptions.v1.Options".into(),
+        value: length_delimited(2, config_path),
+    }
+}
+
+/// runc-v2's own options, `containerd.runc.v1.Options`, with `binary_name` (field 6): the
+/// OCI runtime containerd's runc shim runs (`crun`, ...).
+pub fn runc_options(binary_name: &str) -> prost_types::Any {
+    prost_types::Any {
+        type_url: "containerd.runc.v1.Options".into(),
+        value: length_delimited(6, binary_name),
+    }
+}
+
+/// One protobuf string field: its key, its length as a varint, its bytes.
+fn length_delimited(field: u8, text: &str) -> Vec<u8> {
+    let mut out = vec![field << 3 | 2];
+    let mut len = text.len();
+    while len >= 0x80 {
+        out.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+    out.extend_from_slice(text.as_bytes());
+    out
 }

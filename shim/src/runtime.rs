@@ -180,10 +180,10 @@ pub fn last_error(log: &Path, from: u64) -> Option<String> {
     let mut text = String::new();
     file.read_to_string(&mut text).ok()?;
     text.lines()
+        .rev()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|entry| entry["level"] == "error" || entry["level"] == "fatal")
-        .filter_map(|entry| entry["msg"].as_str().map(str::to_string))
-        .last()
+        .find_map(|entry| entry["msg"].as_str().map(str::to_string))
 }
 
 #[cfg(test)]

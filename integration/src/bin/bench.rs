@@ -15,7 +15,10 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use integration::{proc, Containerd, RUNTIME};
-use shim_demo::{api::Containerd as Api, fifo::FifoSet};
+use shim_demo::{
+    api::{Containerd as Api, RuntimeOptions},
+    fifo::FifoSet,
+};
 
 const RUNC: &str = "io.containerd.runc.v2";
 
@@ -129,8 +132,11 @@ async fn pod_memory(
     image: &str,
     rt: &Runtime,
     size: usize,
+    oci: Option<RuntimeOptions>,
 ) -> Result<(usize, u64, u64, u64)> {
     let pod = format!("pod-{}-{size}", rt.shim_binary);
+    // In the OCI mode both shims get the same spec: no spec-mode annotation.
+    let spec_rt = if oci.is_some() { &RUNTIMES[1] } else { rt };
     let mut members = Vec::new();
     for i in 0..=size {
         let (id, kind) = if i == 0 {
@@ -144,13 +150,14 @@ async fn pod_memory(
         ];
         let sleep = spec_with(
             template,
-            rt,
+            spec_rt,
             &id,
             rootfs,
             &["/bin/sleep", "1000"],
             &annotations,
         );
-        let (fifos, io) = prepare(api, address, &id, image, rt.runtime, &sleep).await?;
+        let (fifos, io) =
+            prepare_with(api, address, &id, image, rt.runtime, &sleep, oci.clone()).await?;
         api.create_task(&id, &fifos).await?;
         api.start_task(&id).await?;
         members.push((id, fifos, io));
@@ -197,9 +204,22 @@ async fn prepare(
     runtime: &str,
     spec: &str,
 ) -> Result<(FifoSet, Readers)> {
+    prepare_with(api, address, id, image, runtime, spec, None).await
+}
+
+/// [`prepare`], with the container's runtime `options`.
+async fn prepare_with(
+    api: &Api,
+    address: &Path,
+    id: &str,
+    image: &str,
+    runtime: &str,
+    spec: &str,
+    options: Option<RuntimeOptions>,
+) -> Result<(FifoSet, Readers)> {
     let fifos = FifoSet::for_task(address, "default", id);
     fifos.create()?;
-    api.create_container_with_spec(id, image, runtime, spec)
+    api.create_container_with_options(id, image, runtime, spec, options)
         .await?;
     let readers = (
         shim_demo::fifo::open_reader(&fifos.stdout())?,
@@ -596,7 +616,9 @@ async fn main() -> Result<()> {
         // Pods: shims and their memory for 1, 2 and 10 containers besides the sandbox.
         let mut pods = Vec::new();
         for size in POD_SIZES {
-            pods.push(pod_memory(&api, &cd.address, &template, &rootfs, image, rt, size).await?);
+            pods.push(
+                pod_memory(&api, &cd.address, &template, &rootfs, image, rt, size, None).await?,
+            );
         }
         // stdout throughput and the shim's CPU per GiB: through the FIFO, into a file
         // (`file://`), into a logger's pipes (`binary://`, a logger that discards).
@@ -716,6 +738,15 @@ async fn main() -> Result<()> {
         values.push(first.3 as f64);
         results.push(values);
     }
+    // The OCI mode: ours and runc-v2 driving the same runc, then the same crun.
+    let mut oci_rows = Vec::new();
+    for binary in ["runc", "crun"] {
+        let measured = oci_mode(&api, &cd, &template, &rootfs, image, &settings, binary).await;
+        match measured {
+            Ok(more) => oci_rows.extend(more),
+            Err(err) => bail!("OCI mode ({binary}): {err:#}"),
+        }
+    }
     // The tasks' parent cgroup, which both shims leave (as `ctr`'s `/<namespace>` is left).
     for dir in integration::cgroup_dirs("/shim-bench") {
         integration::remove_cgroup_tree(&dir);
@@ -779,6 +810,7 @@ async fn main() -> Result<()> {
             lower_is_better: *lower,
         });
     }
+    rows.extend(oci_rows);
     fs::create_dir_all(&out_dir)?;
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpu = fs::read_to_string("/proc/cpuinfo")
@@ -849,6 +881,168 @@ async fn main() -> Result<()> {
     fs::write(out_dir.join("results.svg"), svg(&rows))?;
     print!("{md}");
     Ok(())
+}
+
+/// The OCI mode's rows (`OCI mode (<binary>): ...`): our shim with `binary_name =
+/// <binary>` in the "ours" column, containerd's runc-v2 shim running the same binary
+/// (`BinaryName`, for crun) in the "runc" column, both on the same busybox root. With runc,
+/// every row; with crun, the start latency.
+async fn oci_mode(
+    api: &Api,
+    cd: &Containerd,
+    template: &serde_json::Value,
+    rootfs: &Path,
+    image: &str,
+    settings: &Settings,
+    binary: &str,
+) -> Result<Vec<Row>> {
+    let config = cd.dir().join(format!("bench-{binary}.toml"));
+    fs::write(&config, format!("binary_name = \"{binary}\"\n"))?;
+    let config = config.display().to_string();
+    let every_row = binary == "runc";
+    let mut columns: Vec<Vec<f64>> = Vec::new();
+    for rt in &RUNTIMES {
+        eprintln!("== OCI mode ({binary}): {}", rt.name);
+        let options = if rt.runtime == RUNTIME {
+            Some(shim_demo::api::runtime_options(&config))
+        } else if binary != "runc" {
+            Some(shim_demo::api::runc_options(binary))
+        } else {
+            None
+        };
+        let tag = format!("oci-{binary}-{}", rt.shim_binary);
+        let make = |id: &str, args: &[&str]| spec(template, &RUNTIMES[1], id, rootfs, args);
+        let mut values = Vec::new();
+        // Start latency: Create + Start.
+        let mut starts = Vec::new();
+        for i in 0..settings.starts {
+            let id = format!("{tag}-start-{i}");
+            let sleep = make(&id, &["/bin/sleep", "1000"]);
+            let (fifos, _io) =
+                prepare_with(api, &cd.address, &id, image, rt.runtime, &sleep, options.clone())
+                    .await?;
+            let started = Instant::now();
+            api.create_task(&id, &fifos).await?;
+            api.start_task(&id).await?;
+            starts.push(started.elapsed().as_secs_f64() * 1000.0);
+            api.kill(&id, 9, false).await?;
+            api.wait(&id).await?;
+            api.delete_task(&id).await?;
+            api.delete_container(&id).await?;
+            fifos.remove();
+        }
+        let (s50, s95, _) = ms(&mut starts);
+        values.extend([s50, s95]);
+        if !every_row {
+            columns.push(values);
+            continue;
+        }
+        // Idle memory of one shim, exec latency in its task, then exit latency (Kill to
+        // Wait's answer) over a few idle tasks.
+        let mut idle = Vec::new();
+        for i in 0..settings.tasks.clamp(1, 20) {
+            let id = format!("{tag}-idle-{i}");
+            let sleep = make(&id, &["/bin/sleep", "1000"]);
+            let (fifos, io) =
+                prepare_with(api, &cd.address, &id, image, rt.runtime, &sleep, options.clone())
+                    .await?;
+            api.create_task(&id, &fifos).await?;
+            api.start_task(&id).await?;
+            idle.push((id, fifos, io));
+            if i == 0 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let shim = shim_of(rt.shim_binary, &idle[0].0).context("the idle task's shim")?;
+                let memory = shim_memory(rt.shim_binary, &cd.address);
+                let one = shim_pids(rt.shim_binary, &cd.address)
+                    .iter()
+                    .position(|&p| p == shim)
+                    .and_then(|i| memory.get(i).copied())
+                    .unwrap_or((0, 0));
+                values.extend([one.0 as f64 / 1024.0, one.1 as f64 / 1024.0]);
+            }
+        }
+        let exec_spec = serde_json::json!({ "args": ["/bin/true"], "cwd": "/",
+            "user": {"uid": 0, "gid": 0}, "env": ["PATH=/bin"] })
+        .to_string();
+        let mut execs = Vec::new();
+        for i in 0..settings.starts.min(50) {
+            let exec_id = format!("x{i}");
+            let started = Instant::now();
+            api.exec(&idle[0].0, &exec_id, &exec_spec).await?;
+            api.run_exec(&idle[0].0, &exec_id).await?;
+            execs.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        let mut exits = Vec::new();
+        for (id, fifos, _io) in idle.drain(..) {
+            let started = Instant::now();
+            api.kill(&id, 9, false).await?;
+            api.wait(&id).await?;
+            exits.push(started.elapsed().as_secs_f64() * 1000.0);
+            api.delete_task(&id).await?;
+            api.delete_container(&id).await?;
+            fifos.remove();
+        }
+        values.extend([ms(&mut execs).0, ms(&mut exits).0]);
+        // Run-to-delete of `/bin/true`, concurrency 1 and 8.
+        for concurrency in [1usize, 8] {
+            let started = Instant::now();
+            let mut handles = Vec::new();
+            for worker in 0..concurrency {
+                let address = cd.address.clone();
+                let (image, runtime, options) = (image.to_string(), rt.runtime, options.clone());
+                let (template, rootfs, tag) = (template.clone(), rootfs.to_path_buf(), tag.clone());
+                let cycles = settings.cycles;
+                handles.push(tokio::spawn(async move {
+                    let api = Api::connect(&address, "default").await?;
+                    for i in 0..cycles {
+                        let id = format!("{tag}-short-{concurrency}-{worker}-{i}");
+                        let json = spec(&template, &RUNTIMES[1], &id, &rootfs, &["/bin/true"]);
+                        let (fifos, _io) = prepare_with(
+                            &api, &address, &id, &image, runtime, &json, options.clone(),
+                        )
+                        .await?;
+                        api.create_task(&id, &fifos).await?;
+                        api.start_task(&id).await?;
+                        api.wait(&id).await?;
+                        api.delete_task(&id).await?;
+                        api.delete_container(&id).await?;
+                        fifos.remove();
+                    }
+                    anyhow::Ok(())
+                }));
+            }
+            for handle in handles {
+                handle.await??;
+            }
+            values.push((settings.cycles * concurrency) as f64 / started.elapsed().as_secs_f64());
+        }
+        let pod = pod_memory(api, &cd.address, template, rootfs, image, rt, 10, options).await?;
+        values.push(pod.1 as f64 / 1024.0);
+        columns.push(values);
+    }
+    let labels: &[(&str, &'static str, bool)] = &[
+        ("start latency p50", "ms", true),
+        ("start latency p95", "ms", true),
+        ("idle RSS, one shim", "MiB", true),
+        ("idle PSS, one shim", "MiB", true),
+        ("exec latency p50", "ms", true),
+        ("exit latency p50 (Kill to Wait)", "ms", true),
+        ("run-to-delete, concurrency 1", "tasks/s", false),
+        ("run-to-delete, concurrency 8", "tasks/s", false),
+        ("pod of 10 containers + sandbox: shim RSS", "MiB", true),
+    ];
+    let rows = if every_row { labels.len() } else { 1 };
+    Ok(labels[..rows]
+        .iter()
+        .enumerate()
+        .map(|(i, (label, unit, lower))| Row {
+            label: format!("OCI mode ({binary}): {label}"),
+            ours: columns[0][i],
+            runc: columns[1][i],
+            unit,
+            lower_is_better: *lower,
+        })
+        .collect())
 }
 
 fn now() -> String {
