@@ -20,7 +20,7 @@ fi
 
 . scripts/host.sh
 require_root demo
-install_missing containerd=containerd protoc=protobuf-compiler
+install_missing containerd=containerd protoc=protobuf-compiler runc=runc /bin/busybox=busybox-static
 
 echo "==> building the shim and shim-demo (a cold build takes a few minutes)"
 shim=$(bash scripts/build-shim.sh)

@@ -372,6 +372,46 @@ pub fn default_spec(cgroups_path: &str) -> String {
     .to_string()
 }
 
+/// The OCI spec of a real container (the OCI mode, through runc): `args` as root in the root
+/// filesystem `root`, with its own pid, mount, IPC and UTS namespaces, in cgroup
+/// `cgroups_path`: what `runc spec` makes, trimmed.
+pub fn oci_spec(root: &std::path::Path, args: &[&str], cgroups_path: &str) -> String {
+    let caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL", "CAP_SETGID",
+        "CAP_SETUID", "CAP_NET_BIND_SERVICE"];
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": { "uid": 0, "gid": 0 },
+            "args": args,
+            "env": ["PATH=/bin"],
+            "cwd": "/",
+            "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
+            "noNewPrivileges": true,
+        },
+        "root": { "path": root, "readonly": false },
+        "hostname": "oci-demo",
+        "mounts": [
+            { "destination": "/proc", "type": "proc", "source": "proc" },
+            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+            { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
+              "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
+            { "destination": "/sys", "type": "sysfs", "source": "sysfs",
+              "options": ["nosuid", "noexec", "nodev", "ro"] },
+        ],
+        "linux": {
+            "cgroupsPath": cgroups_path,
+            "namespaces": [
+                { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" },
+            ],
+            "maskedPaths": ["/proc/kcore", "/sys/firmware"],
+            "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger"],
+        },
+    })
+    .to_string()
+}
+
 /// A gRPC error as one line: code and message.
 pub fn describe(status: &tonic::Status) -> String {
     format!("{:?}: {}", status.code(), status.message())

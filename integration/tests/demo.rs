@@ -52,6 +52,7 @@ fn walkthrough_json_reports_every_step_with_143_and_130() {
             "create_container",
             "start_task",
             "process_tree",
+            "oci_mode",
             "task_output",
             "delete_refused",
             "kill",
@@ -74,6 +75,10 @@ fn walkthrough_json_reports_every_step_with_143_and_130() {
         step("process_tree")["cgroup"],
         format!("/{}/shim-test", cd.namespace())
     );
+    // The OCI mode's container: pid 1 of its own pid namespace, in its own root.
+    let oci = step("oci_mode");
+    assert_eq!(oci["ns_pids"][1], 1, "{oci}");
+    assert_ne!(oci["root"], "/", "{oci}");
     assert_eq!(step("kill")["status"], "STOPPED");
     assert_eq!(step("kill")["shim_children"], 0);
     assert_eq!(step("delete_task")["exit_code"], 143);

@@ -33,6 +33,7 @@ mod create;
 mod delete;
 mod image;
 mod kill;
+mod oci;
 mod output;
 pub mod preflight;
 mod refuse;
@@ -144,6 +145,11 @@ const STEPS: &[Step<Tour>] = &[
         name: "process_tree",
         title: "The process tree",
         run: |tour| Box::pin(tree::run(tour)),
+    },
+    Step {
+        name: "oci_mode",
+        title: "The same in the OCI mode: a real container, through runc",
+        run: |tour| Box::pin(oci::run(tour)),
     },
     Step {
         name: "task_output",
