@@ -376,8 +376,15 @@ pub fn default_spec(cgroups_path: &str) -> String {
 /// filesystem `root`, with its own pid, mount, IPC and UTS namespaces, in cgroup
 /// `cgroups_path`: what `runc spec` makes, trimmed.
 pub fn oci_spec(root: &std::path::Path, args: &[&str], cgroups_path: &str) -> String {
-    let caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL", "CAP_SETGID",
-        "CAP_SETUID", "CAP_NET_BIND_SERVICE"];
+    let caps = [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FOWNER",
+        "CAP_KILL",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_NET_BIND_SERVICE",
+    ];
     serde_json::json!({
         "ociVersion": "1.0.2",
         "process": {

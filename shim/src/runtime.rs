@@ -91,6 +91,7 @@ impl Runtime {
             .map(|a| a.as_ref().to_string_lossy().into_owned())
             .unwrap_or_default();
         let log_start = std::fs::metadata(&self.log).map_or(0, |m| m.len());
+        let has_stdio = stdio.is_some();
         let mut command = Command::new(&self.binary);
         command
             .arg("--root")
@@ -109,12 +110,19 @@ impl Runtime {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         };
+        // Without the process's stdio, the runtime's stderr is read too: a runtime may say
+        // there what it did not log (a fatal error before its logger was set up).
         let mut out_pipe = None;
+        let mut err_pipe = None;
         if capture {
-            let (read, write) =
-                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))?;
+            let (read, write) = pipe()?;
             command.stdout(Stdio::from(write));
             out_pipe = Some(read);
+        }
+        if !has_stdio {
+            let (read, write) = pipe()?;
+            command.stderr(Stdio::from(write));
+            err_pipe = Some(read);
         }
         let spawn_error = |e| Error::Io {
             context: format!("run {} {what}", self.binary.display()),
@@ -126,27 +134,26 @@ impl Runtime {
             .router
             .child_exit(child.id() as i32)
             .map_err(spawn_error)?;
-        // Our copy of the pipe's write end went with `command`; the reader sees end-of-file
-        // once the runtime (and whatever it left running with its stdout) closed theirs.
+        // Our copies of the pipes' write ends went with `command`; a reader sees end-of-file
+        // once the runtime (and whatever it left running with them) closed theirs.
         drop(command);
-        let stdout = match out_pipe {
-            Some(read) => read_all(read).await,
-            None => Vec::new(),
-        };
+        let (stdout, stderr) = tokio::join!(read_all(out_pipe), read_all(err_pipe));
         let code = exit.code().await;
         debug!("{} {what}: exit code {code}", self.name());
         if code != 0 {
-            return Err(self.error(&what, code, log_start));
+            return Err(self.error(&what, code, log_start, &stderr));
         }
         Ok(Ran { stdout, pidfd })
     }
 
     /// The error of a command that failed with `code`: the last error it logged since
     /// `log_start`, or its code.
-    fn error(&self, what: &str, code: i32, log_start: u64) -> Error {
-        let logged = last_error(&self.log, log_start);
-        let message = match logged {
+    fn error(&self, what: &str, code: i32, log_start: u64, stderr: &[u8]) -> Error {
+        let said = String::from_utf8_lossy(stderr);
+        let said = said.trim();
+        let message = match last_error(&self.log, log_start) {
             Some(message) => format!("{} {what} failed: {message}", self.name()),
+            None if !said.is_empty() => format!("{} {what} failed: {said}", self.name()),
             None => format!(
                 "{} {what} failed with exit code {code} (nothing in its log {})",
                 self.name(),
@@ -163,9 +170,17 @@ impl Runtime {
     }
 }
 
-/// Reads `fd` to its end without blocking the thread.
-async fn read_all(fd: OwnedFd) -> Vec<u8> {
+/// A pipe, both ends close-on-exec (the child gets its end through `dup2`).
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))
+}
+
+/// Reads `fd` (if any) to its end without blocking the thread.
+async fn read_all(fd: Option<OwnedFd>) -> Vec<u8> {
     let mut out = Vec::new();
+    let Some(fd) = fd else {
+        return out;
+    };
     if let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
         use tokio::io::AsyncReadExt;
         let _ = pipe.read_to_end(&mut out).await;

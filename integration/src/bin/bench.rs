@@ -125,11 +125,8 @@ const POD_SIZES: [usize; 3] = [1, 2, 10];
 /// containers by `io.kubernetes.cri.sandbox-id`. Returns the number of shims serving the
 /// pod, their RSS and PSS, and the RSS of the sandbox's process (KiB), then removes the pod.
 async fn pod_memory(
-    api: &Api,
-    address: &Path,
-    template: &serde_json::Value,
-    rootfs: &Path,
-    image: &str,
+    (api, address): (&Api, &Path),
+    (template, rootfs, image): (&serde_json::Value, &Path, &str),
     rt: &Runtime,
     size: usize,
     oci: Option<RuntimeOptions>,
@@ -617,7 +614,14 @@ async fn main() -> Result<()> {
         let mut pods = Vec::new();
         for size in POD_SIZES {
             pods.push(
-                pod_memory(&api, &cd.address, &template, &rootfs, image, rt, size, None).await?,
+                pod_memory(
+                    (&api, &cd.address),
+                    (&template, &rootfs, image),
+                    rt,
+                    size,
+                    None,
+                )
+                .await?,
             );
         }
         // stdout throughput and the shim's CPU per GiB: through the FIFO, into a file
@@ -918,9 +922,16 @@ async fn oci_mode(
         for i in 0..settings.starts {
             let id = format!("{tag}-start-{i}");
             let sleep = make(&id, &["/bin/sleep", "1000"]);
-            let (fifos, _io) =
-                prepare_with(api, &cd.address, &id, image, rt.runtime, &sleep, options.clone())
-                    .await?;
+            let (fifos, _io) = prepare_with(
+                api,
+                &cd.address,
+                &id,
+                image,
+                rt.runtime,
+                &sleep,
+                options.clone(),
+            )
+            .await?;
             let started = Instant::now();
             api.create_task(&id, &fifos).await?;
             api.start_task(&id).await?;
@@ -943,9 +954,16 @@ async fn oci_mode(
         for i in 0..settings.tasks.clamp(1, 20) {
             let id = format!("{tag}-idle-{i}");
             let sleep = make(&id, &["/bin/sleep", "1000"]);
-            let (fifos, io) =
-                prepare_with(api, &cd.address, &id, image, rt.runtime, &sleep, options.clone())
-                    .await?;
+            let (fifos, io) = prepare_with(
+                api,
+                &cd.address,
+                &id,
+                image,
+                rt.runtime,
+                &sleep,
+                options.clone(),
+            )
+            .await?;
             api.create_task(&id, &fifos).await?;
             api.start_task(&id).await?;
             idle.push((id, fifos, io));
@@ -998,7 +1016,13 @@ async fn oci_mode(
                         let id = format!("{tag}-short-{concurrency}-{worker}-{i}");
                         let json = spec(&template, &RUNTIMES[1], &id, &rootfs, &["/bin/true"]);
                         let (fifos, _io) = prepare_with(
-                            &api, &address, &id, &image, runtime, &json, options.clone(),
+                            &api,
+                            &address,
+                            &id,
+                            &image,
+                            runtime,
+                            &json,
+                            options.clone(),
                         )
                         .await?;
                         api.create_task(&id, &fifos).await?;
@@ -1016,7 +1040,14 @@ async fn oci_mode(
             }
             values.push((settings.cycles * concurrency) as f64 / started.elapsed().as_secs_f64());
         }
-        let pod = pod_memory(api, &cd.address, template, rootfs, image, rt, 10, options).await?;
+        let pod = pod_memory(
+            (api, &cd.address),
+            (template, rootfs, image),
+            rt,
+            10,
+            options,
+        )
+        .await?;
         values.push(pod.1 as f64 / 1024.0);
         columns.push(values);
     }
