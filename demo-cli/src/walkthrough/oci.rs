@@ -94,14 +94,29 @@ pub async fn run(tour: &mut Tour) -> Result<Observed> {
             tour.ui.command(&format!("ps -o ppid,pid,pgid,sid,args --forest -s {}", shim.sid));
             tour.ui.block(&proctree::render(&proctree::tree(shim.pid), 90));
             let (oci_pids, host_pids) = (ns_pids(pid), ns_pids(tour.pid as i32));
-            let root = fs::read_link(format!("/proc/{pid}/root")).unwrap_or_default();
-            let host_root = fs::read_link(format!("/proc/{}/root", tour.pid)).unwrap_or_default();
-            tour.ui.command(&format!("grep NSpid /proc/{}/status /proc/{pid}/status", tour.pid));
-            tour.ui.block(&format!(
-                "host mode: NSpid {host_pids:?}, root {}\nOCI mode:  NSpid {oci_pids:?}, root {}",
-                host_root.display(),
-                root.display()
+            // What each process sees at `/`, through `/proc/<pid>/root`.
+            let root_of = |pid: u32| -> Vec<String> {
+                let mut names: Vec<String> = fs::read_dir(format!("/proc/{pid}/root"))
+                    .map(|dir| {
+                        dir.filter_map(|e| e.ok())
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                names.sort();
+                names
+            };
+            let (root, host_root) = (root_of(pid as u32), root_of(tour.pid));
+            tour.ui.command(&format!(
+                "grep NSpid /proc/{0}/status /proc/{pid}/status; ls /proc/{0}/root /proc/{pid}/root",
+                tour.pid
             ));
+            tour.ui.block(&format!(
+                "host mode: NSpid {host_pids:?}, / holds {}\nOCI mode:  NSpid {oci_pids:?}, / holds {}",
+                host_root.join(" "),
+                root.join(" ")
+            ));
+            let own_root = root.contains(&"bin".to_string()) && !root.contains(&"usr".to_string());
             tour.check(
                 shim.command.contains("containerd-shim-sample-v2"),
                 "the container's init is the shim's child, as the host task is: runc made it and exited, and the shim (its subreaper) took it",
@@ -114,8 +129,11 @@ pub async fn run(tour: &mut Tour) -> Result<Observed> {
                 host_pids.len() == 1,
                 "the host-mode task has the host's pid namespace only",
             )?;
-            tour.check(root == rootfs, "its `/` is the busybox root filesystem, not the host's")?;
-            anyhow::Ok(json!({ "oci_pid": pid, "ns_pids": oci_pids, "root": root }))
+            tour.check(
+                own_root && root != host_root,
+                "its `/` is the busybox root filesystem (no /usr), not the host's",
+            )?;
+            anyhow::Ok(json!({ "oci_pid": pid, "ns_pids": oci_pids, "root": root, "own_root": own_root }))
         }
         .await;
         remove(api, &id, &fifos).await;
