@@ -1,9 +1,12 @@
-//! `containerd-shim-sample-v2`: a containerd runtime v2 shim that runs host processes.
+//! `containerd-shim-sample-v2`: a containerd runtime v2 shim that runs host processes, or
+//! real containers through an OCI runtime.
 //!
 //! containerd starts this binary for every task of the runtime `com.example.sample.v2` (for
-//! every pod, under Kubernetes) and talks to it over ttrpc. By default a task runs [`spec::DEFAULT_COMMAND`],
-//! `sh -c 'while date --rfc-3339=seconds; do sleep 5; done'`, on the host, with **no
-//! isolation** (no namespaces, no cgroups, no root filesystem).
+//! every pod, under Kubernetes) and talks to it over ttrpc. By default (the *host mode*) a
+//! task runs [`spec::DEFAULT_COMMAND`], `sh -c 'while date --rfc-3339=seconds; do sleep 5;
+//! done'`, on the host, with **no isolation** (no namespaces, no root filesystem; cgroups
+//! limit it). A container whose runtime options name an OCI runtime ([`options`]) runs in
+//! the *OCI mode* instead ([`oci`]): a real container, made by runc or crun.
 //!
 //! # Layout
 //!

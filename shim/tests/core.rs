@@ -1161,3 +1161,90 @@ async fn wait_returns_once_the_fifo_s_reader_has_all_the_output() {
     assert_eq!(h.delete("chatty", "").await.expect("delete"), 0);
     reader.join().expect("the reader");
 }
+
+/// The OCI mode in-process, through Debian's runc: the container's init is runc's, an exec
+/// is made at its `Start` (pid 0 until then, as under runc-v2), an exec deleted unstarted
+/// leaves nothing, and the events keep the host mode's order. (`integration/tests/oci.rs`
+/// has the rest, through `ctr`, with runc and crun.)
+#[tokio::test]
+async fn the_oci_mode_makes_an_exec_at_its_start_and_forgets_an_unstarted_one() {
+    let Some(h) = Harness::new(&["true"]) else {
+        return;
+    };
+    assert!(
+        Path::new("/usr/sbin/runc").exists() || Path::new("/usr/bin/runc").exists(),
+        "this test runs containers with runc: apt-get install -y runc busybox-static"
+    );
+    let bundle = tempfile::tempdir().expect("bundle");
+    let rootfs = bundle.path().join("rootfs");
+    for dir in ["bin", "proc", "dev", "tmp"] {
+        std::fs::create_dir_all(rootfs.join(dir)).expect("rootfs");
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
+    for applet in ["sh", "sleep", "true"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("link");
+    }
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": { "cwd": "/", "args": ["sleep", "1000"], "env": ["PATH=/bin"],
+                     "user": {"uid": 0, "gid": 0} },
+        "root": { "path": "rootfs" },
+        "mounts": [{ "destination": "/proc", "type": "proc", "source": "proc" }],
+        "linux": { "namespaces": [{ "type": "pid" }, { "type": "mount" }] },
+    });
+    std::fs::write(bundle.path().join("config.json"), spec.to_string()).expect("config.json");
+    // runtimeoptions.v1.Options with its config_body (field 3): the options file's text.
+    let state = bundle.path().join("runc-state");
+    let body = format!("binary_name = \"runc\"\nroot = \"{}\"\n", state.display());
+    let mut value = vec![0x1a, body.len() as u8];
+    value.extend_from_slice(body.as_bytes());
+    let req = api::CreateTaskRequest {
+        id: "oci".into(),
+        bundle: bundle.path().display().to_string(),
+        options: Some(Any {
+            type_url: "runtimeoptions.v1.Options".into(),
+            value,
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    let init = h.service.create(req).await.expect("create through runc").pid as i32;
+    assert!(state.join("oci").exists(), "runc has the container");
+    h.start("oci", "").await.expect("start");
+    assert_eq!(
+        ProcStat::read(init).map(|s| s.state).ok(),
+        Some('S'),
+        "the init sleeps"
+    );
+
+    h.exec("oci", "five", &["sh", "-c", "exit 5"]).await.expect("exec");
+    let state_of = |exec_id: &str| h.service.state(state_request("oci", exec_id));
+    let made = state_of("five").await.expect("state");
+    assert_eq!((made.pid, made.status()), (0, api::Status::CREATED));
+    let pid = h.start("oci", "five").await.expect("start the exec");
+    assert!(pid > 0 && pid != init, "the exec's pid, made at Start: {pid}");
+    assert_eq!(h.wait("oci", "five").await, 5);
+    h.delete("oci", "five").await.expect("delete the exec");
+
+    h.exec("oci", "never", &["true"]).await.expect("exec");
+    h.delete("oci", "never").await.expect("delete the unstarted exec");
+
+    h.kill("oci", 9).await.expect("kill");
+    assert_eq!(h.wait("oci", "").await, 137);
+    h.delete("oci", "").await.expect("delete");
+    assert!(!state.join("oci").exists(), "runc delete ran");
+    assert_eq!(
+        h.timeline(),
+        [
+            "create",
+            "start",
+            "exec-added five",
+            "exec-started five",
+            "exit five 5",
+            "exec-added never",
+            "exit oci 137",
+            "delete 137"
+        ]
+    );
+}
