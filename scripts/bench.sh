@@ -8,8 +8,11 @@ cd "$(dirname "$0")/.."
 
 . scripts/host.sh
 require_root bench
-# runc's tasks need a root filesystem: busybox-static's.
-install_missing containerd=containerd protoc=protobuf-compiler /bin/busybox=busybox-static
+# runc's tasks need a root filesystem: busybox-static's. The OCI mode's rows run runc and
+# crun, under both shims.
+install_missing containerd=containerd protoc=protobuf-compiler /bin/busybox=busybox-static \
+    runc=runc crun=crun
+bash scripts/oci-prereqs.sh
 
 # Our shim as we ship it (static, profile `shim`), the benchmark itself in release.
 export SHIM_BIN

@@ -1209,7 +1209,12 @@ async fn the_oci_mode_makes_an_exec_at_its_start_and_forgets_an_unstarted_one() 
         .into(),
         ..Default::default()
     };
-    let init = h.service.create(req).await.expect("create through runc").pid as i32;
+    let init = h
+        .service
+        .create(req)
+        .await
+        .expect("create through runc")
+        .pid as i32;
     assert!(state.join("oci").exists(), "runc has the container");
     h.start("oci", "").await.expect("start");
     assert_eq!(
@@ -1218,17 +1223,24 @@ async fn the_oci_mode_makes_an_exec_at_its_start_and_forgets_an_unstarted_one() 
         "the init sleeps"
     );
 
-    h.exec("oci", "five", &["sh", "-c", "exit 5"]).await.expect("exec");
+    h.exec("oci", "five", &["sh", "-c", "exit 5"])
+        .await
+        .expect("exec");
     let state_of = |exec_id: &str| h.service.state(state_request("oci", exec_id));
     let made = state_of("five").await.expect("state");
     assert_eq!((made.pid, made.status()), (0, api::Status::CREATED));
     let pid = h.start("oci", "five").await.expect("start the exec");
-    assert!(pid > 0 && pid != init, "the exec's pid, made at Start: {pid}");
+    assert!(
+        pid > 0 && pid != init,
+        "the exec's pid, made at Start: {pid}"
+    );
     assert_eq!(h.wait("oci", "five").await, 5);
     h.delete("oci", "five").await.expect("delete the exec");
 
     h.exec("oci", "never", &["true"]).await.expect("exec");
-    h.delete("oci", "never").await.expect("delete the unstarted exec");
+    h.delete("oci", "never")
+        .await
+        .expect("delete the unstarted exec");
 
     h.kill("oci", 9).await.expect("kill");
     assert_eq!(h.wait("oci", "").await, 137);
