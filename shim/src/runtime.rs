@@ -4,8 +4,10 @@
 //! containerd's runc shim runs it. The runtime is the shim's child like any other, and the
 //! shim's one reaper collects it (`exits.rs`): [`Runtime::run`] spawns it and waits for its
 //! exit through the router, never with `Child::wait`, which would race the reaper. That is
-//! why this is a small runner of our own rather than the `runc` crate, which waits for its
-//! children itself (or through a monitor of its own).
+//! why this is a small runner of our own rather than rust-extensions' `runc` crate: the
+//! version we read (commit 0a33f3e) waits for each command through a monitor of its own,
+//! which the shim crate's reaper would race, and its async client has no `exec` and no
+//! console socket.
 //!
 //! A runtime that fails says why in its log, one JSON object per line
 //! (`{"level":"error","msg":"...","time":"..."}`): the error containerd shows is the last
