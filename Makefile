@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: build shim test test-matrix lint demo demo-pod bench
+.PHONY: build shim test test-matrix lint demo demo-pod bench critest conformance
 
 ## build: debug binaries of the whole workspace (the tests use them)
 build:
@@ -34,6 +34,14 @@ test-matrix: build
 ## (QUICK=1: a smoke run of under a minute, written to target/bench-quick/)
 bench:
 	bash scripts/bench.sh
+
+## critest: builds critest and crictl (cri-tools 1.36.0, vendored, offline) into target/cri-tools/
+critest:
+	bash scripts/critest.sh
+
+## conformance: critest against runc-v2, ours in the OCI mode and ours in the host mode (as root)
+conformance:
+	bash scripts/conformance.sh
 
 ## lint: formatting, clippy, docs and unused dependencies, as CI checks them
 lint:

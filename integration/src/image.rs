@@ -47,12 +47,16 @@ pub const BUSYBOX: &str = "localhost/sample-shim-test/busybox:1";
 /// Where the static busybox comes from.
 pub const BUSYBOX_BINARY: &str = "/bin/busybox";
 
-/// The applets linked to busybox in the image's `/bin`.
-const APPLETS: &[&str] = &[
-    "sh", "echo", "cat", "sleep", "ls", "true", "false", "ps", "id", "hostname", "setsid",
-    "readlink", "yes", "head", "dd", "wc", "env", "kill", "pwd", "tty", "stat", "mount", "trap",
-    "seq", "grep", "tail", "stty", "tr", "cut",
-];
+/// The applets linked to busybox in the image's `/bin`: all it has (`busybox --list`), as
+/// in the busybox image critest and Kubernetes' tests expect (`top`, `nc`, `hostname`, ...).
+fn applets() -> Result<Vec<String>> {
+    let out = std::process::Command::new(BUSYBOX_BINARY).arg("--list").output()?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|a| !a.is_empty() && *a != "busybox")
+        .map(str::to_string)
+        .collect())
+}
 
 /// The layer: `/bin/busybox`, its applets, `/etc/passwd` and the usual empty directories.
 fn busybox_layer() -> Result<Vec<u8>> {
@@ -86,7 +90,7 @@ fn busybox_layer() -> Result<Vec<u8>> {
         b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
     )?;
     file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")?;
-    for applet in APPLETS {
+    for applet in applets()? {
         let mut header = tar::Header::new_ustar();
         header.set_entry_type(tar::EntryType::Symlink);
         header.set_size(0);
@@ -98,18 +102,94 @@ fn busybox_layer() -> Result<Vec<u8>> {
 
 /// Writes an OCI archive holding the busybox image as `name`.
 pub fn write_busybox_archive(path: &Path, name: &str) -> Result<()> {
-    let layer = busybox_layer()?;
+    let config = serde_json::json!({ "Env": ["PATH=/bin"], "Cmd": ["sh"] });
+    write_layered_archive(path, name, &[busybox_layer()?], config)
+}
+
+/// The pod sandbox's image for the OCI mode and runc: busybox and `/pause`, a static
+/// pause process (the Kubernetes pause container's duty: wait, reap, exit on SIGTERM or
+/// SIGINT), compiled here from C with the machine's `cc` and static libc.
+pub const PAUSE: &str = "localhost/sample-shim-test/pause:1";
+
+/// The pause program, in C (what Kubernetes' `pause.c` does, in a few lines).
+const PAUSE_C: &str = r#"
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void quit(int sig) { (void)sig; _exit(0); }
+static void reap(int sig) { (void)sig; while (waitpid(-1, 0, WNOHANG) > 0) {} }
+int main(void) {
+    struct sigaction quitting = { .sa_handler = quit }, reaping = { .sa_handler = reap,
+        .sa_flags = SA_NOCLDSTOP | SA_RESTART };
+    sigaction(SIGINT, &quitting, 0);
+    sigaction(SIGTERM, &quitting, 0);
+    sigaction(SIGCHLD, &reaping, 0);
+    for (;;) pause();
+}
+"#;
+
+/// `/pause`, compiled statically.
+fn pause_binary() -> Result<Vec<u8>> {
+    let dir = tempfile::tempdir()?;
+    let source = dir.path().join("pause.c");
+    let binary = dir.path().join("pause");
+    std::fs::write(&source, PAUSE_C)?;
+    let out = std::process::Command::new("cc")
+        .args(["-static", "-Os", "-s", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .map_err(|e| anyhow::anyhow!("run cc: {e} (apt-get install -y gcc libc6-dev)"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "cc -static pause.c failed (apt-get install -y gcc libc6-dev): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(std::fs::read(binary)?)
+}
+
+/// Writes an OCI archive holding the pause image as `name`.
+pub fn write_pause_archive(path: &Path, name: &str) -> Result<()> {
+    let mut layer = tar::Builder::new(Vec::new());
+    let binary = pause_binary()?;
+    let mut header = tar::Header::new_ustar();
+    header.set_size(binary.len() as u64);
+    header.set_mode(0o755);
+    header.set_cksum();
+    layer.append_data(&mut header, "pause", binary.as_slice())?;
+    let config = serde_json::json!({ "Env": ["PATH=/bin"], "Entrypoint": ["/pause"] });
+    write_layered_archive(path, name, &[busybox_layer()?, layer.into_inner()?], config)
+}
+
+/// Writes an OCI archive of one image `name`: uncompressed `layers` and the image config's
+/// `config` part.
+fn write_layered_archive(
+    path: &Path,
+    name: &str,
+    layers: &[Vec<u8>],
+    config: serde_json::Value,
+) -> Result<()> {
+    let arch = shim_demo::image::oci_arch();
+    let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
     let config = serde_json::json!({
-        "architecture": shim_demo::image::oci_arch(),
+        "architecture": arch,
         "os": "linux",
-        "config": {
-            "Env": ["PATH=/bin"],
-            "Cmd": ["sh"],
-        },
-        "rootfs": { "type": "layers", "diff_ids": [digest(&layer)] },
+        "config": config,
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
     })
     .to_string()
     .into_bytes();
+    let layer_descriptors: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|layer| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": digest(layer),
+                "size": layer.len(),
+            })
+        })
+        .collect();
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": shim_demo::image::MANIFEST_TYPE,
@@ -118,11 +198,7 @@ pub fn write_busybox_archive(path: &Path, name: &str) -> Result<()> {
             "digest": digest(&config),
             "size": config.len(),
         },
-        "layers": [{
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": digest(&layer),
-            "size": layer.len(),
-        }],
+        "layers": layer_descriptors,
     })
     .to_string()
     .into_bytes();
@@ -130,7 +206,7 @@ pub fn write_busybox_archive(path: &Path, name: &str) -> Result<()> {
         "mediaType": shim_demo::image::MANIFEST_TYPE,
         "digest": digest(&manifest),
         "size": manifest.len(),
-        "platform": { "architecture": shim_demo::image::oci_arch(), "os": "linux" },
+        "platform": { "architecture": arch, "os": "linux" },
         "annotations": { "io.containerd.image.name": name },
     });
     let index = serde_json::json!({ "schemaVersion": 2, "manifests": [descriptor] }).to_string();
@@ -145,7 +221,7 @@ pub fn write_busybox_archive(path: &Path, name: &str) -> Result<()> {
     };
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     add("index.json", index.as_bytes())?;
-    for blob in [&layer, &config, &manifest] {
+    for blob in layers.iter().chain([&config, &manifest]) {
         let hex = digest(blob).trim_start_matches("sha256:").to_string();
         add(&format!("blobs/sha256/{hex}"), blob)?;
     }

@@ -73,7 +73,14 @@ pub struct Containerd {
     /// `/<namespace>/<id>` and the cgroups are the machine's, shared by every daemon of a
     /// parallel test run.
     namespace: String,
+    /// The pod network's bridge and subnet, when the daemon has CNI ([`Containerd::start_cri_with_cni`]):
+    /// removed, with their iptables rules, on drop.
+    cni: Option<(String, String)>,
 }
+
+/// The CRI handler for our shim in the OCI mode (with runc), beside
+/// [`shim_demo::cri::HANDLER`] (the host mode) and `runc` (containerd's runc-v2 shim).
+pub const OCI_HANDLER: &str = "sample-oci";
 
 impl Containerd {
     /// Starts a private containerd, or returns `None` when the developer asked to skip.
@@ -84,11 +91,122 @@ impl Containerd {
 
     /// Starts a private containerd with the CRI plugin: the runtime handler
     /// [`shim_demo::cri::HANDLER`] is our shim, the test image is imported into the CRI's
-    /// namespace and is the sandbox image, pods use the host network (no CNI).
+    /// namespace with busybox and the pause image (the sandbox image), pods use the host
+    /// network (no CNI).
     pub fn start_cri() -> Option<Containerd> {
         let containerd = Self::start_with(true)?;
-        containerd.import_image_into(shim_demo::cri::NAMESPACE);
+        containerd.import_cri_images();
         Some(containerd)
+    }
+
+    /// [`Containerd::start_cri`] with a pod network: CNI's `bridge` (with `portmap`) on a
+    /// bridge and a /24 of this daemon's own, from Debian's `containernetworking-plugins`.
+    /// Pods' addresses exist only in the network namespaces of the pods; nothing is routed
+    /// elsewhere (no masquerading).
+    pub fn start_cri_with_cni() -> Option<Containerd> {
+        let mut containerd = Self::start_with(true)?;
+        if let Err(err) = containerd.set_up_cni() {
+            panic!("{err:#} (apt-get install -y containernetworking-plugins iptables)");
+        }
+        containerd.import_cri_images();
+        Some(containerd)
+    }
+
+    /// The images a CRI daemon needs, in the CRI's namespace: the tiny image (the host
+    /// mode's containers), busybox (the OCI mode's), and the pause image (every sandbox).
+    fn import_cri_images(&self) {
+        let namespace = shim_demo::cri::NAMESPACE;
+        self.import_image_into(namespace);
+        for (name, write) in [
+            (image::BUSYBOX, image::write_busybox_archive as fn(&Path, &str) -> Result<()>),
+            (image::PAUSE, image::write_pause_archive),
+        ] {
+            let archive = self.dir.path().join(format!("{}.tar", name.replace(['/', ':'], "_")));
+            write(&archive, name).expect("write an image archive");
+            let archive = archive.display().to_string();
+            self.ctr_ok(&["--namespace", namespace, "images", "import", &archive]);
+        }
+    }
+
+    /// Writes the CNI configuration the CRI plugin reads (it watches its directory).
+    fn set_up_cni(&mut self) -> Result<()> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = (std::process::id() + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % 250;
+        let (bridge, subnet) = (format!("shimtest{n}"), format!("10.199.{n}.0/24"));
+        let root = self.dir.path();
+        let plugins = Path::new("/usr/lib/cni");
+        if !plugins.join("bridge").exists() {
+            bail!("no CNI plugins in {}", plugins.display());
+        }
+        fs::create_dir_all(root.join("cni/conf"))?;
+        fs::create_dir_all(root.join("cni/bin"))?;
+        for plugin in ["bridge", "host-local", "loopback", "portmap"] {
+            std::os::unix::fs::symlink(plugins.join(plugin), root.join("cni/bin").join(plugin))?;
+        }
+        let conf = serde_json::json!({
+            "cniVersion": "0.4.0",
+            "name": bridge,
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": bridge,
+                    "isGateway": true,
+                    "ipMasq": false,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{ "subnet": subnet }]],
+                        "dataDir": root.join("cni/ipam"),
+                    },
+                },
+                { "type": "portmap", "capabilities": { "portMappings": true } },
+            ],
+        });
+        fs::write(root.join("cni/conf/10-shimtest.conflist"), conf.to_string())?;
+        self.cni = Some((bridge, subnet));
+        Ok(())
+    }
+
+    /// Removes the pod network: its bridge, the iptables rules that name it or its subnet
+    /// (`portmap`'s per-pod chains go with each pod), and `portmap`'s shared chains once no
+    /// pod of any network uses them.
+    fn tear_down_cni(&self) {
+        let Some((bridge, subnet)) = &self.cni else {
+            return;
+        };
+        let _ = Command::new("ip").args(["link", "del", bridge]).output();
+        let rules = |table: &str, chain: Option<&str>| -> Vec<Vec<String>> {
+            let mut command = Command::new("iptables");
+            command.args(["-t", table, "-S"]).args(chain);
+            let out = command.output().map(|o| o.stdout).unwrap_or_default();
+            String::from_utf8_lossy(&out)
+                .lines()
+                .filter(|l| l.starts_with("-A "))
+                .map(shell_words)
+                .collect()
+        };
+        let shared_unused = rules("nat", Some("CNI-HOSTPORT-DNAT")).is_empty();
+        for table in ["nat", "filter"] {
+            for rule in rules(table, None) {
+                let text = rule.join(" ");
+                let ours = text.contains(bridge.as_str()) || text.contains(subnet.as_str());
+                let shared = shared_unused
+                    && table == "nat"
+                    && ["PREROUTING", "OUTPUT", "POSTROUTING"].contains(&rule[1].as_str())
+                    && text.contains("CNI-HOSTPORT-");
+                if ours || shared {
+                    let _ = Command::new("iptables")
+                        .args(["-t", table, "-D"])
+                        .args(&rule[1..])
+                        .output();
+                }
+            }
+        }
+        if shared_unused {
+            for chain in ["CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"] {
+                let _ = Command::new("iptables").args(["-t", "nat", "-F", chain]).output();
+                let _ = Command::new("iptables").args(["-t", "nat", "-X", chain]).output();
+            }
+        }
     }
 
     fn start_with(cri: bool) -> Option<Containerd> {
@@ -140,6 +258,7 @@ impl Containerd {
             image: std::sync::OnceLock::new(),
             busybox: std::sync::OnceLock::new(),
             namespace: unique_namespace(),
+            cni: None,
         };
         containerd.wait_ready()?;
         containerd.check_version()?;
@@ -593,6 +712,7 @@ impl Drop for Containerd {
             .unwrap_or_default();
         self.stop_everything();
         self.unmount_leftovers();
+        self.tear_down_cni();
         // The namespace's parent cgroup, which `ctr`'s `/<namespace>/<id>` made and nobody
         // removes (containerd's runc shim leaves it too), and what a failed test left in it
         // (its processes are killed by now). Tests check their own tasks' cgroups are gone.
@@ -614,6 +734,27 @@ impl Drop for Containerd {
             );
         }
     }
+}
+
+/// The words of an `iptables -S` line, a double-quoted comment as one word.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let (mut word, mut quoted) = (String::new(), false);
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            _ => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
 }
 
 /// A namespace no other daemon of this machine uses: `test-<pid>-<n>`.
@@ -712,7 +853,8 @@ pub fn binary_version(containerd: &Path) -> Result<(u32, u32)> {
 }
 
 /// The daemon's configuration with the CRI plugin: [`config_toml`]'s settings, plus the
-/// runtime handler `sample` for our shim, the test image as the sandbox image, cgroups,
+/// runtime handlers `sample` for our shim and `sample-oci` for it in the OCI mode (with
+/// runc), the pause image as the sandbox image, cgroups,
 /// `restrict_oom_score_adj`, no CNI (pods use the host network) and no NRI (its socket is
 /// machine-wide). containerd 1.6 and 1.7 read config version 2; 2.x moved the CRI settings
 /// to version 3's `io.containerd.cri.v1.runtime` and `io.containerd.cri.v1.images`.
@@ -723,7 +865,11 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
         r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]"#,
         r#"disabled_plugins = ["io.containerd.nri.v1.nri"]"#,
     );
-    let (handler, image, runtime) = (shim_demo::cri::HANDLER, image::IMAGE, RUNTIME);
+    let (handler, image, runtime) = (shim_demo::cri::HANDLER, image::PAUSE, RUNTIME);
+    // The OCI mode's handler names an options file selecting runc.
+    let oci_options = root.join("sample-oci.toml");
+    fs::write(&oci_options, "binary_name = \"runc\"\n")?;
+    let (oci, oci_options) = (OCI_HANDLER, oci_options.display());
     let cri = if major >= 2 {
         format!(
             r#"
@@ -741,6 +887,11 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{handler}]
   runtime_type = "{runtime}"
   pod_annotations = ["com.example.sample.*"]
+
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{oci}]
+  runtime_type = "{runtime}"
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{oci}.options]
+    ConfigPath = "{oci_options}"
 
 # Listing runtimes replaces the default list: runc stays the default, under its usual name.
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
@@ -772,6 +923,11 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}]
   runtime_type = "{runtime}"
   pod_annotations = ["com.example.sample.*"]
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{oci}]
+  runtime_type = "{runtime}"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{oci}.options]
+    ConfigPath = "{oci_options}"
 
 # Listing runtimes replaces the default list: runc stays the default, under its usual name.
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]

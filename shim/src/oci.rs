@@ -271,6 +271,14 @@ impl Processes for OciProcesses {
                 self.terminal,
             )
             .await?;
+        // Where the runtime put the init: a relative `cgroupsPath` (the CRI plugin's
+        // `<parent>/<id>` with an empty or relative parent) is relative to the runtime's own
+        // cgroup, which only the process itself tells.
+        if let Some(cgroup) = self.cgroup.as_mut() {
+            if let Some(path) = cgroup_of(spawned.pid, &cgroup.hierarchy) {
+                cgroup.path = path;
+            }
+        }
         info!(
             "{}: {} created the container, init pid {}",
             self.id,
@@ -450,6 +458,21 @@ impl Processes for OciProcesses {
         }
         let _ = std::fs::remove_file(self.state_file());
     }
+}
+
+/// The cgroup process `pid` is in, from `/proc/<pid>/cgroup`: its memory controller's on
+/// cgroup v1, the unified one on v2.
+fn cgroup_of(pid: i32, hierarchy: &Hierarchy) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (id, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let wanted = match hierarchy {
+            Hierarchy::V1(_) => controllers.split(',').any(|c| c == "memory"),
+            Hierarchy::V2(_) => id == "0" && controllers.is_empty(),
+        };
+        wanted.then(|| PathBuf::from(path))
+    })
 }
 
 /// Unmounts everything at and below `dir`.
