@@ -50,7 +50,9 @@ pub const BUSYBOX_BINARY: &str = "/bin/busybox";
 /// The applets linked to busybox in the image's `/bin`: all it has (`busybox --list`), as
 /// in the busybox image critest and Kubernetes' tests expect (`top`, `nc`, `hostname`, ...).
 fn applets() -> Result<Vec<String>> {
-    let out = std::process::Command::new(BUSYBOX_BINARY).arg("--list").output()?;
+    let out = std::process::Command::new(BUSYBOX_BINARY)
+        .arg("--list")
+        .output()?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|a| !a.is_empty() && *a != "busybox")

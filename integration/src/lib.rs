@@ -118,10 +118,16 @@ impl Containerd {
         let namespace = shim_demo::cri::NAMESPACE;
         self.import_image_into(namespace);
         for (name, write) in [
-            (image::BUSYBOX, image::write_busybox_archive as fn(&Path, &str) -> Result<()>),
+            (
+                image::BUSYBOX,
+                image::write_busybox_archive as fn(&Path, &str) -> Result<()>,
+            ),
             (image::PAUSE, image::write_pause_archive),
         ] {
-            let archive = self.dir.path().join(format!("{}.tar", name.replace(['/', ':'], "_")));
+            let archive = self
+                .dir
+                .path()
+                .join(format!("{}.tar", name.replace(['/', ':'], "_")));
             write(&archive, name).expect("write an image archive");
             let archive = archive.display().to_string();
             self.ctr_ok(&["--namespace", namespace, "images", "import", &archive]);
@@ -131,7 +137,8 @@ impl Containerd {
     /// Writes the CNI configuration the CRI plugin reads (it watches its directory).
     fn set_up_cni(&mut self) -> Result<()> {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = (std::process::id() + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % 250;
+        let n =
+            (std::process::id() + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % 250;
         let (bridge, subnet) = (format!("shimtest{n}"), format!("10.199.{n}.0/24"));
         let root = self.dir.path();
         let plugins = Path::new("/usr/lib/cni");
@@ -202,9 +209,17 @@ impl Containerd {
             }
         }
         if shared_unused {
-            for chain in ["CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"] {
-                let _ = Command::new("iptables").args(["-t", "nat", "-F", chain]).output();
-                let _ = Command::new("iptables").args(["-t", "nat", "-X", chain]).output();
+            for chain in [
+                "CNI-HOSTPORT-DNAT",
+                "CNI-HOSTPORT-SETMARK",
+                "CNI-HOSTPORT-MASQ",
+            ] {
+                let _ = Command::new("iptables")
+                    .args(["-t", "nat", "-F", chain])
+                    .output();
+                let _ = Command::new("iptables")
+                    .args(["-t", "nat", "-X", chain])
+                    .output();
             }
         }
     }

@@ -273,10 +273,11 @@ impl Processes for OciProcesses {
             .await?;
         // Where the runtime put the init: a relative `cgroupsPath` (the CRI plugin's
         // `<parent>/<id>` with an empty or relative parent) is relative to the runtime's own
-        // cgroup, which only the process itself tells.
+        // cgroup in each v1 hierarchy, which may differ between hierarchies; only the
+        // process itself tells.
         if let Some(cgroup) = self.cgroup.as_mut() {
-            if let Some(path) = cgroup_of(spawned.pid, &cgroup.hierarchy) {
-                cgroup.path = path;
+            if let Some(found) = cgroup_of(spawned.pid, &cgroup.hierarchy) {
+                *cgroup = found;
             }
         }
         info!(
@@ -460,18 +461,40 @@ impl Processes for OciProcesses {
     }
 }
 
-/// The cgroup process `pid` is in, from `/proc/<pid>/cgroup`: its memory controller's on
-/// cgroup v1, the unified one on v2.
-fn cgroup_of(pid: i32, hierarchy: &Hierarchy) -> Option<PathBuf> {
+/// The cgroup process `pid` is in, from `/proc/<pid>/cgroup`, as a [`Cgroup`] whose
+/// "hierarchy" is the process's own directory in each controller (so that its path is `/`):
+/// on cgroup v1 a process's paths may differ from one controller to the next.
+fn cgroup_of(pid: i32, hierarchy: &Hierarchy) -> Option<Cgroup> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines().find_map(|line| {
-        let mut fields = line.splitn(3, ':');
-        let (id, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
-        let wanted = match hierarchy {
-            Hierarchy::V1(_) => controllers.split(',').any(|c| c == "memory"),
-            Hierarchy::V2(_) => id == "0" && controllers.is_empty(),
-        };
-        wanted.then(|| PathBuf::from(path))
+    let lines: Vec<(&str, &str, &str)> = text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            Some((fields.next()?, fields.next()?, fields.next()?))
+        })
+        .collect();
+    let below = |root: &Path, path: &str| root.join(path.trim_start_matches('/'));
+    let own = match hierarchy {
+        Hierarchy::V1(mounts) => {
+            let mut dirs = std::collections::BTreeMap::new();
+            for (controller, mount) in mounts {
+                let (_, _, path) = lines
+                    .iter()
+                    .find(|(_, names, _)| names.split(',').any(|n| n == controller))?;
+                dirs.insert(controller.clone(), below(mount, path));
+            }
+            Hierarchy::V1(dirs)
+        }
+        Hierarchy::V2(mount) => {
+            let (_, _, path) = lines
+                .iter()
+                .find(|(id, names, _)| *id == "0" && names.is_empty())?;
+            Hierarchy::V2(below(mount, path))
+        }
+    };
+    Some(Cgroup {
+        hierarchy: own,
+        path: PathBuf::from("/"),
     })
 }
 
