@@ -72,7 +72,9 @@ impl Pod {
                 namespace: self.namespace.clone(),
                 attempt: 0,
             }),
-            hostname: self.name.clone(),
+            // None, as a kubelet gives a host-network pod: its UTS namespace is the node's
+            // (and runc refuses a hostname without a UTS namespace of the pod's own).
+            hostname: String::new(),
             log_directory: self.log_directory.clone(),
             annotations: self.annotations.clone(),
             linux: Some(LinuxPodSandboxConfig {
