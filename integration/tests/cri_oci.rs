@@ -303,3 +303,122 @@ async fn a_killed_shim_leaves_no_container_process_mount_or_cgroup() {
         }
     }
 }
+
+/// Two pods at once get a shim each; UpdateContainerResources reaches the container's cgroup
+/// (through `runc update`); PodSandboxStats has the pod's memory; containerd restarts while
+/// they run, and both pods go on; then they go, and nothing is left.
+#[tokio::test]
+async fn two_pods_take_updates_and_survive_a_containerd_restart() {
+    let Some(mut cd) = Containerd::start_cri() else {
+        return;
+    };
+    let mut cri = Cri::connect(&cd.address)
+        .await
+        .expect("the CRI API answers");
+    // Pod one in a cgroup parent as a kubelet gives it (PodSandboxStats reads it).
+    let parent = format!("/sample-oci-test-{}/pod-one", std::process::id());
+    let (mut one, two) = (pod(&cd, "one"), pod(&cd, "two"));
+    one.cgroup_parent = parent.clone();
+    let mut other = Cri::connect(&cd.address).await.expect("a second client");
+    let (first, second) = tokio::join!(
+        cri.run_pod(&one, OCI_HANDLER),
+        other.run_pod(&two, OCI_HANDLER)
+    );
+    let pods = [
+        (first.expect("RunPodSandbox one"), &one),
+        (second.expect("RunPodSandbox two"), &two),
+    ];
+    let mut apps = Vec::new();
+    for (pod_id, pod) in &pods {
+        let app = container("app", image::BUSYBOX, &["sleep", "1000"], &[]);
+        let app = cri
+            .create_container(pod_id, pod, app)
+            .await
+            .expect("CreateContainer");
+        cri.start_container(&app).await.expect("StartContainer");
+        wait_container(&mut cri, &app, ContainerState::ContainerRunning).await;
+        apps.push(app);
+    }
+    assert_eq!(cd.shim_pids().len(), 2, "a shim per pod");
+
+    // UpdateContainerResources: the memory limit of the container's own cgroup.
+    cri.update_container_resources(
+        &apps[0],
+        shim_demo::cri::proto::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("UpdateContainerResources");
+    let pid = cri.container_pid(&apps[0]).await.expect("pid");
+    let memory = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            (controllers.split(',').any(|c| c == "memory") || controllers.is_empty())
+                .then(|| path.to_string())
+        })
+        .expect("the container's memory cgroup");
+    assert_eq!(integration::cgroupfs::memory_limit(&memory), 64 << 20);
+    let stats = cri
+        .pod_sandbox_stats(&pods[0].0)
+        .await
+        .expect("PodSandboxStats");
+    let linux = stats.linux.expect("Linux pod stats");
+    assert!(
+        linux
+            .memory
+            .and_then(|m| m.working_set_bytes)
+            .is_some_and(|w| w.value > 0),
+        "the pod's memory"
+    );
+
+    cd.stop_daemon();
+    cd.start_daemon();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut cri = loop {
+        match Cri::connect(&cd.address).await {
+            Ok(cri) => break cri,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(err) => panic!("the CRI API never answered again: {err:#}"),
+        }
+    };
+    for ((pod_id, _), app) in pods.iter().zip(&apps) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cri
+            .pod_status(pod_id)
+            .await
+            .is_ok_and(|s| s.state == PodSandboxState::SandboxReady as i32)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "pod {pod_id} not READY after the restart"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        wait_container(&mut cri, app, ContainerState::ContainerRunning).await;
+        let exec = cri
+            .exec_sync(app, &["sh", "-c", "echo still here"], 10)
+            .await
+            .expect("ExecSync after the restart");
+        assert_eq!(String::from_utf8_lossy(&exec.stdout), "still here\n");
+    }
+    for (pod_id, _) in &pods {
+        cri.stop_pod(pod_id).await.expect("StopPodSandbox");
+        cri.remove_pod(pod_id).await.expect("RemovePodSandbox");
+    }
+    cd.wait_shims_gone();
+    for id in pods.iter().map(|(id, _)| id).chain(&apps) {
+        assert!(mounts_of(id).is_empty(), "{id}: {:?}", mounts_of(id));
+    }
+    // The pod's parent is the kubelet's to remove; runc removed the pod's cgroups in it.
+    let top = parent.rsplit_once('/').map_or(parent.as_str(), |(top, _)| top).to_string();
+    for dir in integration::cgroup_dirs(&top) {
+        integration::remove_cgroup_tree(&dir);
+    }
+}

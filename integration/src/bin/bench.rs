@@ -751,6 +751,9 @@ async fn main() -> Result<()> {
             Err(err) => bail!("OCI mode ({binary}): {err:#}"),
         }
     }
+    // Pods over the CRI API, in a daemon of their own with the CRI plugin.
+    let cri_rows = cri_pods(&settings).await.context("pods over the CRI API")?;
+    oci_rows.extend(cri_rows);
     // The tasks' parent cgroup, which both shims leave (as `ctr`'s `/<namespace>` is left).
     for dir in integration::cgroup_dirs("/shim-bench") {
         integration::remove_cgroup_tree(&dir);
@@ -1074,6 +1077,86 @@ async fn oci_mode(
             lower_is_better: *lower,
         })
         .collect())
+}
+
+/// Pods over the CRI API, as a kubelet starts them: our shim in the OCI mode (the handler
+/// `sample-oci`) and runc-v2 (`runc`), the same runc, in one private containerd with the CRI
+/// plugin. Rows: a pod's start (RunPodSandbox, then CreateContainer and StartContainer of
+/// one busybox container, until both run), p50; and the shims' RSS for a pod of 10
+/// containers.
+async fn cri_pods(settings: &Settings) -> Result<Vec<Row>> {
+    use shim_demo::cri::{container, Cri, Pod};
+    let cd = Containerd::start_cri().context("a containerd with the CRI plugin")?;
+    let mut cri = Cri::connect(&cd.address).await?;
+    let pod_of = |name: &str| -> Result<Pod> {
+        let log_directory = cd.dir().join("pods").join(name);
+        fs::create_dir_all(&log_directory)?;
+        Ok(Pod {
+            name: name.to_string(),
+            namespace: "bench".to_string(),
+            log_directory: log_directory.display().to_string(),
+            annotations: Default::default(),
+            cgroup_parent: String::new(),
+        })
+    };
+    let sleep = || {
+        container(
+            "sleep",
+            integration::image::BUSYBOX,
+            &["sleep", "1000"],
+            &[],
+        )
+    };
+    let mut columns = Vec::new();
+    for (handler, binary) in [
+        (integration::OCI_HANDLER, "containerd-shim-sample-v2"),
+        ("runc", "containerd-shim-runc-v2"),
+    ] {
+        eprintln!("== pods over the CRI API: {handler}");
+        let mut starts = Vec::new();
+        for i in 0..settings.starts.clamp(3, 20) {
+            let pod = pod_of(&format!("start-{handler}-{i}"))?;
+            let started = Instant::now();
+            let pod_id = cri.run_pod(&pod, handler).await?;
+            let id = cri.create_container(&pod_id, &pod, sleep()).await?;
+            cri.start_container(&id).await?;
+            starts.push(started.elapsed().as_secs_f64() * 1000.0);
+            cri.stop_pod(&pod_id).await?;
+            cri.remove_pod(&pod_id).await?;
+        }
+        let pod = pod_of(&format!("ten-{handler}"))?;
+        let pod_id = cri.run_pod(&pod, handler).await?;
+        for i in 0..10 {
+            let mut config = sleep();
+            if let Some(metadata) = config.metadata.as_mut() {
+                metadata.name = format!("sleep-{i}");
+            }
+            config.log_path = format!("sleep-{i}.log");
+            let id = cri.create_container(&pod_id, &pod, config).await?;
+            cri.start_container(&id).await?;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss: u64 = shim_memory(binary, &cd.address).iter().map(|m| m.0).sum();
+        cri.stop_pod(&pod_id).await?;
+        cri.remove_pod(&pod_id).await?;
+        columns.push((ms(&mut starts).0, rss as f64 / 1024.0));
+    }
+    Ok(vec![
+        Row {
+            label: "OCI mode (runc), over CRI: pod start, sandbox + 1 container, p50".into(),
+            ours: columns[0].0,
+            runc: columns[1].0,
+            unit: "ms",
+            lower_is_better: true,
+        },
+        Row {
+            label: "OCI mode (runc), over CRI: pod of 10 containers, shim RSS".into(),
+            ours: columns[0].1,
+            runc: columns[1].1,
+            unit: "MiB",
+            lower_is_better: true,
+        },
+    ])
 }
 
 fn now() -> String {
