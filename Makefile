@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: build shim test test-matrix lint demo demo-pod bench critest conformance
+.PHONY: build shim test test-matrix lint demo demo-pod demo-pod-oci bench critest conformance
 
 ## build: debug binaries of the whole workspace (the tests use them)
 build:
@@ -29,6 +29,10 @@ test: build
 test-matrix: build
 	bash scripts/oci-prereqs.sh
 	bash scripts/test-matrix.sh
+
+## demo-pod-oci: the pod tour in real containers (handler sample-oci: our shim in the OCI mode)
+demo-pod-oci:
+	bash scripts/demo.sh pod-oci $(ARGS)
 
 ## bench: ours against containerd-shim-runc-v2 in one private containerd; writes bench/RESULTS.md
 ## (QUICK=1: a smoke run of under a minute, written to target/bench-quick/)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the guided walkthrough on a fresh Debian or Ubuntu machine, as root.
 # `make demo-pod` (`demo.sh pod`): the pod tour, over the CRI API.
+# `make demo-pod-oci` (`demo.sh pod-oci`): the pod tour in real containers (the handler
+# `sample-oci`: our shim in the OCI mode, with runc), in busybox and pause images made here.
 #
 # Installs containerd and protoc if absent, builds the shim (`make shim`) and shim-demo,
 # starts a private containerd under a temporary directory with the shim first on its PATH
@@ -13,19 +15,30 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tour=walkthrough
+oci=no
 if [ "${1:-}" = pod ]; then
     tour=pod
+    shift
+elif [ "${1:-}" = pod-oci ]; then
+    tour=pod
+    oci=yes
     shift
 fi
 
 . scripts/host.sh
 require_root demo
-install_missing containerd=containerd protoc=protobuf-compiler runc=runc /bin/busybox=busybox-static
+install_missing containerd=containerd protoc=protobuf-compiler runc=runc /bin/busybox=busybox-static \
+    cc=gcc
 
 echo "==> building the shim and shim-demo (a cold build takes a few minutes)"
 shim=$(bash scripts/build-shim.sh)
 cargo build --release --locked -p shim-demo
 demo="${CARGO_TARGET_DIR:-$PWD/target}/release/shim-demo"
+if [ "$tour" = pod ]; then
+    # The pause image (every pod's sandbox image) and busybox, made offline.
+    cargo build --release --locked -p integration --bin sample-image
+    sample_image="${CARGO_TARGET_DIR:-$PWD/target}/release/sample-image"
+fi
 
 # shim-demo keeps its FIFOs under /run/shim-demo (demo-cli/src/fifo.rs) and removes each
 # task's directory when done, but not that root, which other runs may share. Remove it at
@@ -66,7 +79,9 @@ disabled_plugins = [$disabled]
 [plugins."io.containerd.internal.v1.opt"]
   path = "$dir/opt"
 TOML
-image=example.com/sample-shim/empty:latest
+# The sandbox image: the pause image the OCI mode runs (the host mode runs its own pause).
+image=localhost/sample-shim-test/pause:1
+printf 'binary_name = "runc"\n' >"$dir/sample-oci.toml"
 if [ "$tour" = pod ] && [ "$config_version" = 2 ]; then
     cat >>"$dir/config.toml" <<TOML
 [plugins."io.containerd.grpc.v1.cri"]
@@ -78,6 +93,10 @@ if [ "$tour" = pod ] && [ "$config_version" = 2 ]; then
   runtime_type = "io.containerd.runc.v2"
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.sample]
   runtime_type = "com.example.sample.v2"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.sample-oci]
+  runtime_type = "com.example.sample.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.sample-oci.options]
+    ConfigPath = "$dir/sample-oci.toml"
 [plugins."io.containerd.grpc.v1.cri".cni]
   bin_dir = "$dir/cni/bin"
   conf_dir = "$dir/cni/conf"
@@ -94,6 +113,10 @@ elif [ "$tour" = pod ]; then
   runtime_type = "io.containerd.runc.v2"
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.sample]
   runtime_type = "com.example.sample.v2"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.sample-oci]
+  runtime_type = "com.example.sample.v2"
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.sample-oci.options]
+    ConfigPath = "$dir/sample-oci.toml"
 [plugins."io.containerd.cri.v1.runtime".cni]
   bin_dir = "$dir/cni/bin"
   conf_dir = "$dir/cni/conf"
@@ -142,4 +165,14 @@ for _ in $(seq 200); do
     sleep 0.1
 done
 
-"$demo" --address "$dir/containerd.sock" "$tour" --yes "$@"
+tour_args=()
+if [ "$tour" = pod ]; then
+    for kind in --pause --busybox; do
+        name=$("$sample_image" "$kind" "$dir/image.tar")
+        ctr --address "$dir/containerd.sock" --namespace k8s.io images import "$dir/image.tar" >/dev/null
+        [ "$kind" = --busybox ] && busybox_image=$name
+    done
+    [ "$oci" = yes ] && tour_args=(--handler sample-oci --image "$busybox_image")
+fi
+
+"$demo" --address "$dir/containerd.sock" "$tour" --yes "${tour_args[@]}" "$@"

@@ -417,7 +417,10 @@ async fn two_pods_take_updates_and_survive_a_containerd_restart() {
         assert!(mounts_of(id).is_empty(), "{id}: {:?}", mounts_of(id));
     }
     // The pod's parent is the kubelet's to remove; runc removed the pod's cgroups in it.
-    let top = parent.rsplit_once('/').map_or(parent.as_str(), |(top, _)| top).to_string();
+    let top = parent
+        .rsplit_once('/')
+        .map_or(parent.as_str(), |(top, _)| top)
+        .to_string();
     for dir in integration::cgroup_dirs(&top) {
         integration::remove_cgroup_tree(&dir);
     }

@@ -19,8 +19,15 @@ fn demo(cd: &Containerd) -> Command {
 
 /// Runs `shim-demo <tour> --json`, which must succeed; returns its steps and its stdout.
 fn json_steps(cd: &Containerd, tour: &str) -> (Vec<Value>, String) {
+    json_steps_with(cd, &[tour])
+}
+
+/// Runs `shim-demo <args...> --json`, which must succeed; returns its steps and stdout.
+fn json_steps_with(cd: &Containerd, args: &[&str]) -> (Vec<Value>, String) {
+    let tour = args.first().copied().unwrap_or_default();
     let output = demo(cd)
-        .args([tour, "--json"])
+        .args(args)
+        .arg("--json")
         .output()
         .expect("run shim-demo");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -212,6 +219,7 @@ fn the_pod_tour_runs_every_step_over_the_cri_api() {
             "preflight",
             "sandbox",
             "containers",
+            "namespaces",
             "log_file",
             "exec_sync",
             "stop",
@@ -233,9 +241,43 @@ fn the_pod_tour_runs_every_step_over_the_cri_api() {
     assert_eq!(step("stop")["clock_exit"], 143);
     assert_eq!(step("stop")["stubborn_exit"], 137);
     assert_eq!(step("removal")["shim_exited"], true);
+    assert_eq!(step("namespaces")["in_host_pid_namespace"], true);
     cd.wait_shims_gone();
     let images = cd.ctr_ok(&["--namespace", "k8s.io", "images", "ls", "-q"]);
     assert!(!images.contains(integration::image::IMAGE), "{images}");
+}
+
+/// The pod tour with the OCI mode's handler (`make demo-pod-oci`): the same steps, and the
+/// pod's processes in the pause's namespaces instead of the host's.
+#[test]
+fn the_pod_tour_runs_in_real_containers_with_the_oci_handler() {
+    let Some(cd) = Containerd::start_cri() else {
+        return;
+    };
+    let image = integration::image::BUSYBOX;
+    let args = [
+        "pod",
+        "--handler",
+        integration::OCI_HANDLER,
+        "--image",
+        image,
+    ];
+    let (steps, stdout) = json_steps_with(&cd, &args);
+    assert!(steps.iter().all(|s| s["ok"] == true), "{stdout}");
+    let step =
+        |name: &str| steps.iter().find(|s| s["step"] == name).expect("step")["observed"].clone();
+    assert_eq!(step("preflight")["oci"], true, "{stdout}");
+    let namespaces = step("namespaces");
+    assert_eq!(namespaces["pause_pid_inside"], 1, "{namespaces}");
+    assert_eq!(
+        namespaces["shares_pause_pid_namespace"], true,
+        "{namespaces}"
+    );
+    assert_eq!(namespaces["in_host_pid_namespace"], false, "{namespaces}");
+    assert_eq!(step("stop")["clock_exit"], 143);
+    assert_eq!(step("stop")["stubborn_exit"], 137);
+    assert_eq!(step("removal")["shim_exited"], true);
+    cd.wait_shims_gone();
 }
 
 /// An installed containerd often has the CRI plugin disabled: exit code 2 and what to do.

@@ -20,6 +20,10 @@ pub const CLOCK: [&str; 3] = [
     "while date --rfc-3339=seconds; do sleep 5; done",
 ];
 
+/// The same loop in a busybox image (the OCI mode): busybox's `date` has no
+/// `--rfc-3339`; `-Iseconds` is the same instant in ISO 8601.
+pub const CLOCK_OCI: [&str; 3] = ["sh", "-c", "while date -Iseconds; do sleep 5; done"];
+
 /// A process that ignores SIGTERM, as some real ones do.
 pub const STUBBORN: [&str; 3] = [
     "sh",
@@ -31,7 +35,8 @@ pub async fn run(tour: &mut PodTour) -> Result<Observed> {
     let image = tour.options.image.clone();
     let (pod_id, pod) = (tour.pod_id.clone(), tour.pod.clone());
     let mut pids = Vec::new();
-    for (name, command) in [("clock", CLOCK), ("stubborn", STUBBORN)] {
+    let clock = if tour.oci { CLOCK_OCI } else { CLOCK };
+    for (name, command) in [("clock", clock), ("stubborn", STUBBORN)] {
         tour.ui.command(&format!(
             "crictl create {} {name}.json pod.json && crictl start <id>",
             short(&pod_id)
@@ -82,7 +87,7 @@ pub async fn run(tour: &mut PodTour) -> Result<Observed> {
         .map(|row| row.command)
         .unwrap_or_default();
     tour.check(
-        clock.contains("date --rfc-3339"),
+        clock.contains("date --rfc-3339") || clock.contains("date -Iseconds"),
         "a CRI container runs its spec's command (here, the Go sample's date loop)",
     )?;
     tour.ui.notice(

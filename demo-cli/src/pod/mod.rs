@@ -25,6 +25,7 @@ mod cleanup;
 mod containers;
 mod exec;
 mod logs;
+mod namespaces;
 pub mod preflight;
 mod remove;
 mod sandbox;
@@ -76,6 +77,9 @@ pub struct PodTour {
     pub pause: i32,
     /// Images the tour imported, removed by the cleanup.
     pub imported: Vec<String>,
+    /// Whether the handler runs our shim in the OCI mode (its options name a config file):
+    /// real containers instead of host processes.
+    pub oci: bool,
 }
 
 impl PodTour {
@@ -142,6 +146,11 @@ const STEPS: &[Step<PodTour>] = &[
         run: |tour| Box::pin(containers::run(tour)),
     },
     Step {
+        name: "namespaces",
+        title: "Whose namespaces? The pod's, or the host's",
+        run: |tour| Box::pin(namespaces::run(tour)),
+    },
+    Step {
         name: "log_file",
         title: "The log file the CRI plugin writes",
         run: |tour| Box::pin(logs::run(tour)),
@@ -204,6 +213,7 @@ pub async fn run(mut options: Options) -> i32 {
         shim: 0,
         pause: 0,
         imported: Vec::new(),
+        oci: false,
     };
     let code = steps::run(&mut tour, ui, STEPS, |tour, number| {
         Box::pin(cleanup::run(tour, number))

@@ -66,8 +66,17 @@ pub async fn run(tour: &mut PodTour) -> Result<Observed> {
             how_to_configure(&handler)
         );
     }
+    // A handler whose options name a config file runs our shim in the OCI mode.
+    tour.oci = config["containerd"]["runtimes"][&handler]["options"]["ConfigPath"]
+        .as_str()
+        .is_some_and(|path| !path.is_empty());
+    let mode = if tour.oci {
+        "in the OCI mode (its options name a config file): real containers, through runc"
+    } else {
+        "in the host mode: host processes"
+    };
     tour.ui
-        .ok(&format!("the handler {handler:?} runs {RUNTIME}"));
+        .ok(&format!("the handler {handler:?} runs {RUNTIME}, {mode}"));
     tour.ui
         .command("crictl info | jq .config.containerd.runtimes");
 
@@ -116,6 +125,7 @@ pub async fn run(tour: &mut PodTour) -> Result<Observed> {
         "cri_version": version,
         "handler": handler,
         "runtime_type": runtime_type,
+        "oci": tour.oci,
         "sandbox_image": sandbox_image,
     })))
 }
