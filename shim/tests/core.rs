@@ -1217,10 +1217,9 @@ async fn the_oci_mode_makes_an_exec_at_its_start_and_forgets_an_unstarted_one() 
         .pid as i32;
     assert!(state.join("oci").exists(), "runc has the container");
     h.start("oci", "").await.expect("start");
-    assert_eq!(
-        ProcStat::read(init).map(|s| s.state).ok(),
-        Some('S'),
-        "the init sleeps"
+    assert!(
+        ProcStat::read(init).is_ok_and(|s| s.state != 'Z'),
+        "the init runs"
     );
 
     h.exec("oci", "five", &["sh", "-c", "exit 5"])
