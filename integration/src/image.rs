@@ -1,10 +1,12 @@
-//! The tiny OCI image as an archive for `ctr images import`.
+//! The test images, as OCI image layout archives for `ctr images import`: the machines
+//! that run the tests reach no registry.
 //!
-//! The machines that run the tests reach no registry, and the shim ignores the image anyway
-//! (it runs host processes). `ctr container create` still wants an image in the store, so
-//! the harness packs the layer-less image `shim-demo` also uses (a config and a manifest:
-//! see `shim_demo::image`) into an OCI image layout archive. With no layers, unpacking
-//! mounts nothing.
+//! - [`IMAGE`]: the tiny, layer-less image `shim-demo` also uses (a config and a manifest:
+//!   see `shim_demo::image`). The host mode ignores images, but `ctr container create`
+//!   wants one in the store; with no layers, unpacking mounts nothing.
+//! - [`BUSYBOX`]: a real root filesystem for the OCI mode, one layer of Debian's
+//!   `busybox-static` with every applet.
+//! - [`PAUSE`]: busybox plus a static `/pause`, a pod's sandbox image.
 
 use std::{io::Write, path::Path};
 
@@ -20,7 +22,12 @@ pub fn write_oci_archive(path: &Path, name: &str) -> Result<()> {
     let mut descriptor = image.manifest_descriptor();
     descriptor["annotations"] = serde_json::json!({ "io.containerd.image.name": name });
     let index = serde_json::json!({ "schemaVersion": 2, "manifests": [descriptor] }).to_string();
+    pack(path, &index, &[&image.config, &image.manifest])
+}
 
+/// Writes the OCI image layout archive: `oci-layout`, the `index` and each blob under its
+/// digest.
+fn pack(path: &Path, index: &str, blobs: &[&Vec<u8>]) -> Result<()> {
     let mut archive = tar::Builder::new(std::fs::File::create(path)?);
     let mut add = |name: &str, data: &[u8]| -> Result<()> {
         let mut header = tar::Header::new_ustar();
@@ -32,7 +39,7 @@ pub fn write_oci_archive(path: &Path, name: &str) -> Result<()> {
     };
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     add("index.json", index.as_bytes())?;
-    for blob in [&image.config, &image.manifest] {
+    for blob in blobs {
         let hex = digest(blob).trim_start_matches("sha256:").to_string();
         add(&format!("blobs/sha256/{hex}"), blob)?;
     }
@@ -212,21 +219,6 @@ fn write_layered_archive(
         "annotations": { "io.containerd.image.name": name },
     });
     let index = serde_json::json!({ "schemaVersion": 2, "manifests": [descriptor] }).to_string();
-    let mut archive = tar::Builder::new(std::fs::File::create(path)?);
-    let mut add = |name: &str, data: &[u8]| -> Result<()> {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        archive.append_data(&mut header, name, data)?;
-        Ok(())
-    };
-    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    add("index.json", index.as_bytes())?;
-    for blob in layers.iter().chain([&config, &manifest]) {
-        let hex = digest(blob).trim_start_matches("sha256:").to_string();
-        add(&format!("blobs/sha256/{hex}"), blob)?;
-    }
-    archive.into_inner()?.flush()?;
-    Ok(())
+    let blobs: Vec<&Vec<u8>> = layers.iter().chain([&config, &manifest]).collect();
+    pack(path, &index, &blobs)
 }
