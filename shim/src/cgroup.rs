@@ -18,13 +18,39 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    resources::Resources,
+};
 
-/// The v1 controllers a task's cgroup is made in.
-pub const V1_CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "freezer"];
+/// The v1 hierarchies a task's cgroup is made in, those of them that are mounted: every
+/// controller runc joins, and systemd's named hierarchy.
+pub const V1_HIERARCHIES: [&str; 15] = [
+    "blkio",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "freezer",
+    "hugetlb",
+    "memory",
+    "misc",
+    "name=systemd",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "pids",
+    "rdma",
+];
+
+/// The key of a hybrid machine's cgroup2 mount among a [`Hierarchy::V1`]'s mounts: runc
+/// places a task there too, at the same path.
+pub const UNIFIED: &str = "unified";
 
 /// The v2 controllers a task's cgroup asks its parents for.
-pub const V2_CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
+pub const V2_CONTROLLERS: [&str; 8] = [
+    "cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc",
+];
 
 /// Which cgroup layout the machine has, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +68,8 @@ impl Hierarchy {
     }
 
     /// The layout a `mountinfo` text describes: v1 when any v1 controller is mounted
-    /// (hybrid machines included), else v2 when a cgroup2 is mounted.
+    /// (hybrid machines included, with their cgroup2 mount as [`UNIFIED`]), else v2 when a
+    /// cgroup2 is mounted.
     pub fn from_mountinfo(text: &str) -> Option<Hierarchy> {
         let mut v1 = BTreeMap::new();
         let mut v2 = None;
@@ -57,7 +84,7 @@ impl Hierarchy {
             match (fs_type, mount_point) {
                 (Some("cgroup"), Some(point)) => {
                     for option in super_options.unwrap_or_default().split(',') {
-                        if V1_CONTROLLERS.contains(&option) {
+                        if V1_HIERARCHIES.contains(&option) {
                             v1.insert(option.to_string(), point.clone());
                         }
                     }
@@ -67,6 +94,9 @@ impl Hierarchy {
             }
         }
         if !v1.is_empty() {
+            if let Some(unified) = v2 {
+                v1.insert(UNIFIED.to_string(), unified);
+            }
             Some(Hierarchy::V1(v1))
         } else {
             v2.map(Hierarchy::V2)
@@ -171,31 +201,99 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
-    /// Its directories: one per v1 controller, or one.
+    /// Its directories: one per v1 hierarchy (co-mounted controllers share one), or one.
     pub fn dirs(&self) -> Vec<PathBuf> {
         let relative = self.path.strip_prefix("/").unwrap_or(&self.path);
         match &self.hierarchy {
-            Hierarchy::V1(mounts) => mounts.values().map(|m| m.join(relative)).collect(),
+            Hierarchy::V1(mounts) => {
+                let mut dirs: Vec<PathBuf> = mounts.values().map(|m| m.join(relative)).collect();
+                dirs.sort();
+                dirs.dedup();
+                dirs
+            }
             Hierarchy::V2(root) => vec![root.join(relative)],
         }
     }
 
+    /// The cgroup2 directory of the cgroup: on v2 its one directory, on a hybrid v1
+    /// machine the one in [`UNIFIED`]. A process can be born there (`CLONE_INTO_CGROUP`).
+    pub fn unified_dir(&self) -> Option<PathBuf> {
+        match &self.hierarchy {
+            Hierarchy::V1(_) => self.dir_of(UNIFIED),
+            Hierarchy::V2(_) => self.dir_of("cgroup"),
+        }
+    }
+
+    /// Where a new process joins the cgroup: the cgroup2 directory it is born in
+    /// (`CLONE_INTO_CGROUP`), and the `cgroup.procs` file of every other (v1) directory,
+    /// which it moves itself into.
+    pub fn placement(&self) -> (Option<PathBuf>, Vec<PathBuf>) {
+        let unified = self.unified_dir();
+        let procs = self
+            .dirs()
+            .into_iter()
+            .filter(|dir| Some(dir) != unified.as_ref())
+            .map(|dir| dir.join("cgroup.procs"))
+            .collect();
+        (unified, procs)
+    }
+
     /// Makes the cgroup (and its parents). On v2 each parent also enables, for its
-    /// children, the controllers it has of [`V2_CONTROLLERS`].
+    /// children, the controllers it has of [`V2_CONTROLLERS`]. On v1 a new cpuset cgroup
+    /// gets its parent's CPUs and memory nodes: it starts with none, and the kernel refuses
+    /// a process into it (`ENOSPC`).
     pub fn create(&self) -> io::Result<()> {
-        if let Hierarchy::V2(root) = &self.hierarchy {
-            let mut dir = root.clone();
-            for part in self.path.components().skip(1) {
-                enable_controllers(&dir)?;
-                dir.push(part);
-                if !dir.is_dir() {
-                    fs::create_dir(&dir)?;
+        let mounts = match &self.hierarchy {
+            Hierarchy::V2(root) => return self.create_v2(root),
+            Hierarchy::V1(mounts) => mounts,
+        };
+        for (name, mount) in mounts {
+            match name.as_str() {
+                "cpuset" => self.create_cpuset(mount)?,
+                _ => fs::create_dir_all(self.below(mount))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// `mount` joined with the cgroup's path.
+    fn below(&self, mount: &Path) -> PathBuf {
+        mount.join(self.path.strip_prefix("/").unwrap_or(&self.path))
+    }
+
+    /// Makes the v2 cgroup below `root`, level by level, enabling controllers in each
+    /// parent.
+    fn create_v2(&self, root: &Path) -> io::Result<()> {
+        let mut dir = root.to_path_buf();
+        for part in self.path.components().skip(1) {
+            enable_controllers(&dir)?;
+            dir.push(part);
+            if !dir.is_dir() {
+                fs::create_dir(&dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the v1 cpuset cgroup below `mount`, level by level, filling each level's
+    /// empty `cpuset.cpus` and `cpuset.mems` from its parent, as runc does.
+    fn create_cpuset(&self, mount: &Path) -> io::Result<()> {
+        let mut dir = mount.to_path_buf();
+        for part in self.path.components().skip(1) {
+            let parent = dir.clone();
+            dir.push(part);
+            if !dir.is_dir() {
+                fs::create_dir(&dir)?;
+            }
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                let own = fs::read_to_string(dir.join(file)).unwrap_or_default();
+                if own.trim().is_empty() {
+                    let inherited = fs::read_to_string(parent.join(file))?;
+                    if !inherited.trim().is_empty() {
+                        write_file(&dir.join(file), inherited.trim())?;
+                    }
                 }
             }
-            return Ok(());
-        }
-        for dir in self.dirs() {
-            fs::create_dir_all(&dir)?;
         }
         Ok(())
     }
@@ -263,7 +361,8 @@ impl Cgroup {
     }
 
     /// The directory with `controller`'s files: on v1 that controller's hierarchy (`None`
-    /// when not mounted), on v2 the one directory.
+    /// when not mounted; [`UNIFIED`] for a hybrid machine's cgroup2), on v2 the one
+    /// directory.
     pub fn dir_of(&self, controller: &str) -> Option<PathBuf> {
         let relative = self.path.strip_prefix("/").unwrap_or(&self.path);
         match &self.hierarchy {
@@ -342,7 +441,7 @@ impl Cgroup {
 
 /// Writes `value` into the existing cgroup file `path`. Without `O_CREAT`: cgroupfs
 /// answers a missing file with `NotFound` then, not `PermissionDenied`.
-fn write_file(path: &Path, value: &str) -> io::Result<()> {
+pub(crate) fn write_file(path: &Path, value: &str) -> io::Result<()> {
     use std::io::Write;
     fs::OpenOptions::new()
         .write(true)
@@ -373,169 +472,6 @@ pub fn key_values(text: &str) -> BTreeMap<&str, u64> {
             Some((key, value.trim().parse().ok()?))
         })
         .collect()
-}
-
-/// The limits of `linux.resources` the shim applies: memory and swap,
-/// CPU shares and quota, pids.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Resources {
-    /// Memory limit in bytes (`memory.limit`).
-    pub memory: Option<i64>,
-    /// Memory plus swap in bytes (`memory.swap`, v1's `memsw`).
-    pub memory_and_swap: Option<i64>,
-    /// CPU shares (`cpu.shares`, 2 to 262144).
-    pub cpu_shares: Option<u64>,
-    /// CPU quota per period, microseconds (`cpu.quota`; -1: none).
-    pub cpu_quota: Option<i64>,
-    /// The quota's period, microseconds (`cpu.period`).
-    pub cpu_period: Option<u64>,
-    /// Most processes (`pids.limit`; 0 or less: none).
-    pub pids: Option<i64>,
-}
-
-impl Resources {
-    /// The (controller file, value) writes for `hierarchy`'s version, in an order the
-    /// kernel accepts (v1: the memory limit before memory + swap).
-    pub fn writes(&self, v2: bool) -> Vec<(&'static str, String)> {
-        let mut writes = Vec::new();
-        let limit = |v: i64| {
-            if v < 0 {
-                "max".to_string()
-            } else {
-                v.to_string()
-            }
-        };
-        if v2 {
-            if let Some(memory) = self.memory {
-                writes.push(("memory.max", limit(memory)));
-            }
-            if let (Some(both), Some(memory)) = (self.memory_and_swap, self.memory) {
-                // v2 limits swap alone: memory + swap minus memory.
-                let swap = if both < 0 { -1 } else { (both - memory).max(0) };
-                writes.push(("memory.swap.max", limit(swap)));
-            }
-            if let Some(shares) = self.cpu_shares {
-                writes.push(("cpu.weight", shares_to_weight(shares).to_string()));
-            }
-            if self.cpu_quota.is_some() || self.cpu_period.is_some() {
-                let quota = self
-                    .cpu_quota
-                    .filter(|q| *q > 0)
-                    .map_or("max".to_string(), |q| q.to_string());
-                let period = self.cpu_period.unwrap_or(100_000);
-                writes.push(("cpu.max", format!("{quota} {period}")));
-            }
-            if let Some(pids) = self.pids {
-                writes.push((
-                    "pids.max",
-                    if pids > 0 {
-                        pids.to_string()
-                    } else {
-                        "max".into()
-                    },
-                ));
-            }
-        } else {
-            if let Some(memory) = self.memory {
-                writes.push(("memory.limit_in_bytes", memory.to_string()));
-            }
-            if let Some(both) = self.memory_and_swap {
-                writes.push(("memory.memsw.limit_in_bytes", both.to_string()));
-            }
-            if let Some(shares) = self.cpu_shares {
-                writes.push(("cpu.shares", shares.to_string()));
-            }
-            if let Some(period) = self.cpu_period {
-                writes.push(("cpu.cfs_period_us", period.to_string()));
-            }
-            if let Some(quota) = self.cpu_quota {
-                writes.push(("cpu.cfs_quota_us", quota.to_string()));
-            }
-            if let Some(pids) = self.pids {
-                writes.push((
-                    "pids.max",
-                    if pids > 0 {
-                        pids.to_string()
-                    } else {
-                        "max".into()
-                    },
-                ));
-            }
-        }
-        writes
-    }
-}
-
-/// cgroup v1's CPU shares as v2's weight, the conversion runc and crun use: 2 → 1,
-/// 1024 → 39, 262144 → 10000.
-pub fn shares_to_weight(shares: u64) -> u64 {
-    if shares == 0 {
-        return 100;
-    }
-    1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
-}
-
-impl Cgroup {
-    /// Writes `resources` into the cgroup's files (on v1, each into its controller's
-    /// directory, found by the file's prefix).
-    ///
-    /// Swap limits are skipped, with a warning, where the kernel does not account swap
-    /// (no `memory.memsw.*` or `memory.swap.max` file), as runc does. On v1 the memory limit
-    /// may not exceed memory + swap: raising both, the kernel takes the latter first, so a
-    /// refused memory limit is tried again after it.
-    pub fn apply(&self, resources: &Resources) -> io::Result<()> {
-        // v2 keeps quota and period in one file: the one not given stays as it is.
-        let mut resources = resources.clone();
-        if self.is_v2() && resources.cpu_quota.is_some() != resources.cpu_period.is_some() {
-            let now = self.read("cpu", "cpu.max").unwrap_or_default();
-            let mut now = now.split_whitespace();
-            let (quota, period) = (now.next(), now.next());
-            resources.cpu_quota = resources
-                .cpu_quota
-                .or_else(|| Some(quota?.parse().unwrap_or(-1)));
-            resources.cpu_period = resources.cpu_period.or_else(|| period?.parse().ok());
-        }
-        let writes = resources.writes(self.is_v2());
-        let swap_file = |f: &str| f.contains("swap") || f.contains("memsw");
-        for (file, value) in &writes {
-            let controller = file.split('.').next().unwrap_or_default();
-            let dir = self.dir_of(controller).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("{file}: the {controller} controller is not mounted"),
-                )
-            })?;
-            match write_file(&dir.join(file), value) {
-                Err(err) if swap_file(file) && err.kind() == io::ErrorKind::NotFound => {
-                    log::warn!("{file}: the kernel does not account swap; not limited");
-                }
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::Unsupported,
-                        format!(
-                            "{file}: the {controller} controller is not available to this \
-                             cgroup (not enabled in its parent's cgroup.subtree_control)"
-                        ),
-                    ));
-                }
-                Err(err)
-                    if *file == "memory.limit_in_bytes"
-                        && err.raw_os_error() == Some(libc::EINVAL) =>
-                {
-                    let Some((both, value_both)) = writes
-                        .iter()
-                        .find(|(f, _)| *f == "memory.memsw.limit_in_bytes")
-                    else {
-                        return Err(err);
-                    };
-                    write_file(&dir.join(both), value_both)?;
-                    write_file(&dir.join(file), value)?;
-                }
-                result => result?,
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Enables in `dir`'s `cgroup.subtree_control` the controllers of [`V2_CONTROLLERS`] that
@@ -587,33 +523,11 @@ pub fn from_spec(spec: &oci_spec::runtime::Spec) -> Result<Option<(PathBuf, Reso
     let Some(path) = cgroup_path(&path)? else {
         return Ok(None);
     };
-    let resources = linux
-        .resources()
-        .as_ref()
-        .map(Resources::from_linux)
-        .unwrap_or_default();
+    let resources = match linux.resources() {
+        Some(resources) => Resources::from_linux(resources)?,
+        None => Resources::default(),
+    };
     Ok(Some((path, resources)))
-}
-
-impl Resources {
-    /// The limits of the runtime spec's `LinuxResources` this shim applies; the rest
-    /// (devices, block IO, hugepages, ...) is left alone.
-    pub fn from_linux(res: &oci_spec::runtime::LinuxResources) -> Resources {
-        let mut resources = Resources::default();
-        if let Some(memory) = res.memory() {
-            resources.memory = memory.limit();
-            resources.memory_and_swap = memory.swap();
-        }
-        if let Some(cpu) = res.cpu() {
-            resources.cpu_shares = cpu.shares();
-            resources.cpu_quota = cpu.quota();
-            resources.cpu_period = cpu.period();
-        }
-        if let Some(pids) = res.pids() {
-            resources.pids = Some(pids.limit());
-        }
-        resources
-    }
 }
 
 #[cfg(test)]
@@ -629,7 +543,7 @@ pub(crate) mod tests {
 30 25 0:27 / /sys/fs/cgroup/systemd rw,nosuid - cgroup cgroup rw,name=systemd
 ";
 
-    const UNIFIED: &str = "\
+    const V2_ONLY: &str = "\
 25 1 0:22 / /sys/fs/cgroup rw,nosuid,nodev shared:4 - cgroup2 cgroup2 rw,nsdelegate
 ";
 
@@ -641,9 +555,27 @@ pub(crate) mod tests {
         assert_eq!(mounts["memory"], Path::new("/sys/fs/cgroup/memory"));
         assert_eq!(mounts["cpu"], Path::new("/sys/fs/cgroup/cpu,cpuacct"));
         assert_eq!(mounts["cpuacct"], Path::new("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(mounts["name=systemd"], Path::new("/sys/fs/cgroup/systemd"));
+        assert_eq!(mounts[UNIFIED], Path::new("/sys/fs/cgroup/unified"));
         assert!(!mounts.contains_key("freezer"), "{mounts:?}");
+        // One directory per hierarchy; the process is born in the cgroup2 one and moves
+        // itself into the others.
+        let cgroup = Cgroup {
+            hierarchy: Hierarchy::V1(mounts),
+            path: PathBuf::from("/default/t1"),
+        };
+        assert_eq!(cgroup.dirs().len(), 5, "{:?}", cgroup.dirs());
+        let (born_in, moves_into) = cgroup.placement();
         assert_eq!(
-            Hierarchy::from_mountinfo(UNIFIED),
+            born_in.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/unified/default/t1"))
+        );
+        assert_eq!(moves_into.len(), 4, "{moves_into:?}");
+        assert!(moves_into
+            .iter()
+            .all(|f| f.ends_with("default/t1/cgroup.procs")));
+        assert_eq!(
+            Hierarchy::from_mountinfo(V2_ONLY),
             Some(Hierarchy::V2(PathBuf::from("/sys/fs/cgroup")))
         );
         assert_eq!(
@@ -700,64 +632,11 @@ pub(crate) mod tests {
         cgroup.create().expect("create");
         assert_eq!(
             fs::read_to_string(root.path().join("cgroup.subtree_control")).expect("read"),
-            "+cpu +memory +pids"
+            "+cpuset +cpu +io +memory +pids"
         );
         assert!(root.path().join("default/t1").is_dir());
         cgroup.remove().expect("remove");
         assert!(!root.path().join("default/t1").exists());
-    }
-
-    #[test]
-    fn resources_become_each_version_s_files() {
-        let resources = Resources {
-            memory: Some(32 << 20),
-            memory_and_swap: Some(64 << 20),
-            cpu_shares: Some(1024),
-            cpu_quota: Some(50_000),
-            cpu_period: Some(100_000),
-            pids: Some(100),
-        };
-        assert_eq!(
-            resources.writes(false),
-            [
-                ("memory.limit_in_bytes", "33554432".to_string()),
-                ("memory.memsw.limit_in_bytes", "67108864".into()),
-                ("cpu.shares", "1024".into()),
-                ("cpu.cfs_period_us", "100000".into()),
-                ("cpu.cfs_quota_us", "50000".into()),
-                ("pids.max", "100".into()),
-            ]
-        );
-        assert_eq!(
-            resources.writes(true),
-            [
-                ("memory.max", "33554432".to_string()),
-                ("memory.swap.max", "33554432".into()),
-                ("cpu.weight", "39".into()),
-                ("cpu.max", "50000 100000".into()),
-                ("pids.max", "100".into()),
-            ]
-        );
-        let unlimited = Resources {
-            memory: Some(-1),
-            memory_and_swap: Some(-1),
-            cpu_quota: Some(-1),
-            pids: Some(0),
-            ..Default::default()
-        };
-        assert_eq!(
-            unlimited.writes(true),
-            [
-                ("memory.max", "max".to_string()),
-                ("memory.swap.max", "max".into()),
-                ("cpu.max", "max 100000".into()),
-                ("pids.max", "max".into()),
-            ]
-        );
-        assert_eq!(
-            (shares_to_weight(2), shares_to_weight(262_144)),
-            (1, 10_000)
-        );
     }
 
     /// The real hierarchy of this machine, as root: a cgroup is made, takes a process and a
@@ -872,6 +751,37 @@ pub(crate) mod tests {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(libc::SIGKILL), "destroy killed it");
         assert!(cgroup.dirs().iter().all(|d| !d.exists()), "removed");
+    }
+
+    /// A new v1 cpuset cgroup gets its parent's CPUs and memory nodes at every level (the
+    /// kernel leaves them empty, and refuses a process into an empty one).
+    #[test]
+    fn v1_cpusets_are_filled_from_their_parents() {
+        let root = tempfile::tempdir().expect("root");
+        let cpuset = root.path().join("cpuset");
+        fs::create_dir(&cpuset).expect("mkdir");
+        fs::write(cpuset.join("cpuset.cpus"), "0-1\n").expect("w");
+        fs::write(cpuset.join("cpuset.mems"), "0\n").expect("w");
+        // What the kernel makes in a new directory: the files, empty.
+        let cgroup = Cgroup {
+            hierarchy: Hierarchy::V1(BTreeMap::from([("cpuset".to_string(), cpuset.clone())])),
+            path: PathBuf::from("/default/t1"),
+        };
+        for level in ["default", "default/t1"] {
+            fs::create_dir(cpuset.join(level)).expect("mkdir");
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                fs::write(cpuset.join(level).join(file), "").expect("w");
+            }
+        }
+        cgroup.create().expect("create");
+        for level in ["default", "default/t1"] {
+            let dir = cpuset.join(level);
+            assert_eq!(
+                fs::read_to_string(dir.join("cpuset.cpus")).expect("r"),
+                "0-1"
+            );
+            assert_eq!(fs::read_to_string(dir.join("cpuset.mems")).expect("r"), "0");
+        }
     }
 
     #[test]

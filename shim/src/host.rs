@@ -21,13 +21,10 @@
 
 use std::{
     collections::HashMap,
+    ffi::OsStr,
     io,
-    os::{
-        fd::{AsRawFd, OwnedFd, RawFd},
-        unix::process::CommandExt,
-    },
+    os::fd::{AsRawFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
-    process::Command,
     sync::Arc,
     time::Duration,
 };
@@ -53,6 +50,8 @@ use crate::{
     model::{Member, ProcessModel, Processes, Spawned},
     oom::OomWatch,
     procfs::{self, ProcStat},
+    resources::{self, Resources},
+    spawn::{self, Birth, Joining},
     spec::{self, Kind, ProcessSpec},
     stdio::ChildStdio,
     sys::{self, Signal},
@@ -125,6 +124,9 @@ impl ProcessModel for Host {
                     let _ = cgroup.remove();
                     return Err(err);
                 }
+                if let Some(what) = resources.unenforced(cgroup.is_v2()) {
+                    warn!("{id}: {what}");
+                }
                 Members::Cgroup(cgroup)
             }
             _ => Members::Tree,
@@ -138,6 +140,7 @@ impl ProcessModel for Host {
             registry: self.registry.clone(),
             init: None,
             gates: HashMap::new(),
+            joining: HashMap::new(),
         }))
     }
 
@@ -205,6 +208,17 @@ pub struct HostProcesses {
     init: Option<(i32, Arc<OwnedFd>)>,
     /// Write ends of the start gates of the processes not started yet, by pid.
     gates: HashMap<i32, OwnedFd>,
+    /// Processes still moving into the container's v1 cgroups (`spawn.rs`), or done, until
+    /// `Start` takes the outcome.
+    joining: HashMap<i32, Joined>,
+}
+
+/// Where a new process is in its move into the container's cgroups.
+enum Joined {
+    /// Still moving (or `exec`ing the helper).
+    Pending(Joining),
+    /// Done: in every cgroup and at its gate, or what failed.
+    Done(std::result::Result<(), Error>),
 }
 
 impl HostProcesses {
@@ -240,25 +254,40 @@ impl HostProcesses {
         }
     }
 
-    /// Spawns a process at its start gate, in the container's cgroup if it has one; returns
-    /// it and its gate. On failure nothing is left.
+    /// Spawns a process at its start gate, in the container's cgroup if it has one (born
+    /// there on v2; moving there meanwhile on v1, see `spawn.rs`); keeps its gate and its
+    /// move. On failure nothing is left.
     fn spawn(
-        &self,
+        &mut self,
         process: &ProcessSpec,
         stdio: ChildStdio,
         group: Group,
         name: &str,
-    ) -> Result<(Spawned, OwnedFd)> {
-        let (spawned, gate) = spawn_held(&self.helper, process, stdio, group, name)?;
-        // Into the cgroup while it waits at its start gate: whatever it forks is in too.
-        if let Some(cgroup) = self.cgroup() {
-            if let Err(err) = cgroup.add(spawned.pid) {
-                // The helper exits unstarted and the reaper collects it.
-                let _ = sys::signal_pidfd(&spawned.pidfd, Signal::KILL);
-                return Err(cgroup_error(cgroup, err));
+    ) -> Result<Spawned> {
+        let (spawned, gate, joining) =
+            spawn_held(&self.helper, process, stdio, group, name, self.cgroup())?;
+        self.gates.insert(spawned.pid, gate);
+        self.joining.insert(spawned.pid, Joined::Pending(joining));
+        Ok(spawned)
+    }
+
+    /// Waits until every new process is in the container's cgroups (or failed to get
+    /// there): what lists, signals, freezes or ends the container's processes through its
+    /// cgroup must not miss one still moving.
+    async fn settle(&mut self) {
+        for (pid, joined) in self.joining.iter_mut() {
+            if let Joined::Pending(_) = joined {
+                let Joined::Pending(joining) = std::mem::replace(joined, Joined::Done(Ok(())))
+                else {
+                    continue;
+                };
+                let outcome = joining
+                    .done()
+                    .await
+                    .map_err(|err| spawn_error(&format!("process {pid}"), None, err));
+                *joined = Joined::Done(outcome);
             }
         }
-        Ok((spawned, gate))
     }
 }
 
@@ -332,7 +361,9 @@ impl Processes for HostProcesses {
     }
 
     async fn create(&mut self, stdio: ChildStdio) -> Result<Spawned> {
-        let (spawned, gate) = self.spawn(&self.init_spec, stdio, Group::Own, &self.id)?;
+        let init_spec = self.init_spec.clone();
+        let id = self.id.clone();
+        let spawned = self.spawn(&init_spec, stdio, Group::Own, &id)?;
         let pid = spawned.pid;
         let recorded = procfs::ProcStat::read(pid)
             .map_err(Error::io(format!("read /proc/{pid}/stat")))
@@ -340,9 +371,10 @@ impl Processes for HostProcesses {
         if let Err(err) = recorded {
             // The helper exits unstarted and the reaper collects it.
             let _ = sys::signal_pidfd(&spawned.pidfd, Signal::KILL);
+            self.gates.remove(&pid);
+            self.joining.remove(&pid);
             return Err(err);
         }
-        self.gates.insert(pid, gate);
         self.registry.spawned(&self.id, pid, true, true);
         self.init = Some((pid, spawned.pidfd.clone()));
         Ok(spawned)
@@ -369,13 +401,18 @@ impl Processes for HostProcesses {
         };
         // With a terminal, or a group of its own, the exec leads; otherwise the init does.
         let leads = group == Group::Own || process.terminal;
-        let (spawned, gate) = self.spawn(&process, stdio, group, &name)?;
-        self.gates.insert(spawned.pid, gate);
+        let spawned = self.spawn(&process, stdio, group, &name)?;
         self.registry.spawned(&self.id, spawned.pid, leads, false);
         Ok(Some(spawned))
     }
 
     async fn start(&mut self, _: &Member, pid: i32) -> Result<Option<Spawned>> {
+        // Only what is left of the move into the cgroups: it went on since `Create`.
+        self.settle().await;
+        if let Some(Joined::Done(Err(err))) = self.joining.remove(&pid) {
+            self.gates.remove(&pid);
+            return Err(err);
+        }
         let gate = self
             .gates
             .remove(&pid)
@@ -393,17 +430,21 @@ impl Processes for HostProcesses {
     fn cancel(&mut self, _: &Member, pid: i32) {
         // The pending SIGKILL wins over the end-of-file the helper would read.
         self.gates.remove(&pid);
+        self.joining.remove(&pid);
     }
 
     async fn signal_all(&mut self, signal: Signal) -> Result<()> {
+        self.settle().await;
         self.signal_everything(signal)
     }
 
     async fn list(&mut self) -> Result<Vec<ProcStat>> {
+        self.settle().await;
         self.quick().map_err(Error::io("list the task's processes"))
     }
 
     async fn set_paused(&mut self, paused: bool) -> Result<()> {
+        self.settle().await;
         match self.cgroup().filter(|c| c.can_freeze()) {
             Some(cgroup) => freeze(cgroup, paused).await,
             // SIGSTOP or SIGCONT to every process of the task, which the task can see (its
@@ -438,7 +479,10 @@ impl Processes for HostProcesses {
                 self.id
             )));
         };
-        let resources = cgroup::Resources::from_linux(resources);
+        let resources = Resources::from_linux(resources)?;
+        if let Some(what) = resources.unenforced(cgroup.is_v2()) {
+            warn!("{}: {what}", self.id);
+        }
         cgroup
             .apply(&resources)
             .map_err(|e| limits_error(cgroup, e))?;
@@ -464,6 +508,7 @@ impl Processes for HostProcesses {
         let init = self.init.as_ref().is_some_and(|(p, _)| *p == pid);
         self.registry.exited(&self.id, pid, init);
         self.gates.remove(&pid);
+        self.joining.remove(&pid);
     }
 
     async fn init_exited(&mut self) {
@@ -472,11 +517,14 @@ impl Processes for HostProcesses {
         if let Some((pid, _)) = &self.init {
             self.registry.exited(&self.id, *pid, true);
         }
+        self.settle().await;
         end_all(self).await;
     }
 
     async fn release(&mut self) {
         self.gates.clear();
+        self.settle().await;
+        self.joining.clear();
         if let Some(cgroup) = self.cgroup() {
             // Empty already (the init's exit ended what was left), unless a process was put
             // in from outside.
@@ -607,81 +655,90 @@ async fn freeze(cgroup: &Cgroup, frozen: bool) -> Result<()> {
 }
 
 /// Spawns `process` as the start-gate helper (`helper`, this very binary), with the spec's
-/// environment, working directory and identity, waiting at the gate. Returns it and the
-/// gate's write end: `Start` writes to it, dropping it without a write makes the helper
-/// exit unstarted.
+/// environment, working directory and identity, waiting at the gate, in `cgroup` (see
+/// `spawn.rs`). Returns it, the gate's write end (`Start` writes to it, dropping it without
+/// a write makes the helper exit unstarted), and its move into the cgroup.
 fn spawn_held(
     helper: &Path,
     process: &ProcessSpec,
     stdio: ChildStdio,
     group: Group,
     name: &str,
-) -> Result<(Spawned, OwnedFd)> {
+    cgroup: Option<&Cgroup>,
+) -> Result<(Spawned, OwnedFd, Joining)> {
     let program = process.program.to_string_lossy();
     let arg0 = "containerd-shim-sample-v2";
     process.check_exec_size(&[arg0, gate::SUBCOMMAND, &program], sys::arg_max())?;
     let (gate_read, gate_write) = pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))?;
     let setup = ChildSetup::new(process, gate_read.as_raw_fd());
-
-    let mut command = Command::new(helper);
-    command
-        .arg0(arg0)
-        .arg(gate::SUBCOMMAND)
-        .arg(&process.program)
-        .args(&process.args)
-        .env_clear()
-        .envs(process.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&process.cwd)
-        .stdin(stdio.stdin)
-        .stdout(stdio.stdout)
-        .stderr(stdio.stderr);
+    let argv = [
+        OsStr::new(arg0),
+        OsStr::new(gate::SUBCOMMAND),
+        process.program.as_os_str(),
+    ]
+    .into_iter()
+    .chain(process.args.iter().map(OsStr::new));
+    let env = process.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let mut birth = Birth::new(
+        helper,
+        argv,
+        env,
+        &process.cwd,
+        [stdio.stdin, stdio.stdout, stdio.stderr],
+    )
+    .map_err(|e| Error::InvalidArgument(format!("spawn {name}: {e}")))?;
     if !process.terminal {
-        command.process_group(match group {
+        birth.process_group(match group {
             Group::Own => 0,
             Group::Join(pgid) => pgid,
         });
     }
-    // SAFETY: `ChildSetup::apply` only makes async-signal-safe system calls on data
-    // prepared before the fork (see `sys::child`).
-    unsafe {
-        command.pre_exec(move || setup.apply());
+    if let Some(cgroup) = cgroup {
+        let (dir, procs_files) = cgroup.placement();
+        birth
+            .cgroup(dir.as_deref(), &procs_files)
+            .map_err(|e| cgroup_error(cgroup, e))?;
     }
-    // No `Child::wait` ever: the reaper collects every child (see exits.rs). Dropping
-    // the `Child` neither waits nor kills.
-    let child = command.spawn().map_err(|err| match err.raw_os_error() {
-        // The pre-check above makes this rare (the limit can shrink in between).
+    // SAFETY: `ChildSetup::apply` only makes async-signal-safe system calls on data
+    // prepared before the clone (see `sys::child`).
+    let born = unsafe { birth.spawn(&|| setup.apply()) }
+        .map_err(|err| spawn_error(name, Some(process), err))?;
+    // No `wait` ever: the reaper collects every child (see exits.rs).
+    drop(gate_read);
+    info!("{name}: created process {}, waiting for Start", born.pid);
+    Ok((
+        Spawned {
+            pid: born.pid,
+            pidfd: Arc::new(born.pidfd),
+            terminal: None,
+        },
+        gate_write,
+        born.joining,
+    ))
+}
+
+/// A failed spawn of `name` as an error with the code that says whose fault it is.
+/// `process` (known at `Create`) tells a refused `oomScoreAdj` apart.
+fn spawn_error(name: &str, process: Option<&ProcessSpec>, err: io::Error) -> Error {
+    match spawn::errno_of(&err) {
+        // The pre-check makes this rare (the limit can shrink in between).
         Some(libc::E2BIG) => Error::InvalidArgument(format!(
             "spawn {name}: the arguments and environment exceed what one execve accepts \
              (ARG_MAX {} bytes): {err}",
             sys::arg_max()
         )),
-        Some(libc::EACCES) if lowers_oom_score_unallowed(process.oom_score_adj) => {
+        Some(libc::EACCES)
+            if process.is_some_and(|p| lowers_oom_score_unallowed(p.oom_score_adj)) =>
+        {
             Error::FailedPrecondition(format!(
                 "spawn {name}: process.oomScoreAdj {} refused: it is below the shim's own, \
                  and lowering it needs CAP_SYS_RESOURCE ({err}); containerd's CRI plugin \
                  clamps it with restrict_oom_score_adj = true",
-                process.oom_score_adj.unwrap_or_default()
+                process.and_then(|p| p.oom_score_adj).unwrap_or_default()
             ))
         }
         _ => Error::io(format!("spawn the start-gate helper for {name}"))(err),
-    })?;
-    let pid = child.id() as i32;
-    // Drop our copies of the child's ends now: the output copies see end-of-file only
-    // when every writer is closed.
-    drop(command);
-    drop(gate_read);
-    // Nothing between spawn and here awaits, so the reaper (a task on this same
-    // single-threaded runtime) cannot have reaped the child: the pid is still ours.
-    let pidfd = sys::pidfd_open(pid).map_err(Error::io(format!("pidfd_open({pid})")))?;
-    info!("{name}: created process {pid}, waiting for Start");
-    Ok((
-        Spawned {
-            pid,
-            pidfd: Arc::new(pidfd),
-            terminal: None,
-        },
-        gate_write,
-    ))
+    }
 }
 
 /// Whether `wanted` is an `oom_score_adj` the kernel refuses to set for us: below the
@@ -784,7 +841,10 @@ impl ChildSetup {
 /// (FailedPrecondition).
 fn limits_error(cgroup: &Cgroup, err: io::Error) -> Error {
     let what = format!("cgroup {}: {err}", cgroup.path.display());
-    match err.raw_os_error() {
+    if err.kind() == io::ErrorKind::InvalidInput {
+        return Error::InvalidArgument(what);
+    }
+    match resources::os_error_of(&err) {
         Some(libc::EINVAL | libc::ERANGE) => Error::InvalidArgument(what),
         Some(libc::EBUSY) => Error::FailedPrecondition(what),
         _ if err.kind() == io::ErrorKind::Unsupported => Error::FailedPrecondition(what),
@@ -797,15 +857,40 @@ fn cgroup_error(cgroup: &Cgroup, err: io::Error) -> Error {
     Error::io(format!("cgroup {}", cgroup.path.display()))(err)
 }
 
+/// The environment variable that chooses the cgroups of host-mode tasks (the shim has
+/// containerd's environment): unset or `auto`, what the machine mounts (on a hybrid
+/// machine its v1 hierarchies and its cgroup2 mount, as runc); `v2`, the cgroup2 mount
+/// alone, as on a v2-only machine (a hybrid machine's `/sys/fs/cgroup/unified`: how this
+/// project measures v2 on a v1 machine); `off`, none.
+pub const CGROUPS_VAR: &str = "SAMPLE_SHIM_CGROUPS";
+
 /// The machine's cgroup hierarchy, if the shim may write it; says once why not.
 fn writable_cgroups() -> Option<Hierarchy> {
     if !nix::unistd::geteuid().is_root() {
         info!("not root: tasks run without cgroups");
         return None;
     }
-    let hierarchy = Hierarchy::detect();
-    if hierarchy.is_none() {
-        info!("no cgroup hierarchy is mounted: tasks run without cgroups");
+    let chosen = std::env::var(CGROUPS_VAR).unwrap_or_default();
+    let hierarchy = match chosen.as_str() {
+        "off" => {
+            info!("{CGROUPS_VAR}=off: tasks run without cgroups");
+            return None;
+        }
+        "v2" => Hierarchy::detect().and_then(|h| match h {
+            Hierarchy::V1(mut mounts) => mounts.remove(cgroup::UNIFIED).map(Hierarchy::V2),
+            v2 => Some(v2),
+        }),
+        "" | "auto" => Hierarchy::detect(),
+        other => {
+            warn!("{CGROUPS_VAR}={other:?} is not auto, v2 or off: taken as auto");
+            Hierarchy::detect()
+        }
+    };
+    match &hierarchy {
+        None => info!(
+            "no cgroup hierarchy is mounted ({CGROUPS_VAR}={chosen:?}): tasks run without cgroups"
+        ),
+        Some(h) => debug!("cgroups: {h:?}"),
     }
     hierarchy
 }
@@ -814,7 +899,7 @@ fn writable_cgroups() -> Option<Hierarchy> {
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)]
 mod tests {
-    use std::{os::unix::process::ExitStatusExt, time::Instant};
+    use std::{os::unix::process::ExitStatusExt, process::Command, time::Instant};
 
     use super::*;
 

@@ -27,7 +27,8 @@
 //! | [`gate`] | the start-gate helper that holds a created process until `Start` |
 //! | [`pause`] | the pause process a pod's sandbox runs |
 //! | [`exits`] | from the reaper to the container whose process exited |
-//! | [`cgroup`] | a task's cgroup (v1 or v2): where its processes live, limits, freezer, OOM count |
+//! | [`cgroup`] | a task's cgroup (v1 or v2): where its processes live, freezer, OOM count |
+//! | [`resources`] | the limits of `linux.resources`, as each cgroup version's files |
 //! | [`members`] | which of the shim's processes belong to which container, without a cgroup |
 //! | [`stdio`] | stdin, stdout and stderr between the task and containerd's FIFOs |
 //! | [`logs`] | log URIs: `file://` and `binary://` loggers |
@@ -39,6 +40,7 @@
 //! | [`metrics`] | `Stats`: the cgroup's figures (v1 or v2 `Metrics`), or `/proc`'s |
 //! | [`oom`] | waiting for a cgroup's OOM notifications (eventfd on v1, inotify on v2) |
 //! | [`procfs`] | what `/proc` says about the task's processes |
+//! | [`spawn`] | the birth of a host process: `clone3` into its cgroup, set up, `exec` |
 //! | [`sys`] | the system calls that need care (signals, pidfds, children, what a child does before `exec`), and most of the few `unsafe` blocks |
 //! | [`error`] | the error type and its gRPC codes |
 //! | [`logfmt`] | the shim's own log: logfmt lines into the `log` FIFO containerd copies into its log |
@@ -71,10 +73,12 @@ pub mod process;
 pub mod procfs;
 #[cfg(test)]
 mod proptests;
+pub mod resources;
 pub mod rpc;
 pub mod runtime;
 pub mod service;
 pub mod shim;
+pub mod spawn;
 pub mod spec;
 pub mod stdio;
 pub mod sys;

@@ -28,6 +28,7 @@ use containerd_shim_protos::{
 use crate::{
     cgroup::{key_values, Cgroup},
     procfs::ProcStat,
+    resources::hugepage_sizes,
     sys,
 };
 
@@ -251,7 +252,75 @@ fn v1_metrics(cgroup: &Cgroup) -> v1::Metrics {
             metrics.memory_oom_control = Some(oom).into();
         }
     }
+    if let Some(dir) = cgroup.dir_of("blkio") {
+        metrics.blkio = Some(v1_blkio(&dir)).into();
+    }
+    if let Some(dir) = cgroup.dir_of("hugetlb") {
+        for size in hugepage_sizes(&dir) {
+            let value = |file: &str| value("hugetlb", &format!("hugetlb.{size}.{file}"));
+            metrics.hugetlb.push(v1::HugetlbStat {
+                usage: value("usage_in_bytes").unwrap_or(0),
+                max: value("max_usage_in_bytes").unwrap_or(0),
+                failcnt: value("failcnt").unwrap_or(0),
+                pagesize: size,
+                ..Default::default()
+            });
+        }
+    }
     metrics
+}
+
+/// v1's block I/O figures, from the proportional scheduler's files where the kernel has
+/// them (CFQ's, BFQ's), else from the throttling layer's, as containerd's cgroups package
+/// reads them: `major:minor Op value` lines.
+fn v1_blkio(dir: &std::path::Path) -> v1::BlkIOStat {
+    let mut blkio = v1::BlkIOStat::new();
+    let prefix = ["blkio.", "blkio.bfq."]
+        .into_iter()
+        .find(|p| dir.join(format!("{p}io_service_bytes_recursive")).exists())
+        .unwrap_or("blkio.throttle.");
+    let entries = |name: &str| -> Vec<v1::BlkIOEntry> {
+        let text = std::fs::read_to_string(dir.join(format!("{prefix}{name}"))).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let (device, op, value) = (fields.next()?, fields.next()?, fields.next()?);
+                let (major, minor) = device.split_once(':')?;
+                let (major, minor) = (major.parse().ok()?, minor.parse().ok()?);
+                Some(v1::BlkIOEntry {
+                    op: op.to_string(),
+                    device: device_name(major, minor),
+                    major,
+                    minor,
+                    value: value.parse().ok()?,
+                    ..Default::default()
+                })
+            })
+            .collect()
+    };
+    blkio.io_service_bytes_recursive = entries("io_service_bytes_recursive");
+    blkio.io_serviced_recursive = entries("io_serviced_recursive");
+    if prefix != "blkio.throttle." {
+        blkio.io_queued_recursive = entries("io_queued_recursive");
+        blkio.io_service_time_recursive = entries("io_service_time_recursive");
+        blkio.io_wait_time_recursive = entries("io_wait_time_recursive");
+        blkio.io_merged_recursive = entries("io_merged_recursive");
+        blkio.io_time_recursive = entries("time_recursive");
+        blkio.sectors_recursive = entries("sectors_recursive");
+    }
+    blkio
+}
+
+/// The device node of block device `major:minor` (`/dev/vda`), from sysfs; empty if unknown.
+fn device_name(major: u64, minor: u64) -> String {
+    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("DEVNAME="))
+                .map(|name| format!("/dev/{name}"))
+        })
+        .unwrap_or_default()
 }
 
 fn v2_metrics(cgroup: &Cgroup) -> v2::Metrics {
@@ -348,6 +417,48 @@ fn v2_metrics(cgroup: &Cgroup) -> v2::Metrics {
             [low, high, max, oom, oom_kill, oom_group_kill,]
         );
         metrics.memory_events = Some(counts).into();
+    }
+    if let Some(stat) = read("io.stat") {
+        let mut io = v2::IOStat::new();
+        for line in stat.lines() {
+            let mut fields = line.split_whitespace();
+            let Some((major, minor)) = fields.next().and_then(|d| d.split_once(':')) else {
+                continue;
+            };
+            let mut entry = v2::IOEntry {
+                major: major.parse().unwrap_or(0),
+                minor: minor.parse().unwrap_or(0),
+                ..Default::default()
+            };
+            for field in fields {
+                let Some((key, value)) = field.split_once('=') else {
+                    continue;
+                };
+                let value = value.parse().unwrap_or(0);
+                match key {
+                    "rbytes" => entry.rbytes = value,
+                    "wbytes" => entry.wbytes = value,
+                    "rios" => entry.rios = value,
+                    "wios" => entry.wios = value,
+                    _ => {}
+                }
+            }
+            io.usage.push(entry);
+        }
+        metrics.io = Some(io).into();
+    }
+    if let Some(dir) = cgroup.dir_of("hugetlb") {
+        for size in hugepage_sizes(&dir) {
+            let file = |name: &str| format!("hugetlb.{size}.{name}");
+            let events = read(&file("events")).unwrap_or_default();
+            metrics.hugetlb.push(v2::HugeTlbStat {
+                current: value(&file("current")).unwrap_or(0),
+                max: value(&file("max")).unwrap_or(u64::MAX),
+                failcnt: key_values(&events).get("max").copied().unwrap_or(0),
+                pagesize: size,
+                ..Default::default()
+            });
+        }
     }
     metrics
 }

@@ -478,9 +478,13 @@ fn cgroup_of(pid: i32, hierarchy: &Hierarchy) -> Option<Cgroup> {
         Hierarchy::V1(mounts) => {
             let mut dirs = std::collections::BTreeMap::new();
             for (controller, mount) in mounts {
-                let (_, _, path) = lines
-                    .iter()
-                    .find(|(_, names, _)| names.split(',').any(|n| n == controller))?;
+                let (_, _, path) = lines.iter().find(|(id, names, _)| {
+                    if controller == crate::cgroup::UNIFIED {
+                        *id == "0" && names.is_empty()
+                    } else {
+                        names.split(',').any(|n| n == controller)
+                    }
+                })?;
                 dirs.insert(controller.clone(), below(mount, path));
             }
             Hierarchy::V1(dirs)

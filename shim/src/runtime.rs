@@ -104,9 +104,9 @@ impl Runtime {
             .args(args);
         match stdio {
             Some(stdio) => command
-                .stdin(stdio.stdin)
-                .stdout(stdio.stdout)
-                .stderr(stdio.stderr),
+                .stdin(ChildStdio::for_command(stdio.stdin))
+                .stdout(ChildStdio::for_command(stdio.stdout))
+                .stderr(ChildStdio::for_command(stdio.stderr)),
             None => command
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

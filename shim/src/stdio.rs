@@ -128,14 +128,30 @@ impl TerminalEnds {
     }
 }
 
-/// The child's stdin, stdout and stderr.
+/// The child's stdin, stdout and stderr: each a descriptor, or `None` for `/dev/null`.
 pub struct ChildStdio {
-    /// Read end of the stdin pipe, or `/dev/null`.
-    pub stdin: Stdio,
-    /// Write end of the stdout pipe, or `/dev/null`.
-    pub stdout: Stdio,
-    /// Write end of the stderr pipe, or `/dev/null`.
-    pub stderr: Stdio,
+    /// Read end of the stdin pipe.
+    pub stdin: Option<OwnedFd>,
+    /// Write end of the stdout pipe.
+    pub stdout: Option<OwnedFd>,
+    /// Write end of the stderr pipe.
+    pub stderr: Option<OwnedFd>,
+}
+
+impl ChildStdio {
+    /// `/dev/null` for all three.
+    pub fn null() -> ChildStdio {
+        ChildStdio {
+            stdin: None,
+            stdout: None,
+            stderr: None,
+        }
+    }
+
+    /// One end as `std::process::Command` takes it.
+    pub fn for_command(end: Option<OwnedFd>) -> Stdio {
+        end.map_or_else(Stdio::null, Stdio::from)
+    }
 }
 
 /// The shim's side of each stream: (source, destination) for each copy.
@@ -185,12 +201,12 @@ pub async fn open(
         return open_terminal(paths, pty, uri, context, registry).await;
     }
     let (stdin_child, stdin) = match open_fifo("stdin", &paths.stdin)? {
-        None => (Stdio::null(), None),
+        None => (None, None),
         Some(fifo) => {
             let (read, write) = make_pipe()?;
             let fifo = pipe::Receiver::from_file(fifo).map_err(Error::io("watch stdin FIFO"))?;
             let to_child = pipe::Sender::from_owned_fd(write).map_err(Error::io("stdin pipe"))?;
-            (Stdio::from(read), Some((fifo, to_child)))
+            (Some(read), Some((fifo, to_child)))
         }
     };
     let mut logger = None;
@@ -203,15 +219,15 @@ pub async fn open(
             let file = logs::open_file(&path)?;
             let again = file.try_clone().map_err(Error::io("dup the log file"))?;
             (
-                (Stdio::from(file), None),
-                (stderr_or_null(paths, again), None),
+                (Some(file.into()), None),
+                (stderr_or_null(paths, again.into()), None),
             )
         }
         Some(LogUri::Binary { path, args }) => {
             let ends = Logger::spawn(&path, &args, context, registry).await?;
             logger = Some(ends.logger);
             let stderr = stderr_or_null(paths, ends.stderr);
-            ((Stdio::from(ends.stdout), None), (stderr, None))
+            ((Some(ends.stdout), None), (stderr, None))
         }
     };
     let child = ChildStdio {
@@ -237,12 +253,8 @@ pub async fn open(
 
 /// `end` for the process's stderr, or `/dev/null` when the request left stderr empty (as
 /// containerd's runc shim does with a log URI).
-fn stderr_or_null(paths: &StdioPaths, end: impl Into<Stdio>) -> Stdio {
-    if paths.stderr.is_empty() {
-        Stdio::null()
-    } else {
-        end.into()
-    }
+fn stderr_or_null(paths: &StdioPaths, end: OwnedFd) -> Option<OwnedFd> {
+    (!paths.stderr.is_empty()).then_some(end)
 }
 
 /// A pseudo-terminal: the slave for the child, the master copied to and from the FIFOs, or
@@ -283,11 +295,7 @@ async fn open_terminal(
         stderr: None,
     };
     if pty == PtyMaker::Model {
-        let child = ChildStdio {
-            stdin: Stdio::null(),
-            stdout: Stdio::null(),
-            stderr: Stdio::null(),
-        };
+        let child = ChildStdio::null();
         let pending = PendingIo {
             shim_ends: empty,
             pty: None,
@@ -299,9 +307,9 @@ async fn open_terminal(
     let pty = nix::pty::openpty(None, None).map_err(Error::sys("openpty"))?;
     let dup = |fd: &OwnedFd| fd.try_clone().map_err(Error::io("dup pty"));
     let child = ChildStdio {
-        stdin: Stdio::from(dup(&pty.slave)?),
-        stdout: Stdio::from(dup(&pty.slave)?),
-        stderr: Stdio::from(pty.slave),
+        stdin: Some(dup(&pty.slave)?),
+        stdout: Some(dup(&pty.slave)?),
+        stderr: Some(pty.slave),
     };
     Ok((
         child,
@@ -314,11 +322,11 @@ async fn open_terminal(
     ))
 }
 
-type OutputEnds = (Stdio, Option<(pipe::Receiver, pipe::Sender)>);
+type OutputEnds = (Option<OwnedFd>, Option<(pipe::Receiver, pipe::Sender)>);
 
 fn output(name: &str, path: &str) -> Result<OutputEnds> {
     let Some(fifo) = open_fifo(name, path)? else {
-        return Ok((Stdio::null(), None));
+        return Ok((None, None));
     };
     // Both pipes keep the kernel's size (64 KiB). Larger ones move bulk output with fewer
     // wake-ups, but hold more of it when the task exits: `ctr run` stops reading as soon as
@@ -328,7 +336,7 @@ fn output(name: &str, path: &str) -> Result<OutputEnds> {
     let fifo = pipe::Sender::from_file(fifo).map_err(Error::io(format!("watch {name} FIFO")))?;
     let from_child =
         pipe::Receiver::from_owned_fd(read).map_err(Error::io(format!("{name} pipe")))?;
-    Ok((Stdio::from(write), Some((from_child, fifo))))
+    Ok((Some(write), Some((from_child, fifo))))
 }
 
 /// Opens a FIFO read-write and non-blocking, refusing anything that is not a FIFO.
@@ -669,7 +677,7 @@ mod tests {
         let mut child = std::process::Command::new("sh")
             .args(["-c", "echo one; echo two; read _"])
             .stdin(Stdio::piped())
-            .stdout(child_stdio.stdout)
+            .stdout(ChildStdio::for_command(child_stdio.stdout))
             .spawn()
             .expect("run sh");
         let mut io = pending.start("test");

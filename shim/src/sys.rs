@@ -234,7 +234,7 @@ pub mod child {
             resource::{setrlimit, Resource},
             stat::{umask, Mode},
         },
-        unistd::{setgid, setgroups, setuid, Gid, Uid},
+        unistd::{Gid, Uid},
     };
 
     use super::RawFd;
@@ -353,10 +353,60 @@ pub mod child {
 
     /// setgroups, setgid, setuid, in that order: groups can only be changed while still
     /// root, so the user goes last.
+    ///
+    /// The raw system calls, not glibc's wrappers: those change every thread of the process
+    /// (`__nptl_setxid`, signalling each and taking a lock), and a child made by a raw
+    /// `clone3` (`spawn.rs`) inherits glibc's list of the parent's threads. The child has
+    /// one thread, which is all the raw calls change.
     pub fn set_identity(groups: &[Gid], gid: Gid, uid: Uid) -> io::Result<()> {
-        setgroups(groups)?;
-        setgid(gid)?;
-        setuid(uid)?;
+        // SAFETY: plain system calls; `groups` is a live slice of `gid_t`s (a `Gid` is one).
+        unsafe {
+            raw(libc::syscall(
+                libc::SYS_setgroups,
+                groups.len(),
+                groups.as_ptr().cast::<libc::gid_t>(),
+            ))?;
+            raw(libc::syscall(libc::SYS_setgid, gid.as_raw()))?;
+            raw(libc::syscall(libc::SYS_setuid, uid.as_raw()))?;
+        }
+        Ok(())
+    }
+
+    /// A raw system call's result.
+    fn raw(rc: libc::c_long) -> io::Result<()> {
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Unblocks every signal and gives SIGPIPE back its default action (the Rust runtime
+    /// ignores it in the shim), as `std::process::Command` does for its children.
+    pub fn reset_signals() {
+        // SAFETY: plain system calls on this process's own signal state, with a mask and
+        // action made on the stack.
+        unsafe {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+
+    /// Puts `fds` at 0, 1 and 2 without the close-on-exec flag. Each is first copied above
+    /// 9, so that placing one never overwrites another that sits at a target number.
+    pub fn place_stdio(fds: [RawFd; 3]) -> io::Result<()> {
+        let mut high = [0 as RawFd; 3];
+        for (copy, fd) in high.iter_mut().zip(fds) {
+            // SAFETY: `fcntl(F_DUPFD_CLOEXEC)` on a descriptor of this (forked) process.
+            *copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+            if *copy < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        for (target, copy) in high.into_iter().enumerate() {
+            place_fd(copy, target as RawFd)?;
+        }
         Ok(())
     }
 
