@@ -20,6 +20,55 @@ pub fn of_process(pid: i32) -> Vec<String> {
         .collect()
 }
 
+/// The roots of every cgroup hierarchy of the machine: each v1 hierarchy's and the
+/// cgroup2 mount (on a v2 machine, `/sys/fs/cgroup` alone).
+pub fn hierarchies() -> Vec<PathBuf> {
+    if v2() {
+        return vec![PathBuf::from("/sys/fs/cgroup")];
+    }
+    let mut roots: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|root| root.join("cgroup.procs").exists())
+        .collect();
+    roots.sort();
+    roots
+}
+
+/// Makes cgroup directory `dir` as a kubelet does, with its parents; in a v1 cpuset
+/// hierarchy each new level gets its parent's CPUs and memory nodes (the kernel leaves
+/// them empty).
+pub fn make(dir: &Path) {
+    let mut at = PathBuf::from("/");
+    for part in dir.components().skip(1) {
+        let parent = at.clone();
+        at.push(part);
+        if !at.exists() {
+            fs::create_dir(&at).unwrap_or_else(|e| panic!("{}: {e}", at.display()));
+        }
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let own = at.join(file);
+            if own.exists()
+                && fs::read_to_string(&own)
+                    .unwrap_or_default()
+                    .trim()
+                    .is_empty()
+            {
+                let inherited = fs::read_to_string(parent.join(file)).unwrap_or_default();
+                fs::write(&own, inherited.trim())
+                    .unwrap_or_else(|e| panic!("{}: {e}", own.display()));
+            }
+        }
+    }
+}
+
+/// How many CPUs are online (`cpuset.cpus` of the root: `0-1` here).
+pub fn cpus_online() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// The directory of cgroup `path` that holds `controller`'s files.
 pub fn dir(controller: &str, path: &str) -> PathBuf {
     let relative = path.trim_start_matches('/');

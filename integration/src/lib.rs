@@ -76,6 +76,8 @@ pub struct Containerd {
     /// The pod network's bridge and subnet, when the daemon has CNI ([`Containerd::start_cri_with_cni`]):
     /// removed, with their iptables rules, on drop.
     cni: Option<(String, String)>,
+    /// What the daemon's environment has besides ours (for restarts).
+    env: Vec<(String, String)>,
 }
 
 /// The CRI handler for our shim in the OCI mode (with runc), beside
@@ -224,8 +226,22 @@ impl Containerd {
         }
     }
 
+    /// [`Containerd::start`] with `env` added to the daemon's environment, which its shims
+    /// inherit (the shim's `SAMPLE_SHIM_CGROUPS`).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Option<Containerd> {
+        Self::start_with_options(false, env)
+    }
+
     fn start_with(cri: bool) -> Option<Containerd> {
-        match Self::try_start(cri) {
+        Self::start_with_options(cri, &[])
+    }
+
+    fn start_with_options(cri: bool, env: &[(&str, &str)]) -> Option<Containerd> {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match Self::try_start(cri, env) {
             Ok(containerd) => Some(containerd),
             Err(err) if std::env::var(SKIP_VAR).as_deref() == Ok("1") => {
                 eprintln!("\n!!!!!!!! SKIPPED: {err:#}\n!!!!!!!! ({SKIP_VAR}=1 is set)\n");
@@ -239,7 +255,7 @@ impl Containerd {
         }
     }
 
-    fn try_start(cri: bool) -> Result<Containerd> {
+    fn try_start(cri: bool, env: Vec<(String, String)>) -> Result<Containerd> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             bail!("these tests run containerd and must run as root");
@@ -262,7 +278,7 @@ impl Containerd {
             config_toml(root)
         };
         fs::write(root.join("config.toml"), config)?;
-        let daemon = spawn_daemon(&containerd, root)?;
+        let daemon = spawn_daemon(&containerd, root, &env)?;
         let containerd = Containerd {
             dir,
             daemon,
@@ -274,6 +290,7 @@ impl Containerd {
             busybox: std::sync::OnceLock::new(),
             namespace: unique_namespace(),
             cni: None,
+            env,
         };
         containerd.wait_ready()?;
         containerd.check_version()?;
@@ -548,7 +565,8 @@ impl Containerd {
 
     /// Starts the daemon again on the same root, state and sockets.
     pub fn start_daemon(&mut self) {
-        self.daemon = spawn_daemon(&self.binary, self.dir.path()).expect("restart containerd");
+        self.daemon =
+            spawn_daemon(&self.binary, self.dir.path(), &self.env).expect("restart containerd");
         self.wait_ready()
             .expect("containerd answers after the restart");
     }
@@ -807,7 +825,7 @@ pub fn remove_cgroup_tree(dir: &Path) {
 
 /// Starts containerd with the config under `root`, our shim first on its `PATH`, its output
 /// appended to `root/containerd.log`.
-fn spawn_daemon(containerd: &Path, root: &Path) -> Result<Child> {
+fn spawn_daemon(containerd: &Path, root: &Path, env: &[(String, String)]) -> Result<Child> {
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -821,6 +839,7 @@ fn spawn_daemon(containerd: &Path, root: &Path) -> Result<Child> {
         .arg("--config")
         .arg(root.join("config.toml"))
         .env("PATH", path)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

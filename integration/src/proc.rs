@@ -97,3 +97,12 @@ pub fn descendants(pid: i32) -> Vec<i32> {
     }
     found
 }
+
+/// The value of `field` in `/proc/<pid>/status` (`Cpus_allowed_list`), trimmed.
+pub fn status_field(pid: i32, field: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+}

@@ -508,16 +508,15 @@ async fn a_pod_lives_in_the_cgroup_its_kubelet_made() {
     let mut cri = Cri::connect(&cd.address)
         .await
         .expect("the CRI API answers");
-    // The kubelet makes the pod's cgroup before RunPodSandbox, and removes it after.
+    // The kubelet makes the pod's cgroup before RunPodSandbox (in every hierarchy), and
+    // removes it after.
     let parent = format!("/{}/kubepods/pod-cg", cd.namespace());
-    let made: Vec<PathBuf> = ["memory", "cpu", "cpuacct", "pids", "freezer", ""]
-        .iter()
-        .map(|c| PathBuf::from(format!("/sys/fs/cgroup/{c}")))
-        .filter(|root| root.join("cgroup.procs").exists())
+    let made: Vec<PathBuf> = cgroupfs::hierarchies()
+        .into_iter()
         .map(|root| root.join(parent.trim_start_matches('/')))
         .collect();
     for dir in &made {
-        fs::create_dir_all(dir).expect("the pod's cgroup");
+        cgroupfs::make(dir);
     }
     let mut pod = pod(&cd, "cg", &[]);
     pod.cgroup_parent = parent.clone();
@@ -551,6 +550,9 @@ async fn a_pod_lives_in_the_cgroup_its_kubelet_made() {
         cgroupfs::of_process(app_pid)
     );
     assert_eq!(cgroupfs::memory_limit(&app_cgroup), 256 << 20);
+    // In every hierarchy, as under runc.
+    let paths = cgroupfs::of_process(app_pid);
+    assert!(paths.iter().all(|p| *p == app_cgroup), "{paths:?}");
 
     // UpdateContainerResources: the kubelet resizes the container.
     cri.update_container_resources(
@@ -567,6 +569,32 @@ async fn a_pod_lives_in_the_cgroup_its_kubelet_made() {
     .expect("UpdateContainerResources");
     assert_eq!(cgroupfs::memory_limit(&app_cgroup), 128 << 20);
     assert_eq!(cgroupfs::cpu_quota(&app_cgroup), 50_000);
+
+    // The kubelet's CPU manager pins a container (static policy): cpuset cpus and mems.
+    let last_cpu = cgroupfs::cpus_online().saturating_sub(1);
+    cri.update_container_resources(
+        &app,
+        proto::LinuxContainerResources {
+            cpuset_cpus: last_cpu.to_string(),
+            cpuset_mems: "0".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("UpdateContainerResources with a cpuset");
+    assert_eq!(
+        cgroupfs::read("cpuset", &app_cgroup, "cpuset.cpus").trim(),
+        last_cpu.to_string()
+    );
+    assert_eq!(
+        cgroupfs::read("cpuset", &app_cgroup, "cpuset.mems").trim(),
+        "0"
+    );
+    assert_eq!(
+        proc::status_field(app_pid, "Cpus_allowed_list").as_deref(),
+        Some(last_cpu.to_string().as_str()),
+        "the container's process runs on the pinned CPU only"
+    );
 
     // ContainerStats and PodSandboxStats: the figures of the cgroups.
     let (_cpu, memory) = cri.container_stats(&app).await.expect("ContainerStats");

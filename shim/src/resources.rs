@@ -488,7 +488,7 @@ pub fn os_error_of(err: &io::Error) -> Option<i32> {
 /// Why the kernel has no `file` for this cgroup, in words.
 fn missing(v2: bool, file: &str) -> String {
     let controller = file.split('.').next().unwrap_or_default();
-    if file.contains("weight") {
+    if (file.starts_with("blkio.") || file.starts_with("io.")) && file.contains("weight") {
         return format!(
             "{file}: the kernel has no block I/O weight here (it needs the BFQ or CFQ I/O \
              scheduler); leave blockIO.weight unset"
