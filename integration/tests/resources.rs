@@ -66,7 +66,8 @@ fn hugetlb_2mb() -> bool {
 
 /// The resources a kubelet and a device-restricting spec ask for: one CPU, memory node 0,
 /// 4 MiB of 2 MB hugepages, a read throttle on the disk, and devices denied but for
-/// `/dev/null` and `/dev/zero` (so `/dev/urandom`, which the host reads, is denied).
+/// `/dev/null` and `/dev/zero` (and runc's defaults, which the shim adds as runc does; so
+/// `/dev/kmsg`, which the host opens, is denied).
 fn kubelet_resources(disk: &str) -> serde_json::Value {
     let (major, minor) = disk.split_once(':').expect("major:minor");
     let (major, minor): (i64, i64) = (major.parse().expect("major"), minor.parse().expect("minor"));
@@ -99,22 +100,26 @@ fn a_task_is_in_every_hierarchy_with_its_cpuset_hugepages_throttles_and_devices(
     let (_, dev) = a_disk().expect("a block device for the throttle");
     let resources = kubelet_resources(&dev);
 
-    // What the task sees: one CPU, /dev/zero, not /dev/urandom (which the host reads).
-    let host_reads = fs::File::open("/dev/urandom").is_ok();
+    // What the task sees: one CPU, /dev/zero and /dev/urandom (a default), not /dev/kmsg
+    // (which the host opens).
+    let host_opens = fs::File::open("/dev/kmsg").is_ok();
     assert!(
-        host_reads,
-        "the host cannot open /dev/urandom: the check below would prove nothing"
+        host_opens,
+        "the host cannot open /dev/kmsg: the check below would prove nothing"
     );
     let script = "grep Cpus_allowed_list /proc/self/status; \
-         if head -c 1 /dev/urandom >/dev/null 2>&1; then echo urandom=read; else echo urandom=denied; fi; \
-         head -c 3 /dev/zero | wc -c";
+         if (exec 3</dev/kmsg) 2>/dev/null; then echo kmsg=opened; else echo kmsg=denied; fi; \
+         head -c 3 /dev/zero | wc -c; head -c 2 /dev/urandom | wc -c";
     let file = spec_file(&cd, "seen", &["sh", "-c", script], resources.clone());
     let out = run_config(&cd, "--rm", &file, "seen");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "ctr run: {}\n{stdout}", stderr(&out));
     assert!(stdout.contains("Cpus_allowed_list:\t0\n"), "{stdout}");
-    assert!(stdout.contains("urandom=denied"), "{stdout}");
-    assert!(stdout.contains("\n3\n"), "/dev/zero: {stdout}");
+    assert!(stdout.contains("kmsg=denied"), "{stdout}");
+    assert!(
+        stdout.contains("\n3\n2\n"),
+        "/dev/zero and /dev/urandom: {stdout}"
+    );
 
     // The files, and every hierarchy.
     let file = spec_file(&cd, "cg", &["sleep", "1000"], resources);
@@ -207,7 +212,10 @@ fn a_task_is_in_every_hierarchy_with_its_cpuset_hugepages_throttles_and_devices(
     if hugetlb_2mb() {
         assert!(sizes.contains(&"2MB"), "{metrics}");
     }
-    assert!(value["blkio"].is_object(), "no block I/O figures: {metrics}");
+    assert!(
+        value["blkio"].is_object(),
+        "no block I/O figures: {metrics}"
+    );
     cd.kill_and_remove("cg", "KILL");
     assert!(
         cgroup_dirs(&path).is_empty(),

@@ -14,7 +14,7 @@
 //! | hugepages | `hugetlb.<size>.limit_in_bytes` | `hugetlb.<size>.max` |
 //! | block I/O weight | `blkio.weight` (or `blkio.bfq.weight`), `blkio.weight_device` | `io.weight` (or `io.bfq.weight`) |
 //! | block I/O throttles | `blkio.throttle.{read,write}_{bps,iops}_device` | `io.max` |
-//! | devices | `devices.deny`, `devices.allow` | not enforced: needs an eBPF program (see below) |
+//! | devices | `devices.deny`, `devices.allow` (the spec's rules, then runc's defaults) | not enforced: needs an eBPF program (see below) |
 //! | `unified` (raw v2 files) | refused | written as given |
 //!
 //! Devices on v2: the kernel filters device access with a `BPF_CGROUP_DEVICE` program
@@ -66,6 +66,33 @@ impl DeviceRule {
     fn denies_all(&self) -> bool {
         !self.allow && self.kind == 'a'
     }
+}
+
+/// The devices every container may use whatever its spec says, appended after the spec's
+/// rules as runc appends them (its `AllowedDevices`): `mknod` of any device, and
+/// `/dev/null`, `/dev/zero`, `/dev/full`, `/dev/random`, `/dev/urandom`, `/dev/tty`,
+/// `/dev/ptmx` and the ptys. A spec's list begins with "deny all", so without them a
+/// shell could not even open `/dev/null`.
+fn default_devices() -> Vec<DeviceRule> {
+    let rule = |kind, major, minor, access: &str| DeviceRule {
+        allow: true,
+        kind,
+        major,
+        minor,
+        access: access.into(),
+    };
+    vec![
+        rule('c', None, None, "m"),
+        rule('b', None, None, "m"),
+        rule('c', Some(1), Some(3), "rwm"),
+        rule('c', Some(1), Some(8), "rwm"),
+        rule('c', Some(1), Some(7), "rwm"),
+        rule('c', Some(5), Some(0), "rwm"),
+        rule('c', Some(1), Some(5), "rwm"),
+        rule('c', Some(1), Some(9), "rwm"),
+        rule('c', Some(136), None, "rwm"),
+        rule('c', Some(5), Some(2), "rwm"),
+    ]
 }
 
 /// A device's rate or weight: `major:minor value`.
@@ -177,7 +204,8 @@ impl Resources {
                 }));
             }
         }
-        for rule in res.devices().iter().flatten() {
+        let rules = res.devices().iter().flatten();
+        for rule in rules.clone() {
             resources.devices.push(DeviceRule {
                 allow: rule.allow(),
                 kind: rule
@@ -187,6 +215,9 @@ impl Resources {
                 minor: rule.minor(),
                 access: rule.access().clone().unwrap_or_else(|| "rwm".into()),
             });
+        }
+        if rules.count() > 0 {
+            resources.devices.extend(default_devices());
         }
         for (key, value) in res.unified().iter().flatten() {
             if key.contains('/') || key.starts_with('.') || key.is_empty() {
@@ -655,6 +686,16 @@ mod tests {
                 "devices.deny=a",
                 "devices.allow=c 1:3 rwm",
                 "devices.allow=c 136:* rwm",
+                "devices.allow=c *:* m",
+                "devices.allow=b *:* m",
+                "devices.allow=c 1:3 rwm",
+                "devices.allow=c 1:8 rwm",
+                "devices.allow=c 1:7 rwm",
+                "devices.allow=c 5:0 rwm",
+                "devices.allow=c 1:5 rwm",
+                "devices.allow=c 1:9 rwm",
+                "devices.allow=c 136:* rwm",
+                "devices.allow=c 5:2 rwm",
             ]
         );
         assert_eq!(
