@@ -106,7 +106,8 @@ pub struct DeviceValue {
     pub value: u64,
 }
 
-/// The four block I/O throttles, in the order of [`THROTTLES`].
+/// The four block I/O throttles: read bytes, write bytes, read and write operations per
+/// second.
 pub type Throttles = [Vec<DeviceValue>; 4];
 
 /// The v1 file and v2 key of each throttle.
