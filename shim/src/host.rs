@@ -50,7 +50,7 @@ use crate::{
     model::{Member, ProcessModel, Processes, Spawned},
     oom::OomWatch,
     procfs::{self, ProcStat},
-    resources::{self, Resources},
+    resources::{self, DeviceRule, Resources},
     spawn::{self, Birth, Joining},
     spec::{self, Kind, ProcessSpec},
     stdio::ChildStdio,
@@ -106,6 +106,7 @@ impl ProcessModel for Host {
             );
         }
         let init = spec::init_process(spec, kind, &self.helper)?;
+        let mut devices = Vec::new();
         let members = match (&self.cgroups, cgroup::from_spec(spec)?) {
             (Some(hierarchy), Some((path, resources))) => {
                 let cgroup = Cgroup {
@@ -127,6 +128,7 @@ impl ProcessModel for Host {
                 if let Some(what) = resources.unenforced(cgroup.is_v2()) {
                     warn!("{id}: {what}");
                 }
+                devices = resources.devices;
                 Members::Cgroup(cgroup)
             }
             _ => Members::Tree,
@@ -141,6 +143,7 @@ impl ProcessModel for Host {
             init: None,
             gates: HashMap::new(),
             joining: HashMap::new(),
+            devices,
         }))
     }
 
@@ -211,6 +214,11 @@ pub struct HostProcesses {
     /// Processes still moving into the container's v1 cgroups (`spawn.rs`), or done, until
     /// `Start` takes the outcome.
     joining: HashMap<i32, Joined>,
+    /// The device rules last written to the v1 devices cgroup. Writing a list starts with
+    /// "deny all", which a process opening a device at that moment would feel: an
+    /// `Update` that repeats the list (the CRI plugin sends every resource each time)
+    /// leaves it alone.
+    devices: Vec<DeviceRule>,
 }
 
 /// Where a new process is in its move into the container's cgroups.
@@ -479,13 +487,21 @@ impl Processes for HostProcesses {
                 self.id
             )));
         };
-        let resources = Resources::from_linux(resources)?;
+        let mut resources = Resources::from_linux(resources)?;
         if let Some(what) = resources.unenforced(cgroup.is_v2()) {
             warn!("{}: {what}", self.id);
+        }
+        let devices = std::mem::take(&mut resources.devices);
+        let new_devices = !devices.is_empty() && devices != self.devices;
+        if new_devices {
+            resources.devices = devices.clone();
         }
         cgroup
             .apply(&resources)
             .map_err(|e| limits_error(cgroup, e))?;
+        if new_devices {
+            self.devices = devices;
+        }
         info!("{}: resources updated: {resources:?}", self.id);
         Ok(())
     }

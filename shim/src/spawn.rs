@@ -203,9 +203,10 @@ impl Birth {
     pub unsafe fn spawn(mut self, setup: &dyn Fn() -> io::Result<()>) -> io::Result<Born> {
         let (status_read, status_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         let (pid, pidfd) = match self.clone(&status_write, setup) {
-            Err(err) if self.into.is_some() && err.raw_os_error() != Some(libc::ENOSYS) => {
-                // A kernel before 5.7, or a cgroup clone3 refuses (a threaded one): the
-                // child moves itself there too.
+            Err(err) if self.into.is_some() => {
+                // A kernel before 5.7, a cgroup clone3 refuses (a threaded one), or no
+                // clone3 at all (a seccomp filter's ENOSYS): the child moves itself there
+                // too.
                 log::debug!("clone3 into the cgroup: {err}; the process moves itself");
                 let dir = self.into.take().expect("checked");
                 let procs = nix::fcntl::openat(
