@@ -117,6 +117,21 @@ fn spec_with(
     spec.to_string()
 }
 
+/// Create + Start of task `id` (its container prepared, with `fifos`), in milliseconds;
+/// then the task is killed and removed.
+async fn timed_start(api: &Api, id: &str, fifos: FifoSet) -> Result<f64> {
+    let started = Instant::now();
+    api.create_task(id, &fifos).await?;
+    api.start_task(id).await?;
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    api.kill(id, 9, false).await?;
+    api.wait(id).await?;
+    api.delete_task(id).await?;
+    api.delete_container(id).await?;
+    fifos.remove();
+    Ok(elapsed)
+}
+
 /// The pod sizes measured: containers besides the sandbox.
 const POD_SIZES: [usize; 3] = [1, 2, 10];
 
@@ -550,15 +565,7 @@ async fn main() -> Result<()> {
                 let sleep = sleep.to_string();
                 let (fifos, _io) =
                     prepare(&api, &cd.address, &id, image, rt.runtime, &sleep).await?;
-                let started = Instant::now();
-                api.create_task(&id, &fifos).await?;
-                api.start_task(&id).await?;
-                times.push(started.elapsed().as_secs_f64() * 1000.0);
-                api.kill(&id, 9, false).await?;
-                api.wait(&id).await?;
-                api.delete_task(&id).await?;
-                api.delete_container(&id).await?;
-                fifos.remove();
+                times.push(timed_start(&api, &id, fifos).await?);
             }
         }
         // Short-task throughput, concurrency 1 and 8; then concurrency 1 with no
@@ -929,15 +936,7 @@ async fn cgroup_v2_starts(
             let json = spec(template, rt, &id, rootfs, &["/bin/sleep", "1000"]);
             let json = without_cgroup(json, kind == "v2plain");
             let (fifos, _io) = prepare(&api, &cd.address, &id, image, rt.runtime, &json).await?;
-            let started = Instant::now();
-            api.create_task(&id, &fifos).await?;
-            api.start_task(&id).await?;
-            times.push(started.elapsed().as_secs_f64() * 1000.0);
-            api.kill(&id, 9, false).await?;
-            api.wait(&id).await?;
-            api.delete_task(&id).await?;
-            api.delete_container(&id).await?;
-            fifos.remove();
+            times.push(timed_start(&api, &id, fifos).await?);
         }
     }
     let (v2_50, _, _) = ms(&mut v2);
@@ -1010,15 +1009,7 @@ async fn oci_mode(
                 options.clone(),
             )
             .await?;
-            let started = Instant::now();
-            api.create_task(&id, &fifos).await?;
-            api.start_task(&id).await?;
-            starts.push(started.elapsed().as_secs_f64() * 1000.0);
-            api.kill(&id, 9, false).await?;
-            api.wait(&id).await?;
-            api.delete_task(&id).await?;
-            api.delete_container(&id).await?;
-            fifos.remove();
+            starts.push(timed_start(api, &id, fifos).await?);
         }
         let (s50, s95, _) = ms(&mut starts);
         values.extend([s50, s95]);
