@@ -250,6 +250,7 @@ impl Cgroup {
         for (name, mount) in mounts {
             match name.as_str() {
                 "cpuset" => self.create_cpuset(mount)?,
+                // `create_dir_all` takes a directory made meanwhile as made.
                 _ => fs::create_dir_all(self.below(mount))?,
             }
         }
@@ -268,9 +269,7 @@ impl Cgroup {
         for part in self.path.components().skip(1) {
             enable_controllers(&dir)?;
             dir.push(part);
-            if !dir.is_dir() {
-                fs::create_dir(&dir)?;
-            }
+            make_dir(&dir)?;
         }
         Ok(())
     }
@@ -282,9 +281,7 @@ impl Cgroup {
         for part in self.path.components().skip(1) {
             let parent = dir.clone();
             dir.push(part);
-            if !dir.is_dir() {
-                fs::create_dir(&dir)?;
-            }
+            make_dir(&dir)?;
             for file in ["cpuset.cpus", "cpuset.mems"] {
                 let own = fs::read_to_string(dir.join(file)).unwrap_or_default();
                 if own.trim().is_empty() {
@@ -449,6 +446,15 @@ pub(crate) fn write_file(path: &Path, value: &str) -> io::Result<()> {
         .write_all(value.as_bytes())
 }
 
+/// Makes cgroup directory `dir`; one made meanwhile by another shim (a shared parent such
+/// as `/default`) is fine.
+fn make_dir(dir: &Path) -> io::Result<()> {
+    match fs::create_dir(dir) {
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        result => result,
+    }
+}
+
 /// Removes directory `dir` and those below it, deepest first (a cgroup goes with `rmdir`;
 /// its files cannot be removed). A `dir` already gone is fine.
 fn remove_tree(dir: &Path) -> io::Result<()> {
@@ -481,7 +487,8 @@ pub fn key_values(text: &str) -> BTreeMap<&str, u64> {
 /// root: v2's "no internal processes" rule. That happens inside a container whose cgroup
 /// namespace root holds its processes (Docker on a v2 host). The task's cgroup is then
 /// made without those controllers: membership, freezer and kill still work, limits are
-/// refused when asked for, and this is logged.
+/// refused when asked for, and this is logged. It may also refuse one controller alone
+/// (`cpu` while real-time processes run): on a refusal each is tried by itself.
 fn enable_controllers(dir: &Path) -> io::Result<()> {
     let available = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
     let wanted: Vec<String> = available
@@ -496,18 +503,24 @@ fn enable_controllers(dir: &Path) -> io::Result<()> {
     {
         return Ok(());
     }
-    match fs::write(dir.join("cgroup.subtree_control"), wanted.join(" ")) {
-        Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
-            log::warn!(
-                "{}: cannot enable {} for child cgroups, it has processes of its own; \
-                 tasks below it get no limits",
-                dir.display(),
-                wanted.join(" ")
-            );
-            Ok(())
-        }
-        result => result,
+    let control = dir.join("cgroup.subtree_control");
+    if fs::write(&control, wanted.join(" ")).is_ok() {
+        return Ok(());
     }
+    // One at a time, as runc does: what the kernel refuses is left out, the rest enabled.
+    let refused: Vec<String> = wanted
+        .iter()
+        .filter_map(|w| fs::write(&control, w).err().map(|e| format!("{w} ({e})")))
+        .collect();
+    if !refused.is_empty() {
+        // EBUSY: the cgroup has processes of its own (v2's "no internal processes").
+        log::warn!(
+            "{}: cannot enable for child cgroups: {}; tasks below it get no such limits",
+            dir.display(),
+            refused.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// The cgroup path and limits a spec asks for (`linux.cgroupsPath`, `linux.resources`).

@@ -223,8 +223,8 @@ pub struct HostProcesses {
 
 /// Where a new process is in its move into the container's cgroups.
 enum Joined {
-    /// Still moving (or `exec`ing the helper).
-    Pending(Joining),
+    /// Still moving (or `exec`ing the helper); its pidfd, to end it if it never finishes.
+    Pending(Joining, Arc<OwnedFd>),
     /// Done: in every cgroup and at its gate, or what failed.
     Done(std::result::Result<(), Error>),
 }
@@ -275,29 +275,38 @@ impl HostProcesses {
         let (spawned, gate, joining) =
             spawn_held(&self.helper, process, stdio, group, name, self.cgroup())?;
         self.gates.insert(spawned.pid, gate);
-        self.joining.insert(spawned.pid, Joined::Pending(joining));
+        self.joining
+            .insert(spawned.pid, Joined::Pending(joining, spawned.pidfd.clone()));
         Ok(spawned)
     }
 
     /// Waits until every new process is in the container's cgroups (or failed to get
     /// there): what lists, signals, freezes or ends the container's processes through its
-    /// cgroup must not miss one still moving.
+    /// cgroup must not miss one still moving. A move takes a grace period or two; one that
+    /// has not finished within [`JOIN_DEADLINE`] (its process stopped by a signal, or its
+    /// cgroup frozen from outside) is ended, so that no RPC waits for ever.
     async fn settle(&mut self) {
         for (pid, joined) in self.joining.iter_mut() {
-            if let Joined::Pending(_) = joined {
-                let Joined::Pending(joining) = std::mem::replace(joined, Joined::Done(Ok(())))
-                else {
-                    continue;
-                };
-                let outcome = joining
-                    .done()
-                    .await
-                    .map_err(|err| spawn_error(&format!("process {pid}"), None, err));
-                *joined = Joined::Done(outcome);
-            }
+            let Joined::Pending(joining, pidfd) = joined else {
+                continue;
+            };
+            let outcome = match tokio::time::timeout(JOIN_DEADLINE, joining.done()).await {
+                Ok(done) => done.map_err(|err| spawn_error(&format!("process {pid}"), None, err)),
+                Err(_) => {
+                    let _ = sys::signal_pidfd(&**pidfd, Signal::KILL);
+                    Err(Error::Unavailable(format!(
+                        "process {pid} did not finish joining its cgroup within \
+                         {JOIN_DEADLINE:?} (stopped?): killed"
+                    )))
+                }
+            };
+            *joined = Joined::Done(outcome);
         }
     }
 }
+
+/// How long a new process may take to join the container's cgroups ([`HostProcesses::settle`]).
+const JOIN_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Where a process list comes from: a quick look and one that misses nothing.
 pub trait ProcessTree {
@@ -496,12 +505,14 @@ impl Processes for HostProcesses {
         if new_devices {
             resources.devices = devices.clone();
         }
-        cgroup
+        let applied = cgroup
             .apply(&resources)
-            .map_err(|e| limits_error(cgroup, e))?;
+            .map_err(|e| limits_error(cgroup, e));
         if new_devices {
-            self.devices = devices;
+            // Written, or written in part: only a complete write is known.
+            self.devices = if applied.is_ok() { devices } else { Vec::new() };
         }
+        applied?;
         info!("{}: resources updated: {resources:?}", self.id);
         Ok(())
     }

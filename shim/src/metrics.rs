@@ -283,8 +283,13 @@ fn v1_blkio(dir: &std::path::Path) -> v1::BlkIOStat {
         let text = std::fs::read_to_string(dir.join(format!("{prefix}{name}"))).unwrap_or_default();
         text.lines()
             .filter_map(|line| {
-                let mut fields = line.split_whitespace();
-                let (device, op, value) = (fields.next()?, fields.next()?, fields.next()?);
+                // `major:minor Op value`, or `major:minor value` (`time`, `sectors`).
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let (device, op, value) = match fields[..] {
+                    [device, op, value] => (device, op, value),
+                    [device, value] => (device, "", value),
+                    _ => return None,
+                };
                 let (major, minor) = device.split_once(':')?;
                 let (major, minor) = (major.parse().ok()?, minor.parse().ok()?);
                 Some(v1::BlkIOEntry {

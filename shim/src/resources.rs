@@ -162,7 +162,8 @@ impl Resources {
             resources.memory_and_swap = memory.swap();
         }
         if let Some(cpu) = res.cpu() {
-            resources.cpu_shares = cpu.shares();
+            // 0 is "not set", as runc reads it.
+            resources.cpu_shares = cpu.shares().filter(|s| *s != 0);
             resources.cpu_quota = cpu.quota();
             resources.cpu_period = cpu.period();
             resources.cpus = cpu.cpus().clone().filter(|c| !c.is_empty());
@@ -181,9 +182,9 @@ impl Resources {
             resources.hugepages.push((size.clone(), limit.limit()));
         }
         if let Some(io) = res.block_io() {
-            resources.blkio_weight = io.weight();
+            resources.blkio_weight = io.weight().filter(|w| *w != 0);
             for device in io.weight_device().iter().flatten() {
-                if let Some(weight) = device.weight() {
+                if let Some(weight) = device.weight().filter(|w| *w != 0) {
                     resources.blkio_weight_devices.push(DeviceValue {
                         major: device.major(),
                         minor: device.minor(),
@@ -312,12 +313,16 @@ impl Resources {
             );
         }
         for (size, bytes) in &self.hugepages {
-            let file = if v2 {
-                format!("hugetlb.{size}.max")
+            // No limit: v2's `max`, v1's -1.
+            let (file, value) = if v2 {
+                (format!("hugetlb.{size}.max"), limit(*bytes))
             } else {
-                format!("hugetlb.{size}.limit_in_bytes")
+                (
+                    format!("hugetlb.{size}.limit_in_bytes"),
+                    bytes.max(&-1).to_string(),
+                )
             };
-            push(&file, limit(*bytes));
+            push(&file, value);
         }
         let weight = |w: u64| {
             if v2 && !bfq {
@@ -746,5 +751,102 @@ mod tests {
             fs::write(dir.path().join(file), "0").expect("write");
         }
         assert_eq!(hugepage_sizes(dir.path()), ["1GB", "2MB"]);
+    }
+
+    /// A v2 cgroup as a tree of plain files (the kernel's files, made empty): every
+    /// resource lands in its file, the kernel's refusal of a missing one is clear.
+    #[test]
+    fn a_v2_cgroup_s_files_take_the_resources() {
+        use crate::cgroup::Hierarchy;
+        let root = tempfile::tempdir().expect("root");
+        let dir = root.path().join("default/t1");
+        fs::create_dir_all(&dir).expect("mkdir");
+        let files = [
+            "cpuset.cpus",
+            "cpuset.mems",
+            "memory.max",
+            "pids.max",
+            "hugetlb.2MB.max",
+            "io.weight",
+            "io.max",
+            "memory.high",
+        ];
+        for file in files {
+            fs::write(dir.join(file), "").expect("touch");
+        }
+        let cgroup = Cgroup {
+            hierarchy: Hierarchy::V2(root.path().to_path_buf()),
+            path: std::path::PathBuf::from("/default/t1"),
+        };
+        let resources = spec_resources(
+            r#"{
+                "memory": { "limit": 67108864 },
+                "cpu": { "cpus": "1", "mems": "0" },
+                "pids": { "limit": 20 },
+                "hugepageLimits": [{ "pageSize": "2MB", "limit": 2097152 }],
+                "blockIO": {
+                    "weight": 100,
+                    "throttleWriteBpsDevice": [{ "major": 8, "minor": 0, "rate": 4096 }]
+                },
+                "devices": [{ "allow": false, "access": "rwm" }],
+                "unified": { "memory.high": "50000000" }
+            }"#,
+        );
+        cgroup.apply(&resources).expect("apply");
+        // Each write replaces the plain file's text: the last one of each file is there.
+        let read = |file: &str| fs::read_to_string(dir.join(file)).expect("read");
+        assert_eq!(read("cpuset.cpus"), "1");
+        assert_eq!(read("cpuset.mems"), "0");
+        assert_eq!(read("memory.max"), "67108864");
+        assert_eq!(read("pids.max"), "20");
+        assert_eq!(read("hugetlb.2MB.max"), "2097152");
+        assert_eq!(read("io.weight"), "default 910");
+        assert_eq!(read("io.max"), "8:0 wbps=4096");
+        assert_eq!(read("memory.high"), "50000000");
+        // No devices file on v2: the list is logged as not enforced, not written.
+        assert!(resources.unenforced(true).is_some());
+        // A size the kernel has no file for: refused, naming it.
+        let more = spec_resources(r#"{ "hugepageLimits": [{ "pageSize": "64KB", "limit": 1 }] }"#);
+        let err = cgroup.apply(&more).expect_err("no such size");
+        assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+        assert!(err.to_string().contains("hugetlb.64KB.max"), "{err}");
+    }
+
+    /// The real cgroup2 mount (here the empty one beside the v1 hierarchies: no
+    /// controllers): raw `unified` files are written; a limit of a controller the cgroup
+    /// lacks is refused, saying so.
+    #[test]
+    fn the_real_cgroup2_takes_unified_files_and_refuses_missing_controllers() {
+        use crate::cgroup::{
+            tests::{cgroup2_mount, may_write_cgroups},
+            Hierarchy,
+        };
+        if !may_write_cgroups() {
+            return;
+        }
+        let root = cgroup2_mount().expect("a cgroup2 is mounted");
+        let cgroup = Cgroup {
+            hierarchy: Hierarchy::V2(root.clone()),
+            path: std::path::PathBuf::from(format!("/shim-sample-res-{}", std::process::id())),
+        };
+        cgroup.create().expect("create");
+        let result = (|| {
+            cgroup.apply(&spec_resources(
+                r#"{ "unified": { "cgroup.max.descendants": "3" } }"#,
+            ))?;
+            let written = cgroup.read("cgroup", "cgroup.max.descendants")?;
+            let controllers = cgroup.read("cgroup", "cgroup.controllers")?;
+            let refused = cgroup.apply(&spec_resources(r#"{ "pids": { "limit": 5 } }"#));
+            io::Result::Ok((written, controllers, refused))
+        })();
+        let removed = cgroup.remove();
+        let (written, controllers, refused) = result.expect("apply on cgroup2");
+        removed.expect("remove");
+        assert_eq!(written.trim(), "3");
+        if !controllers.split_whitespace().any(|c| c == "pids") {
+            let err = refused.expect_err("no pids controller here");
+            assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{err}");
+            assert!(err.to_string().contains("pids.max"), "{err}");
+        }
     }
 }

@@ -29,7 +29,7 @@ use std::{
     ffi::{CString, OsStr},
     io,
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+        fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
         unix::ffi::OsStrExt,
     },
     path::Path,
@@ -187,7 +187,7 @@ impl Birth {
             self.into = Some(open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?);
         }
         for file in procs_files {
-            self.join.push(open(file, OFlag::O_WRONLY)?);
+            self.join.push(above_9(open(file, OFlag::O_WRONLY)?)?);
         }
         Ok(())
     }
@@ -202,12 +202,19 @@ impl Birth {
     /// async-signal-safe calls are allowed: it must not allocate, lock or panic.
     pub unsafe fn spawn(mut self, setup: &dyn Fn() -> io::Result<()>) -> io::Result<Born> {
         let (status_read, status_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        // Clear of the descriptors the child places (0 to 3), which would overwrite it.
+        let status_write = above_9(status_write)?;
+        let unsupported = [libc::E2BIG, libc::EINVAL, libc::ENOSYS];
         let (pid, pidfd) = match self.clone(&status_write, setup) {
-            Err(err) if self.into.is_some() => {
-                // A kernel before 5.7, a cgroup clone3 refuses (a threaded one), or no
-                // clone3 at all (a seccomp filter's ENOSYS): the child moves itself there
-                // too.
-                log::debug!("clone3 into the cgroup: {err}; the process moves itself");
+            Err(err)
+                if self.into.is_some()
+                    && err.raw_os_error().is_some_and(|e| unsupported.contains(&e)) =>
+            {
+                // A kernel before 5.7 (E2BIG, EINVAL) or no clone3 at all (a seccomp
+                // filter's ENOSYS): cloned as before, then moved in by the shim, which
+                // opened the file as root (the kernel checks the opener since 5.16, the
+                // writer before: the child may have dropped root by then).
+                log::debug!("clone3 into the cgroup: {err}; moving the process in");
                 let dir = self.into.take().expect("checked");
                 let procs = nix::fcntl::openat(
                     &dir,
@@ -215,8 +222,13 @@ impl Birth {
                     OFlag::O_WRONLY | OFlag::O_CLOEXEC,
                     nix::sys::stat::Mode::empty(),
                 )?;
-                self.join.push(procs);
-                self.clone(&status_write, setup)?
+                let (pid, pidfd) = self.clone(&status_write, setup)?;
+                // No `.await` since the clone: the pid is still the child's.
+                if let Err(err) = nix::unistd::write(&procs, pid.to_string().as_bytes()) {
+                    let _ = sys::signal_pidfd(&pidfd, sys::Signal::KILL);
+                    return Err(failed(Stage::Join, err as i32));
+                }
+                (pid, pidfd)
             }
             result => result?,
         };
@@ -224,7 +236,11 @@ impl Birth {
         // Our copies of the child's ends go now: the output copies see end-of-file only
         // once every writer is closed.
         drop(self);
-        let mut status = Joining(status_read);
+        let mut status = Joining {
+            fd: status_read,
+            record: [0; RECORD],
+            got: 0,
+        };
         match status.read_blocking()? {
             Some((Stage::Ready, _)) => Ok(Born {
                 pid,
@@ -346,6 +362,14 @@ impl Birth {
     }
 }
 
+/// `fd`, moved to a number above 9 (close-on-exec): clear of what the child puts at 0 to 3.
+fn above_9(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 9 {
+        return Ok(fd);
+    }
+    Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 10)?)
+}
+
 /// A child that is set up and may still be moving into its cgroups.
 pub struct Born {
     /// Its pid.
@@ -357,32 +381,39 @@ pub struct Born {
 }
 
 /// The rest of a child's report: end-of-file once it `exec`ed, in every cgroup.
-pub struct Joining(OwnedFd);
+pub struct Joining {
+    /// The status pipe's read end.
+    fd: OwnedFd,
+    /// What has arrived of a record so far (a wait may be cancelled halfway).
+    record: [u8; RECORD],
+    /// How many bytes of it.
+    got: usize,
+}
 
 impl Joining {
     /// Waits, without blocking the runtime, until the child is in its cgroups and has
-    /// `exec`ed (`Ok`), or says what failed.
-    pub async fn done(self) -> io::Result<()> {
-        let fd = self.0;
-        rustix::io::ioctl_fionbio(&fd, true)?;
-        let fd = sys::on_reactor(fd)?;
-        let mut record = [0u8; RECORD];
-        let mut got = 0;
-        loop {
+    /// `exec`ed (`Ok`), or says what failed. Cancel-safe: what was read is kept.
+    pub async fn done(&mut self) -> io::Result<()> {
+        use tokio::io::{unix::AsyncFd, Interest};
+        rustix::io::ioctl_fionbio(&self.fd, true)?;
+        // SAFETY: `self.fd` stays open, the same descriptor, while `fd` (dropped when this
+        // function returns or is cancelled, before `self` can be) has it registered.
+        let fd = unsafe { AsyncFd::register_with_interest(self.fd.as_fd(), Interest::READABLE) }?;
+        while self.got < RECORD {
             let mut ready = fd.readable().await?;
-            match ready.try_io(|fd| Ok(nix::unistd::read(fd.get_ref(), &mut record[got..])?)) {
+            match ready.try_io(|fd| {
+                Ok(nix::unistd::read(
+                    fd.get_ref(),
+                    &mut self.record[self.got..],
+                )?)
+            }) {
                 Ok(Ok(0)) => break,
-                Ok(Ok(n)) => {
-                    got += n;
-                    if got == RECORD {
-                        break;
-                    }
-                }
+                Ok(Ok(n)) => self.got += n,
                 Ok(Err(err)) => return Err(err),
                 Err(_would_block) => continue,
             }
         }
-        match parse(&record[..got]) {
+        match parse(&self.record[..self.got]) {
             None => Ok(()),
             Some((stage, errno)) => Err(failed(stage, errno)),
         }
@@ -393,7 +424,7 @@ impl Joining {
         let mut record = [0u8; RECORD];
         let mut got = 0;
         while got < RECORD {
-            match nix::unistd::read(&self.0, &mut record[got..]) {
+            match nix::unistd::read(&self.fd, &mut record[got..]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -499,7 +530,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_child_is_set_up_and_execs() {
-        let born = spawn(birth(&["sh", "-c", "exit 7"]), || Ok(())).expect("spawn");
+        let mut born = spawn(birth(&["sh", "-c", "exit 7"]), || Ok(())).expect("spawn");
         born.joining.done().await.expect("exec");
         assert_eq!(
             wait(born.pid),
@@ -518,7 +549,7 @@ mod tests {
         assert!(err.to_string().contains("set up the process"), "{err}");
         let mut missing = birth(&["x"]);
         missing.program = CString::new("/no/such/program").expect("c");
-        let born = spawn(missing, || Ok(())).expect("set up");
+        let mut born = spawn(missing, || Ok(())).expect("set up");
         let err = born.joining.done().await.expect_err("exec fails");
         assert_eq!(errno_of(&err), Some(libc::ENOENT), "{err}");
         wait(born.pid);
@@ -543,14 +574,14 @@ mod tests {
         let result = async {
             let mut b = birth(&["sh", "-c", "exec sleep 1"]);
             b.cgroup(Some(&born_in), &[])?;
-            let born = spawn(b, || Ok(()))?;
+            let mut born = spawn(b, || Ok(()))?;
             let seen = std::fs::read_to_string(format!("/proc/{}/cgroup", born.pid))?;
             born.joining.done().await?;
             let _ = sys::signal_pidfd(&born.pidfd, sys::Signal::KILL);
             wait(born.pid);
             let mut b = birth(&["sh", "-c", "exec sleep 1"]);
             b.cgroup(None, &[moved_into.join("cgroup.procs")])?;
-            let born = spawn(b, || Ok(()))?;
+            let mut born = spawn(b, || Ok(()))?;
             born.joining.done().await?;
             let moved = std::fs::read_to_string(moved_into.join("cgroup.procs"))?;
             let _ = sys::signal_pidfd(&born.pidfd, sys::Signal::KILL);
