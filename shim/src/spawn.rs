@@ -593,6 +593,7 @@ mod tests {
             let _ = std::fs::remove_dir(dir);
         }
         let (seen, moved, pid) = result.expect("spawn into cgroups");
+        assert!(!root.join(&path).exists(), "a cgroup was left: {path}");
         assert!(seen.contains(&format!("0::/{path}/born")), "{seen}");
         assert!(
             moved.split_whitespace().any(|p| p == pid.to_string()),
