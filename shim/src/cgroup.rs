@@ -1,13 +1,15 @@
-//! cgroups, read and written through cgroupfs: where a task's processes live, their
-//! limits, their freezer, their OOM kills. (`metrics.rs` reads their figures, `oom.rs`
-//! waits for their OOM notifications.)
+//! cgroups, read and written through cgroupfs: where a task's processes live (every
+//! mounted hierarchy, as runc places them), their freezer, their OOM kills.
+//! (`resources.rs` writes their limits, `metrics.rs` reads their figures, `oom.rs` waits
+//! for their OOM notifications, `spawn.rs` puts a new process in.)
 //!
 //! Two layouts exist. **cgroup v1** mounts one hierarchy per controller
 //! (`/sys/fs/cgroup/memory`, `/sys/fs/cgroup/cpu`, ...), and a task's cgroup is the same
 //! path in each. **cgroup v2** mounts one unified hierarchy (`/sys/fs/cgroup`), where a
 //! parent must enable a controller for its children (`cgroup.subtree_control`). A *hybrid*
 //! machine has v1 controllers and an empty cgroup2 beside them (at `/sys/fs/cgroup/unified`):
-//! the controllers are v1's, so it counts as v1.
+//! the controllers are v1's, so it counts as v1, and the cgroup2 mount is one more
+//! hierarchy to join ([`UNIFIED`]).
 //!
 //! Every function takes the hierarchy's root directories, so the tests run against a tree
 //! of plain files in a temporary directory.

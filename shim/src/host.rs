@@ -4,8 +4,9 @@
 //!
 //! - **Spawning.** Every process is this binary again, as the start-gate helper, with the
 //!   spec's environment, working directory and identity; it waits on a pipe (the gate) until
-//!   `Start`, then `exec`s the program, keeping its pid. Between `fork` and that `exec` the
-//!   child applies the spec (`ChildSetup`).
+//!   `Start`, then `exec`s the program, keeping its pid. It is cloned straight into the
+//!   container's cgroup on v2, and moves itself in on v1 while `Start` comes (`spawn.rs`);
+//!   between the clone and that `exec` the child applies the spec (`ChildSetup`).
 //! - **Process groups.** The init leads its own process group (pgid = its pid), so that
 //!   `kill --all` reaches the task with one `killpg` and never the shim, and a terminal's
 //!   Ctrl-C cannot reach the shim. An exec joins that group ([`Group::Join`]) unless the

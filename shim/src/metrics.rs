@@ -2,9 +2,9 @@
 //!
 //! - **In a cgroup** (the spec named one and the shim may write cgroups): the cgroup's own
 //!   files, as a runc shim reports them. On v1 an `io.containerd.cgroups.v1.Metrics`
-//!   (`cpuacct.*`, `cpu.stat`, `memory.*`, `pids.*`), on v2 an
+//!   (`cpuacct.*`, `cpu.stat`, `memory.*`, `pids.*`, `blkio.*`, `hugetlb.*`), on v2 an
 //!   `io.containerd.cgroups.v2.Metrics` (`cpu.stat`, `memory.stat`, `memory.current`,
-//!   `memory.max`, `memory.events`, `pids.*`). The CRI plugin derives the kubelet's working
+//!   `memory.max`, `memory.events`, `pids.*`, `io.stat`, `hugetlb.*`). The CRI plugin derives the kubelet's working
 //!   set from them: usage minus `total_inactive_file` (v1) or `inactive_file` (v2).
 //! - **Without one**: the sum of what `/proc` says about every process of the task
 //!   (`members.rs`), in the v1 message, which every containerd client can decode:

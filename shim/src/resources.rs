@@ -61,11 +61,6 @@ impl DeviceRule {
             self.access
         )
     }
-
-    /// Whether it denies every access to every device: how a spec's list begins.
-    fn denies_all(&self) -> bool {
-        !self.allow && self.kind == 'a'
-    }
 }
 
 /// The devices every container may use whatever its spec says, appended after the spec's
@@ -567,14 +562,6 @@ pub fn hugepage_sizes(dir: &Path) -> Vec<String> {
     sizes
 }
 
-/// Whether `resources` denies every device first, as a spec's list does.
-pub fn denies_all_first(resources: &Resources) -> bool {
-    resources
-        .devices
-        .first()
-        .is_some_and(DeviceRule::denies_all)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -673,7 +660,11 @@ mod tests {
                 ]
             }"#,
         );
-        assert!(denies_all_first(&resources));
+        // The spec's "deny all" comes first.
+        assert!(resources
+            .devices
+            .first()
+            .is_some_and(|d| !d.allow && d.kind == 'a'));
         let files = |w: Vec<(String, String)>| {
             w.into_iter()
                 .map(|(f, v)| format!("{f}={v}"))

@@ -5,8 +5,9 @@
 //! terminal") and calls in here; plain calls with safe, obvious wrappers (`pipe2`, `write`,
 //! `openpty`) stay where they are used. Most wrappers here are safe calls into `rustix` or
 //! `nix`; the `unsafe` blocks left are the ones no safe API covers, each with its reason.
-//! The others sit where they must: the three `pre_exec` calls (`host.rs`, `logs.rs`,
-//! `shim.rs`) and the start-gate helper taking its fd 3 (`gate.rs`).
+//! The others sit where they must: the two `pre_exec` calls (`logs.rs`, `shim.rs`), the
+//! host model's own `clone3` (`spawn.rs`) and the start-gate helper taking its fd 3
+//! (`gate.rs`).
 //!
 //! Two groups of functions:
 //!
