@@ -200,6 +200,8 @@ impl Container {
         };
         let log = self.shared.log_context(&self.id);
         let pty = processes.pty_maker();
+        // Open before the process is made: its exit, however early, is matched in it.
+        let window = self.shared.router.window();
         let made = async {
             let (child, pending) = stdio::open(&stdio, pty, &log, &self.shared.registry).await?;
             Ok::<_, Error>((processes.create(child).await?, pending))
@@ -212,16 +214,18 @@ impl Container {
             }
         };
         // An exit the reaper saw meanwhile is kept for it (`exits::Router`).
-        self.shared
+        let pidfd = self
+            .shared
             .router
-            .add(spawned.pid, &spawned.pidfd, &self.exits);
+            .add(spawned.pid, spawned.pidfd.take(), &self.exits, &window);
+        drop(window);
         let mut io = pending.start(&self.id);
         if let Some(master) = spawned.terminal.take() {
             if let Err(err) = io.attach_terminal(master) {
                 warn!("{}: {err}", self.id);
             }
         }
-        let init = Process::new(Some(&spawned), stdio, io);
+        let init = Process::new(spawned.pid, pidfd, stdio, io);
         let pid = init.pid;
         self.init_pid.store(pid, Ordering::Relaxed);
         self.shared
@@ -413,18 +417,21 @@ impl Container {
             process.pid
         };
         let member = member_of(exec_id);
+        let window = self.shared.router.window();
         let made = inner.processes.start(&member, pid).await?;
         let process = inner.process(&self.id, exec_id)?;
         if let Some(mut spawned) = made {
             // An exit the reaper saw meanwhile is kept for it (`exits::Router`).
-            self.shared
-                .router
-                .add(spawned.pid, &spawned.pidfd, &self.exits);
+            let pidfd =
+                self.shared
+                    .router
+                    .add(spawned.pid, spawned.pidfd.take(), &self.exits, &window);
+            process.made(spawned.pid, pidfd);
             if let Some(master) = spawned.terminal.take() {
                 process.io.attach_terminal(master)?;
             }
-            process.made(&spawned);
         }
+        drop(window);
         let pid = process.pid;
         process.set_running();
         info!("{}: started process {pid} {exec_id:?}", self.id);
@@ -655,14 +662,21 @@ impl Container {
                 self.id
             )));
         }
+        let window = self.shared.router.window();
         let spawned = inner.processes.exec(&req.exec_id, &process, child).await?;
-        if let Some(spawned) = &spawned {
+        let (pid, pidfd) = match spawned {
             // An exit the reaper saw meanwhile is kept for it (`exits::Router`).
-            self.shared
-                .router
-                .add(spawned.pid, &spawned.pidfd, &self.exits);
-        }
-        let exec = Process::new(spawned.as_ref(), stdio, pending.start(&label));
+            Some(spawned) => {
+                let pidfd =
+                    self.shared
+                        .router
+                        .add(spawned.pid, spawned.pidfd, &self.exits, &window);
+                (spawned.pid, pidfd)
+            }
+            None => (0, None),
+        };
+        drop(window);
+        let exec = Process::new(pid, pidfd, stdio, pending.start(&label));
         inner.execs.insert(req.exec_id.clone(), exec);
         self.shared
             .events

@@ -32,6 +32,10 @@ pub enum Error {
     /// The shim is shutting down: its last container was deleted.
     #[error("{0}")]
     Unavailable(String),
+    /// Something the shim waited for (a process setting up, a model's blocking call) did
+    /// not finish within its deadline; what it was is in the message.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// A system call failed; `context` says what the shim was doing.
     #[error("{context}: {source}")]
     Io {
@@ -53,6 +57,7 @@ impl Error {
             Error::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             Error::Unimplemented(_) => Code::UNIMPLEMENTED,
             Error::Unavailable(_) => Code::UNAVAILABLE,
+            Error::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
             Error::Io { .. } => Code::INTERNAL,
         }
     }
@@ -110,6 +115,10 @@ mod tests {
             ),
             (Error::Unimplemented("later".into()), Code::UNIMPLEMENTED),
             (Error::Unavailable("closing".into()), Code::UNAVAILABLE),
+            (
+                Error::DeadlineExceeded("slow".into()),
+                Code::DEADLINE_EXCEEDED,
+            ),
         ];
         for (err, code) in cases {
             let message = err.to_string();

@@ -21,7 +21,7 @@
 //! than to pid 1. Such descendants are reaped too, and routed nowhere.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     os::fd::OwnedFd,
     sync::{Arc, Mutex},
     time::Duration,
@@ -67,8 +67,9 @@ pub fn from_monitor(mut subscription: Subscription) -> mpsc::UnboundedReceiver<R
 
 /// Where the exit of a pid goes: the container that made the process.
 struct Route {
-    /// The process, to tell it apart from a later one with the same pid.
-    pidfd: Arc<OwnedFd>,
+    /// The process, to tell it apart from a later one with the same pid; `None` when it
+    /// had exited before a handle could be taken (its exit is then the pid's next one).
+    pidfd: Option<Arc<OwnedFd>>,
     /// Its container's exit channel.
     to: mpsc::UnboundedSender<Reaped>,
 }
@@ -85,9 +86,14 @@ struct Routes {
     /// By pid; more than one while a pid reused by a new process still has its old exit on
     /// the way.
     by_pid: HashMap<i32, Vec<Route>>,
-    /// The last exits no route claimed: a task's descendants, and a process whose model
-    /// has not handed it over yet (it exited at once); [`Router::add`] looks here first.
-    unclaimed: VecDeque<Reaped>,
+    /// How many exits have been routed: each exit's sequence number.
+    seq: u64,
+    /// The windows open ([`Router::window`]): how many start after each sequence number.
+    windows: BTreeMap<u64, usize>,
+    /// The exits no route claimed since the oldest open window began, with their sequence
+    /// numbers: a task's descendants, and a process whose model has not handed it over yet
+    /// (it exited at once). Without a window open, none is kept: nobody could ask for it.
+    unclaimed: VecDeque<(u64, Reaped)>,
 }
 
 /// The exit of one child ([`Router::child_exit`]).
@@ -102,8 +108,33 @@ impl ChildExit {
     }
 }
 
-/// How many unclaimed exits are kept.
-const UNCLAIMED_KEPT: usize = 64;
+/// A window on the exits: opened before a process model makes a process, it keeps every
+/// exit reaped from then on that no route claims, however many, until it is closed
+/// (dropped); [`Router::add`] matches a process with those only. An exit from before the
+/// window, under a pid since reused, can never be taken for the new process's, and a
+/// burst of orphans' exits cannot push the right one out.
+pub struct Window {
+    router: Arc<Router>,
+    /// The sequence number of the last exit routed before it opened.
+    since: u64,
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        let mut routes = self.router.routes();
+        if let Some(count) = routes.windows.get_mut(&self.since) {
+            *count -= 1;
+            if *count == 0 {
+                routes.windows.remove(&self.since);
+            }
+        }
+        // What no open window can ask for any more goes.
+        match routes.windows.keys().next().copied() {
+            Some(oldest) => routes.unclaimed.retain(|(seq, _)| *seq > oldest),
+            None => routes.unclaimed.clear(),
+        }
+    }
+}
 
 impl Router {
     /// A router fed by `exits` (which must have been subscribed before anything was
@@ -119,14 +150,28 @@ impl Router {
         router
     }
 
+    /// Opens a window on the exits, to be held while a process is made and until it is
+    /// handed to [`Router::add`].
+    pub fn window(self: &Arc<Self>) -> Window {
+        let mut routes = self.routes();
+        let since = routes.seq;
+        *routes.windows.entry(since).or_default() += 1;
+        Window {
+            router: self.clone(),
+            since,
+        }
+    }
+
     /// The exit code of `child`, a child the shim just spawned, once the reaper collects it.
     /// Called right after the spawn, with no `.await` between (the reaper runs on this same
     /// thread): the pid is still the child's, alive or a zombie. Also returns the child's
     /// pidfd, which says "exited" from then on.
-    pub fn child_exit(&self, pid: i32) -> std::io::Result<(Arc<OwnedFd>, ChildExit)> {
+    pub fn child_exit(self: &Arc<Self>, pid: i32) -> std::io::Result<(Arc<OwnedFd>, ChildExit)> {
         let pidfd = Arc::new(sys::pidfd_open(pid)?);
         let (tx, rx) = mpsc::unbounded_channel();
-        self.add(pid, &pidfd, &tx);
+        // No exit could be reaped since the spawn: a window from now on holds them all.
+        let window = self.window();
+        self.add(pid, Some(pidfd.clone()), &tx, &window);
         Ok((pidfd, ChildExit(rx)))
     }
 
@@ -135,36 +180,62 @@ impl Router {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends the exit of process `pid` (behind `pidfd`) to `to`: at once if the reaper
-    /// already collected it, when it comes otherwise.
-    pub fn add(&self, pid: i32, pidfd: &Arc<OwnedFd>, to: &mpsc::UnboundedSender<Reaped>) {
+    /// Sends the exit of process `pid`, made while `window` was open, to `to`: at once if
+    /// the reaper has collected it since the window opened, when it comes otherwise.
+    ///
+    /// `pidfd` is a handle the model took while the process could not have been reaped (a
+    /// `clone3`'s `CLONE_PIDFD`, runc's `--pidfd-socket`, a VMM's own). Without one, the
+    /// router takes it here: no exit of `pid` since the window opened means the pid is
+    /// still the process's, or its exit is on its way (then there is no handle to take, and
+    /// the pid's next exit is its). Returns the handle, for the signals to the process;
+    /// `None` once it has exited.
+    pub fn add(
+        &self,
+        pid: i32,
+        pidfd: Option<Arc<OwnedFd>>,
+        to: &mpsc::UnboundedSender<Reaped>,
+        window: &Window,
+    ) -> Option<Arc<OwnedFd>> {
         let mut routes = self.routes();
-        let early = routes.unclaimed.iter().rposition(|r| r.pid == pid);
-        if let Some(index) = early.filter(|_| sys::pidfd_exited(&**pidfd)) {
-            if let Some(reaped) = routes.unclaimed.remove(index) {
+        // A pidfd of a process still running says this exit is another's (a pid reused).
+        let ours = |_: &Reaped| pidfd.as_ref().is_none_or(|p| sys::pidfd_exited(&**p));
+        let early = routes
+            .unclaimed
+            .iter()
+            .position(|(seq, r)| *seq > window.since && r.pid == pid && ours(r));
+        if let Some(index) = early {
+            if let Some((_, reaped)) = routes.unclaimed.remove(index) {
                 let _ = to.send(reaped);
-                return;
+                return pidfd;
             }
         }
+        let pidfd = pidfd.or_else(|| sys::pidfd_open(pid).ok().map(Arc::new));
         routes.by_pid.entry(pid).or_default().push(Route {
             pidfd: pidfd.clone(),
             to: to.clone(),
         });
+        pidfd
     }
 
     /// Hands `reaped` to its container; false for a process no container claims (a
-    /// descendant of a task, or one not handed over yet: kept a while for [`Router::add`]).
+    /// descendant of a task, or one not handed over yet: kept while a window is open, for
+    /// [`Router::add`]).
     ///
     /// A pid is free for reuse once reaped: a process made since may have it too, while the
     /// exit of the first is still on its way. The one that exited is the oldest route whose
-    /// pidfd says so; a route whose process still runs is not this exit's.
+    /// pidfd says so (or that has none); a route whose process still runs is not this
+    /// exit's.
     pub fn route(&self, reaped: Reaped) -> bool {
         let route = {
             let mut routes = self.routes();
+            routes.seq += 1;
+            let seq = routes.seq;
             let chosen = routes.by_pid.get_mut(&reaped.pid).and_then(|candidates| {
-                let index = candidates
-                    .iter()
-                    .position(|r| sys::pidfd_exited(&*r.pidfd))?;
+                let index = candidates.iter().position(|r| {
+                    r.pidfd
+                        .as_ref()
+                        .is_none_or(|pidfd| sys::pidfd_exited(&**pidfd))
+                })?;
                 Some(candidates.remove(index))
             });
             if routes.by_pid.get(&reaped.pid).is_some_and(Vec::is_empty) {
@@ -173,9 +244,8 @@ impl Router {
             match chosen {
                 Some(route) => route,
                 None => {
-                    routes.unclaimed.push_back(reaped);
-                    if routes.unclaimed.len() > UNCLAIMED_KEPT {
-                        routes.unclaimed.pop_front();
+                    if !routes.windows.is_empty() {
+                        routes.unclaimed.push_back((seq, reaped));
                     }
                     return false;
                 }
@@ -193,26 +263,33 @@ impl Router {
 mod tests {
     use super::*;
 
+    fn reaped(pid: i32, code: i32) -> Reaped {
+        Reaped { pid, code }
+    }
+
     /// A process model may hand a process over after the reaper collected it (it exited at
     /// once): its exit is kept, and delivered when the route comes.
     #[test]
     fn an_exit_seen_before_its_route_is_delivered_when_the_route_comes() {
+        let router = Arc::new(Router::default());
+        let window = router.window();
         let mut child = std::process::Command::new("true")
             .spawn()
             .expect("spawn true");
         let pid = child.id() as i32;
         let pidfd = Arc::new(sys::pidfd_open(pid).expect("pidfd"));
         let status = child.wait().expect("wait");
-        let router = Router::default();
-        let reaped = Reaped {
-            pid,
-            code: status.code().unwrap_or(-1),
-        };
-        assert!(!router.route(reaped), "no route yet: kept, not claimed");
+        let exit = reaped(pid, status.code().unwrap_or(-1));
+        assert!(!router.route(exit), "no route yet: kept, not claimed");
         let (tx, mut rx) = mpsc::unbounded_channel();
-        router.add(pid, &pidfd, &tx);
-        assert_eq!(rx.try_recv().ok(), Some(reaped));
+        router.add(pid, Some(pidfd), &tx, &window);
+        assert_eq!(rx.try_recv().ok(), Some(exit));
         assert!(router.routes().by_pid.is_empty(), "no route left behind");
+        drop(window);
+        assert!(
+            router.routes().unclaimed.is_empty(),
+            "nothing kept for nobody"
+        );
     }
 
     /// A process that still runs is never given an exit of its pid's previous owner.
@@ -224,15 +301,65 @@ mod tests {
             .expect("spawn sleep");
         let pid = child.id() as i32;
         let pidfd = Arc::new(sys::pidfd_open(pid).expect("pidfd"));
-        let router = Router::default();
+        let router = Arc::new(Router::default());
+        let window = router.window();
         // As if a descendant with the same pid had exited before.
-        assert!(!router.route(Reaped { pid, code: 3 }));
+        assert!(!router.route(reaped(pid, 3)));
         let (tx, mut rx) = mpsc::unbounded_channel();
-        router.add(pid, &pidfd, &tx);
+        router.add(pid, Some(pidfd), &tx, &window);
         assert!(rx.try_recv().is_err(), "an old exit went to a live process");
         let _ = child.kill();
         let status = child.wait().expect("wait");
-        assert!(router.route(Reaped { pid, code: 128 + 9 }));
+        assert!(router.route(reaped(pid, 128 + 9)));
         assert_eq!(rx.try_recv().ok().map(|r| r.code), Some(137), "{status:?}");
+    }
+
+    /// A model with no pidfd of its own (runc before 1.2 hands over a pid only): an exit of
+    /// the same pid from before the window (a process that had the pid before) is never
+    /// taken for the new process's; the one after is.
+    #[test]
+    fn an_exit_from_before_the_window_is_not_the_new_process_s() {
+        let router = Arc::new(Router::default());
+        let before = router.window();
+        // A pid no process has: the router cannot take a pidfd of its own.
+        let pid = i32::MAX - 7;
+        assert!(!router.route(reaped(pid, 1)), "the old owner's exit");
+        let window = router.window();
+        drop(before);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        assert!(router.add(pid, None, &tx, &window).is_none());
+        assert!(
+            rx.try_recv().is_err(),
+            "an exit from before the window was taken"
+        );
+        assert!(router.route(reaped(pid, 0)), "the new process's exit");
+        assert_eq!(rx.try_recv().ok(), Some(reaped(pid, 0)));
+    }
+
+    /// A hostPID pod: 200 orphans exit between the reap of a fast exec and its route. The
+    /// window keeps them all, and the exec's exit is still found.
+    #[test]
+    fn two_hundred_orphan_exits_do_not_push_an_exec_s_exit_out() {
+        let router = Arc::new(Router::default());
+        let window = router.window();
+        let pid = i32::MAX - 9;
+        assert!(
+            !router.route(reaped(pid, 42)),
+            "the exec, reaped before its route"
+        );
+        for orphan in 0..200 {
+            assert!(!router.route(reaped(i32::MAX - 1000 - orphan, 0)));
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        assert!(
+            router.add(pid, None, &tx, &window).is_none(),
+            "gone: no pidfd"
+        );
+        assert_eq!(rx.try_recv().ok(), Some(reaped(pid, 42)));
+        drop(window);
+        assert!(
+            router.routes().unclaimed.is_empty(),
+            "the orphans' exits go with it"
+        );
     }
 }

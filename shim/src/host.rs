@@ -43,6 +43,7 @@ use oci_spec::runtime::{LinuxResources, Spec};
 use crate::{
     bundle,
     cgroup::{self, Cgroup, Hierarchy},
+    devices,
     error::{Error, Result},
     exits::LEFTOVER_DEADLINE,
     gate,
@@ -51,8 +52,8 @@ use crate::{
     model::{Member, ProcessModel, Processes, Spawned},
     oom::OomWatch,
     procfs::{self, ProcStat},
-    resources::{self, DeviceRule, Resources},
-    spawn::{self, Birth, Joining},
+    resources::{self, Resources},
+    spawn::{self, Birth, Report},
     spec::{self, Kind, ProcessSpec},
     stdio::ChildStdio,
     sys::{self, Signal},
@@ -107,7 +108,6 @@ impl ProcessModel for Host {
             );
         }
         let init = spec::init_process(spec, kind, &self.helper)?;
-        let mut devices = Vec::new();
         let members = match (&self.cgroups, cgroup::from_spec(spec)?) {
             (Some(hierarchy), Some((path, resources))) => {
                 let cgroup = Cgroup {
@@ -129,7 +129,6 @@ impl ProcessModel for Host {
                 if let Some(what) = resources.unenforced(cgroup.is_v2()) {
                     warn!("{id}: {what}");
                 }
-                devices = resources.devices;
                 Members::Cgroup(cgroup)
             }
             _ => Members::Tree,
@@ -144,7 +143,6 @@ impl ProcessModel for Host {
             init: None,
             gates: HashMap::new(),
             joining: HashMap::new(),
-            devices,
         }))
     }
 
@@ -215,17 +213,12 @@ pub struct HostProcesses {
     /// Processes still moving into the container's v1 cgroups (`spawn.rs`), or done, until
     /// `Start` takes the outcome.
     joining: HashMap<i32, Joined>,
-    /// The device rules last written to the v1 devices cgroup. Writing a list starts with
-    /// "deny all", which a process opening a device at that moment would feel: an
-    /// `Update` that repeats the list (the CRI plugin sends every resource each time)
-    /// leaves it alone.
-    devices: Vec<DeviceRule>,
 }
 
 /// Where a new process is in its move into the container's cgroups.
 enum Joined {
     /// Still moving (or `exec`ing the helper); its pidfd, to end it if it never finishes.
-    Pending(Joining, Arc<OwnedFd>),
+    Pending(Report, Arc<OwnedFd>),
     /// Done: in every cgroup and at its gate, or what failed.
     Done(std::result::Result<(), Error>),
 }
@@ -266,19 +259,19 @@ impl HostProcesses {
     /// Spawns a process at its start gate, in the container's cgroup if it has one (born
     /// there on v2; moving there meanwhile on v1, see `spawn.rs`); keeps its gate and its
     /// move. On failure nothing is left.
-    fn spawn(
+    async fn spawn(
         &mut self,
         process: &ProcessSpec,
         stdio: ChildStdio,
         group: Group,
         name: &str,
-    ) -> Result<Spawned> {
-        let (spawned, gate, joining) =
-            spawn_held(&self.helper, process, stdio, group, name, self.cgroup())?;
+    ) -> Result<(Spawned, Arc<OwnedFd>)> {
+        let (spawned, pidfd, gate, joining) =
+            spawn_held(&self.helper, process, stdio, group, name, self.cgroup()).await?;
         self.gates.insert(spawned.pid, gate);
         self.joining
-            .insert(spawned.pid, Joined::Pending(joining, spawned.pidfd.clone()));
-        Ok(spawned)
+            .insert(spawned.pid, Joined::Pending(joining, pidfd.clone()));
+        Ok((spawned, pidfd))
     }
 
     /// Waits until every new process is in the container's cgroups (or failed to get
@@ -308,6 +301,11 @@ impl HostProcesses {
 
 /// How long a new process may take to join the container's cgroups ([`HostProcesses::settle`]).
 const JOIN_DEADLINE: Duration = Duration::from_secs(2);
+
+/// How long a new process may take to set itself up before it is killed ([`spawn_held`]):
+/// a `chdir` into a hung mount, or a birth in a cgroup frozen from outside, would otherwise
+/// hold its container's `Create` for ever.
+const BIRTH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Where a process list comes from: a quick look and one that misses nothing.
 pub trait ProcessTree {
@@ -381,20 +379,20 @@ impl Processes for HostProcesses {
     async fn create(&mut self, stdio: ChildStdio) -> Result<Spawned> {
         let init_spec = self.init_spec.clone();
         let id = self.id.clone();
-        let spawned = self.spawn(&init_spec, stdio, Group::Own, &id)?;
+        let (spawned, pidfd) = self.spawn(&init_spec, stdio, Group::Own, &id).await?;
         let pid = spawned.pid;
         let recorded = procfs::ProcStat::read(pid)
             .map_err(Error::io(format!("read /proc/{pid}/stat")))
             .and_then(|stat| bundle::write_init_pid(&self.bundle, pid, stat.start_time));
         if let Err(err) = recorded {
             // The helper exits unstarted and the reaper collects it.
-            let _ = sys::signal_pidfd(&spawned.pidfd, Signal::KILL);
+            let _ = sys::signal_pidfd(&pidfd, Signal::KILL);
             self.gates.remove(&pid);
             self.joining.remove(&pid);
             return Err(err);
         }
         self.registry.spawned(&self.id, pid, true, true);
-        self.init = Some((pid, spawned.pidfd.clone()));
+        self.init = Some((pid, pidfd));
         Ok(spawned)
     }
 
@@ -419,7 +417,7 @@ impl Processes for HostProcesses {
         };
         // With a terminal, or a group of its own, the exec leads; otherwise the init does.
         let leads = group == Group::Own || process.terminal;
-        let spawned = self.spawn(&process, stdio, group, &name)?;
+        let (spawned, _) = self.spawn(&process, stdio, group, &name).await?;
         self.registry.spawned(&self.id, spawned.pid, leads, false);
         Ok(Some(spawned))
     }
@@ -501,19 +499,21 @@ impl Processes for HostProcesses {
         if let Some(what) = resources.unenforced(cgroup.is_v2()) {
             warn!("{}: {what}", self.id);
         }
-        let devices = std::mem::take(&mut resources.devices);
-        let new_devices = !devices.is_empty() && devices != self.devices;
-        if new_devices {
-            resources.devices = devices.clone();
+        if !resources.devices.is_empty() && !cgroup.is_v2() {
+            // Only what changes, from what the cgroup allows now: a running container never
+            // sees its devices all denied for a moment (see `devices.rs`).
+            let now = cgroup
+                .read("devices", "devices.list")
+                .ok()
+                .and_then(|list| devices::State::from_list(&list));
+            if let Some(now) = now {
+                let target = devices::State::from_rules(&resources.devices);
+                resources.devices = devices::transition(&now, &target);
+            }
         }
-        let applied = cgroup
+        cgroup
             .apply(&resources)
-            .map_err(|e| limits_error(cgroup, e));
-        if new_devices {
-            // Written, or written in part: only a complete write is known.
-            self.devices = if applied.is_ok() { devices } else { Vec::new() };
-        }
-        applied?;
+            .map_err(|e| limits_error(cgroup, e))?;
         info!("{}: resources updated: {resources:?}", self.id);
         Ok(())
     }
@@ -684,16 +684,56 @@ async fn freeze(cgroup: &Cgroup, frozen: bool) -> Result<()> {
 
 /// Spawns `process` as the start-gate helper (`helper`, this very binary), with the spec's
 /// environment, working directory and identity, waiting at the gate, in `cgroup` (see
-/// `spawn.rs`). Returns it, the gate's write end (`Start` writes to it, dropping it without
-/// a write makes the helper exit unstarted), and its move into the cgroup.
-fn spawn_held(
+/// `spawn.rs`). Returns it, its pidfd, the gate's write end (`Start` writes to it, dropping it without
+/// a write makes the helper exit unstarted), and its move into the cgroup. A child that has
+/// not set up within [`BIRTH_DEADLINE`] is killed, and the call fails with the reason.
+async fn spawn_held(
     helper: &Path,
     process: &ProcessSpec,
     stdio: ChildStdio,
     group: Group,
     name: &str,
     cgroup: Option<&Cgroup>,
-) -> Result<(Spawned, OwnedFd, Joining)> {
+) -> Result<(Spawned, Arc<OwnedFd>, OwnedFd, Report)> {
+    let (mut born, gate_write) = clone_held(helper, process, stdio, group, name, cgroup)?;
+    match tokio::time::timeout(BIRTH_DEADLINE, born.report.ready()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => return Err(spawn_error(name, Some(process), err)),
+        Err(_) => {
+            let _ = sys::signal_pidfd(&born.pidfd, Signal::KILL);
+            return Err(Error::DeadlineExceeded(format!(
+                "spawn {name}: process {} was not set up within {BIRTH_DEADLINE:?} (its \
+                 working directory {} hung, or its cgroup is frozen?): killed",
+                born.pid,
+                process.cwd.display()
+            )));
+        }
+    }
+    info!("{name}: created process {}, waiting for Start", born.pid);
+    let pidfd = Arc::new(born.pidfd);
+    Ok((
+        Spawned {
+            pid: born.pid,
+            pidfd: Some(pidfd.clone()),
+            terminal: None,
+        },
+        pidfd,
+        gate_write,
+        born.report,
+    ))
+}
+
+/// The clone of [`spawn_held`], which returns at once: the child and the gate's write end.
+/// What it prepares for the child (raw pointers into `argv` and `envp`) stays here, on
+/// this thread's stack, and never crosses an `.await`.
+fn clone_held(
+    helper: &Path,
+    process: &ProcessSpec,
+    stdio: ChildStdio,
+    group: Group,
+    name: &str,
+    cgroup: Option<&Cgroup>,
+) -> Result<(spawn::Born, OwnedFd)> {
     let program = process.program.to_string_lossy();
     let arg0 = "containerd-shim-sample-v2";
     process.check_exec_size(&[arg0, gate::SUBCOMMAND, &program], sys::arg_max())?;
@@ -731,18 +771,9 @@ fn spawn_held(
     // prepared before the clone (see `sys::child`).
     let born = unsafe { birth.spawn(&|| setup.apply()) }
         .map_err(|err| spawn_error(name, Some(process), err))?;
-    // No `wait` ever: the reaper collects every child (see exits.rs).
+    // No `wait` ever: the reaper collects every child (see exits.rs), also one that failed.
     drop(gate_read);
-    info!("{name}: created process {}, waiting for Start", born.pid);
-    Ok((
-        Spawned {
-            pid: born.pid,
-            pidfd: Arc::new(born.pidfd),
-            terminal: None,
-        },
-        gate_write,
-        born.joining,
-    ))
+    Ok((born, gate_write))
 }
 
 /// A failed spawn of `name` as an error with the code that says whose fault it is.

@@ -29,6 +29,7 @@
 //! | [`exits`] | from the reaper to the container whose process exited |
 //! | [`cgroup`] | a task's cgroup (v1 or v2): where its processes live, freezer, OOM count |
 //! | [`resources`] | the limits of `linux.resources`, as each cgroup version's files |
+//! | [`devices`] | the v1 devices cgroup: rules checked, an `Update` as the smallest change |
 //! | [`members`] | which of the shim's processes belong to which container, without a cgroup |
 //! | [`stdio`] | stdin, stdout and stderr between the task and containerd's FIFOs |
 //! | [`logs`] | log URIs: `file://` and `binary://` loggers |
@@ -54,6 +55,7 @@
 pub mod bundle;
 pub mod cgroup;
 pub mod container;
+pub mod devices;
 pub mod error;
 pub mod events;
 pub mod exits;

@@ -21,16 +21,19 @@
 //!   the reaper saw before that is kept for it (`exits::Router`).
 //! - The container calls one method at a time (it holds its own lock), so a model keeps
 //!   its state in `&mut self` without locks of its own; a slow call delays that container
-//!   only.
+//!   only, **provided it never blocks the shim's one thread**: `.await` what can be
+//!   awaited (a child's report on a pipe, a runtime binary's exit through the reaper), and
+//!   run what cannot (a mount, a VM's boot, a wasm compile) through [`blocking`], which
+//!   puts it on a thread of its own under a deadline.
 
-use std::{os::fd::OwnedFd, path::Path, sync::Arc};
+use std::{os::fd::OwnedFd, path::Path, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use containerd_shim_protos::{api::CreateTaskRequest, protobuf::well_known_types::any::Any};
 use oci_spec::runtime::{LinuxResources, Spec};
 
 use crate::{
-    error::Result,
+    error::{Error, Result},
     oom::OomWatch,
     procfs::ProcStat,
     spec::Kind,
@@ -43,10 +46,13 @@ use crate::{
 pub struct Spawned {
     /// Its pid.
     pub pid: i32,
-    /// A handle on exactly this process (`pidfd_open(2)`), taken before the reaper could
-    /// run: signals through it cannot hit a recycled pid, and it polls readable once the
-    /// process has exited.
-    pub pidfd: Arc<OwnedFd>,
+    /// A handle on exactly this process (a pidfd), if the model took one before the reaper
+    /// could collect the process: a `clone3`'s `CLONE_PIDFD` (the host model), runc's
+    /// `--pidfd-socket` (1.2 and later), a VMM's own handle. Signals through it cannot hit a
+    /// recycled pid, and it polls readable once the process has exited. `None`: the shim
+    /// takes one when it routes the pid (`exits::Router::add`), within the window opened
+    /// before the process was made, which is right but for a pid reused in between.
+    pub pidfd: Option<Arc<OwnedFd>>,
     /// The master side of its terminal, when the model made the terminal
     /// ([`Processes::pty_maker`] says so).
     pub terminal: Option<OwnedFd>,
@@ -162,4 +168,68 @@ pub trait Processes: Send + 'static {
     /// `Delete` of the container: ends whatever is left and removes what it held (its
     /// cgroup, its mounts). Also called when `Create` fails after [`ProcessModel::container`].
     async fn release(&mut self);
+}
+
+/// Runs `work`, a call that blocks (a mount, a VM's boot, a wasm compile), on a thread of
+/// its own, and waits for it without blocking the shim's thread: the reaper, ttrpc and
+/// every other container go on meanwhile. Past `deadline` the call fails with
+/// `DeadlineExceeded`, naming `what`; the thread is left to finish alone (a hung mount
+/// cannot be cancelled), and what it made is the caller's to undo.
+///
+/// A thread per call, not tokio's blocking pool: `work` may change its thread's state (the
+/// crate's overlay mount `unshare`s the working directory), which a pooled thread would
+/// keep for the next caller.
+pub async fn blocking<T: Send + 'static>(
+    what: &str,
+    deadline: Duration,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("blocking".into())
+        .spawn(move || {
+            let _ = tx.send(work());
+        })
+        .map_err(Error::io(format!("start a thread to {what}")))?;
+    match tokio::time::timeout(deadline, rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(Error::Io {
+            context: what.to_string(),
+            source: std::io::Error::other("its thread panicked"),
+        }),
+        Err(_) => Err(Error::DeadlineExceeded(format!(
+            "{what}: not done within {deadline:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call that hangs fails at its deadline, and the runtime's thread is free meanwhile.
+    #[tokio::test]
+    async fn a_blocking_call_fails_at_its_deadline_and_blocks_nothing() {
+        let ticks = tokio::spawn(async {
+            let mut n = 0;
+            while n < 10 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                n += 1;
+            }
+            n
+        });
+        let hung = blocking("hang", Duration::from_millis(300), || {
+            std::thread::sleep(Duration::from_secs(3));
+            Ok(())
+        })
+        .await;
+        assert!(matches!(hung, Err(Error::DeadlineExceeded(ref m)) if m.contains("hang")));
+        assert_eq!(
+            ticks.await.expect("ticks"),
+            10,
+            "the runtime thread was blocked"
+        );
+        let done = blocking("add", Duration::from_secs(5), || Ok(2 + 2)).await;
+        assert_eq!(done.expect("done"), 4);
+    }
 }

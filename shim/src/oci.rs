@@ -51,13 +51,13 @@ use crate::{
     exits::Router,
     host::{end_all, ProcessTree},
     metrics,
-    model::{Member, Processes, Spawned},
+    model::{self, Member, Processes, Spawned},
     oom::OomWatch,
     options::OciConfig,
     procfs::ProcStat,
     runtime::Runtime,
     stdio::{ChildStdio, PtyMaker},
-    sys::{self, Signal},
+    sys::Signal,
 };
 
 /// The file in the bundle that says which runtime made the container, for `delete` after
@@ -69,6 +69,9 @@ const LOG_FILE: &str = "log.json";
 
 /// The init's pid file in the bundle.
 const INIT_PID_FILE: &str = "init.pid";
+
+/// How long one mount of the root filesystem may take before `Create` fails.
+const MOUNT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The processes of a new OCI-mode container `req.id`, made by the runtime `config` names.
 pub fn container(
@@ -140,49 +143,40 @@ impl OciProcesses {
         self.bundle.join("rootfs")
     }
 
-    /// Mounts the root filesystem at the bundle's `rootfs`, in order.
-    fn mount_rootfs(&mut self) -> Result<()> {
+    /// Mounts the root filesystem at the bundle's `rootfs`, in order, each mount on a
+    /// thread of its own ([`model::blocking`]): an overlay of very many layers, or a hung
+    /// source, stalls this container only.
+    async fn mount_rootfs(&mut self) -> Result<()> {
         if self.rootfs.is_empty() {
             return Ok(());
         }
         let target = self.rootfs_dir();
         std::fs::create_dir_all(&target)
             .map_err(Error::io(format!("create {}", target.display())))?;
-        for mount in &self.rootfs {
-            // On a thread of its own: for an overlay with very many layers the crate's helper
-            // changes the working directory of its thread (`unshare(CLONE_FS)`), which must
-            // not be the runtime's.
-            let mounted = std::thread::scope(|scope| {
-                scope
-                    .spawn(|| {
-                        containerd_shim::mount::mount_rootfs(
-                            Some(mount.type_.as_str()).filter(|t| !t.is_empty()),
-                            Some(mount.source.as_str()),
-                            &mount.options,
-                            &target,
-                        )
-                    })
-                    .join()
-            });
-            match mounted {
-                Ok(Ok(())) => self.mounted = true,
-                Ok(Err(err)) => {
-                    return Err(Error::Io {
-                        context: format!(
-                            "mount the root filesystem ({} {}) at {}",
-                            mount.type_,
-                            mount.source,
-                            target.display()
-                        ),
-                        source: io::Error::other(err.to_string()),
-                    })
-                }
-                Err(_) => {
-                    return Err(Error::FailedPrecondition(
-                        "the mount thread panicked".into(),
-                    ))
-                }
-            }
+        for mount in self.rootfs.clone() {
+            let what = format!(
+                "mount the root filesystem ({} {}) at {}",
+                mount.type_,
+                mount.source,
+                target.display()
+            );
+            // Unmounted at `release` even if the mount finishes after its deadline.
+            self.mounted = true;
+            let at = target.clone();
+            let context = what.clone();
+            model::blocking(&what, MOUNT_DEADLINE, move || {
+                containerd_shim::mount::mount_rootfs(
+                    Some(mount.type_.as_str()).filter(|t| !t.is_empty()),
+                    Some(mount.source.as_str()),
+                    &mount.options,
+                    &at,
+                )
+                .map_err(|err| Error::Io {
+                    context,
+                    source: io::Error::other(err.to_string()),
+                })
+            })
+            .await?;
         }
         Ok(())
     }
@@ -209,7 +203,7 @@ impl OciProcesses {
             all.push(console.path.display().to_string());
         }
         all.push(self.id.clone());
-        let ran = self.runtime.run(&all, Some(stdio)).await?;
+        self.runtime.run(&all, Some(stdio)).await?;
         let master = console.map(|c| c.receive()).transpose()?;
         let text = std::fs::read_to_string(pid_file).map_err(Error::io(format!(
             "read the pid file {}",
@@ -220,17 +214,12 @@ impl OciProcesses {
             context: format!("the pid file {}", pid_file.display()),
             source: io::Error::other(format!("{text:?} is not a pid")),
         })?;
-        let pidfd = match sys::pidfd_open(pid) {
-            Ok(pidfd) => Arc::new(pidfd),
-            // Gone already and reaped (an exec of `true`): its exit waits in the router
-            // (`exits::Router`), and the runtime's own pidfd, of a process known to have
-            // exited, stands in for it.
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => ran.pidfd,
-            Err(e) => return Err(Error::io(format!("pidfd_open({pid})"))(e)),
-        };
+        // runc before 1.2 hands over a pid only (no `--pidfd-socket`): the container takes
+        // the pidfd as it routes the pid, within the window it opened before this call,
+        // which also finds the exit of a process gone already (an exec of `true`).
         Ok(Spawned {
             pid,
-            pidfd,
+            pidfd: None,
             terminal: master,
         })
     }
@@ -259,7 +248,7 @@ impl Processes for OciProcesses {
         });
         std::fs::write(self.state_file(), state.to_string())
             .map_err(Error::io(format!("write {}", self.state_file().display())))?;
-        self.mount_rootfs()?;
+        self.mount_rootfs().await?;
         let bundle = self.bundle.display().to_string();
         let pid_file = self.bundle.join(INIT_PID_FILE);
         self.created = true;

@@ -19,7 +19,6 @@ use tokio::sync::watch;
 
 use crate::{
     error::{Error, Result},
-    model::Spawned,
     stdio::{Io, StdioPaths},
     sys::{self, Signal},
 };
@@ -52,7 +51,7 @@ pub struct Process {
     /// an exec its model makes only at `Start` (an OCI runtime's).
     pub pid: i32,
     /// A handle on exactly this process, for signals that cannot hit a recycled pid; none
-    /// before the process exists.
+    /// before the process exists, or when it had exited before a handle could be taken.
     pidfd: Option<Arc<OwnedFd>>,
     /// Current state.
     state: State,
@@ -65,11 +64,12 @@ pub struct Process {
 }
 
 impl Process {
-    /// A process its model just made, in the `Created` state, with its stdio copies.
-    pub fn new(spawned: Option<&Spawned>, stdio: StdioPaths, io: Io) -> Process {
+    /// A process its model just made (`pid`, 0 for one made only at `Start`, and its
+    /// handle), in the `Created` state, with its stdio copies.
+    pub fn new(pid: i32, pidfd: Option<Arc<OwnedFd>>, stdio: StdioPaths, io: Io) -> Process {
         Process {
-            pid: spawned.map_or(0, |s| s.pid),
-            pidfd: spawned.map(|s| s.pidfd.clone()),
+            pid,
+            pidfd,
             state: State::Created,
             stdio,
             io,
@@ -79,13 +79,13 @@ impl Process {
 
     /// Whether the process exists: always, but for an exec its model makes at `Start`.
     pub fn exists(&self) -> bool {
-        self.pidfd.is_some()
+        self.pid != 0
     }
 
-    /// The process its model made at `Start`.
-    pub fn made(&mut self, spawned: &Spawned) {
-        self.pid = spawned.pid;
-        self.pidfd = Some(spawned.pidfd.clone());
+    /// The process its model made at `Start`, `pid` behind `pidfd`.
+    pub fn made(&mut self, pid: i32, pidfd: Option<Arc<OwnedFd>>) {
+        self.pid = pid;
+        self.pidfd = pidfd;
     }
 
     /// The current state.
@@ -101,7 +101,10 @@ impl Process {
     /// True when the process has exited but its exit is not recorded yet: the reaper has
     /// it, or is about to, and the exit policy will record it (see `container.rs`).
     pub fn exit_pending(&self) -> bool {
-        !self.is_stopped() && self.pidfd.as_ref().is_some_and(|p| sys::pidfd_exited(&**p))
+        // Made, with no handle: it had exited before one could be taken.
+        !self.is_stopped()
+            && self.exists()
+            && self.pidfd.as_ref().is_none_or(|p| sys::pidfd_exited(&**p))
     }
 
     /// `FailedPrecondition` unless the process is `Created`: only then may it start.
@@ -142,10 +145,13 @@ impl Process {
     /// Sends `signal` to the process. `NotFound` once it has exited, as containerd expects.
     pub fn kill(&self, signal: Signal) -> Result<()> {
         self.ensure_alive()?;
-        let Some(pidfd) = &self.pidfd else {
+        if !self.exists() {
             return Err(Error::FailedPrecondition(
                 "the exec process is not started: there is no process to signal yet".into(),
             ));
+        }
+        let Some(pidfd) = &self.pidfd else {
+            return Err(self.gone());
         };
         let gone = || self.gone();
         sys::signal_pidfd(&**pidfd, signal).map_err(|e| match e.raw_os_error() {

@@ -28,6 +28,7 @@ use oci_spec::runtime::LinuxResources;
 
 use crate::{
     cgroup::{write_file, Cgroup},
+    devices,
     error::{Error, Result},
 };
 
@@ -48,7 +49,7 @@ pub struct DeviceRule {
 
 impl DeviceRule {
     /// The rule as the devices controller reads it: `c 1:3 rwm`, or `a` for every device.
-    fn line(&self) -> String {
+    pub fn line(&self) -> String {
         if self.kind == 'a' {
             return "a".into();
         }
@@ -203,7 +204,7 @@ impl Resources {
         }
         let rules = res.devices().iter().flatten();
         for rule in rules.clone() {
-            resources.devices.push(DeviceRule {
+            let rule = DeviceRule {
                 allow: rule.allow(),
                 kind: rule
                     .typ()
@@ -211,7 +212,9 @@ impl Resources {
                 major: rule.major(),
                 minor: rule.minor(),
                 access: rule.access().clone().unwrap_or_else(|| "rwm".into()),
-            });
+            };
+            devices::validate(&rule)?;
+            resources.devices.push(rule);
         }
         if rules.count() > 0 {
             resources.devices.extend(default_devices());

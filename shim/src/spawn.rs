@@ -12,7 +12,7 @@
 //!   moves itself, writing `0` into each hierarchy's `cgroup.procs` (opened by the shim
 //!   before the clone), *after* it reported its setup done. `Create` returns as soon as
 //!   that report arrives; the move goes on meanwhile, while containerd and the client go
-//!   on to `Start`, which waits ([`Joining::done`]) only for what is left. The helper
+//!   on to `Start`, which waits ([`Report::done`]) only for what is left. The helper
 //!   `exec`s only once it is in every hierarchy, so the program never runs outside.
 //!   On a hybrid machine the child is born in the cgroup2 part (`CLONE_INTO_CGROUP`) and
 //!   moves itself into the v1 hierarchies.
@@ -193,8 +193,11 @@ impl Birth {
     }
 
     /// Clones the child, which runs `setup` (async-signal-safe system calls only), reports
-    /// and `exec`s. Returns once the child is set up (or failed to be): its pid, its pidfd,
-    /// and the rest of its report.
+    /// and `exec`s. Returns at once, without waiting for the child: its pid, its pidfd, and
+    /// its report, to `.await` ([`Report::ready`], then [`Report::done`]). A child may take
+    /// any time to set up (a `chdir` into a hung mount, a cgroup frozen from outside that
+    /// the kernel stops it in before its first instruction): the caller waits for it on
+    /// the runtime, under a deadline, and nothing else waits.
     ///
     /// # Safety
     ///
@@ -236,22 +239,15 @@ impl Birth {
         // Our copies of the child's ends go now: the output copies see end-of-file only
         // once every writer is closed.
         drop(self);
-        let mut status = Joining {
-            fd: status_read,
-            record: [0; RECORD],
-            got: 0,
-        };
-        match status.read_blocking()? {
-            Some((Stage::Ready, _)) => Ok(Born {
-                pid,
-                pidfd,
-                joining: status,
-            }),
-            Some((stage, errno)) => Err(failed(stage, errno)),
-            None => Err(io::Error::other(
-                "the process ended before it was set up (killed?)",
-            )),
-        }
+        Ok(Born {
+            pid,
+            pidfd,
+            report: Report {
+                fd: status_read,
+                record: [0; RECORD],
+                got: 0,
+            },
+        })
     }
 
     /// `clone3`, or `clone` where the kernel or a seccomp filter refuses `clone3`. In the
@@ -370,18 +366,19 @@ fn above_9(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 10)?)
 }
 
-/// A child that is set up and may still be moving into its cgroups.
+/// A child just cloned: set up, or still setting up.
 pub struct Born {
     /// Its pid.
     pub pid: i32,
     /// Its pidfd.
     pub pidfd: OwnedFd,
-    /// The rest of its report.
-    pub joining: Joining,
+    /// Its report: set up ([`Report::ready`]), then in every cgroup and `exec`ed
+    /// ([`Report::done`]).
+    pub report: Report,
 }
 
-/// The rest of a child's report: end-of-file once it `exec`ed, in every cgroup.
-pub struct Joining {
+/// What a child reports through its status pipe, read without blocking the runtime.
+pub struct Report {
     /// The status pipe's read end.
     fd: OwnedFd,
     /// What has arrived of a record so far (a wait may be cancelled halfway).
@@ -390,10 +387,30 @@ pub struct Joining {
     got: usize,
 }
 
-impl Joining {
-    /// Waits, without blocking the runtime, until the child is in its cgroups and has
-    /// `exec`ed (`Ok`), or says what failed. Cancel-safe: what was read is kept.
+impl Report {
+    /// Waits until the child is set up (`Ok`), or says which stage failed. Cancel-safe:
+    /// what was read is kept.
+    pub async fn ready(&mut self) -> io::Result<()> {
+        match self.next().await? {
+            Some((Stage::Ready, _)) => Ok(()),
+            Some((stage, errno)) => Err(failed(stage, errno)),
+            None => Err(io::Error::other(
+                "the process ended before it was set up (killed?)",
+            )),
+        }
+    }
+
+    /// After [`Report::ready`]: waits until the child is in its cgroups and has `exec`ed
+    /// (`Ok`), or says what failed. Cancel-safe.
     pub async fn done(&mut self) -> io::Result<()> {
+        match self.next().await? {
+            None => Ok(()),
+            Some((stage, errno)) => Err(failed(stage, errno)),
+        }
+    }
+
+    /// The next record (`None`: end-of-file), on the runtime's reactor.
+    async fn next(&mut self) -> io::Result<Option<(Stage, i32)>> {
         use tokio::io::{unix::AsyncFd, Interest};
         rustix::io::ioctl_fionbio(&self.fd, true)?;
         // SAFETY: `self.fd` stays open, the same descriptor, while `fd` (dropped when this
@@ -413,25 +430,9 @@ impl Joining {
                 Err(_would_block) => continue,
             }
         }
-        match parse(&self.record[..self.got]) {
-            None => Ok(()),
-            Some((stage, errno)) => Err(failed(stage, errno)),
-        }
-    }
-
-    /// The next record, blocking (`None`: end-of-file).
-    fn read_blocking(&mut self) -> io::Result<Option<(Stage, i32)>> {
-        let mut record = [0u8; RECORD];
-        let mut got = 0;
-        while got < RECORD {
-            match nix::unistd::read(&self.fd, &mut record[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Ok(parse(&record[..got]))
+        let record = parse(&self.record[..self.got]);
+        self.got = 0;
+        Ok(record)
     }
 }
 
@@ -511,10 +512,18 @@ mod tests {
         nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).expect("waitpid")
     }
 
-    /// Spawns `birth` with `setup`, which in these tests only returns a value.
-    fn spawn(birth: Birth, setup: fn() -> io::Result<()>) -> io::Result<Born> {
+    /// Spawns `birth` with `setup`, which in these tests only returns a value, and waits
+    /// until it is set up.
+    async fn spawn(birth: Birth, setup: fn() -> io::Result<()>) -> io::Result<Born> {
         // SAFETY: `setup` returns a value made on the stack: no allocation, no lock.
-        unsafe { birth.spawn(&setup) }
+        let mut born = unsafe { birth.spawn(&setup) }?;
+        match born.report.ready().await {
+            Ok(()) => Ok(born),
+            Err(err) => {
+                wait(born.pid);
+                Err(err)
+            }
+        }
     }
 
     fn birth(args: &[&str]) -> Birth {
@@ -530,8 +539,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_child_is_set_up_and_execs() {
-        let mut born = spawn(birth(&["sh", "-c", "exit 7"]), || Ok(())).expect("spawn");
-        born.joining.done().await.expect("exec");
+        let mut born = spawn(birth(&["sh", "-c", "exit 7"]), || Ok(()))
+            .await
+            .expect("spawn");
+        born.report.done().await.expect("exec");
         assert_eq!(
             wait(born.pid),
             nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(born.pid), 7)
@@ -543,14 +554,15 @@ mod tests {
         let err = spawn(birth(&["sh"]), || {
             Err(io::Error::from_raw_os_error(libc::EACCES))
         })
+        .await
         .err()
         .expect("setup fails");
         assert_eq!(errno_of(&err), Some(libc::EACCES), "{err}");
         assert!(err.to_string().contains("set up the process"), "{err}");
         let mut missing = birth(&["x"]);
         missing.program = CString::new("/no/such/program").expect("c");
-        let mut born = spawn(missing, || Ok(())).expect("set up");
-        let err = born.joining.done().await.expect_err("exec fails");
+        let mut born = spawn(missing, || Ok(())).await.expect("set up");
+        let err = born.report.done().await.expect_err("exec fails");
         assert_eq!(errno_of(&err), Some(libc::ENOENT), "{err}");
         wait(born.pid);
     }
@@ -574,15 +586,15 @@ mod tests {
         let result = async {
             let mut b = birth(&["sh", "-c", "exec sleep 1"]);
             b.cgroup(Some(&born_in), &[])?;
-            let mut born = spawn(b, || Ok(()))?;
+            let mut born = spawn(b, || Ok(())).await?;
             let seen = std::fs::read_to_string(format!("/proc/{}/cgroup", born.pid))?;
-            born.joining.done().await?;
+            born.report.done().await?;
             let _ = sys::signal_pidfd(&born.pidfd, sys::Signal::KILL);
             wait(born.pid);
             let mut b = birth(&["sh", "-c", "exec sleep 1"]);
             b.cgroup(None, &[moved_into.join("cgroup.procs")])?;
-            let mut born = spawn(b, || Ok(()))?;
-            born.joining.done().await?;
+            let mut born = spawn(b, || Ok(())).await?;
+            born.report.done().await?;
             let moved = std::fs::read_to_string(moved_into.join("cgroup.procs"))?;
             let _ = sys::signal_pidfd(&born.pidfd, sys::Signal::KILL);
             wait(born.pid);

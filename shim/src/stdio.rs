@@ -17,11 +17,14 @@
 //! (`file://`, `binary://`): see `logs.rs`. The process then writes into the file or the
 //! logger's pipes itself, and the shim copies nothing.
 //!
-//! The shim opens each FIFO **read-write**. For an output FIFO that makes the shim a reader
-//! too, so a write never fails with `EPIPE` when no client is attached (a detached task would
-//! otherwise die of `SIGPIPE` at its first line); a later `ctr task attach` opens the same
-//! FIFO and reads on. For the stdin FIFO it makes the shim a writer too, so a client that
-//! detaches does not deliver end-of-file to the task. Only `CloseIO` does that.
+//! The shim keeps a **reader of its own** on each output FIFO (the *keeper*, opened read-only
+//! beside the write end the copy uses), so a write never fails with `EPIPE` when no client is
+//! attached (a detached task would otherwise die of `SIGPIPE` at its first line); a later
+//! `ctr task attach` opens the same FIFO and reads on. Keeping the two ends apart lets the
+//! shim ask the kernel whether *another* reader is there ([`Io::flushed`]): an exit waits for
+//! a connected reader to take the output, and for nobody else. The stdin FIFO is opened
+//! read-write, which makes the shim a writer too, so a client that detaches does not
+//! deliver end-of-file to the task. Only `CloseIO` does that.
 //!
 //! Only FIFOs (or an empty path, meaning `/dev/null`) are accepted: the shim runs as root, and
 //! opening an arbitrary path it was handed would let a client write anywhere.
@@ -38,7 +41,10 @@ use std::{
         unix::fs::{FileTypeExt, OpenOptionsExt},
     },
     process::Stdio,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -47,7 +53,7 @@ use nix::{fcntl::OFlag, unistd::pipe2};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::unix::pipe,
-    sync::{oneshot, watch},
+    sync::oneshot,
     task::JoinHandle,
 };
 
@@ -96,8 +102,21 @@ pub struct PendingIo {
 
 /// The far ends of a terminal's copies: where its output goes, where its input comes from.
 struct TerminalEnds {
-    destination: Option<pipe::Sender>,
+    destination: Option<Destination>,
     stdin: Option<pipe::Receiver>,
+}
+
+/// Where one output stream goes: the write end of its FIFO (or a logger's pipe), and the
+/// shim's own read-only handle on a FIFO (none for a logger, which reads it itself).
+struct Destination {
+    to: pipe::Sender,
+    keeper: Option<OwnedFd>,
+}
+
+/// One output copy's three ends: the task's pipe (or a terminal's master), and where it goes.
+struct OutputEnds {
+    from: pipe::Receiver,
+    to: Destination,
 }
 
 impl TerminalEnds {
@@ -108,10 +127,11 @@ impl TerminalEnds {
         let dup = || master.try_clone().map_err(Error::io("dup pty"));
         let stdout = match self.destination {
             None => None,
-            Some(destination) => Some((
-                pipe::Receiver::from_owned_fd_unchecked(dup()?).map_err(Error::io("watch pty"))?,
-                destination,
-            )),
+            Some(to) => Some(OutputEnds {
+                from: pipe::Receiver::from_owned_fd_unchecked(dup()?)
+                    .map_err(Error::io("watch pty"))?,
+                to,
+            }),
         };
         let stdin = match self.stdin {
             None => None,
@@ -154,26 +174,23 @@ impl ChildStdio {
     }
 }
 
-/// The shim's side of each stream: (source, destination) for each copy.
+/// The shim's side of each stream: (source, destination) for stdin, [`OutputEnds`] for the
+/// outputs.
 struct ShimEnds {
     stdin: Option<(pipe::Receiver, pipe::Sender)>,
-    stdout: Option<(pipe::Receiver, pipe::Sender)>,
-    stderr: Option<(pipe::Receiver, pipe::Sender)>,
+    stdout: Option<OutputEnds>,
+    stderr: Option<OutputEnds>,
 }
 
 /// The running copies of one process.
 pub struct Io {
     /// The process, for the log.
     name: String,
-    /// stdout and stderr copies: `Delete` waits for them so no output is lost.
+    /// stdout and stderr copies: `Delete` waits for them so no output is lost, and stops
+    /// them at its deadline.
     outputs: Vec<JoinHandle<()>>,
-    /// Counts the output copies that have ended.
-    ended_tx: Arc<watch::Sender<usize>>,
-    /// How many of the output copies have ended.
-    ended: watch::Receiver<usize>,
-    /// The shim's own handles on the output FIFOs, until the process's exit is recorded:
-    /// how much their reader has yet to take ([`Io::flushed`]).
-    fifos: Vec<OwnedFd>,
+    /// What the shim watches of each output stream, to know when its reader has it all.
+    streams: Vec<Stream>,
     /// The stdin copy, kept to abort it if the process is deleted.
     input: Option<JoinHandle<()>>,
     /// Tells the stdin copy to deliver what is pending, then end-of-file (`CloseIO`).
@@ -200,7 +217,7 @@ pub async fn open(
     if paths.terminal {
         return open_terminal(paths, pty, uri, context, registry).await;
     }
-    let (stdin_child, stdin) = match open_fifo("stdin", &paths.stdin)? {
+    let (stdin_child, stdin) = match open_fifo("stdin", &paths.stdin, libc::O_RDWR)? {
         None => (None, None),
         Some(fifo) => {
             let (read, write) = make_pipe()?;
@@ -269,13 +286,12 @@ async fn open_terminal(
 ) -> Result<(ChildStdio, PendingIo)> {
     let mut logger = None;
     let destination = match uri {
-        None => open_fifo("stdout", &paths.stdout)?
-            .map(|fifo| pipe::Sender::from_file(fifo).map_err(Error::io("watch stdout FIFO")))
-            .transpose()?,
+        None => open_output_fifo("stdout", &paths.stdout)?,
         Some(LogUri::Binary { path, args }) => {
             let ends = Logger::spawn(&path, &args, context, registry).await?;
             logger = Some(ends.logger);
-            Some(pipe::Sender::from_owned_fd(ends.stdout).map_err(Error::io("logger pipe"))?)
+            let to = pipe::Sender::from_owned_fd(ends.stdout).map_err(Error::io("logger pipe"))?;
+            Some(Destination { to, keeper: None })
         }
         Some(LogUri::File(_)) => {
             return Err(Error::InvalidArgument(format!(
@@ -285,7 +301,7 @@ async fn open_terminal(
             )))
         }
     };
-    let stdin = open_fifo("stdin", &paths.stdin)?
+    let stdin = open_fifo("stdin", &paths.stdin, libc::O_RDWR)?
         .map(|fifo| pipe::Receiver::from_file(fifo).map_err(Error::io("watch stdin FIFO")))
         .transpose()?;
     let ends = TerminalEnds { destination, stdin };
@@ -322,10 +338,11 @@ async fn open_terminal(
     ))
 }
 
-type OutputEnds = (Option<OwnedFd>, Option<(pipe::Receiver, pipe::Sender)>);
+/// The child's end of one output stream, and the shim's.
+type Output = (Option<OwnedFd>, Option<OutputEnds>);
 
-fn output(name: &str, path: &str) -> Result<OutputEnds> {
-    let Some(fifo) = open_fifo(name, path)? else {
+fn output(name: &str, path: &str) -> Result<Output> {
+    let Some(to) = open_output_fifo(name, path)? else {
         return Ok((None, None));
     };
     // Both pipes keep the kernel's size (64 KiB). Larger ones move bulk output with fewer
@@ -333,22 +350,38 @@ fn output(name: &str, path: &str) -> Result<OutputEnds> {
     // it has the exit and deletes the task, and what the FIFO still held was lost (seen with
     // 1 MiB pipes: 0.85 MiB of a 6.6 MiB output).
     let (read, write) = make_pipe()?;
-    let fifo = pipe::Sender::from_file(fifo).map_err(Error::io(format!("watch {name} FIFO")))?;
-    let from_child =
-        pipe::Receiver::from_owned_fd(read).map_err(Error::io(format!("{name} pipe")))?;
-    Ok((Some(write), Some((from_child, fifo))))
+    let from = pipe::Receiver::from_owned_fd(read).map_err(Error::io(format!("{name} pipe")))?;
+    Ok((Some(write), Some(OutputEnds { from, to })))
 }
 
-/// Opens a FIFO read-write and non-blocking, refusing anything that is not a FIFO.
-/// `O_NOFOLLOW` plus a check on the opened file (not on the path) leaves no window for a
-/// symlink or a swapped file.
-fn open_fifo(name: &str, path: &str) -> Result<Option<File>> {
+/// Opens an output FIFO as two ends: the shim's own reader (the keeper, opened first, which
+/// never blocks) and the write end the copy uses (which needs a reader to open without
+/// blocking: the keeper). The write end is opened through `/proc/self/fd` of the keeper, so
+/// it is the very FIFO [`open_fifo`] checked, whatever the path names by then.
+fn open_output_fifo(name: &str, path: &str) -> Result<Option<Destination>> {
+    let Some(keeper) = open_fifo(name, path, libc::O_RDONLY)? else {
+        return Ok(None);
+    };
+    let keeper = OwnedFd::from(keeper);
+    let write = sys::reopen(&keeper, libc::O_WRONLY | libc::O_NONBLOCK)
+        .map_err(Error::io(format!("open {name} {path} for writing")))?;
+    let to = pipe::Sender::from_owned_fd(write).map_err(Error::io(format!("watch {name} FIFO")))?;
+    Ok(Some(Destination {
+        to,
+        keeper: Some(keeper),
+    }))
+}
+
+/// Opens a FIFO non-blocking, read-write (`O_RDWR`) or read-only (`O_RDONLY`), refusing
+/// anything that is not a FIFO. `O_NOFOLLOW` plus a check on the opened file (not on the
+/// path) leaves no window for a symlink or a swapped file.
+fn open_fifo(name: &str, path: &str, mode: libc::c_int) -> Result<Option<File>> {
     if path.is_empty() {
         return Ok(None);
     }
     let file = OpenOptions::new()
         .read(true)
-        .write(true)
+        .write(mode == libc::O_RDWR)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| Error::InvalidArgument(format!("{name} {path}: cannot open: {e}")))?;
@@ -375,12 +408,9 @@ impl PendingIo {
     /// Starts the copies, once the process exists (those of a terminal the model has yet to
     /// hand over start with [`Io::attach_terminal`]).
     pub fn start(self, name: &str) -> Io {
-        let (ended_tx, ended) = watch::channel(0usize);
         let mut io = Io {
             name: name.to_string(),
-            ended_tx: Arc::new(ended_tx),
-            ended,
-            fifos: Vec::new(),
+            streams: Vec::new(),
             outputs: Vec::new(),
             input: None,
             close_stdin: None,
@@ -403,24 +433,23 @@ impl Io {
         } = ends;
         let terminal = pty.is_some();
         for (stream, ends) in [("stdout", stdout), ("stderr", stderr)] {
-            if let Some((mut from, mut to)) = ends {
+            if let Some(OutputEnds { from, to }) = ends {
                 let label = format!("{} {stream}", self.name);
-                // Our own handle on the FIFO, to see when its reader has taken everything.
-                if let Ok(fifo) = to.as_fd().try_clone_to_owned() {
-                    self.fifos.push(fifo);
-                }
-                let ended = self.ended_tx.clone();
+                // The shim's own handles on both sides, to see when the reader has it all.
+                let held = Arc::new(AtomicUsize::new(0));
+                self.streams
+                    .extend(Stream::new(&from, to.keeper, &to.to, held.clone()));
+                let mut to = to.to;
                 self.outputs.push(tokio::spawn(async move {
                     let copied = if terminal {
-                        tokio::io::copy(&mut from, &mut to).await
+                        copy_output(&from, &mut to, &held).await
                     } else {
-                        splice_output(&from, &mut to).await
+                        splice_output(&from, &mut to, &held).await
                     };
                     match copied {
                         Ok(bytes) => debug!("{label}: moved {bytes} bytes, end of stream"),
                         Err(e) => debug!("{label}: output ended: {e}"),
                     }
-                    ended.send_modify(|n| *n += 1);
                 }));
             }
         }
@@ -448,9 +477,63 @@ impl Io {
     }
 }
 
-/// How many bytes the pipe or FIFO `fd` holds.
+/// How many bytes the pipe, FIFO or terminal `fd` holds.
 fn unread(fd: &OwnedFd) -> usize {
     rustix::io::ioctl_fionread(fd).unwrap_or(0) as usize
+}
+
+/// What the shim watches of one output stream while its process lives: where the output
+/// still is (the task's pipe, the copy's hands, the FIFO), and whether anyone but the shim
+/// reads it.
+struct Stream {
+    /// The task's pipe (or the terminal's master): output not copied yet.
+    pipe: OwnedFd,
+    /// The FIFO's write end: output its reader has yet to take, and whether it has one.
+    fifo: OwnedFd,
+    /// The shim's own reader of the FIFO, which keeps a detached task's output for a later
+    /// reader (and its writes from `EPIPE`). Let go of for a moment to ask whether another
+    /// reader is there ([`Stream::read_by_another`]).
+    keeper: Option<OwnedFd>,
+    /// Bytes the copy has read from the pipe and not yet written into the FIFO (shared with
+    /// the copy, which runs on this same thread).
+    held: Arc<AtomicUsize>,
+}
+
+impl Stream {
+    /// The watch on a copy from `from` into `to`, with the FIFO's `keeper`; `None` when the
+    /// descriptors cannot be duplicated (the exit then waits for nothing).
+    fn new(
+        from: &pipe::Receiver,
+        keeper: Option<OwnedFd>,
+        to: &pipe::Sender,
+        held: Arc<AtomicUsize>,
+    ) -> Option<Stream> {
+        Some(Stream {
+            pipe: from.as_fd().try_clone_to_owned().ok()?,
+            fifo: to.as_fd().try_clone_to_owned().ok()?,
+            keeper,
+            held,
+        })
+    }
+
+    /// Whether a reader other than the shim has the FIFO open. Its own reader is let go of
+    /// and opened again around the question: nothing else runs meanwhile (the copies are
+    /// tasks of this same thread), so no write can meet a FIFO without readers.
+    fn read_by_another(&mut self) -> bool {
+        let Some(keeper) = self.keeper.take() else {
+            return sys::has_reader(&self.fifo);
+        };
+        drop(keeper);
+        let connected = sys::has_reader(&self.fifo);
+        self.keeper = sys::reopen(&self.fifo, libc::O_RDONLY | libc::O_NONBLOCK).ok();
+        connected
+    }
+
+    /// Whether the output the process wrote is all with the reader: nothing left in the
+    /// pipe, in the copy's hands, or in the FIFO.
+    fn delivered(&self) -> bool {
+        unread(&self.pipe) == 0 && self.held.load(Ordering::Relaxed) == 0 && unread(&self.fifo) == 0
+    }
 }
 
 /// How much one `splice` may move: 16 pipe buffers of 64 KiB.
@@ -470,7 +553,14 @@ const SPLICE_MIN: usize = 4 * 1024;
 /// `splice` answers `WouldBlock` for an empty input and for a full output alike; a zero-
 /// timeout `poll` says which, and only that side's readiness is cleared, so the wait is
 /// for the right event. End-of-file is seen without waiting for room in the FIFO.
-async fn splice_output(from: &pipe::Receiver, to: &mut pipe::Sender) -> std::io::Result<u64> {
+///
+/// `held` counts the bytes read from `from` and not yet written to `to`, for
+/// [`Io::flushed`].
+async fn splice_output(
+    from: &pipe::Receiver,
+    to: &mut pipe::Sender,
+    held: &AtomicUsize,
+) -> std::io::Result<u64> {
     let would_block = || Err::<(), _>(std::io::Error::from(std::io::ErrorKind::WouldBlock));
     let mut buffer = vec![0u8; SPLICE_MIN];
     let mut moved = 0u64;
@@ -482,7 +572,10 @@ async fn splice_output(from: &pipe::Receiver, to: &mut pipe::Sender) -> std::io:
             match from.try_read(&mut buffer) {
                 Ok(0) => return Ok(moved),
                 Ok(n) => {
-                    to.write_all(&buffer[..n]).await?;
+                    held.store(n, Ordering::Relaxed);
+                    let written = to.write_all(&buffer[..n]).await;
+                    held.store(0, Ordering::Relaxed);
+                    written?;
                     moved += n as u64;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -506,6 +599,33 @@ async fn splice_output(from: &pipe::Receiver, to: &mut pipe::Sender) -> std::io:
                     tokio::task::yield_now().await;
                 }
             }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Copies a terminal's output (a pty is not a pipe: no `splice`) into `to` until end-of-file
+/// or an error (`EIO` once the terminal has no process left); `held` as for
+/// [`splice_output`].
+async fn copy_output(
+    from: &pipe::Receiver,
+    to: &mut pipe::Sender,
+    held: &AtomicUsize,
+) -> std::io::Result<u64> {
+    let mut buffer = vec![0u8; 8 * 1024];
+    let mut moved = 0u64;
+    loop {
+        from.readable().await?;
+        match from.try_read(&mut buffer) {
+            Ok(0) => return Ok(moved),
+            Ok(n) => {
+                held.store(n, Ordering::Relaxed);
+                let written = to.write_all(&buffer[..n]).await;
+                held.store(0, Ordering::Relaxed);
+                written?;
+                moved += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
     }
@@ -556,42 +676,49 @@ impl Io {
         crate::sys::set_window_size(pty, width, height).map_err(Error::io("resize the terminal"))
     }
 
-    /// Waits, at most `limit`, until the process's output is all in its FIFOs and their
-    /// reader has taken it; then lets go of the shim's own handles on the FIFOs. Called
-    /// before the process's exit is recorded: a client learns of the exit from `Wait` and
-    /// may stop reading at once (`ctr run` does), so output still on its way then was lost
-    /// (10,450 of a million lines in one run of `task_api.rs`). Pipes have no event for
-    /// "empty": after the copies end, the FIFOs are looked at after 1, 2, 4, ... ms.
+    /// Waits, at most `limit`, until the output the process left in its pipes has reached
+    /// its FIFOs and a reader has taken it; at once when nobody but the shim reads them
+    /// (`ctr run -d`), or as soon as the reader goes. Called before the process's exit is
+    /// recorded: a client learns of the exit from `Wait` and may stop reading at once (`ctr
+    /// run` does), so output still on its way then was lost (10,450 of a million lines in
+    /// one run of `task_api.rs`). Pipes have no event for "empty": they are looked at after
+    /// 1, 2, 4, ... ms.
     pub async fn flushed(&mut self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
-        // Before `Delete` (a process is deleted once its exit is recorded): the copies are
-        // all still here to count.
-        let copies = self.outputs.len();
-        let ended = self.ended.wait_for(|n| *n >= copies);
-        if tokio::time::timeout_at(deadline, ended).await.is_ok() {
-            let mut pause = Duration::from_millis(1);
-            while self.fifos.iter().any(|fifo| unread(fifo) > 0)
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(32));
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let waiting = self
+                .streams
+                .iter_mut()
+                .any(|stream| !stream.delivered() && stream.read_by_another());
+            if !waiting || tokio::time::Instant::now() >= deadline {
+                return;
             }
+            tokio::time::sleep(pause.min(deadline - tokio::time::Instant::now())).await;
+            pause = (pause * 2).min(Duration::from_millis(32));
         }
-        self.fifos.clear();
     }
 
     /// Waits until stdout and stderr reached end-of-file (every writer of the pipes has
-    /// exited), or `limit` passed: then the copies are abandoned, as nobody reads them.
+    /// exited), or `limit` passed: then the copies are stopped, and the pipes and FIFOs
+    /// closed, so that the reader sees end-of-file (a background child of an exec, `sh -c
+    /// 'sleep 365d &'`, holds the pipe open for as long as it lives).
     pub async fn wait_outputs(&mut self, limit: Duration) {
-        let outputs = std::mem::take(&mut self.outputs);
-        let all = async {
-            for copy in outputs {
+        let deadline = tokio::time::Instant::now() + limit;
+        for copy in self.outputs.iter_mut() {
+            if tokio::time::timeout_at(deadline, &mut *copy).await.is_err() {
+                debug!(
+                    "{}: output still open after {limit:?} (held by a child that outlived \
+                     its process?): closed",
+                    self.name
+                );
+                copy.abort();
+                // The cancelled copy drops its descriptors before its handle resolves.
                 let _ = copy.await;
             }
-        };
-        if tokio::time::timeout(limit, all).await.is_err() {
-            debug!("output copies still blocked after {limit:?}: abandoned");
         }
+        self.outputs.clear();
+        self.streams.clear();
         if let Some(logger) = self.logger.take() {
             logger.stop().await;
         }
@@ -671,8 +798,8 @@ mod tests {
         // A second handle on the shim's own (read-write) FIFO descriptor, only to ask the
         // kernel how many bytes the FIFO holds: the test opens no reader of its own.
         let shim_fifo = {
-            let (_, fifo_end) = pending.shim_ends.stdout.as_ref().expect("stdout ends");
-            fifo_end.as_fd().try_clone_to_owned().expect("dup")
+            let ends = pending.shim_ends.stdout.as_ref().expect("stdout ends");
+            ends.to.to.as_fd().try_clone_to_owned().expect("dup")
         };
         let mut child = std::process::Command::new("sh")
             .args(["-c", "echo one; echo two; read _"])
@@ -711,5 +838,120 @@ mod tests {
         let status = child.wait().expect("wait for sh");
         assert!(status.success(), "sh died, e.g. of SIGPIPE: {status}");
         io.wait_outputs(Duration::from_secs(5)).await;
+    }
+
+    /// A FIFO at a fresh path, and `open` of it as a process's stdout.
+    async fn stdout_fifo(dir: &tempfile::TempDir) -> (std::path::PathBuf, ChildStdio, PendingIo) {
+        let fifo = dir.path().join("out");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let paths = StdioPaths {
+            stdout: fifo.display().to_string(),
+            ..Default::default()
+        };
+        let registry = Arc::new(Registry::default());
+        let (child, pending) = open(&paths, PtyMaker::Shim, &LogContext::default(), &registry)
+            .await
+            .expect("open");
+        (fifo, child, pending)
+    }
+
+    /// Writes `bytes` bytes into the process's stdout, as a task would before it exits: on
+    /// a thread (a full pipe holds it back until the copy, on this runtime, moves on).
+    fn write_and_exit(child: ChildStdio, bytes: usize) -> std::thread::JoinHandle<()> {
+        let mut out = File::from(child.stdout.expect("stdout"));
+        std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut out, &vec![b'x'; bytes]);
+        })
+    }
+
+    /// Lets the runtime run (the copies) until `thread` has finished.
+    async fn until_finished<T>(thread: &std::thread::JoinHandle<T>) {
+        while !thread.is_finished() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// `ctr run -d`: nobody but the shim reads the FIFO. The exit is recorded at once, not
+    /// after the flush limit (the process's output has nobody to reach).
+    #[tokio::test]
+    async fn with_no_reader_an_exit_waits_for_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_fifo, child, pending) = stdout_fifo(&dir).await;
+        let mut io = pending.start("test");
+        // More than the pipe and the FIFO hold: the writer is still blocked when its
+        // "process" exits (the thread is left to end with the test).
+        let _writer = write_and_exit(child, 1024 * 1024);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let limit = Duration::from_secs(60);
+        tokio::time::timeout(Duration::from_secs(10), io.flushed(limit))
+            .await
+            .expect("flushed waited for a reader that does not exist");
+        io.wait_outputs(Duration::from_millis(100)).await;
+    }
+
+    /// `ctr run`: a reader is connected. The exit waits until it has taken everything, then
+    /// once the reader is gone, waits for nothing.
+    #[tokio::test]
+    async fn a_connected_reader_gets_everything_before_the_exit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (fifo, child, pending) = stdout_fifo(&dir).await;
+        let mut io = pending.start("test");
+        let reader = std::fs::File::open(&fifo).expect("open reader");
+        let total = 512 * 1024;
+        let writer = write_and_exit(child, total);
+        // A slow reader, on a thread: 16 KiB every 5 ms.
+        let read = std::thread::spawn(move || {
+            let mut reader = reader;
+            let mut got = 0;
+            let mut buf = vec![0u8; 16 * 1024];
+            while got < total {
+                match std::io::Read::read(&mut reader, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            got
+        });
+        // The process "exits" once it has written everything.
+        until_finished(&writer).await;
+        io.flushed(Duration::from_secs(60)).await;
+        assert!(
+            io.streams.iter().all(Stream::delivered),
+            "the exit came before the reader had taken everything"
+        );
+        until_finished(&read).await;
+        assert_eq!(
+            read.join().expect("reader"),
+            total,
+            "output lost at the exit"
+        );
+        // The reader is gone: nothing to wait for, however much more comes.
+        tokio::time::timeout(Duration::from_secs(10), io.flushed(Duration::from_secs(60)))
+            .await
+            .expect("flushed waited for a reader that left");
+        io.wait_outputs(Duration::from_millis(100)).await;
+    }
+
+    /// An exec's background child (`sh -c 'sleep 365d &'`) holds its stdout open: at the
+    /// drain limit the copy is stopped and the FIFO closed, so the reader sees end-of-file
+    /// (containerd's `TestContainerDrainExecIOAfterExit`).
+    #[tokio::test]
+    async fn a_copy_held_open_is_closed_at_its_deadline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (fifo, child, pending) = stdout_fifo(&dir).await;
+        let mut io = pending.start("test");
+        let mut reader = pipe::OpenOptions::new()
+            .open_receiver(&fifo)
+            .expect("open reader");
+        // The child's end stays open here, as in a background child.
+        let _held_open = child.stdout;
+        io.wait_outputs(Duration::from_millis(200)).await;
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut buf))
+            .await
+            .expect("the reader saw no end-of-file: the FIFO is still open")
+            .expect("read");
+        assert_eq!(n, 0);
     }
 }

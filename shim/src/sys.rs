@@ -21,7 +21,10 @@
 
 use std::{
     io,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd},
+    os::{
+        fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd},
+        unix::fs::OpenOptionsExt,
+    },
 };
 
 use nix::poll::PollFlags;
@@ -101,6 +104,19 @@ pub fn pidfd_exited(pidfd: impl AsFd) -> bool {
 pub fn has_reader(end: impl AsFd) -> bool {
     let [gone] = poll_now([(end.as_fd(), PollFlags::POLLERR)]);
     !gone
+}
+
+/// Opens again the file `fd` is open on, with `flags` (`O_RDONLY`, `O_WRONLY`, ...;
+/// close-on-exec always), through `/proc/self/fd`: for a FIFO, another end of the very
+/// same FIFO, whatever its path names now.
+pub fn reopen(fd: impl AsFd, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let path = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
+    let file = std::fs::OpenOptions::new()
+        .read(flags & libc::O_ACCMODE != libc::O_WRONLY)
+        .write(flags & libc::O_ACCMODE != libc::O_RDONLY)
+        .custom_flags(flags & !libc::O_ACCMODE)
+        .open(path)?;
+    Ok(file.into())
 }
 
 /// The one `poll(2)` helper: for each descriptor, whether any of the `wanted` events (or an
