@@ -11,6 +11,20 @@ pub fn v2() -> bool {
     !Path::new("/sys/fs/cgroup/memory").is_dir()
 }
 
+/// Where the cgroup2 hierarchy is mounted: `/sys/fs/cgroup` on a v2 machine, the hybrid
+/// layout's `unified` mount beside the v1 hierarchies; `None` without one.
+pub fn v2_mount() -> Option<PathBuf> {
+    if v2() {
+        return Some(PathBuf::from("/sys/fs/cgroup"));
+    }
+    let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|line| {
+        let (fields, after) = line.split_once(" - ")?;
+        let point = fields.split(' ').nth(4)?;
+        (after.split(' ').next()? == "cgroup2").then(|| PathBuf::from(point))
+    })
+}
+
 /// The cgroup paths `pid` is in (`/proc/<pid>/cgroup`, every hierarchy).
 pub fn of_process(pid: i32) -> Vec<String> {
     fs::read_to_string(format!("/proc/{pid}/cgroup"))
