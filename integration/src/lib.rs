@@ -31,8 +31,10 @@ use anyhow::{bail, Context, Result};
 
 pub mod cgroupfs;
 pub mod image;
+pub mod pod;
 pub mod proc;
 pub mod soak;
+pub mod timing;
 
 /// The runtime name the shim answers to.
 pub const RUNTIME: &str = "com.example.sample.v2";
@@ -917,6 +919,9 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
   # The shim applies the spec's oom_score_adj (-998 for a sandbox), and lowering it needs
   # CAP_SYS_RESOURCE: clamp it to containerd's own, as on a machine without that capability.
   restrict_oom_score_adj = true
+  # An exec whose background child holds its output: ExecSync gives up waiting for the
+  # output's end after this long, deletes the exec, and the shim closes the FIFOs.
+  drain_exec_sync_io_timeout = "10s"
 
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{handler}]
   runtime_type = "{runtime}"
@@ -951,6 +956,10 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
   # The shim applies the spec's oom_score_adj (-998 for a sandbox), and lowering it needs
   # CAP_SYS_RESOURCE: clamp it to containerd's own, as on a machine without that capability.
   restrict_oom_score_adj = true
+  # An exec whose background child holds its output: ExecSync gives up waiting for the
+  # output's end after this long (1.7 and later), deletes the exec, and the shim closes
+  # the FIFOs.
+  drain_exec_sync_io_timeout = "10s"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
 

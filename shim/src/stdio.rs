@@ -189,8 +189,13 @@ pub struct Io {
     /// stdout and stderr copies: `Delete` waits for them so no output is lost, and stops
     /// them at its deadline.
     outputs: Vec<JoinHandle<()>>,
-    /// What the shim watches of each output stream, to know when its reader has it all.
+    /// What the shim watches of each output stream, to know when its reader has it all:
+    /// until the process's exit is recorded.
     streams: Vec<Stream>,
+    /// The shim's own readers of the output FIFOs once the exit is recorded, until
+    /// `Delete`: a copy that goes on (a background child's output) never meets `EPIPE`.
+    /// Readers only: the client still sees end-of-file once the copy ends.
+    keepers: Vec<OwnedFd>,
     /// The stdin copy, kept to abort it if the process is deleted.
     input: Option<JoinHandle<()>>,
     /// Tells the stdin copy to deliver what is pending, then end-of-file (`CloseIO`).
@@ -411,6 +416,7 @@ impl PendingIo {
         let mut io = Io {
             name: name.to_string(),
             streams: Vec::new(),
+            keepers: Vec::new(),
             outputs: Vec::new(),
             input: None,
             close_stdin: None,
@@ -692,11 +698,16 @@ impl Io {
                 .iter_mut()
                 .any(|stream| !stream.delivered() && stream.read_by_another());
             if !waiting || tokio::time::Instant::now() >= deadline {
-                return;
+                break;
             }
             tokio::time::sleep(pause.min(deadline - tokio::time::Instant::now())).await;
             pause = (pause * 2).min(Duration::from_millis(32));
         }
+        // Only the copy may write into the FIFOs from now on: when it ends, the client
+        // sees end-of-file (an exec's background child holds the copy, not the FIFO).
+        let streams = std::mem::take(&mut self.streams);
+        self.keepers
+            .extend(streams.into_iter().filter_map(|stream| stream.keeper));
     }
 
     /// Waits until stdout and stderr reached end-of-file (every writer of the pipes has
@@ -719,6 +730,7 @@ impl Io {
         }
         self.outputs.clear();
         self.streams.clear();
+        self.keepers.clear();
         if let Some(logger) = self.logger.take() {
             logger.stop().await;
         }
@@ -915,9 +927,17 @@ mod tests {
         });
         // The process "exits" once it has written everything.
         until_finished(&writer).await;
+        let (pipe, fifo) = {
+            let stream = &io.streams[0];
+            (
+                stream.pipe.try_clone().expect("dup"),
+                stream.fifo.try_clone().expect("dup"),
+            )
+        };
         io.flushed(Duration::from_secs(60)).await;
-        assert!(
-            io.streams.iter().all(Stream::delivered),
+        assert_eq!(
+            (unread(&pipe), unread(&fifo)),
+            (0, 0),
             "the exit came before the reader had taken everything"
         );
         until_finished(&read).await;
@@ -926,10 +946,32 @@ mod tests {
             total,
             "output lost at the exit"
         );
-        // The reader is gone: nothing to wait for, however much more comes.
+        io.wait_outputs(Duration::from_millis(100)).await;
+    }
+
+    /// A reader that stops reading and goes: the exit waits for it while it is there, and
+    /// no longer once it has gone.
+    #[tokio::test]
+    async fn once_the_reader_goes_an_exit_waits_for_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (fifo, child, pending) = stdout_fifo(&dir).await;
+        let mut io = pending.start("test");
+        let reader = std::fs::File::open(&fifo).expect("open reader");
+        let _writer = write_and_exit(child, 1024 * 1024);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let leaves = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(reader);
+        });
+        let started = std::time::Instant::now();
         tokio::time::timeout(Duration::from_secs(10), io.flushed(Duration::from_secs(60)))
             .await
             .expect("flushed waited for a reader that left");
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "flushed returned while the reader was there"
+        );
+        leaves.join().expect("the reader's thread");
         io.wait_outputs(Duration::from_millis(100)).await;
     }
 

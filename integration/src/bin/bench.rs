@@ -5,11 +5,17 @@
 //!
 //! Writes `bench/RESULTS.md` and `bench/results.svg`. runc gets a busybox root filesystem
 //! (`busybox-static`); our shim runs the same commands on the host in spec mode.
+//!
+//! `main` is the list of the parts, in the order of the results: the task API rows of each
+//! shim ([`task_api_column`]), the OCI mode's rows ([`oci_rows`]), starts on cgroup v2
+//! ([`cgroup_v2_starts`]), pods over the CRI API ([`cri_pods`]), then the report
+//! ([`write_results`]).
 
 use std::{
     fmt::Write as _,
     fs,
     path::{Path, PathBuf},
+    str::FromStr,
     time::{Duration, Instant},
 };
 
@@ -22,13 +28,19 @@ use shim_demo::{
 
 const RUNC: &str = "io.containerd.runc.v2";
 
+/// A shim the benchmark compares: one column of the results.
 struct Runtime {
+    /// The column's name in the progress log.
     name: &'static str,
+    /// The runtime name a container asks for.
     runtime: &'static str,
+    /// The binary containerd runs for it, to find its processes.
     shim_binary: &'static str,
 }
 
-const RUNTIMES: [Runtime; 2] = [
+/// Ours, then runc-v2: the "ours" and "runc" columns. A `static`, so that workers that
+/// outlive a borrow can hold a `&'static Runtime`.
+static RUNTIMES: [Runtime; 2] = [
     Runtime {
         name: "sample (ours)",
         runtime: RUNTIME,
@@ -41,12 +53,158 @@ const RUNTIMES: [Runtime; 2] = [
     },
 ];
 
+/// How much to measure.
+#[derive(Clone, Copy)]
 struct Settings {
+    /// `--quick`: a small smoke run (also said in the report's first line).
     quick: bool,
+    /// Start runs per start-latency row.
     starts: usize,
+    /// Idle tasks, and so exit latency samples.
     tasks: usize,
+    /// Short tasks per worker in the run-to-delete rows.
     cycles: usize,
+    /// Bytes of stdout per throughput row.
     stdout_bytes: u64,
+}
+
+impl Settings {
+    /// The full run's or, with `--quick`, the quick run's, with what the command line
+    /// overrides.
+    fn from_args() -> Settings {
+        let quick = std::env::args().any(|a| a == "--quick");
+        let mut settings = if quick {
+            Settings {
+                quick,
+                starts: 10,
+                tasks: 5,
+                cycles: 5,
+                stdout_bytes: 32 << 20,
+            }
+        } else {
+            Settings {
+                quick,
+                starts: 200,
+                tasks: 100,
+                cycles: 50,
+                stdout_bytes: 1 << 30,
+            }
+        };
+        // `--starts N`: that many start runs, e.g. to compare two binaries' start latency in
+        // quick runs.
+        if let Some(starts) = arg("--starts") {
+            settings.starts = starts;
+        }
+        // `--stdout-mib N`: that much stdout per throughput row (quick runs: 32).
+        if let Some(mib) = arg::<u64>("--stdout-mib") {
+            settings.stdout_bytes = mib << 20;
+        }
+        // `--tasks N` (idle tasks, and so exit latency samples) and `--cycles N` (short tasks
+        // per worker): quick runs with enough samples to compare two binaries' exit path.
+        if let Some(tasks) = arg("--tasks") {
+            settings.tasks = tasks;
+        }
+        if let Some(cycles) = arg("--cycles") {
+            settings.cycles = cycles;
+        }
+        settings
+    }
+}
+
+/// The value after `flag` on the command line, when there is one and it parses.
+fn arg<T: FromStr>(flag: &str) -> Option<T> {
+    std::env::args()
+        .skip_while(|a| a != flag)
+        .nth(1)
+        .and_then(|value| value.parse().ok())
+}
+
+/// A private containerd as the measurements use it.
+struct Daemon {
+    /// A client in the namespace `default`.
+    api: Api,
+    /// Its socket: where the tasks' FIFOs are made, and what workers connect to.
+    address: PathBuf,
+    /// The image every container names.
+    image: &'static str,
+}
+
+impl Daemon {
+    /// Imports the test image into `cd`'s namespace `default` and connects to it.
+    async fn of(cd: &Containerd) -> Result<Daemon> {
+        let image = cd.import_image_into("default");
+        let api = Api::connect(&cd.address, "default").await?;
+        Ok(Daemon {
+            api,
+            address: cd.address.clone(),
+            image,
+        })
+    }
+}
+
+/// What every task's spec is made from; cloned into workers.
+#[derive(Clone)]
+struct Specs {
+    /// `ctr oci spec`'s default spec.
+    template: serde_json::Value,
+    /// A busybox root filesystem, for runc.
+    rootfs: PathBuf,
+}
+
+impl Specs {
+    /// Writes the busybox root filesystem into `cd`'s directory and asks `ctr` for the
+    /// template.
+    fn new(cd: &Containerd) -> Result<Specs> {
+        let busybox = Path::new("/bin/busybox");
+        if !busybox.exists() {
+            bail!("runc needs a root filesystem: apt-get install -y busybox-static");
+        }
+        let rootfs = cd.dir().join("rootfs");
+        fs::create_dir_all(rootfs.join("bin"))?;
+        for dir in ["proc", "dev", "sys", "tmp"] {
+            fs::create_dir_all(rootfs.join(dir))?;
+        }
+        fs::copy(busybox, rootfs.join("bin/busybox"))?;
+        for applet in ["sh", "sleep", "true", "head", "cat"] {
+            let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
+        }
+        let template = serde_json::from_slice(&cd.ctr().args(["oci", "spec"]).output()?.stdout)
+            .context("ctr oci spec")?;
+        Ok(Specs { template, rootfs })
+    }
+
+    /// A spec for `rt` running `args`: ours in spec mode on the host; runc in a busybox root.
+    fn spec(&self, rt: &Runtime, id: &str, args: &[&str]) -> String {
+        self.spec_value(rt, id, args).to_string()
+    }
+
+    /// [`Specs::spec`], with `annotations` added.
+    fn spec_with(
+        &self,
+        rt: &Runtime,
+        id: &str,
+        args: &[&str],
+        annotations: &[(&str, &str)],
+    ) -> String {
+        let mut spec = self.spec_value(rt, id, args);
+        for (key, value) in annotations {
+            spec["annotations"][*key] = serde_json::json!(value);
+        }
+        spec.to_string()
+    }
+
+    /// [`Specs::spec`], as JSON.
+    fn spec_value(&self, rt: &Runtime, id: &str, args: &[&str]) -> serde_json::Value {
+        let mut spec = self.template.clone();
+        spec["process"]["args"] = serde_json::json!(args);
+        spec["process"]["terminal"] = serde_json::json!(false);
+        spec["root"] = serde_json::json!({ "path": self.rootfs, "readonly": false });
+        spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/shim-bench/{id}"));
+        if rt.runtime == RUNTIME {
+            spec["annotations"] = serde_json::json!({ "com.example.sample.process": "spec" });
+        }
+        spec
+    }
 }
 
 /// `spec` (a JSON spec) without its `linux.cgroupsPath` when `remove` is set.
@@ -64,88 +222,442 @@ fn without_cgroup(spec: String, remove: bool) -> String {
     value.to_string()
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
+/// The main daemon, where the task API rows and the OCI mode's rows are measured.
+struct Bench {
+    /// Removes the daemon's FIFOs when dropped, also when a step fails: the daemon is
+    /// private, so are they. Dropped before the daemon (fields drop in order).
+    _fifos: RemoveOnDrop,
+    /// The daemon's client and image.
+    daemon: Daemon,
+    /// The tasks' specs.
+    specs: Specs,
+    /// How much to measure.
+    settings: Settings,
+    /// The daemon itself, stopped with its shims when dropped.
+    cd: Containerd,
+}
+
+impl Bench {
+    /// Starts the private containerd and prepares what the tasks need.
+    async fn start(settings: Settings) -> Result<Bench> {
+        let cd = Containerd::start().context("the benchmark needs root and containerd")?;
+        let fifos = RemoveOnDrop(shim_demo::fifo::daemon_dir(&cd.address));
+        let daemon = Daemon::of(&cd).await?;
+        let specs = Specs::new(&cd)?;
+        Ok(Bench {
+            _fifos: fifos,
+            daemon,
+            specs,
+            settings,
+            cd,
+        })
     }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
 }
 
-fn ms(durations: &mut [f64]) -> (f64, f64, f64) {
-    durations.sort_by(|a, b| a.total_cmp(b));
-    (
-        percentile(durations, 0.5),
-        percentile(durations, 0.95),
-        percentile(durations, 0.99),
-    )
+/// Where the stdout rows send a task's output besides its FIFO.
+struct LogTargets {
+    /// A scratch directory, for `file://`.
+    scratch: tempfile::TempDir,
+    /// A logger that reads its two streams into /dev/null (`binary://`), so that the row
+    /// measures the transport, not a formatter.
+    discard_logger: PathBuf,
 }
 
-/// A spec for `runtime` running `args`: ours in spec mode on the host; runc in a busybox root.
-fn spec(
-    template: &serde_json::Value,
-    rt: &Runtime,
+impl LogTargets {
+    /// Makes the scratch directory and writes the logger into it.
+    fn new() -> Result<LogTargets> {
+        let scratch = tempfile::tempdir()?;
+        let discard_logger = scratch.path().join("discard-logger");
+        fs::write(
+            &discard_logger,
+            "#!/bin/sh\nexec 5>&-\ncat <&3 > /dev/null & cat <&4 > /dev/null & wait\n",
+        )?;
+        fs::set_permissions(
+            &discard_logger,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
+        Ok(LogTargets {
+            scratch,
+            discard_logger,
+        })
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let settings = Settings::from_args();
+    let out_dir = arg::<PathBuf>("--out").unwrap_or_else(|| PathBuf::from("bench"));
+    let bench = Bench::start(settings).await?;
+    let logs = LogTargets::new()?;
+    // The reference: the same bytes through `cat` between two pipes, in this run.
+    let cat_mib_s = cat_relay(settings.stdout_bytes)?;
+    let (mut columns, mut breakdowns) = (Vec::new(), Vec::new());
+    for rt in &RUNTIMES {
+        let (column, memory) = task_api_column(&bench, rt, &logs, cat_mib_s).await?;
+        columns.push(column);
+        breakdowns.push(memory);
+    }
+    let mut rows = task_api_rows(&columns, settings.tasks);
+    // The OCI mode: ours and runc-v2 driving the same runc, then the same crun.
+    rows.extend(oci_rows(&bench).await?);
+    // cgroup v2: ours in a daemon of its own whose shims use the cgroup2 mount alone.
+    let v2_rows = cgroup_v2_starts(&settings, &bench.specs).await;
+    rows.extend(v2_rows.context("starts on cgroup v2")?);
+    // Pods over the CRI API, in a daemon of their own with the CRI plugin.
+    rows.extend(cri_pods(&settings).await.context("pods over the CRI API")?);
+    // The tasks' parent cgroup, which both shims leave (as `ctr`'s `/<namespace>` is left).
+    for dir in integration::cgroup_dirs("/shim-bench") {
+        integration::remove_cgroup_tree(&dir);
+    }
+    let version = bench.cd.server_version();
+    write_results(&out_dir, rows, &breakdowns, &settings, &version)
+}
+
+/// Readers on a task's stdout and stderr FIFOs, held while the task lives. runc's shim
+/// opens them write-only and waits for a reader; ours would not need one.
+type Readers = (
+    tokio::net::unix::pipe::Receiver,
+    tokio::net::unix::pipe::Receiver,
+);
+
+/// Everything a task needs before `CreateTask` (which callers time, or not): container `id`
+/// with `spec` and the runtime's `options`, its FIFOs, and readers on its stdout and stderr.
+async fn prepare(
+    daemon: &Daemon,
     id: &str,
-    rootfs: &Path,
-    args: &[&str],
-) -> String {
-    let mut spec = template.clone();
-    spec["process"]["args"] = serde_json::json!(args);
-    spec["process"]["terminal"] = serde_json::json!(false);
-    spec["root"] = serde_json::json!({ "path": rootfs, "readonly": false });
-    spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/shim-bench/{id}"));
-    if rt.runtime == RUNTIME {
-        spec["annotations"] = serde_json::json!({ "com.example.sample.process": "spec" });
-    }
-    spec.to_string()
+    runtime: &str,
+    spec: &str,
+    options: Option<RuntimeOptions>,
+) -> Result<(FifoSet, Readers)> {
+    let fifos = FifoSet::for_task(&daemon.address, "default", id);
+    fifos.create()?;
+    daemon
+        .api
+        .create_container_with_options(id, daemon.image, runtime, spec, options)
+        .await?;
+    let readers = (
+        shim_demo::fifo::open_reader(&fifos.stdout())?,
+        shim_demo::fifo::open_reader(&fifos.stderr())?,
+    );
+    Ok((fifos, readers))
 }
 
-/// [`spec`], with `annotations` added.
-fn spec_with(
-    template: &serde_json::Value,
-    rt: &Runtime,
+/// A task started and left running.
+struct Running {
+    /// The task's (and its container's) id.
+    id: String,
+    /// Its FIFOs, removed with the task.
+    fifos: FifoSet,
+    /// Readers on its stdout and stderr, held while it runs.
+    _readers: Readers,
+}
+
+/// Prepares, creates and starts task `id`.
+async fn run(
+    daemon: &Daemon,
     id: &str,
-    rootfs: &Path,
-    args: &[&str],
-    annotations: &[(&str, &str)],
-) -> String {
-    let mut spec: serde_json::Value =
-        serde_json::from_str(&spec(template, rt, id, rootfs, args)).unwrap_or_default();
-    for (key, value) in annotations {
-        spec["annotations"][*key] = serde_json::json!(value);
-    }
-    spec.to_string()
+    runtime: &str,
+    spec: &str,
+    options: Option<RuntimeOptions>,
+) -> Result<Running> {
+    let (fifos, readers) = prepare(daemon, id, runtime, spec, options).await?;
+    daemon.api.create_task(id, &fifos).await?;
+    daemon.api.start_task(id).await?;
+    Ok(Running {
+        id: id.to_string(),
+        fifos,
+        _readers: readers,
+    })
 }
 
-/// Create + Start of task `id` (its container prepared, with `fifos`), in milliseconds;
-/// then the task is killed and removed.
-async fn timed_start(api: &Api, id: &str, fifos: FifoSet) -> Result<f64> {
-    let started = Instant::now();
-    api.create_task(id, &fifos).await?;
-    api.start_task(id).await?;
-    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-    api.kill(id, 9, false).await?;
-    api.wait(id).await?;
+/// Deletes the exited task `id`, its container and its FIFOs.
+async fn delete(api: &Api, id: &str, fifos: FifoSet) -> Result<()> {
     api.delete_task(id).await?;
     api.delete_container(id).await?;
     fifos.remove();
+    Ok(())
+}
+
+/// SIGKILLs task `id`, waits for its exit, then [`delete`]s it.
+async fn kill_and_delete(api: &Api, id: &str, fifos: FifoSet) -> Result<()> {
+    api.kill(id, 9, false).await?;
+    api.wait(id).await?;
+    delete(api, id, fifos).await
+}
+
+/// Create + Start of task `id` (its container prepared first, untimed), in milliseconds;
+/// then the task is killed and removed.
+async fn timed_start(
+    daemon: &Daemon,
+    id: &str,
+    runtime: &str,
+    spec: &str,
+    options: Option<RuntimeOptions>,
+) -> Result<f64> {
+    let (fifos, _readers) = prepare(daemon, id, runtime, spec, options).await?;
+    let started = Instant::now();
+    daemon.api.create_task(id, &fifos).await?;
+    daemon.api.start_task(id).await?;
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    kill_and_delete(&daemon.api, id, fifos).await?;
     Ok(elapsed)
+}
+
+/// One shim's column of the task API rows, in the order of [`TASK_API_LABELS`], and where
+/// its first idle shim's memory is ([`breakdown`]).
+async fn task_api_column(
+    bench: &Bench,
+    rt: &'static Runtime,
+    logs: &LogTargets,
+    cat_mib_s: f64,
+) -> Result<(Vec<f64>, Vec<(&'static str, f64)>)> {
+    eprintln!("== {}", rt.name);
+    let (idle, mut values, memory) = idle_memory(bench, rt).await?;
+    let first = &idle.first().context("no idle task (`--tasks 0`)")?.id;
+    let mut execs = exec_latency(&bench.daemon.api, first, bench.settings.starts).await?;
+    let mut exits = exit_latency(&bench.daemon, idle).await?;
+    // Start latency: Create + Start of a task, in the cgroup its spec names; then the same
+    // with no `linux.cgroupsPath`: the difference is what making the cgroup costs.
+    let kinds = (
+        format!("start-{}", rt.shim_binary),
+        format!("plain-{}", rt.shim_binary),
+    );
+    let (mut starts, mut plain_starts) = paired_starts(
+        &bench.daemon,
+        &bench.specs,
+        rt,
+        bench.settings.starts,
+        kinds,
+    )
+    .await?;
+    let throughput = short_tasks(bench, rt).await?;
+    let pods = pods(bench, rt).await?;
+    let stdout = stdout_rows(bench, rt, logs).await?;
+
+    let (s50, s95, s99) = ms(&mut starts);
+    let (p50, p95, _) = ms(&mut plain_starts);
+    let (e50, _, e99) = ms(&mut exits);
+    let (x50, _, x99) = ms(&mut execs);
+    values.extend([s50, s95, s99, p50, p95, e50, e99]);
+    values.extend(throughput);
+    values.extend(stdout.iter().map(|(mib_s, _)| *mib_s));
+    values.push(cat_mib_s);
+    values.extend(stdout.iter().map(|(_, cpu)| *cpu));
+    values.extend([x50, x99]);
+    for pod in &pods {
+        values.extend([pod.shims as f64, pod.rss as f64 / 1024.0]);
+    }
+    let (first, last) = (&pods[0], &pods[POD_SIZES.len() - 1]);
+    let added = (POD_SIZES[POD_SIZES.len() - 1] - POD_SIZES[0]) as f64;
+    values.push((last.rss as f64 - first.rss as f64) / added);
+    values.push((last.pss as f64 - first.pss as f64) / added);
+    values.push(first.sandbox_rss as f64);
+    Ok((values, memory))
+}
+
+/// Idle memory: `tasks` sleeping tasks, each in a shim of its own. Returns the tasks (the
+/// exec and exit rows use them); the RSS and PSS (MiB) of the first one's shim, then of all
+/// the shims; and where the first shim's memory is.
+async fn idle_memory(
+    bench: &Bench,
+    rt: &Runtime,
+) -> Result<(Vec<Running>, Vec<f64>, Vec<(&'static str, f64)>)> {
+    let address = &bench.daemon.address;
+    let (mut tasks, mut values, mut memory) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..bench.settings.tasks {
+        let id = format!("idle-{}-{i}", rt.shim_binary);
+        let sleep = bench.specs.spec(rt, &id, &["/bin/sleep", "1000"]);
+        tasks.push(run(&bench.daemon, &id, rt.runtime, &sleep, None).await?);
+        if i == 0 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let one = shim_memory(rt.shim_binary, address);
+            let pid = shim_pids(rt.shim_binary, address);
+            memory = pid.first().map(|&pid| breakdown(pid)).unwrap_or_default();
+            values.push(one.first().map_or(f64::NAN, |m| m.0 as f64 / 1024.0));
+            values.push(one.first().map_or(f64::NAN, |m| m.1 as f64 / 1024.0));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = shim_memory(rt.shim_binary, address);
+    values.push(all.iter().map(|m| m.0).sum::<u64>() as f64 / 1024.0);
+    values.push(all.iter().map(|m| m.1).sum::<u64>() as f64 / 1024.0);
+    Ok((tasks, values, memory))
+}
+
+/// Exec latency (ms): `/bin/true` run in task `id` (Exec, then Start until it exits), once
+/// per start run, at most 50 times.
+async fn exec_latency(api: &Api, id: &str, starts: usize) -> Result<Vec<f64>> {
+    let exec_spec =
+        serde_json::json!({ "args": ["/bin/true"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+        "env": ["PATH=/bin:/usr/bin"] })
+        .to_string();
+    let mut execs = Vec::new();
+    for i in 0..starts.min(50) {
+        let exec_id = format!("x{i}");
+        let started = Instant::now();
+        api.exec(id, &exec_id, &exec_spec).await?;
+        api.run_exec(id, &exec_id).await?;
+        execs.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(execs)
+}
+
+/// Exit latency (ms) of each of `tasks`: Kill, then the `/tasks/exit` event; the tasks are
+/// deleted. containerd answers Subscribe only with its first event, so the stream is read
+/// in the background.
+async fn exit_latency(daemon: &Daemon, tasks: Vec<Running>) -> Result<Vec<f64>> {
+    let mut exits = Vec::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let address = daemon.address.clone();
+    let listener = tokio::spawn(async move {
+        let api = Api::connect(&address, "default").await?;
+        let mut events = api.subscribe(&["topic==\"/tasks/exit\""]).await?;
+        while let Some(envelope) = events.message().await? {
+            let payload = shim_demo::commands::events::decode_task_event(
+                &envelope.topic,
+                &envelope.event.map(|e| e.value).unwrap_or_default(),
+            );
+            let _ = tx.send(
+                payload["container_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+        anyhow::Ok(())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for task in tasks {
+        let started = Instant::now();
+        daemon.api.kill(&task.id, 9, false).await?;
+        loop {
+            let seen = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .context("no /tasks/exit within 10 s")?
+                .context("event stream ended")?;
+            if seen == task.id {
+                break;
+            }
+        }
+        exits.push(started.elapsed().as_secs_f64() * 1000.0);
+        delete(&daemon.api, &task.id, task.fifos).await?;
+    }
+    listener.abort();
+    Ok(exits)
+}
+
+/// Start latencies (ms) of `runs` pairs of sleeping tasks, alternating in one daemon: one
+/// in the cgroup its spec names (ids `<with>-<i>`), one whose spec has no
+/// `linux.cgroupsPath` (ids `<without>-<i>`).
+async fn paired_starts(
+    daemon: &Daemon,
+    specs: &Specs,
+    rt: &Runtime,
+    runs: usize,
+    (with, without): (String, String),
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (mut cgroup, mut plain) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        for (kind, times) in [(&with, &mut cgroup), (&without, &mut plain)] {
+            let id = format!("{kind}-{i}");
+            let sleep = specs.spec(rt, &id, &["/bin/sleep", "1000"]);
+            let sleep = without_cgroup(sleep, kind == &without);
+            times.push(timed_start(daemon, &id, rt.runtime, &sleep, None).await?);
+        }
+    }
+    Ok((cgroup, plain))
+}
+
+/// Short-task throughput (tasks/s), concurrency 1 and 8; then concurrency 1 with no
+/// `linux.cgroupsPath`: the difference is what the cgroup costs a task's life.
+async fn short_tasks(bench: &Bench, rt: &'static Runtime) -> Result<Vec<f64>> {
+    let mut throughput = Vec::new();
+    for (concurrency, cgroup) in [(1usize, true), (8, true), (1, false)] {
+        let specs = bench.specs.clone();
+        let spec_of = move |id: &str| without_cgroup(specs.spec(rt, id, &["/bin/true"]), !cgroup);
+        let prefix = format!("short-{}-{concurrency}-{cgroup}", rt.shim_binary);
+        let workers = (concurrency, bench.settings.cycles);
+        let rate = run_to_delete(&bench.daemon, (rt.runtime, None), workers, prefix, spec_of);
+        throughput.push(rate.await?);
+    }
+    Ok(throughput)
+}
+
+/// Tasks per second from Create to Delete of `/bin/true`: `workers.0` workers, each with a
+/// client of its own, run `workers.1` tasks each (ids `<prefix>-<worker>-<i>`, specs from
+/// `spec_of`) on `runtime` with its `options`.
+async fn run_to_delete(
+    daemon: &Daemon,
+    (runtime, options): (&'static str, Option<RuntimeOptions>),
+    (concurrency, cycles): (usize, usize),
+    prefix: String,
+    spec_of: impl Fn(&str) -> String + Clone + Send + 'static,
+) -> Result<f64> {
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for worker in 0..concurrency {
+        let (address, image) = (daemon.address.clone(), daemon.image);
+        let (options, spec_of) = (options.clone(), spec_of.clone());
+        let prefix = format!("{prefix}-{worker}");
+        handles.push(tokio::spawn(async move {
+            let api = Api::connect(&address, "default").await?;
+            let daemon = Daemon {
+                api,
+                address,
+                image,
+            };
+            for i in 0..cycles {
+                let id = format!("{prefix}-{i}");
+                let spec = spec_of(&id);
+                let (fifos, _io) = prepare(&daemon, &id, runtime, &spec, options.clone()).await?;
+                daemon.api.create_task(&id, &fifos).await?;
+                daemon.api.start_task(&id).await?;
+                daemon.api.wait(&id).await?;
+                delete(&daemon.api, &id, fifos).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for handle in handles {
+        handle.await??;
+    }
+    Ok((cycles * concurrency) as f64 / started.elapsed().as_secs_f64())
 }
 
 /// The pod sizes measured: containers besides the sandbox.
 const POD_SIZES: [usize; 3] = [1, 2, 10];
 
+/// Pods: shims and their memory for each of [`POD_SIZES`].
+async fn pods(bench: &Bench, rt: &Runtime) -> Result<Vec<PodMemory>> {
+    let mut pods = Vec::new();
+    for size in POD_SIZES {
+        pods.push(pod_memory(bench, rt, size, None).await?);
+    }
+    Ok(pods)
+}
+
+/// What a pod costs, as [`pod_memory`] measures it.
+struct PodMemory {
+    /// The number of shims serving the pod.
+    shims: usize,
+    /// Their RSS (KiB).
+    rss: u64,
+    /// Their PSS (KiB).
+    pss: u64,
+    /// The RSS of the sandbox's process (KiB).
+    sandbox_rss: u64,
+}
+
 /// A pod as the CRI plugin would make it, through the task API: a sandbox and `size`
 /// containers with the CRI's annotations, all `sleep`ing. Both shims group a pod's
-/// containers by `io.kubernetes.cri.sandbox-id`. Returns the number of shims serving the
-/// pod, their RSS and PSS, and the RSS of the sandbox's process (KiB), then removes the pod.
+/// containers by `io.kubernetes.cri.sandbox-id`. Measures the pod, then removes it.
 async fn pod_memory(
-    (api, address): (&Api, &Path),
-    (template, rootfs, image): (&serde_json::Value, &Path, &str),
+    bench: &Bench,
     rt: &Runtime,
     size: usize,
     oci: Option<RuntimeOptions>,
-) -> Result<(usize, u64, u64, u64)> {
+) -> Result<PodMemory> {
+    let (api, address) = (&bench.daemon.api, &bench.daemon.address);
     let pod = format!("pod-{}-{size}", rt.shim_binary);
     // In the OCI mode both shims get the same spec: no spec-mode annotation.
     let spec_rt = if oci.is_some() { &RUNTIMES[1] } else { rt };
@@ -160,19 +672,10 @@ async fn pod_memory(
             ("io.kubernetes.cri.container-type", kind),
             ("io.kubernetes.cri.sandbox-id", pod.as_str()),
         ];
-        let sleep = spec_with(
-            template,
-            spec_rt,
-            &id,
-            rootfs,
-            &["/bin/sleep", "1000"],
-            &annotations,
-        );
-        let (fifos, io) =
-            prepare_with(api, address, &id, image, rt.runtime, &sleep, oci.clone()).await?;
-        api.create_task(&id, &fifos).await?;
-        api.start_task(&id).await?;
-        members.push((id, fifos, io));
+        let sleep = bench
+            .specs
+            .spec_with(spec_rt, &id, &["/bin/sleep", "1000"], &annotations);
+        members.push(run(&bench.daemon, &id, rt.runtime, &sleep, oci.clone()).await?);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let memory = shim_memory(rt.shim_binary, address);
@@ -184,60 +687,470 @@ async fn pod_memory(
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
     // Containers first, the sandbox last, as a kubelet removes a pod.
-    for (id, fifos, _io) in members.into_iter().rev() {
-        api.kill(&id, 9, false).await?;
-        api.wait(&id).await?;
-        api.delete_task(&id).await?;
+    for member in members.into_iter().rev() {
+        kill_and_delete(api, &member.id, member.fifos).await?;
+    }
+    Ok(PodMemory {
+        shims: memory.len(),
+        rss: memory.iter().map(|m| m.0).sum(),
+        pss: memory.iter().map(|m| m.1).sum(),
+        sandbox_rss,
+    })
+}
+
+/// stdout throughput (MiB/s) and the shim's CPU per GiB (s): through the FIFO, into a file
+/// (`file://`), into a logger's pipes (`binary://`, a logger that discards).
+async fn stdout_rows(bench: &Bench, rt: &Runtime, logs: &LogTargets) -> Result<Vec<(f64, f64)>> {
+    let mut rows = Vec::new();
+    for scheme in ["fifo", "file", "binary"] {
+        rows.push(stdout_throughput(bench, rt, logs, scheme).await?);
+    }
+    Ok(rows)
+}
+
+/// One [`stdout_rows`] row: `head -c <stdout bytes> /dev/zero` with its stdout sent by
+/// `scheme`; NaN where the shim has no log URIs (an older build, compared with `SHIM_BIN`).
+async fn stdout_throughput(
+    bench: &Bench,
+    rt: &Runtime,
+    logs: &LogTargets,
+    scheme: &str,
+) -> Result<(f64, f64)> {
+    let (api, bytes) = (&bench.daemon.api, bench.settings.stdout_bytes);
+    let id = format!("stdout-{scheme}-{}", rt.shim_binary);
+    let count = bytes.to_string();
+    let head = bench
+        .specs
+        .spec(rt, &id, &["/bin/head", "-c", &count, "/dev/zero"]);
+    let (fifos, _readers) = prepare(&bench.daemon, &id, rt.runtime, &head, None).await?;
+    let log = logs.scratch.path().join(format!("{id}.log"));
+    let uri = match scheme {
+        "file" => format!("file://{}", log.display()),
+        "binary" => format!("binary://{}", logs.discard_logger.display()),
+        _ => fifos.stdout_path(),
+    };
+    let stderr_path = if scheme == "fifo" {
+        fifos.stderr_path()
+    } else {
+        uri.clone()
+    };
+    if let Err(status) = api.create_task_with_io(&id, "", &uri, &stderr_path).await {
+        if scheme == "fifo" {
+            return Err(status.into());
+        }
+        eprintln!("{}: {scheme}: {}", rt.name, status.message());
         api.delete_container(&id).await?;
         fifos.remove();
+        return Ok((f64::NAN, f64::NAN));
     }
-    Ok((
-        memory.len(),
-        memory.iter().map(|m| m.0).sum(),
-        memory.iter().map(|m| m.1).sum(),
-        sandbox_rss,
-    ))
+    let shim = shim_of(rt.shim_binary, &id).context("the task's shim")?;
+    let reading = (scheme == "fifo").then(|| read_fifo(fifos.stdout(), bytes));
+    let cpu_before = cpu_seconds(shim);
+    let started = Instant::now();
+    api.start_task(&id).await?;
+    if let Some(reading) = reading {
+        let got = tokio::task::spawn_blocking(move || reading.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the FIFO reader panicked"))??;
+        if got < bytes {
+            bail!("{id}: {got} of {bytes} bytes");
+        }
+    }
+    api.wait(&id).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(shim) - cpu_before;
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    delete(api, &id, fifos).await?;
+    let _ = fs::remove_file(&log);
+    Ok((bytes as f64 / (1 << 20) as f64 / seconds, cpu / gib))
 }
 
-/// Readers on a task's stdout and stderr FIFOs, held while the task lives. runc's shim
-/// opens them write-only and waits for a reader; ours would not need one.
-type Readers = (
-    tokio::net::unix::pipe::Receiver,
-    tokio::net::unix::pipe::Receiver,
-);
-
-/// Everything a task needs before `CreateTask` (which callers time, or not): container `id`
-/// with `spec`, its FIFOs, and readers on its stdout and stderr.
-async fn prepare(
-    api: &Api,
-    address: &Path,
-    id: &str,
-    image: &str,
-    runtime: &str,
-    spec: &str,
-) -> Result<(FifoSet, Readers)> {
-    prepare_with(api, address, id, image, runtime, spec, None).await
+/// The FIFO's reader for the stdout row: a thread of its own doing blocking reads of up to
+/// `bytes`, as `cat` does, so that the row compares with the `cat` relay (a tokio reader in
+/// this process, which also runs the gRPC client, cost a third of the rate). Returns the
+/// bytes read.
+fn read_fifo(path: PathBuf, bytes: u64) -> std::thread::JoinHandle<std::io::Result<u64>> {
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut fifo = fs::File::open(path)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        while got < bytes {
+            match fifo.read(&mut buf)? {
+                0 => break,
+                n => got += n as u64,
+            }
+        }
+        Ok(got)
+    })
 }
 
-/// [`prepare`], with the container's runtime `options`.
-async fn prepare_with(
-    api: &Api,
-    address: &Path,
-    id: &str,
-    image: &str,
-    runtime: &str,
-    spec: &str,
+/// The task API rows' labels, units and whether lower is better, in the order of
+/// [`task_api_column`]'s values.
+const TASK_API_LABELS: [(&str, &str, bool); 32] = [
+    ("idle RSS, one shim", "MiB", true),
+    ("idle PSS, one shim", "MiB", true),
+    ("RSS, all shims (N tasks)", "MiB", true),
+    ("PSS, all shims (N tasks)", "MiB", true),
+    ("start latency p50", "ms", true),
+    ("start latency p95", "ms", true),
+    ("start latency p99", "ms", true),
+    ("start latency p50, spec without cgroupsPath", "ms", true),
+    ("start latency p95, spec without cgroupsPath", "ms", true),
+    ("exit latency p50", "ms", true),
+    ("exit latency p99", "ms", true),
+    ("run-to-delete, concurrency 1", "tasks/s", false),
+    ("run-to-delete, concurrency 8", "tasks/s", false),
+    (
+        "run-to-delete, concurrency 1, spec without cgroupsPath",
+        "tasks/s",
+        false,
+    ),
+    ("stdout throughput, FIFO", "MiB/s", false),
+    ("stdout throughput, file://", "MiB/s", false),
+    (
+        "stdout throughput, binary:// (a logger that discards)",
+        "MiB/s",
+        false,
+    ),
+    (
+        "pipe relay through cat (the same bytes, both columns)",
+        "MiB/s",
+        false,
+    ),
+    ("shim CPU per GiB of stdout, FIFO", "s", true),
+    ("shim CPU per GiB of stdout, file://", "s", true),
+    ("shim CPU per GiB of stdout, binary://", "s", true),
+    ("exec latency p50", "ms", true),
+    ("exec latency p99", "ms", true),
+    ("pod of 1 container + sandbox: shims", "processes", true),
+    ("pod of 1 container + sandbox: shim RSS", "MiB", true),
+    ("pod of 2 containers + sandbox: shims", "processes", true),
+    ("pod of 2 containers + sandbox: shim RSS", "MiB", true),
+    ("pod of 10 containers + sandbox: shims", "processes", true),
+    ("pod of 10 containers + sandbox: shim RSS", "MiB", true),
+    ("shim RSS per additional container of a pod", "KiB", true),
+    ("shim PSS per additional container of a pod", "KiB", true),
+    (
+        "the sandbox's process RSS (ours: pause; runc: busybox sleep)",
+        "KiB",
+        true,
+    ),
+];
+
+/// The task API rows from the two columns of [`task_api_column`], `tasks` idle tasks.
+fn task_api_rows(columns: &[Vec<f64>], tasks: usize) -> Vec<Row> {
+    TASK_API_LABELS
+        .iter()
+        .enumerate()
+        .map(|(i, (label, unit, lower))| Row {
+            label: label.replace("(N tasks)", &format!("({tasks} tasks)")),
+            ours: columns[0][i],
+            runc: columns[1][i],
+            unit,
+            lower_is_better: *lower,
+        })
+        .collect()
+}
+
+/// The OCI mode's rows for runc, then for crun ([`oci_mode`]).
+async fn oci_rows(bench: &Bench) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for binary in ["runc", "crun"] {
+        match oci_mode(bench, binary).await {
+            Ok(more) => rows.extend(more),
+            Err(err) => bail!("OCI mode ({binary}): {err:#}"),
+        }
+    }
+    Ok(rows)
+}
+
+/// The OCI mode's rows (`OCI mode (<binary>): ...`): our shim with `binary_name =
+/// <binary>` in the "ours" column, containerd's runc-v2 shim running the same binary
+/// (`BinaryName`, for crun) in the "runc" column, both on the same busybox root. With runc,
+/// every row; with crun, the start latency.
+async fn oci_mode(bench: &Bench, binary: &str) -> Result<Vec<Row>> {
+    let config = bench.cd.dir().join(format!("bench-{binary}.toml"));
+    fs::write(&config, format!("binary_name = \"{binary}\"\n"))?;
+    let config = config.display().to_string();
+    let every_row = binary == "runc";
+    let mut columns: Vec<Vec<f64>> = Vec::new();
+    for rt in &RUNTIMES {
+        eprintln!("== OCI mode ({binary}): {}", rt.name);
+        let options = if rt.runtime == RUNTIME {
+            Some(shim_demo::api::runtime_options(&config))
+        } else if binary != "runc" {
+            Some(shim_demo::api::runc_options(binary))
+        } else {
+            None
+        };
+        let tag = format!("oci-{binary}-{}", rt.shim_binary);
+        columns.push(oci_column(bench, rt, &tag, options, every_row).await?);
+    }
+    let labels: &[(&str, &'static str, bool)] = &[
+        ("start latency p50", "ms", true),
+        ("start latency p95", "ms", true),
+        ("idle RSS, one shim", "MiB", true),
+        ("idle PSS, one shim", "MiB", true),
+        ("exec latency p50", "ms", true),
+        ("exit latency p50 (Kill to Wait)", "ms", true),
+        ("run-to-delete, concurrency 1", "tasks/s", false),
+        ("run-to-delete, concurrency 8", "tasks/s", false),
+        ("pod of 10 containers + sandbox: shim RSS", "MiB", true),
+    ];
+    let rows = if every_row { labels.len() } else { 1 };
+    Ok(labels[..rows]
+        .iter()
+        .enumerate()
+        .map(|(i, (label, unit, lower))| Row {
+            label: format!("OCI mode ({binary}): {label}"),
+            ours: columns[0][i],
+            runc: columns[1][i],
+            unit,
+            lower_is_better: *lower,
+        })
+        .collect())
+}
+
+/// One shim's column of [`oci_mode`]'s rows (task ids `<tag>-...`, the runtime's
+/// `options`): the start latency, then with `every_row` the rest. Both shims get the same
+/// spec: runc-v2's, with no spec-mode annotation.
+async fn oci_column(
+    bench: &Bench,
+    rt: &'static Runtime,
+    tag: &str,
     options: Option<RuntimeOptions>,
-) -> Result<(FifoSet, Readers)> {
-    let fifos = FifoSet::for_task(address, "default", id);
-    fifos.create()?;
-    api.create_container_with_options(id, image, runtime, spec, options)
-        .await?;
-    let readers = (
-        shim_demo::fifo::open_reader(&fifos.stdout())?,
-        shim_demo::fifo::open_reader(&fifos.stderr())?,
-    );
-    Ok((fifos, readers))
+    every_row: bool,
+) -> Result<Vec<f64>> {
+    // Start latency: Create + Start.
+    let mut starts = Vec::new();
+    for i in 0..bench.settings.starts {
+        let id = format!("{tag}-start-{i}");
+        let sleep = bench.specs.spec(&RUNTIMES[1], &id, &["/bin/sleep", "1000"]);
+        let start = timed_start(&bench.daemon, &id, rt.runtime, &sleep, options.clone());
+        starts.push(start.await?);
+    }
+    let (s50, s95, _) = ms(&mut starts);
+    let mut values = vec![s50, s95];
+    if !every_row {
+        return Ok(values);
+    }
+    values.extend(oci_idle(bench, rt, tag, options.clone()).await?);
+    // Run-to-delete of `/bin/true`, concurrency 1 and 8.
+    for concurrency in [1usize, 8] {
+        let specs = bench.specs.clone();
+        let spec_of = move |id: &str| specs.spec(&RUNTIMES[1], id, &["/bin/true"]);
+        let prefix = format!("{tag}-short-{concurrency}");
+        let workers = (concurrency, bench.settings.cycles);
+        let runtime = (rt.runtime, options.clone());
+        values.push(run_to_delete(&bench.daemon, runtime, workers, prefix, spec_of).await?);
+    }
+    let pod = pod_memory(bench, rt, 10, options).await?;
+    values.push(pod.rss as f64 / 1024.0);
+    Ok(values)
+}
+
+/// Idle memory of one shim (RSS and PSS, MiB), exec latency in its task, then exit latency
+/// (Kill to Wait's answer) over a few idle tasks (ms, p50).
+async fn oci_idle(
+    bench: &Bench,
+    rt: &Runtime,
+    tag: &str,
+    options: Option<RuntimeOptions>,
+) -> Result<[f64; 4]> {
+    let (api, address) = (&bench.daemon.api, &bench.daemon.address);
+    let mut idle = Vec::new();
+    let mut one = (0, 0);
+    for i in 0..bench.settings.tasks.clamp(1, 20) {
+        let id = format!("{tag}-idle-{i}");
+        let sleep = bench.specs.spec(&RUNTIMES[1], &id, &["/bin/sleep", "1000"]);
+        idle.push(run(&bench.daemon, &id, rt.runtime, &sleep, options.clone()).await?);
+        if i == 0 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let shim = shim_of(rt.shim_binary, &id).context("the idle task's shim")?;
+            let memory = shim_memory(rt.shim_binary, address);
+            one = shim_pids(rt.shim_binary, address)
+                .iter()
+                .position(|&p| p == shim)
+                .and_then(|i| memory.get(i).copied())
+                .unwrap_or((0, 0));
+        }
+    }
+    let first = &idle.first().context("no idle task")?.id;
+    let mut execs = exec_latency(api, first, bench.settings.starts).await?;
+    let mut exits = Vec::new();
+    for task in idle {
+        let started = Instant::now();
+        api.kill(&task.id, 9, false).await?;
+        api.wait(&task.id).await?;
+        exits.push(started.elapsed().as_secs_f64() * 1000.0);
+        delete(api, &task.id, task.fifos).await?;
+    }
+    Ok([
+        one.0 as f64 / 1024.0,
+        one.1 as f64 / 1024.0,
+        ms(&mut execs).0,
+        ms(&mut exits).0,
+    ])
+}
+
+/// Start latency of ours on cgroup v2 alone: a daemon whose shims have
+/// `SAMPLE_SHIM_CGROUPS=v2` (this machine's cgroup2 mount, `/sys/fs/cgroup/unified`,
+/// which needs no controller to hold a process), so that each task's process is born in
+/// its cgroup (`clone3(CLONE_INTO_CGROUP)`). Starts with and without `linux.cgroupsPath`
+/// alternate in the same daemon; their ratio is the goal (at most 1.3). runc-v2
+/// has no such mode here (it uses the v1 hierarchies), so its column stays empty.
+async fn cgroup_v2_starts(settings: &Settings, specs: &Specs) -> Result<Vec<Row>> {
+    let cd = Containerd::start_with_env(&[("SAMPLE_SHIM_CGROUPS", "v2")])
+        .context("a containerd whose shims use cgroup v2")?;
+    let _fifos = RemoveOnDrop(shim_demo::fifo::daemon_dir(&cd.address));
+    let daemon = Daemon::of(&cd).await?;
+    let kinds = ("v2".to_string(), "v2plain".to_string());
+    let (mut v2, mut plain) =
+        paired_starts(&daemon, specs, &RUNTIMES[0], settings.starts, kinds).await?;
+    let (v2_50, _, _) = ms(&mut v2);
+    let (plain_50, _, _) = ms(&mut plain);
+    let row = |label: &str, ours: f64| Row {
+        label: label.to_string(),
+        ours,
+        runc: f64::NAN,
+        unit: "ms",
+        lower_is_better: true,
+    };
+    Ok(vec![
+        row("start latency p50, cgroup v2 via CLONE_INTO_CGROUP", v2_50),
+        row(
+            "start latency p50, spec without cgroupsPath, same daemon as the v2 row",
+            plain_50,
+        ),
+        Row {
+            label: "cgroup v2 start over no-cgroup start, p50 (goal: at most 1.3)".into(),
+            ours: v2_50 / plain_50,
+            runc: f64::NAN,
+            unit: "ratio",
+            lower_is_better: true,
+        },
+    ])
+}
+
+/// Pods over the CRI API, as a kubelet starts them: our shim in the OCI mode (the handler
+/// `sample-oci`) and runc-v2 (`runc`), the same runc, in one private containerd with the CRI
+/// plugin. Rows: a pod's start (RunPodSandbox, then CreateContainer and StartContainer of
+/// one busybox container, until both run), p50; and the shims' RSS for a pod of 10
+/// containers.
+async fn cri_pods(settings: &Settings) -> Result<Vec<Row>> {
+    let cd = Containerd::start_cri().context("a containerd with the CRI plugin")?;
+    let mut cri = shim_demo::cri::Cri::connect(&cd.address).await?;
+    let mut columns = Vec::new();
+    for (handler, binary) in [
+        (integration::OCI_HANDLER, "containerd-shim-sample-v2"),
+        ("runc", "containerd-shim-runc-v2"),
+    ] {
+        eprintln!("== pods over the CRI API: {handler}");
+        let mut starts = cri_pod_starts(&cd, &mut cri, handler, settings.starts).await?;
+        let rss = cri_pod_of_ten(&cd, &mut cri, handler, binary).await?;
+        columns.push((ms(&mut starts).0, rss as f64 / 1024.0));
+    }
+    Ok(vec![
+        Row {
+            label: "OCI mode (runc), over CRI: pod start, sandbox + 1 container, p50".into(),
+            ours: columns[0].0,
+            runc: columns[1].0,
+            unit: "ms",
+            lower_is_better: true,
+        },
+        Row {
+            label: "OCI mode (runc), over CRI: pod of 10 containers, shim RSS".into(),
+            ours: columns[0].1,
+            runc: columns[1].1,
+            unit: "MiB",
+            lower_is_better: true,
+        },
+    ])
+}
+
+/// A pod named `name` in the namespace `bench`, whose containers log under `cd`'s
+/// directory.
+fn bench_pod(cd: &Containerd, name: &str) -> Result<shim_demo::cri::Pod> {
+    let log_directory = cd.dir().join("pods").join(name);
+    fs::create_dir_all(&log_directory)?;
+    Ok(shim_demo::cri::Pod {
+        name: name.to_string(),
+        namespace: "bench".to_string(),
+        log_directory: log_directory.display().to_string(),
+        annotations: Default::default(),
+        cgroup_parent: String::new(),
+    })
+}
+
+/// A busybox container that sleeps, named `name`, logging to `<name>.log`.
+fn sleeper(name: &str) -> shim_demo::cri::proto::ContainerConfig {
+    shim_demo::cri::container(name, integration::image::BUSYBOX, &["sleep", "1000"], &[])
+}
+
+/// Start latencies (ms) of pods of `handler`, 3 to 20 of them (one per start run): from
+/// RunPodSandbox until its one container is started; each pod is removed after.
+async fn cri_pod_starts(
+    cd: &Containerd,
+    cri: &mut shim_demo::cri::Cri,
+    handler: &str,
+    starts: usize,
+) -> Result<Vec<f64>> {
+    let mut times = Vec::new();
+    for i in 0..starts.clamp(3, 20) {
+        let pod = bench_pod(cd, &format!("start-{handler}-{i}"))?;
+        let started = Instant::now();
+        let pod_id = cri.run_pod(&pod, handler).await?;
+        let id = cri
+            .create_container(&pod_id, &pod, sleeper("sleep"))
+            .await?;
+        cri.start_container(&id).await?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        cri.stop_pod(&pod_id).await?;
+        cri.remove_pod(&pod_id).await?;
+    }
+    Ok(times)
+}
+
+/// The RSS (KiB) of the shims `binary` serving a pod of `handler` with 10 containers; the
+/// pod is removed after.
+async fn cri_pod_of_ten(
+    cd: &Containerd,
+    cri: &mut shim_demo::cri::Cri,
+    handler: &str,
+    binary: &str,
+) -> Result<u64> {
+    let pod = bench_pod(cd, &format!("ten-{handler}"))?;
+    let pod_id = cri.run_pod(&pod, handler).await?;
+    for i in 0..10 {
+        let config = sleeper(&format!("sleep-{i}"));
+        let id = cri.create_container(&pod_id, &pod, config).await?;
+        cri.start_container(&id).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss: u64 = shim_memory(binary, &cd.address).iter().map(|m| m.0).sum();
+    cri.stop_pod(&pod_id).await?;
+    cri.remove_pod(&pod_id).await?;
+    Ok(rss)
+}
+
+/// The element at quantile `p` of `sorted` (NaN when empty).
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+/// The p50, p95 and p99 of `durations` (sorted in place).
+fn ms(durations: &mut [f64]) -> (f64, f64, f64) {
+    durations.sort_by(|a, b| a.total_cmp(b));
+    (
+        percentile(durations, 0.5),
+        percentile(durations, 0.95),
+        percentile(durations, 0.99),
+    )
 }
 
 /// The shim daemon `binary` serving task `id` (`... -id <id> ...` on its command line).
@@ -360,490 +1273,60 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// One row of the results: a measure, for ours and for runc-v2.
 struct Row {
+    /// The measure, as the table names it.
     label: String,
+    /// Our shim's figure.
     ours: f64,
+    /// runc-v2's figure; NaN for a row of ours alone.
     runc: f64,
+    /// The figures' unit.
     unit: &'static str,
+    /// Whether a lower figure is better (latency, memory) or a higher one (throughput).
     lower_is_better: bool,
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let out_dir = std::env::args()
-        .skip_while(|a| a != "--out")
-        .nth(1)
-        .map_or_else(|| PathBuf::from("bench"), PathBuf::from);
-    // `--starts N`: that many start runs, e.g. to compare two binaries' start latency in
-    // quick runs.
-    let starts_arg: Option<usize> = std::env::args()
-        .skip_while(|a| a != "--starts")
-        .nth(1)
-        .and_then(|n| n.parse().ok());
-    // `--stdout-mib N`: that much stdout per throughput row (quick runs: 32).
-    let stdout_arg: Option<u64> = std::env::args()
-        .skip_while(|a| a != "--stdout-mib")
-        .nth(1)
-        .and_then(|n| n.parse().ok());
-    let mut settings = if quick {
-        Settings {
-            quick,
-            starts: 10,
-            tasks: 5,
-            cycles: 5,
-            stdout_bytes: 32 << 20,
-        }
-    } else {
-        Settings {
-            quick,
-            starts: 200,
-            tasks: 100,
-            cycles: 50,
-            stdout_bytes: 1 << 30,
-        }
-    };
-    if let Some(starts) = starts_arg {
-        settings.starts = starts;
-    }
-    if let Some(mib) = stdout_arg {
-        settings.stdout_bytes = mib << 20;
-    }
-    // `--tasks N` (idle tasks, and so exit latency samples) and `--cycles N` (short tasks per
-    // worker): quick runs with enough samples to compare two binaries' exit path.
-    let count = |flag: &str| -> Option<usize> {
-        std::env::args()
-            .skip_while(|a| a != flag)
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-    };
-    if let Some(tasks) = count("--tasks") {
-        settings.tasks = tasks;
-    }
-    if let Some(cycles) = count("--cycles") {
-        settings.cycles = cycles;
-    }
-    let cd = Containerd::start().context("the benchmark needs root and containerd")?;
-    // The daemon is private, so are its FIFOs: remove them all, also when a step fails.
-    let _fifos = RemoveOnDrop(shim_demo::fifo::daemon_dir(&cd.address));
-    let image = cd.import_image_into("default");
-    let api = Api::connect(&cd.address, "default").await?;
-    let busybox = Path::new("/bin/busybox");
-    if !busybox.exists() {
-        bail!("runc needs a root filesystem: apt-get install -y busybox-static");
-    }
-    let rootfs = cd.dir().join("rootfs");
-    fs::create_dir_all(rootfs.join("bin"))?;
-    for dir in ["proc", "dev", "sys", "tmp"] {
-        fs::create_dir_all(rootfs.join(dir))?;
-    }
-    fs::copy(busybox, rootfs.join("bin/busybox"))?;
-    for applet in ["sh", "sleep", "true", "head", "cat"] {
-        let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
-    }
-    let template: serde_json::Value =
-        serde_json::from_slice(&cd.ctr().args(["oci", "spec"]).output()?.stdout)
-            .context("ctr oci spec")?;
+/// Writes `RESULTS.md` and `results.svg` into `out_dir`, and prints the markdown.
+fn write_results(
+    out_dir: &Path,
+    rows: Vec<Row>,
+    breakdowns: &[Vec<(&str, f64)>],
+    settings: &Settings,
+    containerd_version: &str,
+) -> Result<()> {
+    fs::create_dir_all(out_dir)?;
+    let md = markdown(&rows, breakdowns, settings, containerd_version)?;
+    fs::write(out_dir.join("RESULTS.md"), &md)?;
+    let compared: Vec<Row> = rows.into_iter().filter(|r| !r.runc.is_nan()).collect();
+    fs::write(out_dir.join("results.svg"), svg(&compared))?;
+    print!("{md}");
+    Ok(())
+}
 
-    // For the log-URI rows: a scratch directory for `file://`, and a logger that reads its
-    // two streams into /dev/null, so the row measures the transport, not a formatter.
-    let scratch = tempfile::tempdir()?;
-    let discard_logger = scratch.path().join("discard-logger");
-    fs::write(
-        &discard_logger,
-        "#!/bin/sh\nexec 5>&-\ncat <&3 > /dev/null & cat <&4 > /dev/null & wait\n",
-    )?;
-    fs::set_permissions(
-        &discard_logger,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
-    // The reference: the same bytes through `cat` between two pipes, in this run.
-    let cat_mib_s = cat_relay(settings.stdout_bytes)?;
-
-    let mut rows = Vec::new();
-    let mut results: Vec<Vec<f64>> = Vec::new();
-    let mut breakdowns: Vec<Vec<(&str, f64)>> = Vec::new();
-    for rt in &RUNTIMES {
-        let mut values = Vec::new();
-        eprintln!("== {}", rt.name);
-        // Idle memory: one task, then `tasks` tasks.
-        let mut ids = Vec::new();
-        for i in 0..settings.tasks {
-            let id = format!("idle-{}-{i}", rt.shim_binary);
-            let sleep = spec(&template, rt, &id, &rootfs, &["/bin/sleep", "1000"]);
-            let (fifos, io) = prepare(&api, &cd.address, &id, image, rt.runtime, &sleep).await?;
-            api.create_task(&id, &fifos).await?;
-            api.start_task(&id).await?;
-            ids.push((id, fifos, io));
-            if i == 0 {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                let one = shim_memory(rt.shim_binary, &cd.address);
-                let pid = shim_pids(rt.shim_binary, &cd.address);
-                breakdowns.push(pid.first().map(|&pid| breakdown(pid)).unwrap_or_default());
-                values.push(one.first().map_or(f64::NAN, |m| m.0 as f64 / 1024.0));
-                values.push(one.first().map_or(f64::NAN, |m| m.1 as f64 / 1024.0));
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let all = shim_memory(rt.shim_binary, &cd.address);
-        values.push(all.iter().map(|m| m.0).sum::<u64>() as f64 / 1024.0);
-        values.push(all.iter().map(|m| m.1).sum::<u64>() as f64 / 1024.0);
-
-        // Exec latency, in the first idle task.
-        let mut execs = Vec::new();
-        let exec_spec =
-            serde_json::json!({ "args": ["/bin/true"], "cwd": "/", "user": {"uid": 0, "gid": 0},
-            "env": ["PATH=/bin:/usr/bin"] })
-            .to_string();
-        for i in 0..settings.starts.min(50) {
-            let exec_id = format!("x{i}");
-            let started = Instant::now();
-            api.exec(&ids[0].0, &exec_id, &exec_spec).await?;
-            api.run_exec(&ids[0].0, &exec_id).await?;
-            execs.push(started.elapsed().as_secs_f64() * 1000.0);
-        }
-        // Exit latency: kill, then the /tasks/exit event. containerd answers Subscribe only
-        // with its first event, so the stream is read in the background.
-        let mut exits = Vec::new();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let address = cd.address.clone();
-        let listener = tokio::spawn(async move {
-            let api = Api::connect(&address, "default").await?;
-            let mut events = api.subscribe(&["topic==\"/tasks/exit\""]).await?;
-            while let Some(envelope) = events.message().await? {
-                let payload = shim_demo::commands::events::decode_task_event(
-                    &envelope.topic,
-                    &envelope.event.map(|e| e.value).unwrap_or_default(),
-                );
-                let _ = tx.send(
-                    payload["container_id"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                );
-            }
-            anyhow::Ok(())
-        });
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        for (id, fifos, _io) in ids.drain(..) {
-            let started = Instant::now();
-            api.kill(&id, 9, false).await?;
-            loop {
-                let seen = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-                    .await
-                    .context("no /tasks/exit within 10 s")?
-                    .context("event stream ended")?;
-                if seen == id {
-                    break;
-                }
-            }
-            exits.push(started.elapsed().as_secs_f64() * 1000.0);
-            api.delete_task(&id).await?;
-            api.delete_container(&id).await?;
-            fifos.remove();
-        }
-        listener.abort();
-        // Start latency: Create + Start of a task, in the cgroup its spec names; then the
-        // same with no `linux.cgroupsPath`: the difference is what making the cgroup costs.
-        let mut starts = Vec::new();
-        let mut plain_starts = Vec::new();
-        for i in 0..settings.starts {
-            for (kind, times) in [("start", &mut starts), ("plain", &mut plain_starts)] {
-                let id = format!("{kind}-{}-{i}", rt.shim_binary);
-                let mut sleep: serde_json::Value = serde_json::from_str(&spec(
-                    &template,
-                    rt,
-                    &id,
-                    &rootfs,
-                    &["/bin/sleep", "1000"],
-                ))?;
-                if kind == "plain" {
-                    if let Some(linux) = sleep["linux"].as_object_mut() {
-                        linux.remove("cgroupsPath");
-                    }
-                }
-                let sleep = sleep.to_string();
-                let (fifos, _io) =
-                    prepare(&api, &cd.address, &id, image, rt.runtime, &sleep).await?;
-                times.push(timed_start(&api, &id, fifos).await?);
-            }
-        }
-        // Short-task throughput, concurrency 1 and 8; then concurrency 1 with no
-        // `linux.cgroupsPath`: the difference is what the cgroup costs a task's life.
-        let mut throughput = Vec::new();
-        for (concurrency, cgroup) in [(1usize, true), (8, true), (1, false)] {
-            let started = Instant::now();
-            let mut handles = Vec::new();
-            for worker in 0..concurrency {
-                let address = cd.address.clone();
-                let image = image.to_string();
-                let cycles = settings.cycles;
-                let spec_of = {
-                    let template = template.clone();
-                    let rootfs = rootfs.clone();
-                    move |id: &str| {
-                        let json = spec(
-                            &template,
-                            &RUNTIMES[if rt.runtime == RUNTIME { 0 } else { 1 }],
-                            id,
-                            &rootfs,
-                            &["/bin/true"],
-                        );
-                        without_cgroup(json, !cgroup)
-                    }
-                };
-                let runtime = rt.runtime;
-                let tag = rt.shim_binary;
-                handles.push(tokio::spawn(async move {
-                    let api = Api::connect(&address, "default").await?;
-                    for i in 0..cycles {
-                        let id = format!("short-{tag}-{concurrency}-{cgroup}-{worker}-{i}");
-                        let (fifos, _io) =
-                            prepare(&api, &address, &id, &image, runtime, &spec_of(&id)).await?;
-                        api.create_task(&id, &fifos).await?;
-                        let wait = api.wait(&id);
-                        api.start_task(&id).await?;
-                        wait.await?;
-                        api.delete_task(&id).await?;
-                        api.delete_container(&id).await?;
-                        fifos.remove();
-                    }
-                    anyhow::Ok(())
-                }));
-            }
-            for handle in handles {
-                handle.await??;
-            }
-            let total = (settings.cycles * concurrency) as f64;
-            throughput.push(total / started.elapsed().as_secs_f64());
-        }
-        // Pods: shims and their memory for 1, 2 and 10 containers besides the sandbox.
-        let mut pods = Vec::new();
-        for size in POD_SIZES {
-            pods.push(
-                pod_memory(
-                    (&api, &cd.address),
-                    (&template, &rootfs, image),
-                    rt,
-                    size,
-                    None,
-                )
-                .await?,
-            );
-        }
-        // stdout throughput and the shim's CPU per GiB: through the FIFO, into a file
-        // (`file://`), into a logger's pipes (`binary://`, a logger that discards).
-        let mut stdout_rows = Vec::new();
-        for scheme in ["fifo", "file", "binary"] {
-            let id = format!("stdout-{scheme}-{}", rt.shim_binary);
-            let count = settings.stdout_bytes.to_string();
-            let head = spec(
-                &template,
-                rt,
-                &id,
-                &rootfs,
-                &["/bin/head", "-c", &count, "/dev/zero"],
-            );
-            let (fifos, _readers) =
-                prepare(&api, &cd.address, &id, image, rt.runtime, &head).await?;
-            let log = scratch.path().join(format!("{id}.log"));
-            let uri = match scheme {
-                "file" => format!("file://{}", log.display()),
-                "binary" => format!("binary://{}", discard_logger.display()),
-                _ => fifos.stdout_path(),
-            };
-            let stderr_path = if scheme == "fifo" {
-                fifos.stderr_path()
-            } else {
-                uri.clone()
-            };
-            if let Err(status) = api.create_task_with_io(&id, "", &uri, &stderr_path).await {
-                if scheme == "fifo" {
-                    return Err(status.into());
-                }
-                // A shim without log URIs (an older build, compared with `SHIM_BIN`).
-                eprintln!("{}: {scheme}: {}", rt.name, status.message());
-                stdout_rows.push((f64::NAN, f64::NAN));
-                api.delete_container(&id).await?;
-                fifos.remove();
-                continue;
-            }
-            let shim = shim_of(rt.shim_binary, &id).context("the task's shim")?;
-            // The FIFO's reader: a thread of its own doing blocking reads, as `cat` does, so
-            // that the row compares with the `cat` relay (a tokio reader in this process,
-            // which also runs the gRPC client, cost a third of the rate).
-            let reading = (scheme == "fifo").then(|| {
-                let path = fifos.stdout();
-                let bytes = settings.stdout_bytes;
-                std::thread::spawn(move || -> std::io::Result<u64> {
-                    use std::io::Read;
-                    let mut fifo = fs::File::open(path)?;
-                    let mut buf = vec![0u8; 1 << 20];
-                    let mut got = 0u64;
-                    while got < bytes {
-                        match fifo.read(&mut buf)? {
-                            0 => break,
-                            n => got += n as u64,
-                        }
-                    }
-                    Ok(got)
-                })
-            });
-            let cpu_before = cpu_seconds(shim);
-            let started = Instant::now();
-            api.start_task(&id).await?;
-            if let Some(reading) = reading {
-                let got = tokio::task::spawn_blocking(move || reading.join())
-                    .await?
-                    .map_err(|_| anyhow::anyhow!("the FIFO reader panicked"))??;
-                if got < settings.stdout_bytes {
-                    bail!("{id}: {got} of {} bytes", settings.stdout_bytes);
-                }
-            }
-            api.wait(&id).await?;
-            let seconds = started.elapsed().as_secs_f64();
-            let cpu = cpu_seconds(shim) - cpu_before;
-            let gib = settings.stdout_bytes as f64 / (1u64 << 30) as f64;
-            stdout_rows.push((
-                settings.stdout_bytes as f64 / (1 << 20) as f64 / seconds,
-                cpu / gib,
-            ));
-            api.delete_task(&id).await?;
-            api.delete_container(&id).await?;
-            fifos.remove();
-            let _ = fs::remove_file(&log);
-        }
-
-        let (s50, s95, s99) = ms(&mut starts);
-        let (p50, p95, _) = ms(&mut plain_starts);
-        let (e50, _, e99) = ms(&mut exits);
-        let (x50, _, x99) = ms(&mut execs);
-        values.extend([
-            s50,
-            s95,
-            s99,
-            p50,
-            p95,
-            e50,
-            e99,
-            throughput[0],
-            throughput[1],
-            throughput[2],
-            stdout_rows[0].0,
-            stdout_rows[1].0,
-            stdout_rows[2].0,
-            cat_mib_s,
-            stdout_rows[0].1,
-            stdout_rows[1].1,
-            stdout_rows[2].1,
-            x50,
-            x99,
-        ]);
-        for (shims, rss, _, _) in &pods {
-            values.extend([*shims as f64, *rss as f64 / 1024.0]);
-        }
-        let (first, last) = (pods[0], pods[POD_SIZES.len() - 1]);
-        let added = (POD_SIZES[POD_SIZES.len() - 1] - POD_SIZES[0]) as f64;
-        values.push((last.1 as f64 - first.1 as f64) / added);
-        values.push((last.2 as f64 - first.2 as f64) / added);
-        values.push(first.3 as f64);
-        results.push(values);
-    }
-    // The OCI mode: ours and runc-v2 driving the same runc, then the same crun.
-    let mut oci_rows = Vec::new();
-    for binary in ["runc", "crun"] {
-        let measured = oci_mode(&api, &cd, &template, &rootfs, image, &settings, binary).await;
-        match measured {
-            Ok(more) => oci_rows.extend(more),
-            Err(err) => bail!("OCI mode ({binary}): {err:#}"),
-        }
-    }
-    // cgroup v2: ours in a daemon of its own whose shims use the cgroup2 mount alone.
-    let v2_rows = cgroup_v2_starts(&settings, &template, &rootfs)
-        .await
-        .context("starts on cgroup v2")?;
-    oci_rows.extend(v2_rows);
-    // Pods over the CRI API, in a daemon of their own with the CRI plugin.
-    let cri_rows = cri_pods(&settings).await.context("pods over the CRI API")?;
-    oci_rows.extend(cri_rows);
-    // The tasks' parent cgroup, which both shims leave (as `ctr`'s `/<namespace>` is left).
-    for dir in integration::cgroup_dirs("/shim-bench") {
-        integration::remove_cgroup_tree(&dir);
-    }
-    let labels: [(&str, &str, bool); 32] = [
-        ("idle RSS, one shim", "MiB", true),
-        ("idle PSS, one shim", "MiB", true),
-        ("RSS, all shims (N tasks)", "MiB", true),
-        ("PSS, all shims (N tasks)", "MiB", true),
-        ("start latency p50", "ms", true),
-        ("start latency p95", "ms", true),
-        ("start latency p99", "ms", true),
-        ("start latency p50, spec without cgroupsPath", "ms", true),
-        ("start latency p95, spec without cgroupsPath", "ms", true),
-        ("exit latency p50", "ms", true),
-        ("exit latency p99", "ms", true),
-        ("run-to-delete, concurrency 1", "tasks/s", false),
-        ("run-to-delete, concurrency 8", "tasks/s", false),
-        (
-            "run-to-delete, concurrency 1, spec without cgroupsPath",
-            "tasks/s",
-            false,
-        ),
-        ("stdout throughput, FIFO", "MiB/s", false),
-        ("stdout throughput, file://", "MiB/s", false),
-        (
-            "stdout throughput, binary:// (a logger that discards)",
-            "MiB/s",
-            false,
-        ),
-        (
-            "pipe relay through cat (the same bytes, both columns)",
-            "MiB/s",
-            false,
-        ),
-        ("shim CPU per GiB of stdout, FIFO", "s", true),
-        ("shim CPU per GiB of stdout, file://", "s", true),
-        ("shim CPU per GiB of stdout, binary://", "s", true),
-        ("exec latency p50", "ms", true),
-        ("exec latency p99", "ms", true),
-        ("pod of 1 container + sandbox: shims", "processes", true),
-        ("pod of 1 container + sandbox: shim RSS", "MiB", true),
-        ("pod of 2 containers + sandbox: shims", "processes", true),
-        ("pod of 2 containers + sandbox: shim RSS", "MiB", true),
-        ("pod of 10 containers + sandbox: shims", "processes", true),
-        ("pod of 10 containers + sandbox: shim RSS", "MiB", true),
-        ("shim RSS per additional container of a pod", "KiB", true),
-        ("shim PSS per additional container of a pod", "KiB", true),
-        (
-            "the sandbox's process RSS (ours: pause; runc: busybox sleep)",
-            "KiB",
-            true,
-        ),
-    ];
-    for (i, (label, unit, lower)) in labels.iter().enumerate() {
-        rows.push(Row {
-            label: label.replace("(N tasks)", &format!("({} tasks)", settings.tasks)),
-            ours: results[0][i],
-            runc: results[1][i],
-            unit,
-            lower_is_better: *lower,
-        });
-    }
-    rows.extend(oci_rows);
-    fs::create_dir_all(&out_dir)?;
+/// The machine's CPU model, its number of cores and the kernel's release.
+fn machine() -> (String, usize, String) {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cpu = fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
         .lines()
         .find(|l| l.starts_with("model name"))
         .and_then(|l| l.split(':').nth(1))
         .unwrap_or("")
         .trim()
         .to_string();
-    let cores = fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .matches("processor")
-        .count();
+    let cores = cpuinfo.matches("processor").count();
+    (cpu, cores, kernel.trim().to_string())
+}
+
+/// `RESULTS.md`: the run, the table of `rows`, and where one idle shim's memory is.
+fn markdown(
+    rows: &[Row],
+    breakdowns: &[Vec<(&str, f64)>],
+    settings: &Settings,
+    containerd_version: &str,
+) -> Result<String, std::fmt::Error> {
+    let (cpu, cores, kernel) = machine();
     let mut md = String::new();
     writeln!(md, "# Benchmark results\n")?;
     writeln!(
@@ -852,15 +1335,10 @@ async fn main() -> Result<()> {
         if settings.quick { " QUICK=1" } else { "" },
         now()
     )?;
+    writeln!(md, "- machine: {cpu}, {cores} cores; kernel {kernel}")?;
     writeln!(
         md,
-        "- machine: {cpu}, {cores} cores; kernel {}",
-        kernel.trim()
-    )?;
-    writeln!(
-        md,
-        "- containerd {}; runc shim: Debian's `containerd-shim-runc-v2`",
-        cd.server_version()
+        "- containerd {containerd_version}; runc shim: Debian's `containerd-shim-runc-v2`"
     )?;
     writeln!(
         md,
@@ -872,7 +1350,7 @@ async fn main() -> Result<()> {
     )?;
     writeln!(md, "| measure | ours | runc | ours / runc |")?;
     writeln!(md, "|---|---:|---:|---:|")?;
-    for row in &rows {
+    for row in rows {
         if row.runc.is_nan() {
             // Ours alone (no runc-v2 counterpart): the ratio is in the label's terms.
             writeln!(
@@ -900,331 +1378,15 @@ async fn main() -> Result<()> {
     )?;
     writeln!(md, "| KiB | ours | runc |")?;
     writeln!(md, "|---|---:|---:|")?;
-    if let [ours, runc] = &breakdowns[..] {
+    if let [ours, runc] = breakdowns {
         for ((label, a), (_, b)) in ours.iter().zip(runc) {
             writeln!(md, "| {label} | {a:.0} | {b:.0} |")?;
         }
     }
-    fs::write(out_dir.join("RESULTS.md"), &md)?;
-    let compared: Vec<Row> = rows.into_iter().filter(|r| !r.runc.is_nan()).collect();
-    fs::write(out_dir.join("results.svg"), svg(&compared))?;
-    print!("{md}");
-    Ok(())
+    Ok(md)
 }
 
-/// Start latency of ours on cgroup v2 alone: a daemon whose shims have
-/// `SAMPLE_SHIM_CGROUPS=v2` (this machine's cgroup2 mount, `/sys/fs/cgroup/unified`,
-/// which needs no controller to hold a process), so that each task's process is born in
-/// its cgroup (`clone3(CLONE_INTO_CGROUP)`). Starts with and without `linux.cgroupsPath`
-/// alternate in the same daemon; their ratio is the goal (at most 1.3). runc-v2
-/// has no such mode here (it uses the v1 hierarchies), so its column stays empty.
-async fn cgroup_v2_starts(
-    settings: &Settings,
-    template: &serde_json::Value,
-    rootfs: &Path,
-) -> Result<Vec<Row>> {
-    let cd = Containerd::start_with_env(&[("SAMPLE_SHIM_CGROUPS", "v2")])
-        .context("a containerd whose shims use cgroup v2")?;
-    let _fifos = RemoveOnDrop(shim_demo::fifo::daemon_dir(&cd.address));
-    let image = cd.import_image_into("default");
-    let api = Api::connect(&cd.address, "default").await?;
-    let rt = &RUNTIMES[0];
-    let (mut v2, mut plain) = (Vec::new(), Vec::new());
-    for i in 0..settings.starts {
-        for (kind, times) in [("v2", &mut v2), ("v2plain", &mut plain)] {
-            let id = format!("{kind}-{i}");
-            let json = spec(template, rt, &id, rootfs, &["/bin/sleep", "1000"]);
-            let json = without_cgroup(json, kind == "v2plain");
-            let (fifos, _io) = prepare(&api, &cd.address, &id, image, rt.runtime, &json).await?;
-            times.push(timed_start(&api, &id, fifos).await?);
-        }
-    }
-    let (v2_50, _, _) = ms(&mut v2);
-    let (plain_50, _, _) = ms(&mut plain);
-    let row = |label: &str, ours: f64| Row {
-        label: label.to_string(),
-        ours,
-        runc: f64::NAN,
-        unit: "ms",
-        lower_is_better: true,
-    };
-    Ok(vec![
-        row("start latency p50, cgroup v2 via CLONE_INTO_CGROUP", v2_50),
-        row(
-            "start latency p50, spec without cgroupsPath, same daemon as the v2 row",
-            plain_50,
-        ),
-        Row {
-            label: "cgroup v2 start over no-cgroup start, p50 (goal: at most 1.3)".into(),
-            ours: v2_50 / plain_50,
-            runc: f64::NAN,
-            unit: "ratio",
-            lower_is_better: true,
-        },
-    ])
-}
-
-/// The OCI mode's rows (`OCI mode (<binary>): ...`): our shim with `binary_name =
-/// <binary>` in the "ours" column, containerd's runc-v2 shim running the same binary
-/// (`BinaryName`, for crun) in the "runc" column, both on the same busybox root. With runc,
-/// every row; with crun, the start latency.
-async fn oci_mode(
-    api: &Api,
-    cd: &Containerd,
-    template: &serde_json::Value,
-    rootfs: &Path,
-    image: &str,
-    settings: &Settings,
-    binary: &str,
-) -> Result<Vec<Row>> {
-    let config = cd.dir().join(format!("bench-{binary}.toml"));
-    fs::write(&config, format!("binary_name = \"{binary}\"\n"))?;
-    let config = config.display().to_string();
-    let every_row = binary == "runc";
-    let mut columns: Vec<Vec<f64>> = Vec::new();
-    for rt in &RUNTIMES {
-        eprintln!("== OCI mode ({binary}): {}", rt.name);
-        let options = if rt.runtime == RUNTIME {
-            Some(shim_demo::api::runtime_options(&config))
-        } else if binary != "runc" {
-            Some(shim_demo::api::runc_options(binary))
-        } else {
-            None
-        };
-        let tag = format!("oci-{binary}-{}", rt.shim_binary);
-        let make = |id: &str, args: &[&str]| spec(template, &RUNTIMES[1], id, rootfs, args);
-        let mut values = Vec::new();
-        // Start latency: Create + Start.
-        let mut starts = Vec::new();
-        for i in 0..settings.starts {
-            let id = format!("{tag}-start-{i}");
-            let sleep = make(&id, &["/bin/sleep", "1000"]);
-            let (fifos, _io) = prepare_with(
-                api,
-                &cd.address,
-                &id,
-                image,
-                rt.runtime,
-                &sleep,
-                options.clone(),
-            )
-            .await?;
-            starts.push(timed_start(api, &id, fifos).await?);
-        }
-        let (s50, s95, _) = ms(&mut starts);
-        values.extend([s50, s95]);
-        if !every_row {
-            columns.push(values);
-            continue;
-        }
-        // Idle memory of one shim, exec latency in its task, then exit latency (Kill to
-        // Wait's answer) over a few idle tasks.
-        let mut idle = Vec::new();
-        for i in 0..settings.tasks.clamp(1, 20) {
-            let id = format!("{tag}-idle-{i}");
-            let sleep = make(&id, &["/bin/sleep", "1000"]);
-            let (fifos, io) = prepare_with(
-                api,
-                &cd.address,
-                &id,
-                image,
-                rt.runtime,
-                &sleep,
-                options.clone(),
-            )
-            .await?;
-            api.create_task(&id, &fifos).await?;
-            api.start_task(&id).await?;
-            idle.push((id, fifos, io));
-            if i == 0 {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                let shim = shim_of(rt.shim_binary, &idle[0].0).context("the idle task's shim")?;
-                let memory = shim_memory(rt.shim_binary, &cd.address);
-                let one = shim_pids(rt.shim_binary, &cd.address)
-                    .iter()
-                    .position(|&p| p == shim)
-                    .and_then(|i| memory.get(i).copied())
-                    .unwrap_or((0, 0));
-                values.extend([one.0 as f64 / 1024.0, one.1 as f64 / 1024.0]);
-            }
-        }
-        let exec_spec = serde_json::json!({ "args": ["/bin/true"], "cwd": "/",
-            "user": {"uid": 0, "gid": 0}, "env": ["PATH=/bin"] })
-        .to_string();
-        let mut execs = Vec::new();
-        for i in 0..settings.starts.min(50) {
-            let exec_id = format!("x{i}");
-            let started = Instant::now();
-            api.exec(&idle[0].0, &exec_id, &exec_spec).await?;
-            api.run_exec(&idle[0].0, &exec_id).await?;
-            execs.push(started.elapsed().as_secs_f64() * 1000.0);
-        }
-        let mut exits = Vec::new();
-        for (id, fifos, _io) in idle.drain(..) {
-            let started = Instant::now();
-            api.kill(&id, 9, false).await?;
-            api.wait(&id).await?;
-            exits.push(started.elapsed().as_secs_f64() * 1000.0);
-            api.delete_task(&id).await?;
-            api.delete_container(&id).await?;
-            fifos.remove();
-        }
-        values.extend([ms(&mut execs).0, ms(&mut exits).0]);
-        // Run-to-delete of `/bin/true`, concurrency 1 and 8.
-        for concurrency in [1usize, 8] {
-            let started = Instant::now();
-            let mut handles = Vec::new();
-            for worker in 0..concurrency {
-                let address = cd.address.clone();
-                let (image, runtime, options) = (image.to_string(), rt.runtime, options.clone());
-                let (template, rootfs, tag) = (template.clone(), rootfs.to_path_buf(), tag.clone());
-                let cycles = settings.cycles;
-                handles.push(tokio::spawn(async move {
-                    let api = Api::connect(&address, "default").await?;
-                    for i in 0..cycles {
-                        let id = format!("{tag}-short-{concurrency}-{worker}-{i}");
-                        let json = spec(&template, &RUNTIMES[1], &id, &rootfs, &["/bin/true"]);
-                        let (fifos, _io) = prepare_with(
-                            &api,
-                            &address,
-                            &id,
-                            &image,
-                            runtime,
-                            &json,
-                            options.clone(),
-                        )
-                        .await?;
-                        api.create_task(&id, &fifos).await?;
-                        api.start_task(&id).await?;
-                        api.wait(&id).await?;
-                        api.delete_task(&id).await?;
-                        api.delete_container(&id).await?;
-                        fifos.remove();
-                    }
-                    anyhow::Ok(())
-                }));
-            }
-            for handle in handles {
-                handle.await??;
-            }
-            values.push((settings.cycles * concurrency) as f64 / started.elapsed().as_secs_f64());
-        }
-        let pod = pod_memory(
-            (api, &cd.address),
-            (template, rootfs, image),
-            rt,
-            10,
-            options,
-        )
-        .await?;
-        values.push(pod.1 as f64 / 1024.0);
-        columns.push(values);
-    }
-    let labels: &[(&str, &'static str, bool)] = &[
-        ("start latency p50", "ms", true),
-        ("start latency p95", "ms", true),
-        ("idle RSS, one shim", "MiB", true),
-        ("idle PSS, one shim", "MiB", true),
-        ("exec latency p50", "ms", true),
-        ("exit latency p50 (Kill to Wait)", "ms", true),
-        ("run-to-delete, concurrency 1", "tasks/s", false),
-        ("run-to-delete, concurrency 8", "tasks/s", false),
-        ("pod of 10 containers + sandbox: shim RSS", "MiB", true),
-    ];
-    let rows = if every_row { labels.len() } else { 1 };
-    Ok(labels[..rows]
-        .iter()
-        .enumerate()
-        .map(|(i, (label, unit, lower))| Row {
-            label: format!("OCI mode ({binary}): {label}"),
-            ours: columns[0][i],
-            runc: columns[1][i],
-            unit,
-            lower_is_better: *lower,
-        })
-        .collect())
-}
-
-/// Pods over the CRI API, as a kubelet starts them: our shim in the OCI mode (the handler
-/// `sample-oci`) and runc-v2 (`runc`), the same runc, in one private containerd with the CRI
-/// plugin. Rows: a pod's start (RunPodSandbox, then CreateContainer and StartContainer of
-/// one busybox container, until both run), p50; and the shims' RSS for a pod of 10
-/// containers.
-async fn cri_pods(settings: &Settings) -> Result<Vec<Row>> {
-    use shim_demo::cri::{container, Cri, Pod};
-    let cd = Containerd::start_cri().context("a containerd with the CRI plugin")?;
-    let mut cri = Cri::connect(&cd.address).await?;
-    let pod_of = |name: &str| -> Result<Pod> {
-        let log_directory = cd.dir().join("pods").join(name);
-        fs::create_dir_all(&log_directory)?;
-        Ok(Pod {
-            name: name.to_string(),
-            namespace: "bench".to_string(),
-            log_directory: log_directory.display().to_string(),
-            annotations: Default::default(),
-            cgroup_parent: String::new(),
-        })
-    };
-    let sleep = || {
-        container(
-            "sleep",
-            integration::image::BUSYBOX,
-            &["sleep", "1000"],
-            &[],
-        )
-    };
-    let mut columns = Vec::new();
-    for (handler, binary) in [
-        (integration::OCI_HANDLER, "containerd-shim-sample-v2"),
-        ("runc", "containerd-shim-runc-v2"),
-    ] {
-        eprintln!("== pods over the CRI API: {handler}");
-        let mut starts = Vec::new();
-        for i in 0..settings.starts.clamp(3, 20) {
-            let pod = pod_of(&format!("start-{handler}-{i}"))?;
-            let started = Instant::now();
-            let pod_id = cri.run_pod(&pod, handler).await?;
-            let id = cri.create_container(&pod_id, &pod, sleep()).await?;
-            cri.start_container(&id).await?;
-            starts.push(started.elapsed().as_secs_f64() * 1000.0);
-            cri.stop_pod(&pod_id).await?;
-            cri.remove_pod(&pod_id).await?;
-        }
-        let pod = pod_of(&format!("ten-{handler}"))?;
-        let pod_id = cri.run_pod(&pod, handler).await?;
-        for i in 0..10 {
-            let mut config = sleep();
-            if let Some(metadata) = config.metadata.as_mut() {
-                metadata.name = format!("sleep-{i}");
-            }
-            config.log_path = format!("sleep-{i}.log");
-            let id = cri.create_container(&pod_id, &pod, config).await?;
-            cri.start_container(&id).await?;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let rss: u64 = shim_memory(binary, &cd.address).iter().map(|m| m.0).sum();
-        cri.stop_pod(&pod_id).await?;
-        cri.remove_pod(&pod_id).await?;
-        columns.push((ms(&mut starts).0, rss as f64 / 1024.0));
-    }
-    Ok(vec![
-        Row {
-            label: "OCI mode (runc), over CRI: pod start, sandbox + 1 container, p50".into(),
-            ours: columns[0].0,
-            runc: columns[1].0,
-            unit: "ms",
-            lower_is_better: true,
-        },
-        Row {
-            label: "OCI mode (runc), over CRI: pod of 10 containers, shim RSS".into(),
-            ours: columns[0].1,
-            runc: columns[1].1,
-            unit: "MiB",
-            lower_is_better: true,
-        },
-    ])
-}
-
+/// The time now, UTC, to the minute (`date -u`).
 fn now() -> String {
     let out = std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M"])
