@@ -20,14 +20,17 @@ demo:
 demo-pod:
 	bash scripts/demo.sh pod $(ARGS)
 
-## test: unit tests and the integration tests against a private containerd (as root)
-test: build
-	bash scripts/oci-prereqs.sh
+## test: installs what the tests need (as root), then unit tests and the integration tests
+## against a private containerd
+test:
+	bash scripts/test-prereqs.sh
+	$(CARGO) build --workspace --locked
 	$(CARGO) test --workspace --locked
 
 ## test-matrix: the integration suite against containerd 1.6, 1.7 and 2.1 (CONTAINERD_VERSIONS)
-test-matrix: build
-	bash scripts/oci-prereqs.sh
+test-matrix:
+	bash scripts/test-prereqs.sh
+	$(CARGO) build --workspace --locked
 	bash scripts/test-matrix.sh
 
 ## demo-pod-oci: the pod tour in real containers (handler sample-oci: our shim in the OCI mode)

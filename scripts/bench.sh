@@ -12,7 +12,7 @@ require_root bench
 # crun, under both shims.
 install_missing containerd=containerd protoc=protobuf-compiler /bin/busybox=busybox-static \
     runc=runc crun=crun
-bash scripts/oci-prereqs.sh
+bash scripts/test-prereqs.sh
 
 # Our shim as we ship it (static, profile `shim`), the benchmark itself in release.
 export SHIM_BIN

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 require_root conformance
 install_missing containerd=containerd runc=runc /bin/busybox=busybox-static cc=gcc \
     /usr/lib/cni/bridge=containernetworking-plugins iptables=iptables ip=iproute2
-bash scripts/oci-prereqs.sh
+bash scripts/test-prereqs.sh
 tools=$(bash scripts/critest.sh)
 cargo build --workspace --locked -q
 target="${CARGO_TARGET_DIR:-$PWD/target}"
