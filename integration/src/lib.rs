@@ -523,14 +523,24 @@ impl Containerd {
     /// Pids of the shims this daemon started: processes running our binary whose command
     /// line names this daemon's socket.
     pub fn shim_pids(&self) -> Vec<i32> {
+        self.every_shim()
+            .into_iter()
+            .filter(|&pid| {
+                fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == self.shim)
+            })
+            .collect()
+    }
+
+    /// Every shim this daemon started, ours and containerd's runc-v2 (a test's reference):
+    /// the processes given its address.
+    fn every_shim(&self) -> Vec<i32> {
         let address = self.address.display().to_string();
         proc::all_pids()
             .into_iter()
             .filter(|&pid| {
-                let args = proc::cmdline(pid);
-                args.windows(2)
+                proc::cmdline(pid)
+                    .windows(2)
                     .any(|w| w[0] == "-address" && w[1] == address)
-                    && fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == self.shim)
             })
             .collect()
     }
@@ -617,9 +627,10 @@ impl Containerd {
         {
             thread::sleep(Duration::from_millis(10));
         }
-        // Shims first (with whatever they still run), by pid, then the daemon.
+        // Shims first (with whatever they still run), by pid, then the daemon: runc-v2's
+        // too, which a failed test may leave with its containers.
         let mut killed = Vec::new();
-        for shim in self.shim_pids() {
+        for shim in self.every_shim() {
             let socket = proc::cmdline(shim)
                 .windows(2)
                 .find(|w| w[0] == "-socket")

@@ -252,8 +252,9 @@ fn a_process_frozen_at_birth_stalls_no_neighbour() {
          /sys/fs/cgroup/unified)",
     );
     let parent = format!("stall-frozen-{}", std::process::id());
-    let frozen = root.join(&parent);
-    fs::create_dir_all(&frozen).expect("make the parent cgroup");
+    let guard = FrozenParent(root.join(&parent));
+    let frozen = &guard.0;
+    fs::create_dir_all(frozen).expect("make the parent cgroup");
     fs::write(frozen.join("cgroup.freeze"), "1").expect("freeze it");
     // Specs without limits: a hybrid machine's cgroup2 has no controllers to apply them.
     let config = |id: &str, cgroup: &str| {
@@ -313,7 +314,6 @@ fn a_process_frozen_at_birth_stalls_no_neighbour() {
     first.served_during(&cd, &mut second, || proc::alive(child));
 
     let (ok, message) = outcome(&mut second.0, Duration::from_secs(15));
-    let _ = fs::write(frozen.join("cgroup.freeze"), "0");
     assert!(!ok, "ctr run second succeeded: {message}");
     assert!(message.contains("was not set up within"), "{message}");
     poll_until(Duration::from_secs(5), "the frozen child's end", || {
@@ -324,7 +324,16 @@ fn a_process_frozen_at_birth_stalls_no_neighbour() {
         !frozen.join("second").exists(),
         "the task's cgroup was left"
     );
-    fs::remove_dir(&frozen).expect("remove the parent cgroup");
+}
+
+/// A frozen cgroup of a test's own: thawed and removed however the test ends.
+struct FrozenParent(PathBuf);
+
+impl Drop for FrozenParent {
+    fn drop(&mut self) {
+        let _ = fs::write(self.0.join("cgroup.freeze"), "0");
+        integration::remove_cgroup_tree(&self.0);
+    }
 }
 
 /// The OCI mode: a runtime whose `create` never returns. The shim awaits the runtime's exit
