@@ -3,48 +3,46 @@
 //!
 //! containerd starts this binary for every task of the runtime `com.example.sample.v2` (for
 //! every pod, under Kubernetes) and talks to it over ttrpc. By default (the *host mode*) a
-//! task runs [`spec::DEFAULT_COMMAND`], `sh -c 'while date --rfc-3339=seconds; do sleep 5;
+//! task runs [`task::spec::DEFAULT_COMMAND`], `sh -c 'while date --rfc-3339=seconds; do sleep 5;
 //! done'`, on the host, with **no isolation** (no namespaces, no root filesystem; cgroups
-//! limit it). A container whose runtime options name an OCI runtime ([`options`]) runs in
-//! the *OCI mode* instead ([`oci`]): a real container, made by runc or crun.
+//! limit it). A container whose runtime options name an OCI runtime ([`model::options`]) runs in
+//! the *OCI mode* instead ([`model::oci`]): a real container, made by runc or crun.
 //!
 //! # Layout
 //!
 //! This is the one module table of the project; the README and docs/ARCHITECTURE.md point
-//! here. In the order a request travels:
+//! here. One folder a concern, in the order a request travels; each folder's `mod.rs` opens
+//! with what it owns.
 //!
-//! | module | role |
-//! |---|---|
-//! | [`shim`] | lifecycle: the `start` and `delete` commands containerd runs, the daemon |
-//! | [`rpc`] | the ttrpc `Task` service: each RPC (Create, Start, Kill, ...) calls [`service`] |
-//! | [`service`] | the table of containers, the rules between them, routing RPCs and exits |
-//! | [`container`] | one container: its processes, its lock, its events, its exit policy |
-//! | [`process`] | one process's states (Created, Running, Stopped), its `Wait`s, signals |
-//! | [`model`] | **the seam**: what a process model implements (how processes run) |
-//! | [`modes`] | which model a container gets: host (the default) or OCI, from its runtime [`options`] |
-//! | [`host`] | the host process model: spawning, membership (cgroup or tree), ending |
-//! | [`oci`] | the OCI process model: real containers made by an OCI [`runtime`] (runc, crun) |
-//! | [`gate`] | the start-gate helper that holds a created process until `Start` |
-//! | [`pause`] | the pause process a pod's sandbox runs |
-//! | [`exits`] | from the reaper to the container whose process exited |
-//! | [`cgroup`] | a task's cgroup (v1 or v2): where its processes live, freezer, OOM count |
-//! | [`resources`] | the limits of `linux.resources`, as each cgroup version's files |
-//! | [`devices`] | the v1 devices cgroup: rules checked, an `Update` as the smallest change |
-//! | [`members`] | which of the shim's processes belong to which container, without a cgroup |
-//! | [`stdio`] | stdin, stdout and stderr between the task and containerd's FIFOs |
-//! | [`logs`] | log URIs: `file://` and `binary://` loggers |
-//! | [`options`] | `Create`'s runtime options: the TOML file that selects the OCI mode |
-//! | [`runtime`] | an OCI runtime's command line, run and awaited through the reaper |
-//! | [`events`] | `/tasks/*` events, and where they go ([`events::EventSink`]) |
-//! | [`spec`] | the bundle's `config.json`: what to run, as whom |
-//! | [`bundle`] | the files the shim keeps in the bundle: `address`, `init.pid` |
-//! | [`metrics`] | `Stats`: the cgroup's figures (v1 or v2 `Metrics`), or `/proc`'s |
-//! | [`oom`] | waiting for a cgroup's OOM notifications (eventfd on v1, inotify on v2) |
-//! | [`procfs`] | what `/proc` says about the task's processes |
-//! | [`spawn`] | the birth of a host process: `clone3` into its cgroup, set up, `exec` |
-//! | [`sys`] | the system calls that need care (signals, pidfds, children, what a child does before `exec`), and most of the few `unsafe` blocks |
-//! | [`error`] | the error type and its gRPC codes |
-//! | [`logfmt`] | the shim's own log: logfmt lines into the `log` FIFO containerd copies into its log |
+//! | folder | module | role |
+//! |---|---|---|
+//! | [`task`] | | **what containerd sees**: the task API, states, events, the exit policy |
+//! | | [`task::shim`] | lifecycle: the `start` and `delete` commands containerd runs, the daemon |
+//! | | [`task::rpc`] | the ttrpc `Task` service: each RPC (Create, Start, Kill, ...) calls `service` |
+//! | | [`task::service`] | the table of containers, the rules between them, routing RPCs and exits |
+//! | | [`task::container`] | one container: its processes, its lock, its events, its exit policy |
+//! | | [`task::process`] | one process's states (Created, Running, Stopped), its `Wait`s, signals |
+//! | | [`task::exits`] | from the reaper to the container whose process exited, within windows |
+//! | | [`task::events`] | `/tasks/*` events, and where they go ([`task::events::EventSink`]) |
+//! | | [`task::spec`], [`task::bundle`] | the bundle's `config.json`; the files the shim keeps there |
+//! | [`model`] | | **the seam**: how a container's processes run ([`model::Instance`]) |
+//! | | [`model::modes`], [`model::options`] | which model a container gets, from its runtime options |
+//! | | [`model::ending`] | what both models use to end what is left of a container |
+//! | | [`model::host`] | the host model: spawning behind a start gate, membership, ending |
+//! | | [`model::host::spawn`] | the birth of a host process: `clone3` into its cgroup, set up, `exec` |
+//! | | [`model::host::gate`], [`model::host::pause`] | the start-gate helper; a pod's pause process |
+//! | | [`model::host::members`] | which process belongs to which container, without a cgroup |
+//! | | [`model::oci`] | the OCI model: real containers made by an OCI runtime (runc, crun) |
+//! | | [`model::oci::runtime`] | an OCI runtime's command line, run and awaited through the reaper |
+//! | [`cgroup`] | | a task's cgroup (v1 or v2): where its processes live, freezer, OOM count |
+//! | | [`cgroup::resources`], [`cgroup::devices`] | `linux.resources` as each version's files; device rules |
+//! | | [`cgroup::metrics`], [`cgroup::oom`] | `Stats` (v1 or v2 `Metrics`); OOM notifications |
+//! | [`stdio`] | | stdin, stdout and stderr between the task and containerd's FIFOs |
+//! | | [`stdio::logs`] | log URIs: `file://` and `binary://` loggers |
+//! | [`sys`] | | the system calls that need care, and most of the few `unsafe` blocks |
+//! | | [`sys::procfs`] | what `/proc` says about the task's processes |
+//! | [`error`] | | the error type and its gRPC codes |
+//! | [`logfmt`] | | the shim's own log: logfmt lines into the `log` FIFO containerd copies |
 //!
 //! Words used throughout: the *init process* is a task's main process, the one `Create`
 //! makes (containerd's term); the *start-gate helper* is what it is before `Start`; *pid 1*
@@ -52,38 +50,15 @@
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod bundle;
 pub mod cgroup;
-pub mod container;
-pub mod devices;
 pub mod error;
-pub mod events;
-pub mod exits;
-pub mod gate;
-pub mod host;
 pub mod logfmt;
-pub mod logs;
-pub mod members;
-pub mod metrics;
 pub mod model;
-pub mod modes;
-pub mod oci;
-pub mod oom;
-pub mod options;
-pub mod pause;
-pub mod process;
-pub mod procfs;
 #[cfg(test)]
 mod proptests;
-pub mod resources;
-pub mod rpc;
-pub mod runtime;
-pub mod service;
-pub mod shim;
-pub mod spawn;
-pub mod spec;
 pub mod stdio;
 pub mod sys;
+pub mod task;
 
 /// The runtime name containerd knows this shim by (`ctr run --runtime ...`).
 pub const RUNTIME_ID: &str = "com.example.sample.v2";

@@ -1,6 +1,8 @@
 //! `containerd-shim-sample-v2`: see the library's docs (`src/lib.rs`) for the layout.
 
-use containerd_shim_sample_v2::{gate, pause, shim::SampleShim, RUNTIME_ID};
+use containerd_shim_sample_v2::{
+    model::host::gate, model::host::pause, task::shim::SampleShim, RUNTIME_ID,
+};
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();

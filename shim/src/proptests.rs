@@ -4,10 +4,11 @@
 use proptest::prelude::*;
 
 use crate::{
-    bundle,
-    container::{validate_id, MAX_ID_LEN},
-    process::validate_signal,
-    procfs, spec,
+    sys::procfs,
+    task::bundle,
+    task::container::{validate_id, MAX_ID_LEN},
+    task::process::validate_signal,
+    task::spec,
 };
 
 proptest! {

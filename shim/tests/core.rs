@@ -28,10 +28,10 @@ use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim_protos::{api, protobuf::well_known_types::any::Any};
 use containerd_shim_sample_v2::{
     error::Error,
-    events::{EventSink, TaskEvent},
-    exits::Reaped,
-    procfs::ProcStat,
-    service::Service,
+    sys::procfs::ProcStat,
+    task::events::{EventSink, TaskEvent},
+    task::exits::Reaped,
+    task::service::Service,
 };
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
@@ -208,7 +208,7 @@ impl Drop for Harness {
     fn drop(&mut self) {
         let me = std::process::id() as i32;
         for process in
-            containerd_shim_sample_v2::procfs::descendants_exhaustive(me).unwrap_or_default()
+            containerd_shim_sample_v2::sys::procfs::descendants_exhaustive(me).unwrap_or_default()
         {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(process.pid),
@@ -303,7 +303,7 @@ fn container_of(pod: &str) -> [(&'static str, &str); 2] {
 /// The live descendant of this test whose command line is exactly `cmdline`.
 fn process_running(cmdline: &str) -> Option<i32> {
     let me = std::process::id() as i32;
-    containerd_shim_sample_v2::procfs::descendants_exhaustive(me)
+    containerd_shim_sample_v2::sys::procfs::descendants_exhaustive(me)
         .ok()?
         .into_iter()
         .filter(|p| p.state != 'Z')
@@ -400,7 +400,7 @@ async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
 /// The pid of a child of `parent` running `comm`, once there is one.
 async fn child_named(parent: i32, comm: &str) -> i32 {
     eventually(&format!("a {comm} under {parent}"), || {
-        containerd_shim_sample_v2::procfs::descendants_exhaustive(parent)
+        containerd_shim_sample_v2::sys::procfs::descendants_exhaustive(parent)
             .ok()?
             .into_iter()
             .find(|p| p.comm == comm && p.state != 'Z')
@@ -650,7 +650,7 @@ async fn a_spec_too_large_for_execve_is_invalid_argument_and_leaves_nothing() {
         other => panic!("expected InvalidArgument, got {other:?}"),
     }
     let me = std::process::id() as i32;
-    let left = containerd_shim_sample_v2::procfs::descendants_exhaustive(me).expect("ps");
+    let left = containerd_shim_sample_v2::sys::procfs::descendants_exhaustive(me).expect("ps");
     assert!(left.is_empty(), "processes left behind: {left:?}");
     assert!(h.timeline().is_empty(), "{:?}", h.timeline());
     // The same spec, small enough, is fine.
@@ -775,7 +775,7 @@ async fn a_container_without_its_sandbox_or_of_an_unknown_type_is_refused() {
         "{err:?}"
     );
     let me = std::process::id() as i32;
-    let left = containerd_shim_sample_v2::procfs::descendants_exhaustive(me).expect("ps");
+    let left = containerd_shim_sample_v2::sys::procfs::descendants_exhaustive(me).expect("ps");
     assert!(left.is_empty(), "processes left behind: {left:?}");
     assert!(h.timeline().is_empty(), "{:?}", h.timeline());
 }

@@ -8,7 +8,7 @@
 //!    serving the container's pod) and prints its ttrpc address on stdout, which is *all*
 //!    containerd reads, so nothing else may be printed;
 //! 2. the daemon itself (no action, `-socket` given): serves the `Task` service until
-//!    `Shutdown` finds no container left (see `service.rs`);
+//!    `Shutdown` finds no container left (see `task/service.rs`);
 //! 3. `... delete`, after every disconnect, including a crash of the daemon: [`delete`]
 //!    cleans up whatever the daemon could not and answers a `DeleteResponse`.
 //!
@@ -45,19 +45,19 @@ use containerd_shim_protos::{
 use log::info;
 
 use crate::{
-    bundle,
-    container::validate_id,
     error::{Error, Result},
-    events::{timestamp, Publisher},
-    exits::{self, Router},
-    host::Host,
     logfmt,
+    model::host::Host,
+    model::modes::Modes,
     model::ProcessModel,
-    modes::Modes,
-    rpc::TaskService,
-    service::Service,
-    spec::{self, CONFIG_FILE},
     sys,
+    task::bundle,
+    task::container::validate_id,
+    task::events::{timestamp, Publisher},
+    task::exits::{self, Router},
+    task::rpc::TaskService,
+    task::service::Service,
+    task::spec::{self, CONFIG_FILE},
 };
 
 /// The exit code `delete` reports for a task it had to kill: 128 + SIGKILL.
@@ -71,7 +71,7 @@ pub struct SampleShim {
     socket: String,
     /// Fired by `Shutdown` when no task is left.
     exit: Arc<ExitSignal>,
-    /// Resolves once containerd has answered every event published (`events.rs`).
+    /// Resolves once containerd has answered every event published (`task/events.rs`).
     flushed: std::sync::Mutex<Option<Pin<Box<dyn Future<Output = ()> + Send>>>>,
 }
 
@@ -138,7 +138,7 @@ impl Shim for SampleShim {
             // could not report exits and must not pretend otherwise.
             Err(err) => panic!("cannot subscribe to process exits: {err}"),
         };
-        // Our own queue to the crate's address (`events.rs` says why); the crate's
+        // Our own queue to the crate's address (`task/events.rs` says why); the crate's
         // publisher, dropped here, closes its connection.
         let events = Publisher::new(publisher.address.clone(), self.namespace.clone());
         drop(publisher);
@@ -321,7 +321,7 @@ async fn serving(address: &str) -> bool {
 /// shim.
 pub async fn delete() -> Result<DeleteResponse> {
     let bundle = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    // The same process models the daemon ran the task with (`model.rs`). The OCI mode
+    // The same process models the daemon ran the task with (`model/mod.rs`). The OCI mode
     // runs its runtime's `delete`, whose exit comes through the reaper, as in the daemon.
     let exits = match monitor_subscribe(Topic::Pid).await {
         Ok(subscription) => exits::from_monitor(subscription),

@@ -14,8 +14,8 @@
 use std::collections::BTreeMap;
 
 use crate::{
+    cgroup::resources::DeviceRule,
     error::{Error, Result},
-    resources::DeviceRule,
 };
 
 /// Checks a device rule before anything is written: a type the controller knows (`a`, `b`,

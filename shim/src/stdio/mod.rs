@@ -14,7 +14,7 @@
 //! shim's memory. The copy loop stays for a terminal (a pty is not a pipe) and for stdin.
 //!
 //! Instead of FIFOs, containerd may hand over a *log URI* for stdout and stderr
-//! (`file://`, `binary://`): see `logs.rs`. The process then writes into the file or the
+//! (`file://`, `binary://`): see `stdio/logs.rs`. The process then writes into the file or the
 //! logger's pipes itself, and the shim copies nothing.
 //!
 //! The shim keeps a **reader of its own** on each output FIFO (the *keeper*, opened read-only
@@ -31,8 +31,10 @@
 //!
 //! With `terminal: true` (`ctr run -t`) the process gets a pseudo-terminal instead of pipes:
 //! the shim allocates it, hands the process the slave side as stdin, stdout and stderr (and
-//! as its controlling terminal, see `host.rs`), and copies the master side to the stdout
+//! as its controlling terminal, see `model/host/mod.rs`), and copies the master side to the stdout
 //! FIFO and from the stdin FIFO. `ResizePty` sets its window size.
+
+pub mod logs;
 
 use std::{
     fs::{File, OpenOptions},
@@ -57,10 +59,10 @@ use tokio::{
     task::JoinHandle,
 };
 
+use self::logs::{LogContext, LogUri, Logger};
 use crate::{
     error::{Error, Result},
-    logs::{self, LogContext, LogUri, Logger},
-    members::Registry,
+    model::host::members::Registry,
     sys,
 };
 

@@ -2,15 +2,15 @@
 //!
 //! The service is `containerd.task.v2.Task` from containerd's
 //! [`runtime/v2/task/shim.proto`](https://github.com/containerd/containerd/blob/v1.6.20/runtime/v2/task/shim.proto).
-//! The shim serves one container, or all the containers of a pod (`shim.rs` groups them).
+//! The shim serves one container, or all the containers of a pod (`task/shim.rs` groups them).
 //! The service keeps only what spans them: the table of containers by id, the rules between
 //! them (a pod's container needs its running sandbox; no `Create` once `Shutdown` began),
-//! the routing of exits (`exits.rs`), and the process model that makes each container's
-//! processes (`model.rs`, today `host.rs`). Everything that happens to one container, and the
-//! order of its events, is the container's (`container.rs`), under its own lock.
+//! the routing of exits (`task/exits.rs`), and the process model that makes each container's
+//! processes (`model/mod.rs`, today `model/host/mod.rs`). Everything that happens to one container, and the
+//! order of its events, is the container's (`task/container.rs`), under its own lock.
 //!
 //! [`Service`] is free of ttrpc: it takes the request messages, answers with our [`Error`],
-//! and sends events to an [`EventSink`]. `rpc.rs` is the thin ttrpc face the
+//! and sends events to an [`EventSink`]. `task/rpc.rs` is the thin ttrpc face the
 //! `containerd-shim` crate serves. The core's tests (`shim/tests/core.rs`) drive [`Service`]
 //! directly, without containerd.
 
@@ -32,16 +32,16 @@ use tokio::{
 };
 
 use crate::{
-    container::{validate_id, Container, Shared},
     error::{Error, Result},
-    events::{timestamp, EventSink},
-    exits::{Reaped, Router},
-    host::Host,
-    members::Registry,
+    model::host::members::Registry,
+    model::host::Host,
+    model::modes::Modes,
     model::ProcessModel,
-    modes::Modes,
-    process::{validate_signal, ExitStatus},
-    spec::{self, Kind},
+    task::container::{validate_id, Container, Shared},
+    task::events::{timestamp, EventSink},
+    task::exits::{Reaped, Router},
+    task::process::{validate_signal, ExitStatus},
+    task::spec::{self, Kind},
 };
 
 /// The task service: the shim's containers, and every RPC as a method.
@@ -66,7 +66,7 @@ pub struct Service {
 
 impl Service {
     /// Makes the service with the host process model and starts routing the exits of
-    /// `exits` (see `exits.rs`), which must have been subscribed before anything is
+    /// `exits` (see `task/exits.rs`), which must have been subscribed before anything is
     /// spawned. `helper` is the executable of the start-gate helper: `/proc/self/exe` in the
     /// shim.
     ///
@@ -148,7 +148,7 @@ impl Service {
     }
 
     /// `Create`: the container's init process, held before its program runs: the pause
-    /// process for a pod's sandbox (`pause.rs`), otherwise what the spec asks (`spec.rs`).
+    /// process for a pod's sandbox (`model/host/pause.rs`), otherwise what the spec asks (`task/spec.rs`).
     /// A pod's container is created only in the shim that serves its sandbox.
     pub async fn create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
         validate_id("task", &req.id)?;
@@ -297,7 +297,7 @@ impl Service {
         self.get(id)?.set_paused(pause).await
     }
 
-    /// `Stats`: CPU, memory and pids of the task (`metrics.rs`).
+    /// `Stats`: CPU, memory and pids of the task (`cgroup/metrics.rs`).
     pub async fn stats(&self, req: api::StatsRequest) -> Result<api::StatsResponse> {
         self.get(&req.id)?.stats().await
     }

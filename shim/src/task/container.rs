@@ -1,5 +1,5 @@
 //! A container (a *task*, in containerd's API): its init and exec processes, its process
-//! model's [`Processes`], and everything that happens to it, under a lock of its own.
+//! model's [`Instance`], and everything that happens to it, under a lock of its own.
 //!
 //! The init process is the one `Create` made from the bundle's spec; its exec id is empty in
 //! requests, and it is reported under the container's own id in events. Exec processes
@@ -8,7 +8,7 @@
 //!
 //! **One lock per container orders its events.** Every RPC on the container takes it, and
 //! so does its exit policy ([`Container::process_exited`]), which runs in a task of the
-//! container's own, fed by the exit router (`exits.rs`). Events are published under it:
+//! container's own, fed by the exit router (`task/exits.rs`). Events are published under it:
 //! `/tasks/start` before the `/tasks/exit` of the same process, an exec's `/tasks/exit`
 //! before its task's. Another container's lock is never taken, so a slow operation here
 //! (a logger that is never ready, leftovers that take time to die, a cgroup that will not
@@ -32,16 +32,16 @@ use tokio::sync::{
 };
 
 use crate::{
+    cgroup::oom::OomWatch,
     error::{Error, Result},
-    events::{timestamp, EventSink, TaskEvent},
-    exits::{Reaped, Router, LEFTOVER_DEADLINE},
-    logs::LogContext,
-    members::Registry,
-    model::{Member, Processes},
-    oom::OomWatch,
-    process::{ExitStatus, Process, State},
+    model::host::members::Registry,
+    model::{Instance, Member},
+    stdio::logs::LogContext,
     stdio::{self, StdioPaths},
     sys::Signal,
+    task::events::{timestamp, EventSink, TaskEvent},
+    task::exits::{Reaped, Router, LEFTOVER_DEADLINE},
+    task::process::{ExitStatus, Process, State},
 };
 
 /// Longest id accepted for a task, an exec process or a namespace (containerd's limit is 76).
@@ -82,7 +82,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Who a logger of process `id` (a container's init, or an exec) logs for (`logs.rs`).
+    /// Who a logger of process `id` (a container's init, or an exec) logs for (`stdio/logs.rs`).
     fn log_context(&self, id: &str) -> LogContext {
         LogContext {
             container_id: id.to_string(),
@@ -122,7 +122,7 @@ struct Inner {
     /// The OOM kills already published as `/tasks/oom`.
     oom_kills: u64,
     /// How its processes run: its process model's part.
-    processes: Box<dyn Processes>,
+    processes: Box<dyn Instance>,
 }
 
 impl Container {
@@ -190,7 +190,7 @@ impl Container {
     pub async fn create(
         self: &Arc<Self>,
         req: api::CreateTaskRequest,
-        mut processes: Box<dyn Processes>,
+        mut processes: Box<dyn Instance>,
     ) -> Result<i32> {
         let stdio = StdioPaths {
             stdin: req.stdin,
@@ -302,7 +302,7 @@ impl Container {
     /// - An exec process: its exit is recorded (waking its `Wait`s) and `/tasks/exit` goes
     ///   out.
     /// - The init process: the task is over. What is left of it is ended first
-    ///   ([`Processes::init_exited`]), then the exits of the exec processes are reported,
+    ///   ([`Instance::init_exited`]), then the exits of the exec processes are reported,
     ///   those on their way for at most [`LEFTOVER_DEADLINE`], so that an exec's
     ///   `/tasks/exit` never follows its task's. Then the init's exit.
     ///
@@ -361,7 +361,7 @@ impl Container {
         process.io.flushed(EXIT_FLUSH_LIMIT).await;
         let exit = process.set_exited(code as u32);
         let pid = process.pid;
-        inner.processes.exited(pid);
+        inner.processes.exit_recorded(pid);
         if *member == Member::Init {
             inner.paused = false;
         }
@@ -752,7 +752,7 @@ impl Container {
         Ok(())
     }
 
-    /// `Stats`: the container's figures (`metrics.rs`).
+    /// `Stats`: the container's figures (`cgroup/metrics.rs`).
     pub async fn stats(&self) -> Result<api::StatsResponse> {
         let mut state = self.lock().await?;
         let stats = inner(&mut state)?.processes.stats().await?;

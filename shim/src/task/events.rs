@@ -20,7 +20,7 @@
 //!
 //! Order matters to clients: `ctr run` waits for `/tasks/exit` after `/tasks/start`. The
 //! task service publishes each container's events under that container's lock, so the
-//! queue sees them in the order they happened (see `container.rs`).
+//! queue sees them in the order they happened (see `task/container.rs`).
 //!
 //! The service does not know about ttrpc here: it hands a [`TaskEvent`] to an [`EventSink`].
 //! The shim's sink is the [`Publisher`] below; the core's tests (`shim/tests/core.rs`) use
@@ -53,7 +53,7 @@ use containerd_shim_protos::{
 use log::warn;
 use tokio::sync::{mpsc, watch};
 
-use crate::{process::ExitStatus, stdio::StdioPaths};
+use crate::{stdio::StdioPaths, task::process::ExitStatus};
 
 /// An event of a task's life, in the order the service publishes them.
 #[derive(Debug, Clone, PartialEq, Eq)]

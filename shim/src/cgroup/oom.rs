@@ -62,7 +62,7 @@ impl OomWatch {
     }
 
     /// A watch that is notified whenever `file` is modified: v2's `memory.events` here,
-    /// and `cgroup.events` for the freezer (`host.rs`), which the kernel touches too.
+    /// and `cgroup.events` for the freezer (`model/host/mod.rs`), which the kernel touches too.
     pub fn modifications_of(file: &Path) -> io::Result<OomWatch> {
         let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
         inotify::add_watch(&fd, file, inotify::WatchFlags::MODIFY)?;

@@ -41,7 +41,7 @@ use nix::{fcntl::OFlag, unistd::pipe2};
 
 use crate::{
     error::{Error, Result},
-    members::Registry,
+    model::host::members::Registry,
     sys::{self, Signal},
 };
 
@@ -340,7 +340,7 @@ fn launch(
 /// `groups` are forgotten once it is gone.
 async fn stop(pid: i32, pidfd: OwnedFd, groups: &[i32], registry: &Registry) {
     if sys::signal_pidfd(&pidfd, Signal::TERM).is_ok() {
-        let waited = pidfd.try_clone().map(crate::host::exited);
+        let waited = pidfd.try_clone().map(crate::sys::exited);
         let exited = match waited {
             Ok(exited) => tokio::time::timeout(TERM_LIMIT, exited).await.is_ok(),
             Err(_) => false,
@@ -362,7 +362,7 @@ fn groups_reading(end: &OwnedFd) -> Vec<i32> {
         return Vec::new();
     };
     let shim = std::process::id() as i32;
-    let mut groups: Vec<i32> = crate::procfs::descendants_exhaustive(shim)
+    let mut groups: Vec<i32> = crate::sys::procfs::descendants_exhaustive(shim)
         .unwrap_or_default()
         .into_iter()
         .filter(|p| {
@@ -397,7 +397,7 @@ async fn ready(ready: OwnedFd, pidfd: OwnedFd, stdout: &OwnedFd) -> io::Result<(
     if got == 0 {
         // Closed on purpose, or on its way out: a process's files close just before its
         // exit shows. A logger that runs on is not waited for longer than this.
-        let gone = tokio::time::timeout(EXIT_GRACE, crate::host::exited(pidfd))
+        let gone = tokio::time::timeout(EXIT_GRACE, crate::sys::exited(pidfd))
             .await
             .is_ok();
         if gone && !sys::has_reader(stdout) {

@@ -27,8 +27,8 @@ use std::{collections::BTreeMap, fs, io, path::Path};
 use oci_spec::runtime::LinuxResources;
 
 use crate::{
+    cgroup::devices,
     cgroup::{write_file, Cgroup},
-    devices,
     error::{Error, Result},
 };
 

@@ -17,7 +17,7 @@ use log::{debug, info};
 
 use crate::{
     error::{Error, Result},
-    service::Service,
+    task::service::Service,
 };
 
 /// The task service as the `containerd-shim` crate serves it over ttrpc.
@@ -190,7 +190,8 @@ impl Task for TaskService {
     ) -> TtrpcResult<Empty> {
         unimplemented(
             "Checkpoint",
-            "checkpointing needs CRIU and a container to freeze; this shim runs plain host processes",
+            "checkpoint and restore are not implemented yet (the OCI mode will take them to runc and \
+             CRIU; a host process has no image to give)",
         )
     }
 }

@@ -1,5 +1,5 @@
 //! Which process model a container gets: the host mode, the default, or the OCI mode when
-//! its runtime options name an OCI runtime (`options.rs`).
+//! its runtime options name an OCI runtime (`model/options.rs`).
 //!
 //! Chosen per container, at `Create`, from its own options; a shim can serve both (a pod's
 //! containers all come with their handler's options, so in practice one).
@@ -13,14 +13,15 @@ use oci_spec::runtime::Spec;
 use crate::{
     cgroup::Hierarchy,
     error::Result,
-    exits::Router,
-    host::Host,
-    model::{ProcessModel, Processes},
-    oci, options,
-    spec::Kind,
+    model::host::Host,
+    model::oci,
+    model::options,
+    model::{Instance, ProcessModel},
+    task::exits::Router,
+    task::spec::Kind,
 };
 
-/// The shim's process models: [`Host`], and the OCI mode (`oci.rs`).
+/// The shim's process models: [`Host`], and the OCI mode (`model/oci/mod.rs`).
 pub struct Modes {
     /// The host mode.
     host: Host,
@@ -51,7 +52,7 @@ impl ProcessModel for Modes {
         req: &CreateTaskRequest,
         spec: &Spec,
         kind: &Kind,
-    ) -> Result<Box<dyn Processes>> {
+    ) -> Result<Box<dyn Instance>> {
         match options::from_request(req.options.as_ref())? {
             None => self.host.container(req, spec, kind).await,
             Some(config) => oci::container(

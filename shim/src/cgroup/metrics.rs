@@ -7,7 +7,7 @@
 //!   `memory.max`, `memory.events`, `pids.*`, `io.stat`, `hugetlb.*`). The CRI plugin derives the kubelet's working
 //!   set from them: usage minus `total_inactive_file` (v1) or `inactive_file` (v2).
 //! - **Without one**: the sum of what `/proc` says about every process of the task
-//!   (`members.rs`), in the v1 message, which every containerd client can decode:
+//!   (`model/host/members.rs`), in the v1 message, which every containerd client can decode:
 //!   `cpuacct.usage` (user + system time), `memory.usage_in_bytes` (resident set),
 //!   `pids.current`.
 //!
@@ -26,10 +26,10 @@ use containerd_shim_protos::{
 };
 
 use crate::{
+    cgroup::resources::hugepage_sizes,
     cgroup::{key_values, Cgroup},
-    procfs::ProcStat,
-    resources::hugepage_sizes,
     sys,
+    sys::procfs::ProcStat,
 };
 
 /// The type URL of cgroup v1's [`v1::Metrics`].

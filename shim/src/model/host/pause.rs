@@ -4,7 +4,7 @@
 //! Under runc it runs the `pause` image, whose process holds the pod's namespaces open and
 //! otherwise sleeps. This shim has no namespaces to hold, but containerd's CRI plugin still
 //! wants the sandbox to be a running task with a real pid for as long as the pod lives, so
-//! for a container with `io.kubernetes.cri.container-type: sandbox` (`spec.rs`) the shim
+//! for a container with `io.kubernetes.cri.container-type: sandbox` (`task/spec.rs`) the shim
 //! runs this binary again as
 //!
 //! ```text

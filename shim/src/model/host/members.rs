@@ -1,11 +1,11 @@
 //! Which of the shim's processes belong to which container.
 //!
-//! A shim may serve several containers: the containers of one pod share it (see `shim.rs`).
+//! A shim may serve several containers: the containers of one pod share it (see `task/shim.rs`).
 //! Host processes have no cgroup or pid namespace to say whose they are, so the shim works it
 //! out from what every process inherits from its parent and keeps when orphaned:
 //!
 //! - every process the shim spawns for a container (its init, its execs) leads a process
-//!   group or a session of its own, or joins its init's group (`host.rs`); the
+//!   group or a session of its own, or joins its init's group (`model/host/mod.rs`); the
 //!   container's *leaders* are the pids that lead, kept while their group or session has a
 //!   process ([`Registry`]), so a pid the kernel hands out again is not
 //!   taken for theirs;
@@ -20,8 +20,8 @@
 //!
 //! With one container per shim this is exactly "every descendant of the shim", as before.
 //!
-//! All of the above is the fallback of the host model (`host.rs`). A container with a
-//! cgroup (`cgroup.rs`) has its members listed by the kernel: whatever is in the cgroup,
+//! All of the above is the fallback of the host model (`model/host/mod.rs`). A container with a
+//! cgroup (`cgroup/mod.rs`) has its members listed by the kernel: whatever is in the cgroup,
 //! strays included, and nothing else. Its leaders are still registered here, so that a
 //! neighbour without a cgroup never takes its processes for strays.
 
@@ -31,12 +31,12 @@ use std::{
     sync::Mutex,
 };
 
-use crate::procfs::{self, ProcStat};
+use crate::sys::procfs::{self, ProcStat};
 
 /// Who runs what among the shim's descendants: what each container of the shim claims,
 /// and the process groups of the shim's loggers. One per shim, owned by the service and
-/// shared by the containers' [`crate::host`] processes and by the stdio that starts
-/// loggers (`logs.rs`).
+/// shared by the containers' [`crate::model::host`] processes and by the stdio that starts
+/// loggers (`stdio/logs.rs`).
 #[derive(Debug, Default)]
 pub struct Registry {
     inner: Mutex<Inner>,

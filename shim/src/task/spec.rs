@@ -6,7 +6,7 @@
 //! working directory and user; with the annotation
 //! `com.example.sample.process=spec` ([`PROCESS_ANNOTATION`]), the spec's own command line.
 //! Its `process.oomScoreAdj` and rlimits apply too, and its `linux.cgroupsPath` and
-//! `linux.resources` place and limit the task (`cgroup.rs`). The rest of the spec (root
+//! `linux.resources` place and limit the task (`cgroup/mod.rs`). The rest of the spec (root
 //! filesystem, namespaces, capabilities, seccomp) is ignored: **no isolation**. A process
 //! runs on the host, as the user the spec names.
 
@@ -161,7 +161,7 @@ pub fn read_spec(bundle: &Path) -> Result<Spec> {
 pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 
 /// The annotation naming the pod a CRI container belongs to (the sandbox's own id on the
-/// sandbox). The shim groups a pod's containers by it: one shim per pod (`shim.rs`).
+/// sandbox). The shim groups a pod's containers by it: one shim per pod (`task/shim.rs`).
 pub const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 
 /// Our own grouping annotation, for clients other than the CRI plugin
@@ -226,7 +226,7 @@ pub fn group(spec: &Spec, id: &str) -> String {
 }
 
 /// The init process of a container of `kind`: for a sandbox, the pause process (`helper`
-/// run as `pause.rs`) with the spec's environment, working directory and user, whatever the
+/// run as `model/host/pause.rs`) with the spec's environment, working directory and user, whatever the
 /// spec's command; for a pod's container, the spec's process; otherwise the
 /// [`DEFAULT_COMMAND`] by default and the spec's own `process` with [`PROCESS_ANNOTATION`]
 /// set to `spec`.
@@ -238,9 +238,11 @@ pub fn init_process(spec: &Spec, kind: &Kind, helper: &Path) -> Result<ProcessSp
     match kind {
         Kind::Sandbox => {
             let program = helper.display().to_string();
-            let mut pause =
-                process_spec(process, Some(&[program, crate::pause::SUBCOMMAND.into()]))?;
-            pause.args[0] = crate::pause::ARGV0.into();
+            let mut pause = process_spec(
+                process,
+                Some(&[program, crate::model::host::pause::SUBCOMMAND.into()]),
+            )?;
+            pause.args[0] = crate::model::host::pause::ARGV0.into();
             // An idle process needs no terminal, whatever the spec says.
             pause.terminal = false;
             Ok(pause)
@@ -398,7 +400,13 @@ mod tests {
         assert_eq!(kind(&spec).expect("kind"), Kind::Sandbox);
         let pause = init_process(&spec, &Kind::Sandbox, Path::new(HELPER_PATH)).expect("pause");
         assert_eq!(pause.program, Path::new(HELPER_PATH));
-        assert_eq!(pause.args, [crate::pause::ARGV0, crate::pause::SUBCOMMAND]);
+        assert_eq!(
+            pause.args,
+            [
+                crate::model::host::pause::ARGV0,
+                crate::model::host::pause::SUBCOMMAND
+            ]
+        );
         assert_eq!(
             pause.env,
             [("PATH".to_string(), "/usr/bin:/bin".to_string())]

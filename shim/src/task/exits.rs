@@ -5,14 +5,14 @@
 //! left to collect, turns each status into containerd's exit code (the exit status, or 128 +
 //! the signal number: 143 for SIGTERM, 130 for SIGINT, 137 for SIGKILL) and broadcasts it on
 //! its *monitor*. The shim subscribes to the monitor once, before the service can spawn
-//! anything (`shim.rs`), so no exit can be missed, and [`from_monitor`] hands each exit on
+//! anything (`task/shim.rs`), so no exit can be missed, and [`from_monitor`] hands each exit on
 //! as a [`Reaped`]. Nothing else in the shim may wait for a child: a `Child::wait` would
 //! race the reaper and one of the two would lose the status. (The core's tests reap for
 //! themselves and send [`Reaped`] values on the same kind of channel.)
 //!
 //! The [`Router`] then sends each exit to the one container it belongs to, on that
 //! container's own channel, where the container's exit policy handles it
-//! (`Container::process_exited` in `container.rs`). Each container handles its exits in its
+//! (`Container::process_exited` in `task/container.rs`). Each container handles its exits in its
 //! own task, so one container's slow exit (leftovers that take time to die) never holds up
 //! another's.
 //!

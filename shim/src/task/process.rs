@@ -7,7 +7,7 @@
 //! ```
 //!
 //! How the process was made, and what `Start` does to it, is its process model's business
-//! (`model.rs`; the host model's start gate in `host.rs`). Here is what every model's
+//! (`model/mod.rs`; the host model's start gate in `model/host/mod.rs`). Here is what every model's
 //! processes share: the state machine, the stdio copies, the `Wait`s, and signals through a
 //! *pidfd* (`pidfd_open(2)`), a handle on this very process rather than on a number: once
 //! the process has exited, `pidfd_send_signal` fails with `ESRCH` instead of hitting
@@ -28,7 +28,7 @@ use crate::{
 pub struct ExitStatus {
     /// The exit status, or 128 + the signal number when a signal killed the process
     /// (143 for SIGTERM, 130 for SIGINT, 137 for SIGKILL). The reaper computes it from
-    /// `waitpid`; see `exits.rs`.
+    /// `waitpid`; see `task/exits.rs`.
     pub code: u32,
     /// When the shim reaped it.
     pub at: SystemTime,
@@ -99,7 +99,7 @@ impl Process {
     }
 
     /// True when the process has exited but its exit is not recorded yet: the reaper has
-    /// it, or is about to, and the exit policy will record it (see `container.rs`).
+    /// it, or is about to, and the exit policy will record it (see `task/container.rs`).
     pub fn exit_pending(&self) -> bool {
         // Made, with no handle: it had exited before one could be taken.
         !self.is_stopped()

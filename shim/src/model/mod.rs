@@ -1,22 +1,24 @@
 //! The process model: the one seam between the task logic and *how* a container's processes
 //! run.
 //!
-//! The task logic (`service.rs`, `container.rs`) knows containerd's task API: ids, states,
+//! The task logic (`task/service.rs`, `task/container.rs`) knows containerd's task API: ids, states,
 //! events, the exit policy, stdio. It never spawns, signals as a group, lists, freezes or
-//! measures processes itself; it asks the container's [`Processes`], which a
-//! [`ProcessModel`] made at `Create`. Today there is one model, [`crate::host`]: host
-//! processes behind the start-gate helper, found through their cgroup or, without one,
-//! through the process tree. A model that drives an OCI runtime binary (runc, crun), a VM
-//! or a wasm engine implements the same two traits and nothing else: see "Fork it for your
-//! own runtime" in docs/ARCHITECTURE.md.
+//! measures processes itself; it asks the container's [`Instance`], which a
+//! [`ProcessModel`] made at `Create`. There are two models, picked per container by
+//! [`modes`]: [`host`] (host processes behind the start-gate helper, found through their
+//! cgroup or, without one, through the process tree) and [`oci`] (real containers made by
+//! an OCI runtime binary, runc or crun). A model for a VM or a wasm engine implements the
+//! same two traits and nothing else, and writes only what differs from the defaults: with a
+//! cgroup to read ([`Instance::cgroup`]), `thaw`, `stats` and the OOM count and watch come
+//! for free. See "Fork it for your own runtime" in docs/ARCHITECTURE.md.
 //!
 //! What a model may rely on, and must keep:
 //!
 //! - Every process it makes is a child (or, through the child subreaper, a descendant) of
-//!   the shim, and is reaped only by the shim's reaper (`exits.rs`): no `Child::wait`, no
-//!   `tokio::process`. Its exit reaches the container through the [`Spawned::pidfd`] and
+//!   the shim, and is reaped only by the shim's reaper (`task/exits.rs`): no `Child::wait`, no
+//!   `tokio::process`. Its exit reaches the container through the [`NewProcess::pidfd`] and
 //!   the reaper, never through the model.
-//! - [`Processes::create`] and [`Processes::exec`] may take their time (an OCI runtime's
+//! - [`Instance::create`] and [`Instance::exec`] may take their time (an OCI runtime's
 //!   `create` does): the pid they return is routed to its container afterwards, and an exit
 //!   the reaper saw before that is kept for it (`exits::Router`).
 //! - The container calls one method at a time (it holds its own lock), so a model keeps
@@ -26,24 +28,32 @@
 //!   run what cannot (a mount, a VM's boot, a wasm compile) through [`blocking`], which
 //!   puts it on a thread of its own under a deadline.
 
+pub mod ending;
+pub mod host;
+pub mod modes;
+pub mod oci;
+pub mod options;
+
 use std::{os::fd::OwnedFd, path::Path, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use containerd_shim_protos::{api::CreateTaskRequest, protobuf::well_known_types::any::Any};
 use oci_spec::runtime::{LinuxResources, Spec};
 
+use log::warn;
+
 use crate::{
+    cgroup::{metrics, oom::OomWatch, Cgroup},
     error::{Error, Result},
-    oom::OomWatch,
-    procfs::ProcStat,
-    spec::Kind,
     stdio::{ChildStdio, PtyMaker},
+    sys::procfs::ProcStat,
     sys::Signal,
+    task::spec::Kind,
 };
 
-/// A process a model made: held before its program runs, until [`Processes::start`], or
+/// A process a model made: held before its program runs, until [`Instance::start`], or
 /// made by it.
-pub struct Spawned {
+pub struct NewProcess {
     /// Its pid.
     pub pid: i32,
     /// A handle on exactly this process (a pidfd), if the model took one before the reaper
@@ -54,7 +64,7 @@ pub struct Spawned {
     /// before the process was made, which is right but for a pid reused in between.
     pub pidfd: Option<Arc<OwnedFd>>,
     /// The master side of its terminal, when the model made the terminal
-    /// ([`Processes::pty_maker`] says so).
+    /// ([`Instance::pty_maker`] says so).
     pub terminal: Option<OwnedFd>,
 }
 
@@ -67,13 +77,13 @@ pub enum Member {
     Exec(String),
 }
 
-/// What a shim runs its containers with: makes each container's [`Processes`] at `Create`,
+/// What a shim runs its containers with: makes each container's [`Instance`] at `Create`,
 /// and cleans up after a shim that died.
 #[async_trait]
 pub trait ProcessModel: Send + Sync + 'static {
     /// The processes of a new container `id`, from its bundle and spec: checks what can be
     /// checked before anything runs (the command, the cgroup, the limits) and makes what
-    /// the container needs (its cgroup). Nothing runs yet: [`Processes::create`] does.
+    /// the container needs (its cgroup). Nothing runs yet: [`Instance::create`] does.
     ///
     /// `req` is containerd's request as it came: the id, the bundle, the root filesystem's
     /// mounts (which a model with a root filesystem mounts), the runtime's options.
@@ -82,7 +92,7 @@ pub trait ProcessModel: Send + Sync + 'static {
         req: &CreateTaskRequest,
         spec: &Spec,
         kind: &Kind,
-    ) -> Result<Box<dyn Processes>>;
+    ) -> Result<Box<dyn Instance>>;
 
     /// `containerd-shim-sample-v2 delete`, run in the bundle after the shim is gone
     /// (crashed, or killed): ends whatever of the container still runs and removes what it
@@ -93,19 +103,27 @@ pub trait ProcessModel: Send + Sync + 'static {
 
 /// One container's processes, as its model runs them.
 #[async_trait]
-pub trait Processes: Send + 'static {
+pub trait Instance: Send + 'static {
+    /// The container's cgroup, where the model can read it (made by the shim, or by an
+    /// OCI runtime at the spec's path): what the default methods below (`thaw`, `stats`,
+    /// the OOM count and watch) and the shim's ending of leftovers go by. `None` (the
+    /// default): a model without one writes those methods itself.
+    fn cgroup(&self) -> Option<&Cgroup> {
+        None
+    }
+
     /// Whether the init process gets a terminal (its spec's `process.terminal`): the
-    /// container opens the stdio to match before [`Processes::create`].
+    /// container opens the stdio to match before [`Instance::create`].
     fn init_terminal(&self) -> bool;
 
     /// Who makes a terminal: the shim before the process (the default), or the model as it
-    /// makes the process ([`Spawned::terminal`]).
+    /// makes the process ([`NewProcess::terminal`]).
     fn pty_maker(&self) -> PtyMaker {
         PtyMaker::Shim
     }
 
     /// `Create`: makes the init process with `stdio`, held before its program runs.
-    async fn create(&mut self, stdio: ChildStdio) -> Result<Spawned>;
+    async fn create(&mut self, stdio: ChildStdio) -> Result<NewProcess>;
 
     /// Whether an `Exec` of the OCI `process` can run here (its command, its working
     /// directory), checked before its stdio is opened: nothing is started for an exec
@@ -114,18 +132,18 @@ pub trait Processes: Send + 'static {
 
     /// `Exec`: another process in the container, `exec_id`, from an OCI `process`: made
     /// and held the same way, or (`None`) only recorded, to be made by
-    /// [`Processes::start`] (an OCI runtime's `exec` runs the process at once). The
+    /// [`Instance::start`] (an OCI runtime's `exec` runs the process at once). The
     /// container has checked that its init runs and is not paused.
     async fn exec(
         &mut self,
         exec_id: &str,
         process: &oci_spec::runtime::Process,
         stdio: ChildStdio,
-    ) -> Result<Option<Spawned>>;
+    ) -> Result<Option<NewProcess>>;
 
     /// `Start`: lets the held process `pid` of `member` run its program, or makes it (an
-    /// exec that [`Processes::exec`] only recorded, `pid` 0) and returns it.
-    async fn start(&mut self, member: &Member, pid: i32) -> Result<Option<Spawned>>;
+    /// exec that [`Instance::exec`] only recorded, `pid` 0) and returns it.
+    async fn start(&mut self, member: &Member, pid: i32) -> Result<Option<NewProcess>>;
 
     /// `Delete` of a process never started: it must exit without running anything (the
     /// container has already sent it SIGKILL), or, never made, be forgotten.
@@ -143,26 +161,57 @@ pub trait Processes: Send + 'static {
     async fn set_paused(&mut self, paused: bool) -> Result<()>;
 
     /// Lets the processes of a paused container die of the SIGKILL they got (a frozen
-    /// process dies only once thawed): best effort, at once, never paused again.
-    fn thaw(&mut self);
+    /// process dies only once thawed): best effort, at once, never paused again. By
+    /// default, thaws the container's cgroup.
+    fn thaw(&mut self) {
+        if let Some(cgroup) = self.cgroup().filter(|c| c.can_freeze()) {
+            let _ = cgroup.set_frozen(false);
+        }
+    }
 
-    /// `Stats`: the container's figures, as containerd's `Metrics` in an `Any`.
-    async fn stats(&mut self) -> Result<Any>;
+    /// `Stats`: the container's figures, as containerd's `Metrics` in an `Any`. By default,
+    /// its cgroup's (`cgroup::metrics`), or what `/proc` says of [`Instance::list`].
+    async fn stats(&mut self) -> Result<Any> {
+        if let Some(cgroup) = self.cgroup() {
+            return metrics::of_cgroup(cgroup).map_err(Error::io(format!(
+                "read the cgroup {}",
+                cgroup.path.display()
+            )));
+        }
+        let processes = self.list().await?;
+        metrics::of_processes(&processes).map_err(Error::io("encode metrics"))
+    }
 
     /// `Update`: new limits for the container.
     async fn update(&mut self, resources: &LinuxResources) -> Result<()>;
 
     /// The OOM killer's kills among the container's processes so far, if they are counted.
-    fn oom_kills(&self) -> Option<u64>;
+    /// By default, its cgroup's count.
+    fn oom_kills(&self) -> Option<u64> {
+        self.cgroup().and_then(Cgroup::oom_kills)
+    }
 
-    /// A watch that wakes when the OOM killer may have struck (`oom.rs`), if there is one.
-    fn watch_ooms(&self) -> Option<OomWatch>;
+    /// A watch that wakes when the OOM killer may have struck (`cgroup::oom`), if there is
+    /// one. By default, on its cgroup.
+    fn watch_ooms(&self) -> Option<OomWatch> {
+        let cgroup = self.cgroup()?;
+        match OomWatch::new(cgroup) {
+            Ok(watch) => watch,
+            Err(err) => {
+                warn!("{}: no OOM notifications: {err}", cgroup.path.display());
+                None
+            }
+        }
+    }
 
-    /// The exit of process `pid` (the init, or an exec) was recorded.
-    fn exited(&mut self, pid: i32);
+    /// The exit of process `pid` (the init, or an exec) was recorded: forget what was kept
+    /// for it (the default keeps nothing).
+    fn exit_recorded(&mut self, pid: i32) {
+        let _ = pid;
+    }
 
     /// The init process has exited: ends everything left of the container, and returns
-    /// once it is gone or [`crate::exits::LEFTOVER_DEADLINE`] has passed.
+    /// once it is gone or [`crate::task::exits::LEFTOVER_DEADLINE`] has passed.
     async fn init_exited(&mut self);
 
     /// `Delete` of the container: ends whatever is left and removes what it held (its

@@ -5,9 +5,9 @@
 //! terminal") and calls in here; plain calls with safe, obvious wrappers (`pipe2`, `write`,
 //! `openpty`) stay where they are used. Most wrappers here are safe calls into `rustix` or
 //! `nix`; the `unsafe` blocks left are the ones no safe API covers, each with its reason.
-//! The others sit where they must: the two `pre_exec` calls (`logs.rs`, `shim.rs`), the
-//! host model's own `clone3` (`spawn.rs`) and the start-gate helper taking its fd 3
-//! (`gate.rs`).
+//! The others sit where they must: the two `pre_exec` calls (`stdio/logs.rs`, `task/shim.rs`), the
+//! host model's own `clone3` (`model/host/spawn.rs`) and the start-gate helper taking its fd 3
+//! (`model/host/gate.rs`).
 //!
 //! Two groups of functions:
 //!
@@ -18,6 +18,8 @@
 //!   async-signal-safe calls are allowed: no allocation, no lock, nothing but the system
 //!   call itself. Every function there is one or two plain system calls on data prepared
 //!   before the fork.
+
+pub mod procfs;
 
 use std::{
     io,
@@ -45,7 +47,7 @@ impl Signal {
     pub const STOP: Signal = Signal(libc::SIGSTOP);
     /// SIGCONT: what `Resume` sends.
     pub const CONT: Signal = Signal(libc::SIGCONT);
-    /// SIGTERM: how a logger is asked to finish (`logs.rs`).
+    /// SIGTERM: how a logger is asked to finish (`stdio/logs.rs`).
     pub const TERM: Signal = Signal(libc::SIGTERM);
 
     /// Checks a number from a `Kill` request; real-time signals are accepted, 0 (kill's
@@ -119,6 +121,17 @@ pub fn reopen(fd: impl AsFd, flags: libc::c_int) -> io::Result<OwnedFd> {
     Ok(file.into())
 }
 
+/// Waits until the process behind `pidfd` has exited.
+pub async fn exited(pidfd: OwnedFd) {
+    match on_reactor(pidfd) {
+        Ok(fd) => {
+            let _ = fd.readable().await;
+        }
+        // Cannot happen for a pidfd; should it, look again in a moment.
+        Err(_) => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+    }
+}
+
 /// The one `poll(2)` helper: for each descriptor, whether any of the `wanted` events (or an
 /// error or hang-up, which poll reports unasked) holds right now. Never blocks; a failed
 /// poll answers `true` everywhere, so that callers go on and see the error themselves.
@@ -186,7 +199,7 @@ pub fn signal_pidfd(pidfd: impl AsFd, signal: Signal) -> io::Result<()> {
 }
 
 /// `kill(2)` of one process by pid. Only for processes the shim knows are unreaped (its
-/// descendants, found in `/proc` just before; see `exits.rs` for why that is safe).
+/// descendants, found in `/proc` just before; see `task/exits.rs` for why that is safe).
 pub fn signal_pid(pid: i32, signal: Signal) -> io::Result<()> {
     let pid = positive(pid)?;
     // SAFETY: a plain system call with a positive pid: one process, never a broadcast.
@@ -373,7 +386,7 @@ pub mod child {
     ///
     /// The raw system calls, not glibc's wrappers: those change every thread of the process
     /// (`__nptl_setxid`, signalling each and taking a lock), and a child made by a raw
-    /// `clone3` (`spawn.rs`) inherits glibc's list of the parent's threads. The child has
+    /// `clone3` (`model/host/spawn.rs`) inherits glibc's list of the parent's threads. The child has
     /// one thread, which is all the raw calls change.
     pub fn set_identity(groups: &[Gid], gid: Gid, uid: Uid) -> io::Result<()> {
         // SAFETY: plain system calls; `groups` is a live slice of `gid_t`s (a `Gid` is one).

@@ -1,8 +1,8 @@
 //! The OCI process model: real containers, made by an OCI runtime binary (runc, crun).
 //!
 //! What containerd's runc-v2 shim does, behind the same seam as the host model
-//! (`model.rs`), for a container whose runtime options name a `binary_name`
-//! (`options.rs`):
+//! (`model/mod.rs`), for a container whose runtime options name a `binary_name`
+//! (`model/options.rs`):
 //!
 //! - **Create** mounts the `rootfs` mounts of the request (an overlay, usually) at the
 //!   bundle's `rootfs`, then runs `RUNTIME create --bundle B --pid-file P ID`. The runtime
@@ -19,12 +19,14 @@
 //! - **Kill** of one process goes through its pidfd, as in the host model; `--all` and
 //!   **Pause**/**Resume** and **Update** through the runtime (`kill --all`, `pause`,
 //!   `resume`, `update --resources`). **Pids**, **Stats** and OOM events read the cgroup
-//!   the runtime made, with the shim's own cgroup reader (`cgroup.rs`).
+//!   the runtime made, with the shim's own cgroup reader (`cgroup/mod.rs`).
 //! - **Delete** runs `RUNTIME delete --force ID` and unmounts the root filesystem; so does
 //!   `containerd-shim-sample-v2 delete` after a shim crash, from what `oci.json` in the
 //!   bundle says.
 //!
-//! The runtime's own error (its `--log`) is what containerd shows (`runtime.rs`).
+//! The runtime's own error (its `--log`) is what containerd shows (`model/oci/runtime.rs`).
+
+pub mod runtime;
 
 use std::{
     collections::HashMap,
@@ -39,25 +41,22 @@ use std::{
 };
 
 use async_trait::async_trait;
-use containerd_shim_protos::{
-    api::CreateTaskRequest, protobuf::well_known_types::any::Any, types::mount::Mount,
-};
+use containerd_shim_protos::{api::CreateTaskRequest, types::mount::Mount};
 use log::{info, warn};
 use oci_spec::runtime::{LinuxResources, Spec};
 
+use crate::task::bundle::INIT_PID_FILE;
 use crate::{
     cgroup::{self, Cgroup, Hierarchy},
     error::{Error, Result},
-    exits::Router,
-    host::{end_all, ProcessTree},
-    metrics,
-    model::{self, Member, Processes, Spawned},
-    oom::OomWatch,
-    options::OciConfig,
-    procfs::ProcStat,
-    runtime::Runtime,
+    model::ending::{end_all, ProcessTree},
+    model::oci::runtime::Runtime,
+    model::options::OciConfig,
+    model::{self, Instance, Member, NewProcess},
     stdio::{ChildStdio, PtyMaker},
+    sys::procfs::ProcStat,
     sys::Signal,
+    task::exits::Router,
 };
 
 /// The file in the bundle that says which runtime made the container, for `delete` after
@@ -66,9 +65,6 @@ pub const STATE_FILE: &str = "oci.json";
 
 /// The runtime's log in the bundle, as runc-v2's.
 const LOG_FILE: &str = "log.json";
-
-/// The init's pid file in the bundle.
-const INIT_PID_FILE: &str = "init.pid";
 
 /// How long one mount of the root filesystem may take before `Create` fails.
 const MOUNT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -81,7 +77,7 @@ pub fn container(
     router: Arc<Router>,
     namespace: &str,
     cgroups: Option<&Hierarchy>,
-) -> Result<Box<dyn Processes>> {
+) -> Result<Box<dyn Instance>> {
     let bundle = PathBuf::from(&req.bundle);
     let root = config.root_for(namespace);
     let runtime = Runtime::new(&config.binary, &root, &bundle.join(LOG_FILE), router);
@@ -189,7 +185,7 @@ impl OciProcesses {
         pid_file: &Path,
         stdio: ChildStdio,
         terminal: bool,
-    ) -> Result<Spawned> {
+    ) -> Result<NewProcess> {
         let console = if terminal {
             Some(ConsoleSocket::new()?)
         } else {
@@ -217,7 +213,7 @@ impl OciProcesses {
         // runc before 1.2 hands over a pid only (no `--pidfd-socket`): the container takes
         // the pidfd as it routes the pid, within the window it opened before this call,
         // which also finds the exit of a process gone already (an exec of `true`).
-        Ok(Spawned {
+        Ok(NewProcess {
             pid,
             pidfd: None,
             terminal: master,
@@ -230,7 +226,11 @@ impl OciProcesses {
 }
 
 #[async_trait]
-impl Processes for OciProcesses {
+impl Instance for OciProcesses {
+    fn cgroup(&self) -> Option<&Cgroup> {
+        self.cgroup.as_ref()
+    }
+
     fn init_terminal(&self) -> bool {
         self.terminal
     }
@@ -239,7 +239,7 @@ impl Processes for OciProcesses {
         PtyMaker::Model
     }
 
-    async fn create(&mut self, stdio: ChildStdio) -> Result<Spawned> {
+    async fn create(&mut self, stdio: ChildStdio) -> Result<NewProcess> {
         // Which runtime has the container, for `delete` after a shim crash.
         let state = serde_json::json!({
             "binary": self.runtime.binary,
@@ -288,13 +288,13 @@ impl Processes for OciProcesses {
         exec_id: &str,
         process: &oci_spec::runtime::Process,
         stdio: ChildStdio,
-    ) -> Result<Option<Spawned>> {
+    ) -> Result<Option<NewProcess>> {
         self.execs
             .insert(exec_id.to_string(), (process.clone(), stdio));
         Ok(None)
     }
 
-    async fn start(&mut self, member: &Member, _: i32) -> Result<Option<Spawned>> {
+    async fn start(&mut self, member: &Member, _: i32) -> Result<Option<NewProcess>> {
         let exec_id = match member {
             Member::Init => {
                 self.runtime.run(&["start", &self.id], None).await?;
@@ -366,25 +366,6 @@ impl Processes for OciProcesses {
         self.runtime.run(&[verb, &self.id], None).await.map(|_| ())
     }
 
-    fn thaw(&mut self) {
-        if let Some(cgroup) = self.cgroup.as_ref().filter(|c| c.can_freeze()) {
-            let _ = cgroup.set_frozen(false);
-        }
-    }
-
-    async fn stats(&mut self) -> Result<Any> {
-        match &self.cgroup {
-            Some(cgroup) => metrics::of_cgroup(cgroup).map_err(Error::io(format!(
-                "read the cgroup {}",
-                cgroup.path.display()
-            ))),
-            None => {
-                let processes = self.list().await?;
-                metrics::of_processes(&processes).map_err(Error::io("encode metrics"))
-            }
-        }
-    }
-
     async fn update(&mut self, resources: &LinuxResources) -> Result<()> {
         let file = self.bundle.join("resources.json");
         let json = serde_json::to_vec(resources)
@@ -398,22 +379,6 @@ impl Processes for OciProcesses {
         let _ = std::fs::remove_file(&file);
         updated.map(|_| ())
     }
-
-    fn oom_kills(&self) -> Option<u64> {
-        self.cgroup.as_ref().and_then(Cgroup::oom_kills)
-    }
-
-    fn watch_ooms(&self) -> Option<OomWatch> {
-        match OomWatch::new(self.cgroup.as_ref()?) {
-            Ok(watch) => watch,
-            Err(err) => {
-                warn!("{}: no OOM notifications: {err}", self.id);
-                None
-            }
-        }
-    }
-
-    fn exited(&mut self, _: i32) {}
 
     async fn init_exited(&mut self) {
         // In a pid namespace of its own, the kernel killed the rest with the init. Sharing

@@ -14,8 +14,8 @@
 //! root = "/run/my-root"   # optional: the runtime's state directory
 //! ```
 //!
-//! With `binary_name`, the container runs in the OCI mode (`oci.rs`), through that runtime.
-//! No options, or options with no file: the host mode (`host.rs`), the default. Anything
+//! With `binary_name`, the container runs in the OCI mode (`model/oci/mod.rs`), through that runtime.
+//! No options, or options with no file: the host mode (`model/host/mod.rs`), the default. Anything
 //! else is refused with `InvalidArgument` naming the problem, never quietly run in the host
 //! mode: a user who asked for isolation must not get a host process instead.
 

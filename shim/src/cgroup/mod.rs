@@ -1,7 +1,7 @@
 //! cgroups, read and written through cgroupfs: where a task's processes live (every
 //! mounted hierarchy, as runc places them), their freezer, their OOM kills.
-//! (`resources.rs` writes their limits, `metrics.rs` reads their figures, `oom.rs` waits
-//! for their OOM notifications, `spawn.rs` puts a new process in.)
+//! (`cgroup/resources.rs` writes their limits, `cgroup/metrics.rs` reads their figures, `cgroup/oom.rs` waits
+//! for their OOM notifications, `model/host/spawn.rs` puts a new process in.)
 //!
 //! Two layouts exist. **cgroup v1** mounts one hierarchy per controller
 //! (`/sys/fs/cgroup/memory`, `/sys/fs/cgroup/cpu`, ...), and a task's cgroup is the same
@@ -14,6 +14,11 @@
 //! Every function takes the hierarchy's root directories, so the tests run against a tree
 //! of plain files in a temporary directory.
 
+pub mod devices;
+pub mod metrics;
+pub mod oom;
+pub mod resources;
+
 use std::{
     collections::BTreeMap,
     fs, io,
@@ -21,8 +26,8 @@ use std::{
 };
 
 use crate::{
+    cgroup::resources::Resources,
     error::{Error, Result},
-    resources::Resources,
 };
 
 /// The v1 hierarchies a task's cgroup is made in, those of them that are mounted: every
@@ -750,8 +755,8 @@ pub(crate) mod tests {
                 }
                 assert_eq!(cgroup.is_frozen()?, frozen);
             }
-            // How the host model ends a cgroup at `Delete` (`host.rs`).
-            crate::host::end_all(&cgroup).await;
+            // How the host model ends a cgroup at `Delete` (`model/host/mod.rs`).
+            crate::model::ending::end_all(&cgroup).await;
             cgroup.remove()
         };
         let result: io::Result<()> = checks.await;

@@ -2,7 +2,7 @@
 //!
 //! The shim runs host processes without a cgroup or pid namespace, so "every process of the
 //! task" has to be worked out from the process tree: the tasks are the shim's descendants
-//! (`members.rs` tells which are whose when the shim serves a pod). The shim is their *child
+//! (`model/host/members.rs` tells which are whose when the shim serves a pod). The shim is their *child
 //! subreaper* (`PR_SET_CHILD_SUBREAPER`), so a process whose parent dies is re-parented to
 //! the shim instead of to pid 1 and stays in the tree.
 

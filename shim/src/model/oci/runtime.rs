@@ -1,13 +1,13 @@
-//! An OCI runtime's command line (runc, crun, runsc): what the OCI mode (`oci.rs`) runs.
+//! An OCI runtime's command line (runc, crun, runsc): what the OCI mode (`model/oci/mod.rs`) runs.
 //!
 //! Every command is `BINARY --root ROOT --log LOG --log-format json SUBCOMMAND ...`, as
 //! containerd's runc shim runs it. The runtime is the shim's child like any other, and the
-//! shim's one reaper collects it (`exits.rs`): [`Runtime::run`] spawns it and waits for its
-//! exit through the router, never with `Child::wait`, which would race the reaper. That is
-//! why this is a small runner of our own rather than rust-extensions' `runc` crate: the
-//! version we read (commit 0a33f3e) waits for each command through a monitor of its own,
-//! which the shim crate's reaper would race, and its async client has no `exec` and no
-//! console socket.
+//! shim's one reaper collects it (`task/exits.rs`): [`Runtime::run`] spawns it and waits for its
+//! exit through the router, never with `Child::wait`, which would race the reaper.
+//! rust-extensions' `runc` crate could do the same today: its client has `exec`, a console
+//! socket and a `Spawner` hook through which a shim runs each command its own way (here:
+//! awaited through this shim's reaper). This runner stays because it is small, shows every
+//! flag it passes, and needs no second process-handling layer to read.
 //!
 //! A runtime that fails says why in its log, one JSON object per line
 //! (`{"level":"error","msg":"...","time":"..."}`): the error containerd shows is the last
@@ -26,8 +26,8 @@ use log::debug;
 
 use crate::{
     error::{Error, Result},
-    exits::Router,
     stdio::ChildStdio,
+    task::exits::Router,
 };
 
 /// One OCI runtime binary with its state directory.
@@ -74,15 +74,16 @@ impl Runtime {
     /// stdout and stderr (`/dev/null` without), and returns once it exited: `Ok` for
     /// status 0, else the runtime's own error.
     pub async fn run<S: AsRef<OsStr>>(&self, args: &[S], stdio: Option<ChildStdio>) -> Result<Ran> {
-        self.spawn(args, stdio, false).await
+        self.run_to_exit(args, stdio, false).await
     }
 
     /// [`Runtime::run`], returning what the command wrote on stdout (`ps`).
     pub async fn output<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<Vec<u8>> {
-        Ok(self.spawn(args, None, true).await?.stdout)
+        Ok(self.run_to_exit(args, None, true).await?.stdout)
     }
 
-    async fn spawn<S: AsRef<OsStr>>(
+    /// Spawns the runtime with `args` and waits, through the reaper, for its exit.
+    async fn run_to_exit<S: AsRef<OsStr>>(
         &self,
         args: &[S],
         stdio: Option<ChildStdio>,

@@ -1,11 +1,11 @@
 //! The host process model: a container's processes run on the host, as the shim's
-//! children, behind the start-gate helper (`gate.rs`); the one implementation of the seam
-//! in `model.rs` today.
+//! children, behind the start-gate helper (`model/host/gate.rs`); the default of the two
+//! implementations of the seam (`model/mod.rs`), and the tour's.
 //!
 //! - **Spawning.** Every process is this binary again, as the start-gate helper, with the
 //!   spec's environment, working directory and identity; it waits on a pipe (the gate) until
 //!   `Start`, then `exec`s the program, keeping its pid. It is cloned straight into the
-//!   container's cgroup on v2, and moves itself in on v1 while `Start` comes (`spawn.rs`);
+//!   container's cgroup on v2, and moves itself in on v1 while `Start` comes (`model/host/spawn.rs`);
 //!   between the clone and that `exec` the child applies the spec (`ChildSetup`).
 //! - **Process groups.** The init leads its own process group (pgid = its pid), so that
 //!   `kill --all` reaches the task with one `killpg` and never the shim, and a terminal's
@@ -13,12 +13,17 @@
 //!   init has a terminal: then it leads a session of its own, whose group no process of
 //!   another session may join, and its execs lead groups of their own.
 //! - **Membership, chosen once at `Create`** ([`Members`]): the container's cgroup when its
-//!   spec names one and the shim may write cgroups, else the process tree (`members.rs`).
+//!   spec names one and the shim may write cgroups, else the process tree (`model/host/members.rs`).
 //!   Every path that lists, signals as a whole, freezes, measures or ends the container's
 //!   processes asks [`ProcessTree::quick`] and [`ProcessTree::exhaustive`], so the two
 //!   mechanisms never mix.
 //! - **Ending.** [`end_all`] kills what the exhaustive look finds and waits on each
 //!   process's pidfd, which polls readable the moment it exits: no sleep loop.
+
+pub mod gate;
+pub mod members;
+pub mod pause;
+pub mod spawn;
 
 use std::{
     collections::HashMap,
@@ -31,7 +36,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use containerd_shim_protos::{api::CreateTaskRequest, protobuf::well_known_types::any::Any};
+use containerd_shim_protos::api::CreateTaskRequest;
 use log::{debug, info, warn};
 use nix::{
     fcntl::OFlag,
@@ -40,23 +45,23 @@ use nix::{
 };
 use oci_spec::runtime::{LinuxResources, Spec};
 
+use self::spawn::{Birth, Report};
 use crate::{
-    bundle,
+    cgroup::devices,
+    cgroup::oom::OomWatch,
+    cgroup::resources::{self, Resources},
     cgroup::{self, Cgroup, Hierarchy},
-    devices,
     error::{Error, Result},
-    exits::LEFTOVER_DEADLINE,
-    gate,
-    members::Registry,
-    metrics,
-    model::{Member, ProcessModel, Processes, Spawned},
-    oom::OomWatch,
-    procfs::{self, ProcStat},
-    resources::{self, Resources},
-    spawn::{self, Birth, Report},
-    spec::{self, Kind, ProcessSpec},
+    model::host::members::Registry,
+    model::{
+        ending::{end_all, ProcessTree},
+        Instance, Member, NewProcess, ProcessModel,
+    },
     stdio::ChildStdio,
+    sys::procfs::{self, ProcStat},
     sys::{self, Signal},
+    task::bundle,
+    task::spec::{self, Kind, ProcessSpec},
 };
 
 /// Which process group a new process goes into (ignored for a process with a terminal,
@@ -99,7 +104,7 @@ impl ProcessModel for Host {
         req: &CreateTaskRequest,
         spec: &Spec,
         kind: &Kind,
-    ) -> Result<Box<dyn Processes>> {
+    ) -> Result<Box<dyn Instance>> {
         let (id, bundle) = (&req.id, Path::new(&req.bundle));
         if !req.rootfs.is_empty() {
             debug!(
@@ -188,7 +193,7 @@ pub enum Members {
     /// Its cgroup's: the kernel keeps the list (`cgroup.procs`), strays included.
     Cgroup(Cgroup),
     /// The process tree's: the shim's descendants that the container's process groups,
-    /// sessions and ancestry claim (`members.rs`).
+    /// sessions and ancestry claim (`model/host/members.rs`).
     Tree,
 }
 
@@ -210,7 +215,7 @@ pub struct HostProcesses {
     init: Option<(i32, Arc<OwnedFd>)>,
     /// Write ends of the start gates of the processes not started yet, by pid.
     gates: HashMap<i32, OwnedFd>,
-    /// Processes still moving into the container's v1 cgroups (`spawn.rs`), or done, until
+    /// Processes still moving into the container's v1 cgroups (`model/host/spawn.rs`), or done, until
     /// `Start` takes the outcome.
     joining: HashMap<i32, Joined>,
 }
@@ -248,16 +253,8 @@ impl HostProcesses {
         Ok(())
     }
 
-    /// The cgroup, when the container has one.
-    fn cgroup(&self) -> Option<&Cgroup> {
-        match &self.members {
-            Members::Cgroup(cgroup) => Some(cgroup),
-            Members::Tree => None,
-        }
-    }
-
     /// Spawns a process at its start gate, in the container's cgroup if it has one (born
-    /// there on v2; moving there meanwhile on v1, see `spawn.rs`); keeps its gate and its
+    /// there on v2; moving there meanwhile on v1, see `model/host/spawn.rs`); keeps its gate and its
     /// move. On failure nothing is left.
     async fn spawn(
         &mut self,
@@ -265,7 +262,7 @@ impl HostProcesses {
         stdio: ChildStdio,
         group: Group,
         name: &str,
-    ) -> Result<(Spawned, Arc<OwnedFd>)> {
+    ) -> Result<(NewProcess, Arc<OwnedFd>)> {
         let (spawned, pidfd, gate, joining) =
             spawn_held(&self.helper, process, stdio, group, name, self.cgroup()).await?;
         self.gates.insert(spawned.pid, gate);
@@ -307,17 +304,6 @@ const JOIN_DEADLINE: Duration = Duration::from_secs(2);
 /// hold its container's `Create` for ever.
 const BIRTH_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Where a process list comes from: a quick look and one that misses nothing.
-pub trait ProcessTree {
-    /// A quick look, which may miss a process (see `procfs::descendants`).
-    fn quick(&self) -> io::Result<Vec<ProcStat>>;
-    /// A look that cannot miss a process that exists throughout it.
-    fn exhaustive(&self) -> io::Result<Vec<ProcStat>>;
-    /// SIGKILL to every process at once, where the kernel can (v2's `cgroup.kill`, which
-    /// a process forking in a loop cannot outrun); [`end_all`] still kills one by one.
-    fn kill_at_once(&self) {}
-}
-
 /// The container's processes, through the mechanism chosen at `Create`.
 impl ProcessTree for HostProcesses {
     fn quick(&self) -> io::Result<Vec<ProcStat>> {
@@ -341,42 +327,20 @@ impl ProcessTree for HostProcesses {
     }
 }
 
-impl ProcessTree for Cgroup {
-    /// The live processes of the cgroup itself (the kernel takes a process out of its
-    /// cgroup as it exits).
-    fn quick(&self) -> io::Result<Vec<ProcStat>> {
-        // A process that exits between the two reads is not listed.
-        Ok(self
-            .procs()?
-            .into_iter()
-            .filter_map(|pid| ProcStat::read(pid).ok())
-            .collect())
-    }
-
-    /// Those of the cgroups below it too (a nested runtime, systemd in a container).
-    fn exhaustive(&self) -> io::Result<Vec<ProcStat>> {
-        Ok(self
-            .all_procs()
-            .into_iter()
-            .filter_map(|pid| ProcStat::read(pid).ok())
-            .collect())
-    }
-
-    fn kill_at_once(&self) {
-        // Linux 5.14 and later, v2 only; elsewhere the file is missing and this does nothing.
-        if let Some(dir) = self.dir_of("cgroup").filter(|_| self.is_v2()) {
-            let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+#[async_trait]
+impl Instance for HostProcesses {
+    fn cgroup(&self) -> Option<&Cgroup> {
+        match &self.members {
+            Members::Cgroup(cgroup) => Some(cgroup),
+            Members::Tree => None,
         }
     }
-}
 
-#[async_trait]
-impl Processes for HostProcesses {
     fn init_terminal(&self) -> bool {
         self.init_spec.terminal
     }
 
-    async fn create(&mut self, stdio: ChildStdio) -> Result<Spawned> {
+    async fn create(&mut self, stdio: ChildStdio) -> Result<NewProcess> {
         let init_spec = self.init_spec.clone();
         let id = self.id.clone();
         let (spawned, pidfd) = self.spawn(&init_spec, stdio, Group::Own, &id).await?;
@@ -405,7 +369,7 @@ impl Processes for HostProcesses {
         exec_id: &str,
         process: &oci_spec::runtime::Process,
         stdio: ChildStdio,
-    ) -> Result<Option<Spawned>> {
+    ) -> Result<Option<NewProcess>> {
         let name = format!("{} exec {exec_id}", self.id);
         let process = spec::process_spec(process, None)?;
         let init = self.init.as_ref().map_or(0, |(pid, _)| *pid);
@@ -422,7 +386,7 @@ impl Processes for HostProcesses {
         Ok(Some(spawned))
     }
 
-    async fn start(&mut self, _: &Member, pid: i32) -> Result<Option<Spawned>> {
+    async fn start(&mut self, _: &Member, pid: i32) -> Result<Option<NewProcess>> {
         // Only what is left of the move into the cgroups: it went on since `Create`.
         self.settle().await;
         if let Some(Joined::Done(Err(err))) = self.joining.remove(&pid) {
@@ -469,24 +433,6 @@ impl Processes for HostProcesses {
         }
     }
 
-    fn thaw(&mut self) {
-        // Without a freezer the processes were stopped (SIGSTOP): SIGKILL ends them anyway.
-        if let Some(cgroup) = self.cgroup().filter(|c| c.can_freeze()) {
-            let _ = cgroup.set_frozen(false);
-        }
-    }
-    async fn stats(&mut self) -> Result<Any> {
-        match self.cgroup() {
-            Some(cgroup) => metrics::of_cgroup(cgroup).map_err(|e| cgroup_error(cgroup, e)),
-            None => {
-                let processes = self
-                    .quick()
-                    .map_err(Error::io("list the task's processes"))?;
-                metrics::of_processes(&processes).map_err(Error::io("encode metrics"))
-            }
-        }
-    }
-
     async fn update(&mut self, resources: &LinuxResources) -> Result<()> {
         let Some(cgroup) = self.cgroup() else {
             return Err(Error::FailedPrecondition(format!(
@@ -501,7 +447,7 @@ impl Processes for HostProcesses {
         }
         if !resources.devices.is_empty() && !cgroup.is_v2() {
             // Only what changes, from what the cgroup allows now: a running container never
-            // sees its devices all denied for a moment (see `devices.rs`).
+            // sees its devices all denied for a moment (see `cgroup/devices.rs`).
             let now = cgroup
                 .read("devices", "devices.list")
                 .ok()
@@ -518,21 +464,7 @@ impl Processes for HostProcesses {
         Ok(())
     }
 
-    fn oom_kills(&self) -> Option<u64> {
-        self.cgroup().and_then(Cgroup::oom_kills)
-    }
-
-    fn watch_ooms(&self) -> Option<OomWatch> {
-        match OomWatch::new(self.cgroup()?) {
-            Ok(watch) => watch,
-            Err(err) => {
-                warn!("{}: no OOM notifications: {err}", self.id);
-                None
-            }
-        }
-    }
-
-    fn exited(&mut self, pid: i32) {
+    fn exit_recorded(&mut self, pid: i32) {
         let init = self.init.as_ref().is_some_and(|(p, _)| *p == pid);
         self.registry.exited(&self.id, pid, init);
         self.gates.remove(&pid);
@@ -541,7 +473,7 @@ impl Processes for HostProcesses {
 
     async fn init_exited(&mut self) {
         // Not running from now on: a neighbour whose init exits at the same time sees it
-        // stopped, and one of the two ends the strays (`members.rs`).
+        // stopped, and one of the two ends the strays (`model/host/members.rs`).
         if let Some((pid, _)) = &self.init {
             self.registry.exited(&self.id, *pid, true);
         }
@@ -572,74 +504,6 @@ impl Processes for HostProcesses {
             bundle::remove_init_pid(&self.bundle);
         }
         self.registry.forget(&self.id);
-    }
-}
-
-/// Kills every live process in `tree` and waits until each has exited, for at most
-/// [`LEFTOVER_DEADLINE`]. Returns how many it found alive on its last look (0 once the
-/// tree is empty).
-///
-/// Quick looks find and kill; the tree counts as empty only when an exhaustive look agrees,
-/// since a quick look can miss a child exactly while others are exiting. Each process is
-/// signalled through a pidfd opened right after the look, without an `.await` in between
-/// (the reaper, on this same thread, cannot free a pid meanwhile), and waited for on that
-/// pidfd, which polls readable the moment the process exits: no sleep loop.
-pub async fn end_all(tree: &impl ProcessTree) -> usize {
-    let deadline = tokio::time::Instant::now() + LEFTOVER_DEADLINE;
-    loop {
-        let mut left = tree.quick().map(live);
-        if left.as_ref().is_ok_and(Vec::is_empty) {
-            left = tree.exhaustive().map(live);
-        }
-        let left = match left {
-            Ok(left) if left.is_empty() => return 0,
-            Ok(left) => left,
-            Err(err) => {
-                warn!("cannot list the task's remaining processes: {err}");
-                return 0;
-            }
-        };
-        tree.kill_at_once();
-        let mut pidfds = Vec::with_capacity(left.len());
-        for process in &left {
-            debug!(
-                "killing leftover process {} ({})",
-                process.pid, process.comm
-            );
-            match sys::pidfd_open(process.pid) {
-                Ok(pidfd) => {
-                    let _ = sys::signal_pidfd(&pidfd, Signal::KILL);
-                    pidfds.push(pidfd);
-                }
-                // Gone since the look.
-                Err(_) => continue,
-            }
-        }
-        for pidfd in pidfds {
-            if tokio::time::timeout_at(deadline, exited(pidfd))
-                .await
-                .is_err()
-            {
-                warn!("{} processes of the task survived SIGKILL", left.len());
-                return left.len();
-            }
-        }
-    }
-}
-
-/// The processes of `all` that have not exited (zombies have: the reaper collects them).
-fn live(all: Vec<ProcStat>) -> Vec<ProcStat> {
-    all.into_iter().filter(|p| p.state != 'Z').collect()
-}
-
-/// Waits until the process behind `pidfd` has exited.
-pub async fn exited(pidfd: OwnedFd) {
-    match sys::on_reactor(pidfd) {
-        Ok(fd) => {
-            let _ = fd.readable().await;
-        }
-        // Cannot happen for a pidfd; should it, look again in a moment.
-        Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
     }
 }
 
@@ -684,7 +548,7 @@ async fn freeze(cgroup: &Cgroup, frozen: bool) -> Result<()> {
 
 /// Spawns `process` as the start-gate helper (`helper`, this very binary), with the spec's
 /// environment, working directory and identity, waiting at the gate, in `cgroup` (see
-/// `spawn.rs`). Returns it, its pidfd, the gate's write end (`Start` writes to it, dropping it without
+/// `model/host/spawn.rs`). Returns it, its pidfd, the gate's write end (`Start` writes to it, dropping it without
 /// a write makes the helper exit unstarted), and its move into the cgroup. A child that has
 /// not set up within [`BIRTH_DEADLINE`] is killed, and the call fails with the reason.
 async fn spawn_held(
@@ -694,7 +558,7 @@ async fn spawn_held(
     group: Group,
     name: &str,
     cgroup: Option<&Cgroup>,
-) -> Result<(Spawned, Arc<OwnedFd>, OwnedFd, Report)> {
+) -> Result<(NewProcess, Arc<OwnedFd>, OwnedFd, Report)> {
     let (mut born, gate_write) = clone_held(helper, process, stdio, group, name, cgroup)?;
     match tokio::time::timeout(BIRTH_DEADLINE, born.report.ready()).await {
         Ok(Ok(())) => {}
@@ -712,7 +576,7 @@ async fn spawn_held(
     info!("{name}: created process {}, waiting for Start", born.pid);
     let pidfd = Arc::new(born.pidfd);
     Ok((
-        Spawned {
+        NewProcess {
             pid: born.pid,
             pidfd: Some(pidfd.clone()),
             terminal: None,
@@ -771,7 +635,7 @@ fn clone_held(
     // prepared before the clone (see `sys::child`).
     let born = unsafe { birth.spawn(&|| setup.apply()) }
         .map_err(|err| spawn_error(name, Some(process), err))?;
-    // No `wait` ever: the reaper collects every child (see exits.rs), also one that failed.
+    // No `wait` ever: the reaper collects every child (see task/exits.rs), also one that failed.
     drop(gate_read);
     Ok((born, gate_write))
 }
@@ -961,6 +825,7 @@ mod tests {
     use std::{os::unix::process::ExitStatusExt, process::Command, time::Instant};
 
     use super::*;
+    use crate::task::exits::LEFTOVER_DEADLINE;
 
     /// A tree whose quick look always misses everything, as the kernel's `children` lists
     /// can while children exit; the exhaustive look sees one real process.
