@@ -64,6 +64,29 @@ fn hugetlb_2mb() -> bool {
     Path::new("/sys/fs/cgroup/hugetlb/hugetlb.2MB.limit_in_bytes").exists()
 }
 
+/// The device rules of [`kubelet_resources`].
+fn resources_devices() -> Vec<serde_json::Value> {
+    kubelet_resources("8:0")["devices"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// `Update` of task `id` with the device list `devices` (`shim-demo update --resources`).
+fn update_devices(
+    cd: &Containerd,
+    id: &str,
+    devices: Vec<serde_json::Value>,
+) -> std::process::Output {
+    let file = cd.dir().join("devices.json");
+    fs::write(&file, serde_json::json!({ "devices": devices }).to_string()).expect("write");
+    cd.shim_demo()
+        .args(["update", "--id", id, "--resources"])
+        .arg(&file)
+        .output()
+        .expect("run shim-demo update")
+}
+
 /// The resources a kubelet and a device-restricting spec ask for: one CPU, memory node 0,
 /// 4 MiB of 2 MB hugepages, a read throttle on the disk, and devices denied but for
 /// `/dev/null` and `/dev/zero` (and runc's defaults, which the shim adds as runc does; so
@@ -199,6 +222,44 @@ fn a_task_is_in_every_hierarchy_with_its_cpuset_hugepages_throttles_and_devices(
             "8388608"
         );
     }
+
+    // Devices: a list with a bad rule is refused before anything is written, and the
+    // container keeps its devices; a good one adds /dev/kmsg for reading, as the smallest
+    // change (no "deny all" in between: `devices.rs`).
+    let devices_before = read("devices", "devices.list");
+    let mut listed = resources_devices();
+    listed.push(
+        serde_json::json!({ "allow": true, "type": "c", "major": 1, "minor": 11, "access": "rwx" }),
+    );
+    let out = update_devices(&cd, "cg", listed);
+    assert!(!out.status.success(), "a bad device rule was accepted");
+    assert!(
+        stderr(&out).contains("linux.resources.devices") && stderr(&out).contains("access"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        read("devices", "devices.list"),
+        devices_before,
+        "devices changed"
+    );
+    let mut listed = resources_devices();
+    listed.push(
+        serde_json::json!({ "allow": true, "type": "c", "major": 1, "minor": 11, "access": "r" }),
+    );
+    let out = update_devices(&cd, "cg", listed);
+    assert!(out.status.success(), "shim-demo update: {}", stderr(&out));
+    let devices_after = read("devices", "devices.list");
+    assert!(devices_after.contains("c 1:11 r\n"), "{devices_after}");
+    assert!(devices_after.contains("c 1:3 rwm"), "{devices_after}");
+    let kept = devices_before
+        .lines()
+        .filter(|l| devices_after.lines().any(|a| a == *l));
+    assert_eq!(
+        kept.count(),
+        devices_before.lines().count(),
+        "{devices_after}"
+    );
 
     // Metrics: the hugepage sizes (with their limit's usage) and block I/O.
     let metrics = cd.ctr_ok(&["task", "metrics", "--format", "json", "cg"]);

@@ -348,8 +348,9 @@ struct Running {
     id: String,
     /// Its FIFOs, removed with the task.
     fifos: FifoSet,
-    /// Readers on its stdout and stderr, held while it runs.
-    _readers: Readers,
+    /// Readers on its stdout and stderr, held while it runs (none: `ctr run -d`, nobody
+    /// reads).
+    readers: Option<Readers>,
 }
 
 /// Prepares, creates and starts task `id`.
@@ -366,7 +367,7 @@ async fn run(
     Ok(Running {
         id: id.to_string(),
         fifos,
-        _readers: readers,
+        readers: Some(readers),
     })
 }
 
@@ -416,6 +417,7 @@ async fn task_api_column(
     let first = &idle.first().context("no idle task (`--tasks 0`)")?.id;
     let mut execs = exec_latency(&bench.daemon.api, first, bench.settings.starts).await?;
     let mut exits = exit_latency(&bench.daemon, idle).await?;
+    let mut detached = exit_latency(&bench.daemon, detached(bench, rt).await?).await?;
     // Start latency: Create + Start of a task, in the cgroup its spec names; then the same
     // with no `linux.cgroupsPath`: the difference is what making the cgroup costs.
     let kinds = (
@@ -437,8 +439,9 @@ async fn task_api_column(
     let (s50, s95, s99) = ms(&mut starts);
     let (p50, p95, _) = ms(&mut plain_starts);
     let (e50, _, e99) = ms(&mut exits);
+    let (d50, _, _) = ms(&mut detached);
     let (x50, _, x99) = ms(&mut execs);
-    values.extend([s50, s95, s99, p50, p95, e50, e99]);
+    values.extend([s50, s95, s99, p50, p95, e50, e99, d50]);
     values.extend(throughput);
     values.extend(stdout.iter().map(|(mib_s, _)| *mib_s));
     values.push(cat_mib_s);
@@ -544,6 +547,21 @@ async fn exit_latency(daemon: &Daemon, tasks: Vec<Running>) -> Result<Vec<f64>> 
     }
     listener.abort();
     Ok(exits)
+}
+
+/// Tasks as `ctr run -d` leaves them: printing all the time, with nobody reading their
+/// FIFOs (full by the time [`exit_latency`] kills them), 10 at most.
+async fn detached(bench: &Bench, rt: &Runtime) -> Result<Vec<Running>> {
+    let mut tasks = Vec::new();
+    for i in 0..bench.settings.starts.min(10) {
+        let id = format!("detached-{}-{i}", rt.shim_binary);
+        let loud = "while :; do echo 0123456789012345678901234567890123456789; done";
+        let spec = bench.specs.spec(rt, &id, &["/bin/sh", "-c", loud]);
+        let mut task = run(&bench.daemon, &id, rt.runtime, &spec, None).await?;
+        task.readers = None;
+        tasks.push(task);
+    }
+    Ok(tasks)
 }
 
 /// Start latencies (ms) of `runs` pairs of sleeping tasks, alternating in one daemon: one
@@ -787,7 +805,7 @@ fn read_fifo(path: PathBuf, bytes: u64) -> std::thread::JoinHandle<std::io::Resu
 
 /// The task API rows' labels, units and whether lower is better, in the order of
 /// [`task_api_column`]'s values.
-const TASK_API_LABELS: [(&str, &str, bool); 32] = [
+const TASK_API_LABELS: [(&str, &str, bool); 33] = [
     ("idle RSS, one shim", "MiB", true),
     ("idle PSS, one shim", "MiB", true),
     ("RSS, all shims (N tasks)", "MiB", true),
@@ -799,6 +817,11 @@ const TASK_API_LABELS: [(&str, &str, bool); 32] = [
     ("start latency p95, spec without cgroupsPath", "ms", true),
     ("exit latency p50", "ms", true),
     ("exit latency p99", "ms", true),
+    (
+        "exit latency p50, detached task, nobody reading",
+        "ms",
+        true,
+    ),
     ("run-to-delete, concurrency 1", "tasks/s", false),
     ("run-to-delete, concurrency 8", "tasks/s", false),
     (

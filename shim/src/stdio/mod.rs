@@ -124,8 +124,12 @@ struct OutputEnds {
 impl TerminalEnds {
     /// The copies' ends with the pty `master` between them.
     fn with_master(self, master: &OwnedFd) -> Result<ShimEnds> {
-        // A pty is not a pipe: the `_unchecked` constructors skip tokio's FIFO check; epoll
-        // works on it all the same.
+        // A pty is not a pipe: the `_unchecked` constructors skip tokio's FIFO check (and
+        // do not make it non-blocking); epoll works on it all the same. Non-blocking, so
+        // that a read after a stale readiness answers `WouldBlock` instead of holding the
+        // shim's one thread (a runtime's console socket hands over a blocking master).
+        rustix::io::ioctl_fionbio(master, true)
+            .map_err(|e| Error::io("make the pty non-blocking")(e.into()))?;
         let dup = || master.try_clone().map_err(Error::io("dup pty"));
         let stdout = match self.destination {
             None => None,
@@ -577,17 +581,9 @@ async fn splice_output(
         let queued = rustix::io::ioctl_fionread(from).unwrap_or(0) as usize;
         if queued < SPLICE_MIN {
             // A trickle, end-of-file (0 queued, no writer left), or nothing after all.
-            match from.try_read(&mut buffer) {
-                Ok(0) => return Ok(moved),
-                Ok(n) => {
-                    held.store(n, Ordering::Relaxed);
-                    let written = to.write_all(&buffer[..n]).await;
-                    held.store(0, Ordering::Relaxed);
-                    written?;
-                    moved += n as u64;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+            match copy_once(from, to, &mut buffer, held).await? {
+                Some(n) => moved += n as u64,
+                None => return Ok(moved),
             }
             continue;
         }
@@ -624,18 +620,32 @@ async fn copy_output(
     let mut moved = 0u64;
     loop {
         from.readable().await?;
-        match from.try_read(&mut buffer) {
-            Ok(0) => return Ok(moved),
-            Ok(n) => {
-                held.store(n, Ordering::Relaxed);
-                let written = to.write_all(&buffer[..n]).await;
-                held.store(0, Ordering::Relaxed);
-                written?;
-                moved += n as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+        match copy_once(from, to, &mut buffer, held).await? {
+            Some(n) => moved += n as u64,
+            None => return Ok(moved),
         }
+    }
+}
+
+/// One read of what `from` holds, written whole into `to`: the bytes moved (0 when there
+/// was nothing after all), `None` at end-of-file. `held` counts them in between.
+async fn copy_once(
+    from: &pipe::Receiver,
+    to: &mut pipe::Sender,
+    buffer: &mut [u8],
+    held: &AtomicUsize,
+) -> std::io::Result<Option<usize>> {
+    match from.try_read(buffer) {
+        Ok(0) => Ok(None),
+        Ok(n) => {
+            held.store(n, Ordering::Relaxed);
+            let written = to.write_all(&buffer[..n]).await;
+            held.store(0, Ordering::Relaxed);
+            written?;
+            Ok(Some(n))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Some(0)),
+        Err(e) => Err(e),
     }
 }
 
