@@ -230,39 +230,40 @@ mod tests {
     }
 
     /// A new cgroup allows everything: the first write is "deny all", then the exceptions.
+    /// An `Update` of a running container: no "deny all", only what changes. Either way
+    /// the rules reach the target, and the same list again writes nothing.
     #[test]
-    fn from_allow_all_the_list_starts_with_deny_all() {
-        let now = State::from_list("a *:* rwm").expect("list");
-        let target = State::from_rules(&[
-            rule(false, 'a', None, None, "rwm"),
-            rule(true, 'c', Some(1), Some(3), "rwm"),
-        ]);
-        assert_eq!(
-            lines(&transition(&now, &target)),
-            ["deny a", "allow c 1:3 rwm"]
-        );
-    }
-
-    /// An `Update` of a running container: no "deny all", only what changes; the same list
-    /// again writes nothing.
-    #[test]
-    fn an_update_writes_only_the_difference() {
-        let now = State::from_list("c 1:3 rwm\nc 1:5 rwm\nc 10:200 rwm\n").expect("list");
-        let target = State::from_rules(&[
-            rule(false, 'a', None, None, "rwm"),
-            rule(true, 'c', Some(1), Some(3), "rwm"),
-            rule(true, 'c', Some(1), Some(5), "r"),
-            rule(true, 'c', Some(1), Some(9), "rwm"),
-        ]);
-        assert_eq!(
-            lines(&transition(&now, &target)),
-            ["deny c 1:5 wm", "deny c 10:200 rwm", "allow c 1:9 rwm"]
-        );
-        let mut after = now.clone();
-        for rule in transition(&now, &target) {
-            after.apply(&rule);
+    fn a_transition_writes_only_the_difference() {
+        let deny_all = rule(false, 'a', None, None, "rwm");
+        let null = rule(true, 'c', Some(1), Some(3), "rwm");
+        let cases: [(&str, Vec<DeviceRule>, &[&str]); 2] = [
+            (
+                "a *:* rwm",
+                vec![deny_all.clone(), null.clone()],
+                &["deny a", "allow c 1:3 rwm"],
+            ),
+            (
+                "c 1:3 rwm\nc 1:5 rwm\nc 10:200 rwm\n",
+                vec![
+                    deny_all,
+                    null,
+                    rule(true, 'c', Some(1), Some(5), "r"),
+                    rule(true, 'c', Some(1), Some(9), "rwm"),
+                ],
+                &["deny c 1:5 wm", "deny c 10:200 rwm", "allow c 1:9 rwm"],
+            ),
+        ];
+        for (list, rules, expected) in cases {
+            let now = State::from_list(list).expect("list");
+            let target = State::from_rules(&rules);
+            let written = transition(&now, &target);
+            assert_eq!(lines(&written), expected, "from {list:?}");
+            let mut after = now.clone();
+            for rule in &written {
+                after.apply(rule);
+            }
+            assert_eq!(after, target, "from {list:?}: the target is not reached");
+            assert!(transition(&target, &target).is_empty());
         }
-        assert_eq!(after, target, "the transition reaches the target");
-        assert!(transition(&target, &target).is_empty());
     }
 }

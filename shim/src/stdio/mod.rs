@@ -888,6 +888,18 @@ mod tests {
         })
     }
 
+    /// A process whose output (1 MiB: more than the pipe and the FIFO hold) is still coming
+    /// when it "exits", with `reader` (`true`: one that never reads) on its stdout FIFO.
+    async fn loud(dir: &tempfile::TempDir, reader: bool) -> (Io, Option<File>) {
+        let (fifo, child, pending) = stdout_fifo(dir).await;
+        let io = pending.start("test");
+        let reader = reader.then(|| File::open(&fifo).expect("open reader"));
+        // The writer is left to end with the test.
+        let _writer = write_and_exit(child, 1024 * 1024);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        (io, reader)
+    }
+
     /// Lets the runtime run (the copies) until `thread` has finished.
     async fn until_finished<T>(thread: &std::thread::JoinHandle<T>) {
         while !thread.is_finished() {
@@ -900,12 +912,7 @@ mod tests {
     #[tokio::test]
     async fn with_no_reader_an_exit_waits_for_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (_fifo, child, pending) = stdout_fifo(&dir).await;
-        let mut io = pending.start("test");
-        // More than the pipe and the FIFO hold: the writer is still blocked when its
-        // "process" exits (the thread is left to end with the test).
-        let _writer = write_and_exit(child, 1024 * 1024);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (mut io, _) = loud(&dir, false).await;
         let limit = Duration::from_secs(60);
         tokio::time::timeout(Duration::from_secs(10), io.flushed(limit))
             .await
@@ -966,11 +973,7 @@ mod tests {
     #[tokio::test]
     async fn once_the_reader_goes_an_exit_waits_for_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (fifo, child, pending) = stdout_fifo(&dir).await;
-        let mut io = pending.start("test");
-        let reader = std::fs::File::open(&fifo).expect("open reader");
-        let _writer = write_and_exit(child, 1024 * 1024);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (mut io, reader) = loud(&dir, true).await;
         let leaves = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
             drop(reader);

@@ -263,8 +263,14 @@ impl HostProcesses {
         group: Group,
         name: &str,
     ) -> Result<(NewProcess, Arc<OwnedFd>)> {
-        let (spawned, pidfd, gate, joining) =
-            spawn_held(&self.helper, process, stdio, group, name, self.cgroup()).await?;
+        let held = Held {
+            helper: &self.helper,
+            process,
+            group,
+            name,
+            cgroup: self.cgroup(),
+        };
+        let (spawned, pidfd, gate, joining) = held.spawn(stdio).await?;
         self.gates.insert(spawned.pid, gate);
         self.joining
             .insert(spawned.pid, Joined::Pending(joining, pidfd.clone()));
@@ -299,7 +305,7 @@ impl HostProcesses {
 /// How long a new process may take to join the container's cgroups ([`HostProcesses::settle`]).
 const JOIN_DEADLINE: Duration = Duration::from_secs(2);
 
-/// How long a new process may take to set itself up before it is killed ([`spawn_held`]):
+/// How long a new process may take to set itself up before it is killed ([`Held::spawn`]):
 /// a `chdir` into a hung mount, or a birth in a cgroup frozen from outside, would otherwise
 /// hold its container's `Create` for ever.
 const BIRTH_DEADLINE: Duration = Duration::from_secs(5);
@@ -546,98 +552,112 @@ async fn freeze(cgroup: &Cgroup, frozen: bool) -> Result<()> {
     )))
 }
 
-/// Spawns `process` as the start-gate helper (`helper`, this very binary), with the spec's
-/// environment, working directory and identity, waiting at the gate, in `cgroup` (see
-/// `model/host/spawn.rs`). Returns it, its pidfd, the gate's write end (`Start` writes to it, dropping it without
-/// a write makes the helper exit unstarted), and its move into the cgroup. A child that has
-/// not set up within [`BIRTH_DEADLINE`] is killed, and the call fails with the reason.
-async fn spawn_held(
-    helper: &Path,
-    process: &ProcessSpec,
-    stdio: ChildStdio,
+/// What a process held at its start gate is made of.
+struct Held<'a> {
+    /// The start-gate helper (this very binary).
+    helper: &'a Path,
+    /// What it runs, as whom, where.
+    process: &'a ProcessSpec,
+    /// The process group it goes into.
     group: Group,
-    name: &str,
-    cgroup: Option<&Cgroup>,
-) -> Result<(NewProcess, Arc<OwnedFd>, OwnedFd, Report)> {
-    let (mut born, gate_write) = clone_held(helper, process, stdio, group, name, cgroup)?;
-    match tokio::time::timeout(BIRTH_DEADLINE, born.report.ready()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => return Err(spawn_error(name, Some(process), err)),
-        Err(_) => {
-            let _ = sys::signal_pidfd(&born.pidfd, Signal::KILL);
-            return Err(Error::DeadlineExceeded(format!(
-                "spawn {name}: process {} was not set up within {BIRTH_DEADLINE:?} (its \
-                 working directory {} hung, or its cgroup is frozen?): killed",
-                born.pid,
-                process.cwd.display()
-            )));
-        }
-    }
-    info!("{name}: created process {}, waiting for Start", born.pid);
-    let pidfd = Arc::new(born.pidfd);
-    Ok((
-        NewProcess {
-            pid: born.pid,
-            pidfd: Some(pidfd.clone()),
-            terminal: None,
-        },
-        pidfd,
-        gate_write,
-        born.report,
-    ))
+    /// Who it is, for messages.
+    name: &'a str,
+    /// The container's cgroup, if it has one.
+    cgroup: Option<&'a Cgroup>,
 }
 
-/// The clone of [`spawn_held`], which returns at once: the child and the gate's write end.
-/// What it prepares for the child (raw pointers into `argv` and `envp`) stays here, on
-/// this thread's stack, and never crosses an `.await`.
-fn clone_held(
-    helper: &Path,
-    process: &ProcessSpec,
-    stdio: ChildStdio,
-    group: Group,
-    name: &str,
-    cgroup: Option<&Cgroup>,
-) -> Result<(spawn::Born, OwnedFd)> {
-    let program = process.program.to_string_lossy();
-    let arg0 = "containerd-shim-sample-v2";
-    process.check_exec_size(&[arg0, gate::SUBCOMMAND, &program], sys::arg_max())?;
-    let (gate_read, gate_write) = pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))?;
-    let setup = ChildSetup::new(process, gate_read.as_raw_fd());
-    let argv = [
-        OsStr::new(arg0),
-        OsStr::new(gate::SUBCOMMAND),
-        process.program.as_os_str(),
-    ]
-    .into_iter()
-    .chain(process.args.iter().map(OsStr::new));
-    let env = process.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    let mut birth = Birth::new(
-        helper,
-        argv,
-        env,
-        &process.cwd,
-        [stdio.stdin, stdio.stdout, stdio.stderr],
-    )
-    .map_err(|e| Error::InvalidArgument(format!("spawn {name}: {e}")))?;
-    if !process.terminal {
-        birth.process_group(match group {
-            Group::Own => 0,
-            Group::Join(pgid) => pgid,
-        });
+impl Held<'_> {
+    /// Spawns the process as the start-gate helper (`helper`, this very binary), with the
+    /// spec's environment, working directory and identity, waiting at the gate, in
+    /// `cgroup` (see `model/host/spawn.rs`). Returns it, its pidfd, the gate's write end
+    /// (`Start` writes to it, dropping it without a write makes the helper exit unstarted),
+    /// and its move into the cgroup. A child that has not set up within [`BIRTH_DEADLINE`]
+    /// is killed, and the call fails with the reason.
+    async fn spawn(
+        &self,
+        stdio: ChildStdio,
+    ) -> Result<(NewProcess, Arc<OwnedFd>, OwnedFd, Report)> {
+        let (process, name) = (self.process, self.name);
+        let (mut born, gate_write) = self.clone(stdio)?;
+        match tokio::time::timeout(BIRTH_DEADLINE, born.report.ready()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(spawn_error(name, Some(process), err)),
+            Err(_) => {
+                let _ = sys::signal_pidfd(&born.pidfd, Signal::KILL);
+                return Err(Error::DeadlineExceeded(format!(
+                    "spawn {name}: process {} was not set up within {BIRTH_DEADLINE:?} \
+                     (its working directory {} hung, or its cgroup is frozen?): killed",
+                    born.pid,
+                    process.cwd.display()
+                )));
+            }
+        }
+        info!("{name}: created process {}, waiting for Start", born.pid);
+        let pidfd = Arc::new(born.pidfd);
+        Ok((
+            NewProcess {
+                pid: born.pid,
+                pidfd: Some(pidfd.clone()),
+                terminal: None,
+            },
+            pidfd,
+            gate_write,
+            born.report,
+        ))
     }
-    if let Some(cgroup) = cgroup {
-        let (dir, procs_files) = cgroup.placement();
-        birth
-            .cgroup(dir.as_deref(), &procs_files)
-            .map_err(|e| cgroup_error(cgroup, e))?;
+
+    /// The clone of [`Held::spawn`], which returns at once: the child and the gate's write
+    /// end. What it prepares for the child (raw pointers into `argv` and `envp`) stays here,
+    /// on this thread's stack, and never crosses an `.await`.
+    fn clone(&self, stdio: ChildStdio) -> Result<(spawn::Born, OwnedFd)> {
+        let Held {
+            helper,
+            process,
+            group,
+            name,
+            cgroup,
+        } = *self;
+        let program = process.program.to_string_lossy();
+        let arg0 = "containerd-shim-sample-v2";
+        process.check_exec_size(&[arg0, gate::SUBCOMMAND, &program], sys::arg_max())?;
+        let (gate_read, gate_write) = pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))?;
+        let setup = ChildSetup::new(process, gate_read.as_raw_fd());
+        let argv = [
+            OsStr::new(arg0),
+            OsStr::new(gate::SUBCOMMAND),
+            process.program.as_os_str(),
+        ]
+        .into_iter()
+        .chain(process.args.iter().map(OsStr::new));
+        let env = process.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let mut birth = Birth::new(
+            helper,
+            argv,
+            env,
+            &process.cwd,
+            [stdio.stdin, stdio.stdout, stdio.stderr],
+        )
+        .map_err(|e| Error::InvalidArgument(format!("spawn {name}: {e}")))?;
+        if !process.terminal {
+            birth.process_group(match group {
+                Group::Own => 0,
+                Group::Join(pgid) => pgid,
+            });
+        }
+        if let Some(cgroup) = cgroup {
+            let (dir, procs_files) = cgroup.placement();
+            birth
+                .cgroup(dir.as_deref(), &procs_files)
+                .map_err(|e| cgroup_error(cgroup, e))?;
+        }
+        // SAFETY: `ChildSetup::apply` only makes async-signal-safe system calls on data
+        // prepared before the clone (see `sys::child`).
+        let born = unsafe { birth.spawn(&|| setup.apply()) }
+            .map_err(|err| spawn_error(name, Some(process), err))?;
+        // No `wait` ever: the reaper collects every child (see task/exits.rs), also one that failed.
+        drop(gate_read);
+        Ok((born, gate_write))
     }
-    // SAFETY: `ChildSetup::apply` only makes async-signal-safe system calls on data
-    // prepared before the clone (see `sys::child`).
-    let born = unsafe { birth.spawn(&|| setup.apply()) }
-        .map_err(|err| spawn_error(name, Some(process), err))?;
-    // No `wait` ever: the reaper collects every child (see task/exits.rs), also one that failed.
-    drop(gate_read);
-    Ok((born, gate_write))
 }
 
 /// A failed spawn of `name` as an error with the code that says whose fault it is.
