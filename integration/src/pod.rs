@@ -74,10 +74,12 @@ impl Mode {
             Mode::Host => pause_below(shim)[0].0,
             Mode::Oci => {
                 let pause = cri.pod_pid(pod_id).await.expect("the sandbox's pid");
-                assert_eq!(
-                    proc::cmdline(pause),
-                    ["/pause"],
-                    "the pause image's entrypoint"
+                // `runc start` returns once `runc init` was told to go: its `exec` of the
+                // entrypoint may still be under way (an empty command line meanwhile).
+                poll_until(
+                    Duration::from_secs(5),
+                    "the pause image's entrypoint",
+                    || (proc::cmdline(pause) == ["/pause"]).then_some(()),
                 );
                 assert_eq!(
                     proc::ppid(pause),
