@@ -133,9 +133,15 @@ impl State {
 }
 
 /// The rules that take a devices cgroup from `now` to `target`, in order: a "deny all" or
-/// "allow all" only where the default changes (or `now` allows all, whose denied nodes
-/// `devices.list` does not show), then the access the target drops, then what it adds.
-/// Empty when nothing changes.
+/// "allow all" only where the default changes, then the access the target drops, then
+/// what it adds. Empty when nothing changes.
+///
+/// Where both allow everything, `devices.list` shows no denials (the kernel keeps them but
+/// does not list them), and runc's emulator writes "allow all" again to start from a known
+/// state; this writes only the target's denials instead: an "allow all" is refused (EINVAL)
+/// in a cgroup with child cgroups (a privileged container running systemd or docker), and
+/// for a moment it would allow what the target denies. (`runc update` leaves the device
+/// list alone altogether; the kubelet repeats it in every `UpdateContainerResources`.)
 pub fn transition(now: &State, target: &State) -> Vec<DeviceRule> {
     let rule = |allow, (kind, major, minor): Node, bits| DeviceRule {
         allow,
@@ -147,7 +153,7 @@ pub fn transition(now: &State, target: &State) -> Vec<DeviceRule> {
     let mut rules = Vec::new();
     let mut held = &now.exceptions;
     let none = BTreeMap::new();
-    if now.allow_all || now.allow_all != target.allow_all {
+    if now.allow_all != target.allow_all {
         rules.push(rule(target.allow_all, ('a', None, None), 7));
         held = &none;
     }
@@ -236,7 +242,7 @@ mod tests {
     fn a_transition_writes_only_the_difference() {
         let deny_all = rule(false, 'a', None, None, "rwm");
         let null = rule(true, 'c', Some(1), Some(3), "rwm");
-        let cases: [(&str, Vec<DeviceRule>, &[&str]); 2] = [
+        let cases: [(&str, Vec<DeviceRule>, &[&str]); 3] = [
             (
                 "a *:* rwm",
                 vec![deny_all.clone(), null.clone()],
@@ -251,6 +257,16 @@ mod tests {
                     rule(true, 'c', Some(1), Some(9), "rwm"),
                 ],
                 &["deny c 1:5 wm", "deny c 10:200 rwm", "allow c 1:9 rwm"],
+            ),
+            // A privileged container (allow all), updated with its list repeated and one
+            // denial more: no "allow all" (refused with child cgroups), only the denial.
+            (
+                "a *:* rwm",
+                vec![
+                    rule(true, 'a', None, None, "rwm"),
+                    rule(false, 'c', Some(10), Some(200), "rwm"),
+                ],
+                &["deny c 10:200 rwm"],
             ),
         ];
         for (list, rules, expected) in cases {

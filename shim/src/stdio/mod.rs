@@ -449,8 +449,15 @@ impl Io {
                 let label = format!("{} {stream}", self.name);
                 // The shim's own handles on both sides, to see when the reader has it all.
                 let held = Arc::new(AtomicUsize::new(0));
-                self.streams
-                    .extend(Stream::new(&from, to.keeper, &to.to, held.clone()));
+                match Stream::new(&from, &to.to, held.clone()) {
+                    Some(stream) => self.streams.push(Stream {
+                        keeper: to.keeper,
+                        ..stream
+                    }),
+                    // No watch (out of descriptors): the exit waits for nothing, but the
+                    // FIFO keeps the shim's reader all the same.
+                    None => self.keepers.extend(to.keeper),
+                }
                 let mut to = to.to;
                 self.outputs.push(tokio::spawn(async move {
                     let copied = if terminal {
@@ -512,18 +519,13 @@ struct Stream {
 }
 
 impl Stream {
-    /// The watch on a copy from `from` into `to`, with the FIFO's `keeper`; `None` when the
-    /// descriptors cannot be duplicated (the exit then waits for nothing).
-    fn new(
-        from: &pipe::Receiver,
-        keeper: Option<OwnedFd>,
-        to: &pipe::Sender,
-        held: Arc<AtomicUsize>,
-    ) -> Option<Stream> {
+    /// The watch on a copy from `from` into `to` (its keeper is set by the caller); `None`
+    /// when the descriptors cannot be duplicated (the exit then waits for nothing).
+    fn new(from: &pipe::Receiver, to: &pipe::Sender, held: Arc<AtomicUsize>) -> Option<Stream> {
         Some(Stream {
             pipe: from.as_fd().try_clone_to_owned().ok()?,
             fifo: to.as_fd().try_clone_to_owned().ok()?,
-            keeper,
+            keeper: None,
             held,
         })
     }
