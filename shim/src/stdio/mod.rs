@@ -922,8 +922,7 @@ mod tests {
         io.wait_outputs(Duration::from_millis(100)).await;
     }
 
-    /// `ctr run`: a reader is connected. The exit waits until it has taken everything, then
-    /// once the reader is gone, waits for nothing.
+    /// `ctr run`: a reader is connected. The exit waits until it has taken everything.
     #[tokio::test]
     async fn a_connected_reader_gets_everything_before_the_exit() {
         let dir = tempfile::tempdir().expect("tempdir");

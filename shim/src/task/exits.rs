@@ -197,12 +197,12 @@ impl Router {
         window: &Window,
     ) -> Option<Arc<OwnedFd>> {
         let mut routes = self.routes();
-        // A pidfd of a process still running says this exit is another's (a pid reused).
-        let ours = |_: &Reaped| pidfd.as_ref().is_none_or(|p| sys::pidfd_exited(&**p));
+        // A pidfd of a process still running says an exit of its pid is another's (reused).
+        let exited = pidfd.as_ref().is_none_or(|p| sys::pidfd_exited(&**p));
         let early = routes
             .unclaimed
             .iter()
-            .position(|(seq, r)| *seq > window.since && r.pid == pid && ours(r));
+            .position(|(seq, r)| exited && *seq > window.since && r.pid == pid);
         if let Some(index) = early {
             if let Some((_, reaped)) = routes.unclaimed.remove(index) {
                 let _ = to.send(reaped);
