@@ -1,7 +1,7 @@
 //! `containerd-shim-sample-v2`: see the library's docs (`src/lib.rs`) for the layout.
 
 use containerd_shim_sample_v2::{
-    model::host::gate, model::host::pause, task::shim::SampleShim, RUNTIME_ID,
+    model::host::gate, model::host::pause, task::info, task::shim::SampleShim, RUNTIME_ID,
 };
 
 fn main() {
@@ -11,6 +11,9 @@ fn main() {
     }
     if pause::requested(&args) {
         pause::run();
+    }
+    if info::requested(&args) {
+        info::run();
     }
     // One runtime thread: the reaper cannot run between a spawn and the pidfd taken on the
     // child, and no container's state is touched by two threads (see "Concurrency" in

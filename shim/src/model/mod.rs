@@ -219,6 +219,32 @@ pub trait Instance: Send + 'static {
     async fn release(&mut self);
 }
 
+tokio::task_local! {
+    /// When the request being served must be answered: containerd's deadline for it (ttrpc's
+    /// `timeout_nano`, from its caller's context), set by `task/rpc.rs` around each RPC. A
+    /// model bounds what it waits for on the request's behalf by it ([`deadline`]).
+    static REQUEST_DEADLINE: Option<std::time::Instant>;
+}
+
+/// Runs `work` as the request with `timeout_nano` (0: none), whose deadline [`deadline`]
+/// reads.
+pub async fn within_request<F: std::future::Future>(timeout_nano: i64, work: F) -> F::Output {
+    let deadline = (timeout_nano > 0)
+        .then(|| std::time::Instant::now() + std::time::Duration::from_nanos(timeout_nano as u64));
+    REQUEST_DEADLINE.scope(deadline, work).await
+}
+
+/// The moment a call made for the current request must end: the request's deadline, or
+/// `default` from now when it has none (or when no request is being served: a `delete`
+/// after a crash, an exit's cleanup), whichever comes first.
+pub fn deadline(default: std::time::Duration) -> std::time::Instant {
+    let own = std::time::Instant::now() + default;
+    match REQUEST_DEADLINE.try_with(|d| *d) {
+        Ok(Some(request)) => request.min(own),
+        _ => own,
+    }
+}
+
 /// Runs `work`, a call that blocks (a mount, a VM's boot, a wasm compile), on a thread of
 /// its own, and waits for it without blocking the shim's thread: the reaper, ttrpc and
 /// every other container go on meanwhile. Past `deadline` the call fails with

@@ -376,6 +376,18 @@ pub mod child {
         Ok(setrlimit(resource, soft, hard)?)
     }
 
+    /// `PR_SET_PDEATHSIG` with SIGKILL: the child dies with the thread that spawned it, so a
+    /// runtime command never outlives a shim that crashed while waiting for it.
+    pub fn die_with_parent() -> io::Result<()> {
+        // SAFETY: prctl is async-signal-safe; the arguments are plain integers.
+        let done = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+        if done == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// `umask(2)`.
     pub fn set_umask(mask: u32) {
         umask(Mode::from_bits_truncate(mask as libc::mode_t));

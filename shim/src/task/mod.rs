@@ -12,6 +12,7 @@ pub mod bundle;
 pub mod container;
 pub mod events;
 pub mod exits;
+pub mod info;
 pub mod process;
 pub mod rpc;
 pub mod service;

@@ -17,6 +17,7 @@ use log::{debug, info};
 
 use crate::{
     error::{Error, Result},
+    model,
     task::service::Service,
 };
 
@@ -36,13 +37,19 @@ fn unimplemented<T>(rpc: &str, why: &str) -> TtrpcResult<T> {
 /// whose connection closes, drops this wait, never the work half-way (a `Create` that
 /// reserved its id, a `Delete` that took its container out). For the RPCs that change a
 /// container.
+///
+/// The work runs within the request's deadline as containerd sent it ([`model::deadline`]):
+/// a runtime command that outlives it is killed and the RPC fails with the reason.
 async fn to_the_end<T: Send + 'static>(
+    ctx: &TtrpcContext,
     work: impl std::future::Future<Output = Result<T>> + Send + 'static,
 ) -> Result<T> {
-    tokio::spawn(work).await.map_err(|err| Error::Io {
-        context: "the request's task".to_string(),
-        source: std::io::Error::other(err),
-    })?
+    tokio::spawn(model::within_request(ctx.timeout_nano, work))
+        .await
+        .map_err(|err| Error::Io {
+            context: "the request's task".to_string(),
+            source: std::io::Error::other(err),
+        })?
 }
 
 /// Logs the RPC's outcome and converts our error into a ttrpc status.
@@ -63,25 +70,25 @@ fn reply<T>(rpc: &str, result: Result<T>) -> TtrpcResult<T> {
 impl Task for TaskService {
     async fn create(
         &self,
-        _: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
         let service = self.0.clone();
         reply(
             "Create",
-            to_the_end(async move { service.create(req).await }).await,
+            to_the_end(ctx, async move { service.create(req).await }).await,
         )
     }
 
     async fn start(
         &self,
-        _: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
         let service = self.0.clone();
         reply(
             "Start",
-            to_the_end(async move { service.start(req).await }).await,
+            to_the_end(ctx, async move { service.start(req).await }).await,
         )
     }
 
@@ -101,30 +108,31 @@ impl Task for TaskService {
         reply("Wait", self.0.wait(req).await)
     }
 
-    async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
+    async fn kill(&self, ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
         let service = self.0.clone();
-        let done = to_the_end(async move { service.kill(req).await }).await;
+        let done = to_the_end(ctx, async move { service.kill(req).await }).await;
         reply("Kill", done.map(|()| Empty::new()))
     }
 
     async fn delete(
         &self,
-        _: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
         let service = self.0.clone();
         reply(
             "Delete",
-            to_the_end(async move { service.delete(req).await }).await,
+            to_the_end(ctx, async move { service.delete(req).await }).await,
         )
     }
 
     async fn pids(
         &self,
-        _: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::PidsRequest,
     ) -> TtrpcResult<api::PidsResponse> {
-        reply("Pids", self.0.pids(req).await)
+        let pids = model::within_request(ctx.timeout_nano, self.0.pids(req));
+        reply("Pids", pids.await)
     }
 
     async fn close_io(&self, _: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<Empty> {
@@ -144,9 +152,9 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    async fn exec(&self, _: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
+    async fn exec(&self, ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
         let service = self.0.clone();
-        let done = to_the_end(async move { service.exec(req).await }).await;
+        let done = to_the_end(ctx, async move { service.exec(req).await }).await;
         reply("Exec", done.map(|()| Empty::new()))
     }
 
@@ -157,15 +165,15 @@ impl Task for TaskService {
         )
     }
 
-    async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<Empty> {
+    async fn pause(&self, ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<Empty> {
         let service = self.0.clone();
-        let result = to_the_end(async move { service.set_paused(&req.id, true).await }).await;
+        let result = to_the_end(ctx, async move { service.set_paused(&req.id, true).await }).await;
         reply("Pause", result.map(|()| Empty::new()))
     }
 
-    async fn resume(&self, _: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<Empty> {
+    async fn resume(&self, ctx: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<Empty> {
         let service = self.0.clone();
-        let result = to_the_end(async move { service.set_paused(&req.id, false).await }).await;
+        let result = to_the_end(ctx, async move { service.set_paused(&req.id, false).await }).await;
         reply("Resume", result.map(|()| Empty::new()))
     }
 
@@ -177,9 +185,9 @@ impl Task for TaskService {
         reply("Stats", self.0.stats(req).await)
     }
 
-    async fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
+    async fn update(&self, ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
         let service = self.0.clone();
-        let done = to_the_end(async move { service.update(req).await }).await;
+        let done = to_the_end(ctx, async move { service.update(req).await }).await;
         reply("Update", done.map(|()| Empty::new()))
     }
 

@@ -39,16 +39,19 @@ use containerd_shim::{
     Config, Flags, Shim, StartOpts,
 };
 use containerd_shim_protos::{
+    protobuf::{well_known_types::any::Any, Message},
     shim_async::{Client, TaskClient},
     ttrpc::{self, context},
 };
 use log::info;
 
 use crate::{
+    cgroup::{self, Cgroup, Hierarchy},
     error::{Error, Result},
     logfmt,
     model::host::Host,
     model::modes::Modes,
+    model::options::{self, Requested},
     model::ProcessModel,
     sys,
     task::bundle,
@@ -208,8 +211,19 @@ pub fn start(opts: &StartOpts) -> Result<String> {
         other => other?,
     }
 
+    // The container's runtime options, which containerd writes on `start`'s stdin: runc-v2's
+    // `ShimCgroup` is the daemon's cgroup.
+    let shim_cgroup = match options::from_request(read_options().as_ref())? {
+        Requested::Oci(config) => config.shim_cgroup,
+        _ => None,
+    };
     let exe = std::env::current_exe().map_err(Error::io("locate the shim binary"))?;
     let mut command = Command::new(exe);
+    // The name containerd ran us by (`containerd-shim-runc-v2` or ours), which decides what
+    // options that say nothing mean (`model/modes.rs`).
+    if let Some(arg0) = std::env::args_os().next() {
+        command.arg0(arg0);
+    }
     command
         .current_dir(&bundle)
         .args(["-namespace", &opts.namespace, "-id", &opts.id])
@@ -234,6 +248,16 @@ pub fn start(opts: &StartOpts) -> Result<String> {
     let mut daemon = command
         .spawn()
         .map_err(Error::io("spawn the shim daemon"))?;
+    if let Some(path) = shim_cgroup {
+        // As runc-v2: the daemon is moved before it serves anything, so everything it
+        // spawns is born there too; a cgroup that cannot take it fails the `start`.
+        if let Err(err) = join_cgroup(&path, daemon.id() as i32) {
+            let _ = daemon.kill();
+            #[allow(clippy::disallowed_methods)] // `start` has no reaper: see below
+            let _ = daemon.wait();
+            return Err(err);
+        }
+    }
     let mut ready = Vec::new();
     if let Some(mut stdout) = daemon.stdout.take() {
         let _ = stdout.read_to_end(&mut ready);
@@ -255,6 +279,35 @@ pub fn start(opts: &StartOpts) -> Result<String> {
     }
     bundle::write_address(&bundle, &address)?;
     Ok(address)
+}
+
+/// The runtime options containerd wrote on stdin (a protobuf `Any`), if any. Read only from
+/// a pipe or a file, as containerd gives: a terminal (a person trying `start`) is left alone.
+fn read_options() -> Option<Any> {
+    let stdin = std::io::stdin();
+    let kind = rustix::fs::fstat(&stdin).ok()?.st_mode & libc::S_IFMT;
+    if kind != libc::S_IFIFO && kind != libc::S_IFREG {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    stdin.lock().read_to_end(&mut bytes).ok()?;
+    (!bytes.is_empty())
+        .then(|| Any::parse_from_bytes(&bytes).ok())
+        .flatten()
+}
+
+/// Moves process `pid` into the cgroup `path` (runc-v2's `ShimCgroup`), made if missing.
+fn join_cgroup(path: &str, pid: i32) -> Result<()> {
+    let invalid = |why: String| Error::InvalidArgument(format!("ShimCgroup {path:?}: {why}"));
+    let hierarchy =
+        Hierarchy::detect().ok_or_else(|| invalid("no cgroup hierarchy is mounted".into()))?;
+    let relative = cgroup::cgroup_path(path)?.ok_or_else(|| invalid("empty".into()))?;
+    let cgroup = Cgroup {
+        hierarchy,
+        path: relative,
+    };
+    let joined = cgroup.create().and_then(|()| cgroup.add(pid));
+    joined.map_err(|err| invalid(format!("cannot move the shim there: {err}")))
 }
 
 /// Makes the directory for the socket, and clears a stale socket left by a crashed shim.

@@ -95,6 +95,12 @@ impl Host {
             registry,
         }
     }
+
+    /// Who runs what among the shim's descendants: the OCI mode registers its processes
+    /// too, so that a host-mode neighbour without a cgroup never takes them for its strays.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
 }
 
 #[async_trait]

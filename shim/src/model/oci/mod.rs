@@ -50,6 +50,7 @@ use crate::{
     cgroup::{self, Cgroup, Hierarchy},
     error::{Error, Result},
     model::ending::{end_all, ProcessTree},
+    model::host::members::Registry,
     model::oci::runtime::Runtime,
     model::options::OciConfig,
     model::{self, Instance, Member, NewProcess},
@@ -75,12 +76,27 @@ pub fn container(
     spec: &Spec,
     config: &OciConfig,
     router: Arc<Router>,
+    registry: Arc<Registry>,
     namespace: &str,
     cgroups: Option<&Hierarchy>,
 ) -> Result<Box<dyn Instance>> {
     let bundle = PathBuf::from(&req.bundle);
     let root = config.root_for(namespace);
-    let runtime = Runtime::new(&config.binary, &root, &bundle.join(LOG_FILE), router);
+    let mut flags = Vec::new();
+    if config.systemd_cgroup {
+        flags.push("--systemd-cgroup".to_string());
+    }
+    if let Some(criu) = &config.criu_path {
+        flags.extend(["--criu".to_string(), criu.display().to_string()]);
+    }
+    let runtime = Runtime::new(&config.binary, &root, flags, &bundle.join(LOG_FILE), router);
+    let mut create_flags = Vec::new();
+    if config.no_pivot_root {
+        create_flags.push("--no-pivot");
+    }
+    if config.no_new_keyring {
+        create_flags.push("--no-new-keyring");
+    }
     let cgroup = match (cgroups, cgroup::from_spec(spec)?) {
         (Some(hierarchy), Some((path, _))) => Some(Cgroup {
             hierarchy: hierarchy.clone(),
@@ -103,11 +119,15 @@ pub fn container(
         id: req.id.clone(),
         bundle,
         runtime,
+        create_flags,
+        io_owner: (config.io_uid, config.io_gid),
         rootfs: req.rootfs.clone(),
         mounted: false,
         terminal,
         cgroup,
         created: false,
+        init: None,
+        registry,
         execs: HashMap::new(),
     }))
 }
@@ -118,8 +138,14 @@ pub struct OciProcesses {
     id: String,
     /// The bundle: `config.json`, `rootfs`, and the files the runtime and the shim keep.
     bundle: PathBuf,
-    /// The runtime binary and its state directory.
+    /// The runtime binary, its state directory and global flags.
     runtime: Runtime,
+    /// What `create` is given besides the bundle (`--no-pivot`, `--no-new-keyring`).
+    create_flags: Vec<&'static str>,
+    /// The owner of the pipes the container's stdio goes through (runc-v2's `IoUid` and
+    /// `IoGid`): a process whose root is an unprivileged user of the host must be able to
+    /// reopen them (`/proc/self/fd/1`).
+    io_owner: (u32, u32),
     /// The root filesystem's mounts, from `Create`.
     rootfs: Vec<Mount>,
     /// Whether they are mounted at the bundle's `rootfs`.
@@ -128,8 +154,17 @@ pub struct OciProcesses {
     terminal: bool,
     /// The cgroup the runtime makes, at the spec's `cgroupsPath`, when the shim can read it.
     cgroup: Option<Cgroup>,
-    /// Whether the runtime has the container (from `create` until `delete`).
+    /// Whether the runtime has the container: from a `create` that succeeded until `delete`.
+    /// A `create` that failed left nothing to delete (the runtime cleans up after itself);
+    /// and `delete --force` of an id the runtime had from elsewhere would end someone
+    /// else's container.
     created: bool,
+    /// The init's pid, once created.
+    init: Option<i32>,
+    /// Who runs what among the shim's descendants (`model/host/members.rs`): this
+    /// container's processes are registered there, so that a host-mode container of the
+    /// same shim never ends them as its strays.
+    registry: Arc<Registry>,
     /// Exec processes recorded by `Exec`, until their `Start` runs them.
     execs: HashMap<String, (oci_spec::runtime::Process, ChildStdio)>,
 }
@@ -186,6 +221,19 @@ impl OciProcesses {
         stdio: ChildStdio,
         terminal: bool,
     ) -> Result<NewProcess> {
+        let (uid, gid) = self.io_owner;
+        if (uid, gid) != (0, 0) {
+            for end in [&stdio.stdin, &stdio.stdout, &stdio.stderr]
+                .into_iter()
+                .flatten()
+            {
+                nix::unistd::fchown(end, Some(uid.into()), Some(gid.into())).map_err(
+                    Error::sys(format!(
+                        "give the stdio pipes to {uid}:{gid} (IoUid, IoGid)"
+                    )),
+                )?;
+            }
+        }
         let console = if terminal {
             Some(ConsoleSocket::new()?)
         } else {
@@ -205,7 +253,6 @@ impl OciProcesses {
             "read the pid file {}",
             pid_file.display()
         )))?;
-        let _ = std::fs::remove_file(pid_file);
         let pid: i32 = text.trim().parse().map_err(|_| Error::Io {
             context: format!("the pid file {}", pid_file.display()),
             source: io::Error::other(format!("{text:?} is not a pid")),
@@ -222,6 +269,13 @@ impl OciProcesses {
 
     fn state_file(&self) -> PathBuf {
         self.bundle.join(STATE_FILE)
+    }
+
+    /// Registers process `pid` as this container's, leading its group or session if it
+    /// does (runc's init leads a session of its own).
+    fn register(&self, pid: i32, init: bool) {
+        let leads = ProcStat::read(pid).is_ok_and(|p| p.pgid == pid || p.sid == pid);
+        self.registry.spawned(&self.id, pid, leads, init);
     }
 }
 
@@ -244,22 +298,21 @@ impl Instance for OciProcesses {
         let state = serde_json::json!({
             "binary": self.runtime.binary,
             "root": self.runtime.root,
+            "flags": self.runtime.flags,
             "id": self.id,
         });
         std::fs::write(self.state_file(), state.to_string())
             .map_err(Error::io(format!("write {}", self.state_file().display())))?;
         self.mount_rootfs().await?;
         let bundle = self.bundle.display().to_string();
+        // Kept until `release`: `delete` after a shim crash reports the init's pid from it.
         let pid_file = self.bundle.join(INIT_PID_FILE);
+        let mut args = vec!["create", "--bundle", &bundle];
+        args.extend(&self.create_flags);
+        let spawned = self.make(&args, &pid_file, stdio, self.terminal).await?;
         self.created = true;
-        let spawned = self
-            .make(
-                &["create", "--bundle", &bundle],
-                &pid_file,
-                stdio,
-                self.terminal,
-            )
-            .await?;
+        self.init = Some(spawned.pid);
+        self.register(spawned.pid, true);
         // Where the runtime put the init: a relative `cgroupsPath` (the CRI plugin's
         // `<parent>/<id>` with an empty or relative parent) is relative to the runtime's own
         // cgroup in each v1 hierarchy, which may differ between hierarchies; only the
@@ -322,7 +375,9 @@ impl Instance for OciProcesses {
             )
             .await;
         let _ = std::fs::remove_file(&spec_file);
+        let _ = std::fs::remove_file(&pid_file);
         let spawned = made?;
+        self.register(spawned.pid, false);
         info!("{}: exec {exec_id:?} runs as pid {}", self.id, spawned.pid);
         Ok(Some(spawned))
     }
@@ -380,6 +435,10 @@ impl Instance for OciProcesses {
         updated.map(|_| ())
     }
 
+    fn exit_recorded(&mut self, pid: i32) {
+        self.registry.exited(&self.id, pid, self.init == Some(pid));
+    }
+
     async fn init_exited(&mut self) {
         // In a pid namespace of its own, the kernel killed the rest with the init. Sharing
         // one (the host's, a pod's), the rest is still running: everything in the cgroup
@@ -412,6 +471,8 @@ impl Instance for OciProcesses {
             self.mounted = false;
         }
         let _ = std::fs::remove_file(self.state_file());
+        let _ = std::fs::remove_file(self.bundle.join(INIT_PID_FILE));
+        self.registry.forget(&self.id);
     }
 }
 
@@ -481,7 +542,13 @@ pub async fn clean_up_after_crash(bundle: &Path, router: Arc<Router>) -> Option<
     ) {
         (Some(binary), Some(root), Some(id)) => {
             let log = bundle.join(LOG_FILE);
-            let runtime = Runtime::new(Path::new(binary), Path::new(root), &log, router);
+            let flags = state["flags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect();
+            let runtime = Runtime::new(Path::new(binary), Path::new(root), flags, &log, router);
             if let Err(err) = runtime.run(&["delete", "--force", id], None).await {
                 info!("{id}: {err}");
             }

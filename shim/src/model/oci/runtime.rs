@@ -1,7 +1,9 @@
 //! An OCI runtime's command line (runc, crun, runsc): what the OCI mode (`model/oci/mod.rs`) runs.
 //!
-//! Every command is `BINARY --root ROOT --log LOG --log-format json SUBCOMMAND ...`, as
-//! containerd's runc shim runs it. The runtime is the shim's child like any other, and the
+//! Every command is `BINARY --root ROOT --log LOG --log-format json [--systemd-cgroup]
+//! [--criu PATH] SUBCOMMAND ...`, as containerd's runc shim runs it: under a deadline (the
+//! request's, or [`DEFAULT_DEADLINE`]) past which it is killed and the call fails with
+//! `DeadlineExceeded`, and with a parent-death signal, so that it never outlives the shim. The runtime is the shim's child like any other, and the
 //! shim's one reaper collects it (`task/exits.rs`): [`Runtime::run`] spawns it and waits for its
 //! exit through the router, never with `Child::wait`, which would race the reaper.
 //! rust-extensions' `runc` crate could do the same today: its client has `exec`, a console
@@ -16,19 +18,28 @@
 use std::{
     ffi::OsStr,
     io::{Read, Seek, SeekFrom},
-    os::fd::OwnedFd,
+    os::{fd::OwnedFd, unix::process::CommandExt},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::Arc,
+    time::Duration,
 };
 
 use log::debug;
 
 use crate::{
     error::{Error, Result},
+    model,
     stdio::ChildStdio,
+    sys::{self, Signal},
     task::exits::Router,
 };
+
+/// How long a runtime command may take when the request has no deadline of its own (or no
+/// request waits for it): the kubelet's default for a runtime request, 2 minutes. runc-v2
+/// waits for ever without one; a hook that hangs, or a `runc delete` stuck on a process in
+/// `D` state, would then hold the container as long as the shim lives.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 
 /// One OCI runtime binary with its state directory.
 #[derive(Clone)]
@@ -37,6 +48,8 @@ pub struct Runtime {
     pub binary: PathBuf,
     /// Its state directory (`--root`).
     pub root: PathBuf,
+    /// Its global flags after `--root` and `--log` (`--systemd-cgroup`, `--criu PATH`).
+    pub flags: Vec<String>,
     /// Its log (`--log`): the container's `log.json` in the bundle, as runc-v2's.
     pub log: PathBuf,
     /// Where the shim's children's exits arrive.
@@ -53,10 +66,17 @@ pub struct Ran {
 
 impl Runtime {
     /// The runtime `binary` with its state in `root`, logging into `log`.
-    pub fn new(binary: &Path, root: &Path, log: &Path, router: Arc<Router>) -> Runtime {
+    pub fn new(
+        binary: &Path,
+        root: &Path,
+        flags: Vec<String>,
+        log: &Path,
+        router: Arc<Router>,
+    ) -> Runtime {
         Runtime {
             binary: binary.to_path_buf(),
             root: root.to_path_buf(),
+            flags,
             log: log.to_path_buf(),
             router,
         }
@@ -93,6 +113,7 @@ impl Runtime {
             .first()
             .map(|a| a.as_ref().to_string_lossy().into_owned())
             .unwrap_or_default();
+        let started = std::time::Instant::now();
         let log_start = std::fs::metadata(&self.log).map_or(0, |m| m.len());
         let has_stdio = stdio.is_some();
         let mut command = Command::new(&self.binary);
@@ -102,7 +123,12 @@ impl Runtime {
             .arg("--log")
             .arg(&self.log)
             .args(["--log-format", "json"])
+            .args(&self.flags)
             .args(args);
+        // SAFETY: prctl is async-signal-safe, and the closure allocates nothing.
+        unsafe {
+            command.pre_exec(sys::child::die_with_parent);
+        }
         match stdio {
             Some(stdio) => command
                 .stdin(ChildStdio::for_command(stdio.stdin))
@@ -140,8 +166,22 @@ impl Runtime {
         // Our copies of the pipes' write ends went with `command`; a reader sees end-of-file
         // once the runtime (and whatever it left running with them) closed theirs.
         drop(command);
-        let (stdout, stderr) = tokio::join!(read_all(out_pipe), read_all(err_pipe));
-        let code = exit.code().await;
+        let deadline = model::deadline(DEFAULT_DEADLINE);
+        let finished = tokio::time::timeout_at(deadline.into(), async {
+            let (stdout, stderr) = tokio::join!(read_all(out_pipe), read_all(err_pipe));
+            (stdout, stderr, exit.code().await)
+        });
+        let Ok((stdout, stderr, code)) = finished.await else {
+            // Its exit, whenever it comes, is the reaper's; nobody waits for it any more.
+            let _ = sys::signal_pidfd(&*pidfd, Signal::KILL);
+            let limit = deadline.saturating_duration_since(started);
+            return Err(Error::DeadlineExceeded(format!(
+                "{} {what} did not finish within {limit:?} (the request's deadline, or {:?}): \
+                 killed",
+                self.name(),
+                DEFAULT_DEADLINE
+            )));
+        };
         debug!("{} {what}: exit code {code}", self.name());
         if code != 0 {
             return Err(self.error(&what, code, log_start, &stderr));
