@@ -42,6 +42,9 @@ pub const RUNTIME: &str = "com.example.sample.v2";
 /// The name of the shim binary, as containerd derives it from [`RUNTIME`].
 pub const SHIM_BINARY: &str = "containerd-shim-sample-v2";
 
+/// containerd's runc shim's binary name, which our shim answers to as a drop-in.
+pub const RUNC_V2_BINARY: &str = "containerd-shim-runc-v2";
+
 /// The annotation that makes the shim run the spec's own process (spec mode).
 pub const SPEC_MODE: &str = "com.example.sample.process=spec";
 
@@ -81,6 +84,10 @@ pub struct Containerd {
     /// What the daemon's environment has besides ours (for restarts).
     env: Vec<(String, String)>,
 }
+
+/// The CRI handler (containerd 1.7 and later) for our shim standing in for runc-v2: runtime
+/// type `io.containerd.runc.v2`, our binary as its `runtime_path`, runc's options.
+pub const DROP_IN_HANDLER: &str = "sample-runc-v2";
 
 /// The CRI handler for our shim in the OCI mode (with runc), beside
 /// [`shim_demo::cri::HANDLER`] (the host mode) and `runc` (containerd's runc-v2 shim).
@@ -231,19 +238,31 @@ impl Containerd {
     /// [`Containerd::start`] with `env` added to the daemon's environment, which its shims
     /// inherit (the shim's `SAMPLE_SHIM_CGROUPS`).
     pub fn start_with_env(env: &[(&str, &str)]) -> Option<Containerd> {
-        Self::start_with_options(false, env)
+        Self::start_with_options(false, false, env)
+    }
+
+    /// A private containerd whose runc-v2 is our shim: the binary is also on its `PATH` as
+    /// `containerd-shim-runc-v2`, what containerd runs for `io.containerd.runc.v2` (1.6
+    /// ignores a handler's `runtime_path`: this is its only way). `cri` adds the CRI
+    /// plugin, whose `runc` handler is then ours, with the images imported.
+    pub fn start_drop_in(cri: bool) -> Option<Containerd> {
+        let containerd = Self::start_with_options(cri, true, &[])?;
+        if cri {
+            containerd.import_cri_images();
+        }
+        Some(containerd)
     }
 
     fn start_with(cri: bool) -> Option<Containerd> {
-        Self::start_with_options(cri, &[])
+        Self::start_with_options(cri, false, &[])
     }
 
-    fn start_with_options(cri: bool, env: &[(&str, &str)]) -> Option<Containerd> {
+    fn start_with_options(cri: bool, drop_in: bool, env: &[(&str, &str)]) -> Option<Containerd> {
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        match Self::try_start(cri, env) {
+        match Self::try_start(cri, drop_in, env) {
             Ok(containerd) => Some(containerd),
             Err(err) if std::env::var(SKIP_VAR).as_deref() == Ok("1") => {
                 eprintln!("\n!!!!!!!! SKIPPED: {err:#}\n!!!!!!!! ({SKIP_VAR}=1 is set)\n");
@@ -257,7 +276,7 @@ impl Containerd {
         }
     }
 
-    fn try_start(cri: bool, env: Vec<(String, String)>) -> Result<Containerd> {
+    fn try_start(cri: bool, drop_in: bool, env: Vec<(String, String)>) -> Result<Containerd> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             bail!("these tests run containerd and must run as root");
@@ -273,6 +292,9 @@ impl Containerd {
         let bin = root.join("bin");
         fs::create_dir(&bin)?;
         std::os::unix::fs::symlink(&shim, bin.join(SHIM_BINARY))?;
+        if drop_in {
+            std::os::unix::fs::symlink(&shim, bin.join(RUNC_V2_BINARY))?;
+        }
         let address = root.join("containerd.sock");
         let config = if cri {
             cri_config_toml(root, &containerd)?
@@ -907,16 +929,40 @@ pub fn binary_version(containerd: &Path) -> Result<(u32, u32)> {
 /// to version 3's `io.containerd.cri.v1.runtime` and `io.containerd.cri.v1.images`.
 fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
     let r = root.display();
-    let (major, _) = binary_version(containerd)?;
+    let (major, minor) = binary_version(containerd)?;
     let common = config_toml(root).replace(
         r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]"#,
         r#"disabled_plugins = ["io.containerd.nri.v1.nri"]"#,
     );
     let (handler, image, runtime) = (shim_demo::cri::HANDLER, image::PAUSE, RUNTIME);
-    // The OCI mode's handler names an options file selecting runc.
+    // The OCI mode's handler names an options file selecting runc; the host mode's one
+    // asking for the host mode (the CRI plugin's containers are refused it otherwise).
     let oci_options = root.join("sample-oci.toml");
-    fs::write(&oci_options, "binary_name = \"runc\"\n")?;
-    let (oci, oci_options) = (OCI_HANDLER, oci_options.display());
+    fs::write(&oci_options, "BinaryName = \"runc\"\n")?;
+    let host_options = root.join("sample-host.toml");
+    fs::write(&host_options, "mode = \"host\"\n")?;
+    let (oci, oci_options, host_options) =
+        (OCI_HANDLER, oci_options.display(), host_options.display());
+    // containerd 1.7 and later honour a handler's `runtime_path`: our binary stands in for
+    // runc-v2 under runc-v2's runtime type and options (1.6 starts runc-v2's binary from
+    // its PATH whatever the path says: [`Containerd::start_cri_drop_in`] is its way).
+    let shim = shim_binary()?;
+    let drop_in = |section: &str| {
+        if (major, minor) < (1, 7) {
+            return String::new();
+        }
+        format!(
+            r#"
+[{section}.containerd.runtimes.{DROP_IN_HANDLER}]
+  runtime_type = "io.containerd.runc.v2"
+  runtime_path = "{}"
+  [{section}.containerd.runtimes.{DROP_IN_HANDLER}.options]
+    BinaryName = "runc"
+    SystemdCgroup = false
+"#,
+            shim.display()
+        )
+    };
     let cri = if major >= 2 {
         format!(
             r#"
@@ -937,6 +983,8 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{handler}]
   runtime_type = "{runtime}"
   pod_annotations = ["com.example.sample.*"]
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{handler}.options]
+    ConfigPath = "{host_options}"
 
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{oci}]
   runtime_type = "{runtime}"
@@ -954,7 +1002,8 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
-"#
+{}"#,
+            drop_in(r#"plugins."io.containerd.cri.v1.runtime""#)
         )
     } else {
         format!(
@@ -977,6 +1026,8 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}]
   runtime_type = "{runtime}"
   pod_annotations = ["com.example.sample.*"]
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}.options]
+    ConfigPath = "{host_options}"
 
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{oci}]
   runtime_type = "{runtime}"
@@ -990,7 +1041,8 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
 [plugins."io.containerd.grpc.v1.cri".cni]
   bin_dir = "{r}/cni/bin"
   conf_dir = "{r}/cni/conf"
-"#
+{}"#,
+            drop_in(r#"plugins."io.containerd.grpc.v1.cri""#)
         )
     };
     let version = if major >= 2 {
