@@ -253,6 +253,17 @@ impl Containerd {
         Some(containerd)
     }
 
+    /// [`Containerd::start_drop_in`] with the CRI plugin and a pod network, as
+    /// [`Containerd::start_cri_with_cni`]: critest's daemon for our shim as runc-v2.
+    pub fn start_drop_in_with_cni() -> Option<Containerd> {
+        let mut containerd = Self::start_with_options(true, true, &[])?;
+        if let Err(err) = containerd.set_up_cni() {
+            panic!("{err:#} (apt-get install -y containernetworking-plugins iptables)");
+        }
+        containerd.import_cri_images();
+        Some(containerd)
+    }
+
     fn start_with(cri: bool) -> Option<Containerd> {
         Self::start_with_options(cri, false, &[])
     }
