@@ -89,6 +89,10 @@ pub struct Containerd {
 /// type `io.containerd.runc.v2`, our binary as its `runtime_path`, runc's options.
 pub const DROP_IN_HANDLER: &str = "sample-runc-v2";
 
+/// A CRI handler of our runtime type with runc-v2's options table (`BinaryName`,
+/// `SystemdCgroup`), as an operator switching from runc writes it.
+pub const RUNC_TABLE_HANDLER: &str = "sample-runc-table";
+
 /// The CRI handler for our shim in the OCI mode (with runc), beside
 /// [`shim_demo::cri::HANDLER`] (the host mode) and `runc` (containerd's runc-v2 shim).
 pub const OCI_HANDLER: &str = "sample-oci";
@@ -1002,9 +1006,21 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
   [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{oci}.options]
     ConfigPath = "{oci_options}"
 
-# Listing runtimes replaces the default list: runc stays the default, under its usual name.
+# Listing runtimes replaces the default list: runc stays the default, under its usual name,
+# with the options table an operator has for it.
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+    BinaryName = "runc"
+    SystemdCgroup = false
+
+# runc's table on our runtime type: containerd 1.6 drops both keys (the shim must refuse the
+# pod rather than run it on the host), 1.7 and later pass them as ConfigBody.
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{RUNC_TABLE_HANDLER}]
+  runtime_type = "{runtime}"
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{RUNC_TABLE_HANDLER}.options]
+    BinaryName = "runc"
+    SystemdCgroup = false
 
 [plugins."io.containerd.cri.v1.runtime".cni]
   bin_dir = "{r}/cni/bin"
@@ -1045,9 +1061,21 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{oci}.options]
     ConfigPath = "{oci_options}"
 
-# Listing runtimes replaces the default list: runc stays the default, under its usual name.
+# Listing runtimes replaces the default list: runc stays the default, under its usual name,
+# with the options table an operator has for it.
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+    BinaryName = "runc"
+    SystemdCgroup = false
+
+# runc's table on our runtime type: containerd 1.6 drops both keys (the shim must refuse the
+# pod rather than run it on the host), 1.7 and later pass them as ConfigBody.
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNC_TABLE_HANDLER}]
+  runtime_type = "{runtime}"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNC_TABLE_HANDLER}.options]
+    BinaryName = "runc"
+    SystemdCgroup = false
 
 [plugins."io.containerd.grpc.v1.cri".cni]
   bin_dir = "{r}/cni/bin"

@@ -71,7 +71,7 @@ fn options_file(cd: &Containerd, name: &str, text: &str) -> String {
 
 /// The options file selecting `binary`.
 fn config(cd: &Containerd, binary: &str) -> String {
-    options_file(cd, binary, &format!("binary_name = \"{binary}\"\n"))
+    options_file(cd, binary, &format!("BinaryName = \"{binary}\"\n"))
 }
 
 /// The arguments of `ctr run <flags>` of `args` in busybox as `id`, in the OCI mode with
@@ -436,7 +436,7 @@ fn bad_configurations_and_runtime_errors_are_refused_and_leave_nothing() {
             options_file(
                 &cd,
                 "unknown",
-                "binary_name = \"runc\"\nsystemd_cgroup = \"true\"\n",
+                "BinaryName = \"runc\"\nsystemd_cgroup = true\n",
             ),
             "unknown key \"systemd_cgroup\"".into(),
         ),
@@ -453,8 +453,16 @@ fn bad_configurations_and_runtime_errors_are_refused_and_leave_nothing() {
             "is not an executable file".into(),
         ),
         (
-            options_file(&cd, "empty", "root = \"/run/x\"\n"),
-            "no binary_name".into(),
+            options_file(&cd, "typed", "SystemdCgroup = \"false\"\n"),
+            "SystemdCgroup takes true or false".into(),
+        ),
+        (
+            options_file(
+                &cd,
+                "contradiction",
+                "mode = \"host\"\nBinaryName = \"runc\"\n",
+            ),
+            "take no OCI runtime option (got BinaryName)".into(),
         ),
     ];
     for (index, (config, needle)) in cases.iter().enumerate() {

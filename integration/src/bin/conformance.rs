@@ -1,16 +1,22 @@
 //! `make conformance` (`scripts/conformance.sh`): Kubernetes' CRI validation suite, critest
-//! 1.36, against three runtime handlers of one private containerd with the CRI plugin and a
-//! pod network (CNI `bridge` + `portmap`), one handler after the other:
+//! 1.36, against four runtime handlers, one after the other, in private containerds with
+//! the CRI plugin and a pod network (CNI `bridge` + `portmap`):
 //!
 //! - `runc`: containerd's Go runc-v2 shim, the reference;
 //! - `sample-oci`: our shim in the OCI mode, with the same runc;
+//! - `sample-runc-v2`: our binary standing in for runc-v2 (the drop-in): runc-v2's runtime
+//!   type and options, the same runc. containerd 1.7 and later run it for the handler of
+//!   that name (`runtime_path`); 1.6 ignores `runtime_path`, so there the run is the handler
+//!   `runc` of a second daemon whose `containerd-shim-runc-v2` is ours
+//!   ([`Containerd::start_drop_in_with_cni`]);
 //! - `sample`: our shim in the host mode, restricted to the specs that cannot change the
 //!   host ([`HOST_SAFE`]).
 //!
 //! Usage: `conformance --critest PATH [--out DIR] [--handlers a,b] [--focus REGEX]` (the last
-//! two for a developer's partial runs; the checks then compare what ran). Writes `DIR/<handler>.json` (ginkgo's
-//! report), `DIR/<handler>.log` and `DIR/RESULTS.md`, prints the table, and fails when
-//! `sample-oci` fails a spec `runc` passes, or the host mode fails one of its subset.
+//! two for a developer's partial runs, `--handlers` taking the names above; the checks then
+//! compare what ran). Writes `DIR/<name>.json` (ginkgo's report), `DIR/<name>.log` and
+//! `DIR/RESULTS.md`, prints the table, and fails when `sample-oci` or the drop-in fails a
+//! spec `runc` passes, or the host mode fails one of its subset.
 //!
 //! No registry is reachable: the test images are made offline (busybox, and a pause image
 //! for the sandboxes), and the specs that pull images are skipped.
@@ -25,7 +31,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use integration::{image, Containerd, OCI_HANDLER};
+use integration::{image, Containerd, DROP_IN_HANDLER, OCI_HANDLER};
 
 /// The specs that pull images from a registry: none is reachable.
 const PULLS: &str = "Image Manager|Image Consistency|Image Identifier Consistency";
@@ -54,6 +60,18 @@ enum Outcome {
     Skipped,
 }
 
+/// One critest run: a handler of a daemon.
+struct Run<'a> {
+    /// What `--handlers` selects, the report's column and the files' names.
+    name: &'static str,
+    /// The daemon critest talks to.
+    cd: &'a Containerd,
+    /// The handler critest asks that daemon for (`--runtime-handler`).
+    handler: &'static str,
+    /// Only the specs matching this, if given (`--ginkgo.focus`).
+    focus: Option<&'a str>,
+}
+
 fn main() -> Result<()> {
     let arg = |flag: &str| {
         std::env::args()
@@ -78,23 +96,58 @@ fn main() -> Result<()> {
         .skip_while(|a| a != "--handlers")
         .nth(1)
         .map(|list| list.split(',').map(str::to_string).collect::<Vec<_>>());
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == name));
     let focus_arg = std::env::args().skip_while(|a| a != "--focus").nth(1);
-    let handlers: Vec<(&str, Option<&str>)> = [
-        ("runc", focus_arg.as_deref()),
-        (OCI_HANDLER, focus_arg.as_deref()),
-        (shim_demo::cri::HANDLER, Some(HOST_SAFE)),
-    ]
-    .into_iter()
-    .filter(|(h, _)| only.as_ref().is_none_or(|o| o.iter().any(|x| x == h)))
-    .collect();
+    let focus = focus_arg.as_deref();
+    // The drop-in's daemon: on 1.6 a second one, started only when its run is wanted.
+    let drop_in_daemon = if wanted(DROP_IN_HANDLER) && !honours_runtime_path(&cd)? {
+        Some(Containerd::start_drop_in_with_cni().context("a containerd whose runc-v2 is ours")?)
+    } else {
+        None
+    };
+    let (drop_in_cd, drop_in_handler) = match &drop_in_daemon {
+        Some(second) => (second, "runc"),
+        None => (&cd, DROP_IN_HANDLER),
+    };
+    let runs = [
+        Run {
+            name: "runc",
+            cd: &cd,
+            handler: "runc",
+            focus,
+        },
+        Run {
+            name: OCI_HANDLER,
+            cd: &cd,
+            handler: OCI_HANDLER,
+            focus,
+        },
+        Run {
+            name: DROP_IN_HANDLER,
+            cd: drop_in_cd,
+            handler: drop_in_handler,
+            focus,
+        },
+        Run {
+            name: shim_demo::cri::HANDLER,
+            cd: &cd,
+            handler: shim_demo::cri::HANDLER,
+            focus: Some(HOST_SAFE),
+        },
+    ];
     let mut results: Vec<(&str, BTreeMap<String, Outcome>, f64)> = Vec::new();
-    for (handler, focus) in handlers {
-        eprintln!("== critest, handler {handler}");
+    for run in runs.iter().filter(|run| wanted(run.name)) {
+        eprintln!("== critest, {} (handler {})", run.name, run.handler);
         let started = Instant::now();
-        let outcomes = critest_run(&critest, &cd, &out, &images, handler, focus)?;
-        results.push((handler, outcomes, started.elapsed().as_secs_f64()));
+        let outcomes = critest_run(&critest, run, &out, &images)?;
+        results.push((run.name, outcomes, started.elapsed().as_secs_f64()));
     }
-    let report = report(&cd, &results);
+    let drop_in_label = if drop_in_daemon.is_some() {
+        "runc-v2 → ours (drop-in), handler `runc` of a second daemon"
+    } else {
+        "runc-v2 → ours (drop-in), `runtime_path`"
+    };
+    let report = report(&cd, &results, drop_in_label);
     fs::write(out.join("RESULTS.md"), &report.0)?;
     print!("{}", report.0);
     if !report.1.is_empty() {
@@ -103,19 +156,29 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Runs critest against `handler` (only the specs matching `focus`, if given); returns
-/// each spec's outcome, from ginkgo's JSON report.
+/// Whether `cd` runs a handler's `runtime_path` (containerd 1.7 and later), so that its
+/// [`DROP_IN_HANDLER`] is our binary; 1.6 runs runc-v2's binary from its `PATH` instead.
+fn honours_runtime_path(cd: &Containerd) -> Result<bool> {
+    let version = cd.server_version();
+    let mut parts = version.trim_start_matches('v').split(['.', '~', '+', '-']);
+    let mut next = || parts.next().and_then(|part| part.parse::<u32>().ok());
+    let (major, minor) = next()
+        .zip(next())
+        .with_context(|| format!("no version in the daemon's answer: {version:?}"))?;
+    Ok((major, minor) >= (1, 7))
+}
+
+/// Runs critest against `run`'s handler (only the specs matching its focus, if given);
+/// returns each spec's outcome, from ginkgo's JSON report.
 fn critest_run(
     critest: &Path,
-    cd: &Containerd,
+    run: &Run,
     out: &Path,
     images: &Path,
-    handler: &str,
-    focus: Option<&str>,
 ) -> Result<BTreeMap<String, Outcome>> {
-    let endpoint = format!("unix://{}", cd.address.display());
-    let json = out.join(format!("{handler}.json"));
-    let log = fs::File::create(out.join(format!("{handler}.log")))?;
+    let endpoint = format!("unix://{}", run.cd.address.display());
+    let json = out.join(format!("{}.json", run.name));
+    let log = fs::File::create(out.join(format!("{}.log", run.name)))?;
     let mut command = Command::new(critest);
     command
         .args([
@@ -124,14 +187,14 @@ fn critest_run(
             "--image-endpoint",
             &endpoint,
         ])
-        .args(["--runtime-handler", handler])
+        .args(["--runtime-handler", run.handler])
         .arg("--test-images-file")
         .arg(images)
         .args(["--ginkgo.skip", PULLS, "--ginkgo.no-color"])
         .arg(format!("--ginkgo.json-report={}", json.display()))
         .stdout(log.try_clone()?)
         .stderr(log);
-    if let Some(focus) = focus {
+    if let Some(focus) = run.focus {
         command.args(["--ginkgo.focus", focus]);
     }
     // critest exits 1 when a spec fails: the report says which.
@@ -161,10 +224,12 @@ fn critest_run(
     Ok(outcomes)
 }
 
-/// The report (Markdown) and the problems that fail the run.
+/// The report (Markdown) and the problems that fail the run. `drop_in_label` says how the
+/// drop-in ran.
 fn report(
     cd: &Containerd,
     results: &[(&str, BTreeMap<String, Outcome>, f64)],
+    drop_in_label: &str,
 ) -> (String, Vec<String>) {
     let mut md = String::new();
     let _ = writeln!(
@@ -174,11 +239,16 @@ fn report(
     );
     let _ = writeln!(md, "| handler | passed | failed | skipped | time (s) |");
     let _ = writeln!(md, "|---|---:|---:|---:|---:|");
-    for (handler, outcomes, seconds) in results {
+    for (name, outcomes, seconds) in results {
         let count = |o: Outcome| outcomes.values().filter(|v| **v == o).count();
+        let label = if *name == DROP_IN_HANDLER {
+            format!("{name}: {drop_in_label}")
+        } else {
+            name.to_string()
+        };
         let _ = writeln!(
             md,
-            "| {handler} | {} | {} | {} | {seconds:.0} |",
+            "| {label} | {} | {} | {} | {seconds:.0} |",
             count(Outcome::Passed),
             count(Outcome::Failed),
             count(Outcome::Skipped)
@@ -188,47 +258,47 @@ fn report(
     let by = |name: &str| results.iter().find(|r| r.0 == name).map(|r| &r.1);
     let empty = BTreeMap::new();
     let runc = by("runc").unwrap_or(&empty);
-    let oci = by(OCI_HANDLER).unwrap_or(&empty);
-    let host = by(shim_demo::cri::HANDLER).unwrap_or(&empty);
-    if runc.is_empty() && !oci.is_empty() {
-        for (spec, outcome) in oci {
-            if *outcome == Outcome::Failed {
-                problems.push(format!("{OCI_HANDLER} fails: {spec}"));
+    // Ours with runc, each held to what containerd's runc-v2 passes; without a `runc` run
+    // (a partial run), to passing everything it ran.
+    for name in [OCI_HANDLER, DROP_IN_HANDLER] {
+        let Some(ours) = by(name) else { continue };
+        if runc.is_empty() {
+            let failed = ours.iter().filter(|(_, o)| **o == Outcome::Failed);
+            problems.extend(failed.map(|(spec, _)| format!("{name} fails: {spec}")));
+            continue;
+        }
+        for (spec, outcome) in runc {
+            if *outcome == Outcome::Passed && ours.get(spec) != Some(&Outcome::Passed) {
+                problems.push(format!("{name} fails a spec runc passes: {spec}"));
             }
         }
     }
+    for (spec, outcome) in by(shim_demo::cri::HANDLER).unwrap_or(&empty) {
+        if *outcome == Outcome::Failed {
+            problems.push(format!("the host mode fails a spec of its subset: {spec}"));
+        }
+    }
     let _ = writeln!(md, "\n## Every spec that ran\n");
-    let _ = writeln!(
-        md,
-        "| spec | runc | {OCI_HANDLER} | {} |",
-        shim_demo::cri::HANDLER
-    );
-    let _ = writeln!(md, "|---|---|---|---|");
+    let names: Vec<&str> = results.iter().map(|r| r.0).collect();
+    let _ = writeln!(md, "| spec | {} |", names.join(" | "));
+    let _ = writeln!(md, "|---|{}", "---|".repeat(names.len()));
     let word = |o: Option<&Outcome>| match o {
         Some(Outcome::Passed) => "pass",
         Some(Outcome::Failed) => "FAIL",
         Some(Outcome::Skipped) | None => "-",
     };
-    for (spec, outcome) in runc {
-        if *outcome == Outcome::Skipped && oci.get(spec) == Some(&Outcome::Skipped) {
+    let specs: std::collections::BTreeSet<&String> =
+        results.iter().flat_map(|r| r.1.keys()).collect();
+    for spec in specs {
+        let outcomes: Vec<Option<&Outcome>> = results.iter().map(|r| r.1.get(spec)).collect();
+        if outcomes
+            .iter()
+            .all(|o| matches!(o, Some(Outcome::Skipped) | None))
+        {
             continue;
         }
-        let _ = writeln!(
-            md,
-            "| {spec} | {} | {} | {} |",
-            word(Some(outcome)),
-            word(oci.get(spec)),
-            word(host.get(spec))
-        );
-        if *outcome == Outcome::Passed && !oci.is_empty() && oci.get(spec) != Some(&Outcome::Passed)
-        {
-            problems.push(format!("{OCI_HANDLER} fails a spec runc passes: {spec}"));
-        }
-    }
-    for (spec, outcome) in host {
-        if *outcome == Outcome::Failed {
-            problems.push(format!("the host mode fails a spec of its subset: {spec}"));
-        }
+        let words: Vec<&str> = outcomes.into_iter().map(word).collect();
+        let _ = writeln!(md, "| {spec} | {} |", words.join(" | "));
     }
     (md, problems)
 }
