@@ -205,6 +205,79 @@ impl Neighbour {
     }
 }
 
+/// The OCI mode: a runtime `create` that hangs past the request's deadline (`ctr
+/// --timeout`, which containerd passes on to the shim) is killed by the shim itself, and
+/// `Create` fails saying so; the neighbour's `Pids` is served meanwhile.
+#[test]
+fn a_runtime_call_past_its_deadline_is_killed_by_the_shim() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = script(dir.path(), "hung-runtime", HUNG_RUNTIME);
+    let options = dir.path().join("options.toml");
+    fs::write(
+        &options,
+        format!("BinaryName = \"{}\"\n", runtime.display()),
+    )
+    .expect("write the options");
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let first = Neighbour::start(&cd, None);
+    let options = options.display().to_string();
+    let mut args = vec!["--timeout", "4s"];
+    args.extend(cd.run_args("-d", "second", &["sleep", "1000"]));
+    args.splice(
+        3..3,
+        ["--annotation", GROUP, "--runtime-config-path", &options],
+    );
+    let mut second = ChildGuard(
+        cd.ctr_with(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ctr run second"),
+    );
+    let hung = poll_until(Duration::from_secs(10), "the hung runtime", || {
+        proc::descendants(first.shim).into_iter().find(|&pid| {
+            proc::comm(pid) == "sleep"
+                && proc::cmdline(pid).iter().any(|a| a == "1000")
+                && pid != first.pid
+        })
+    });
+    let (ps, ps_took) = timed(|| cd.ctr_output(&["task", "ps", "first"]));
+    eprintln!(
+        "while the runtime hangs: ctr task ps first {ps_took:?} (baseline {:?})",
+        first.ps_baseline
+    );
+    assert!(ps.status.success(), "ctr task ps: {}", text(&ps));
+    assert!(
+        ps_took <= first.ps_baseline + SLACK,
+        "ctr task ps first took {ps_took:?} (baseline {:?})",
+        first.ps_baseline
+    );
+    // Nobody but the shim ends the runtime.
+    let (ok, message) = outcome(&mut second.0, Duration::from_secs(20));
+    assert!(!ok, "ctr run second succeeded: {message}");
+    poll_until(
+        Duration::from_secs(10),
+        "the shim to kill the hung runtime",
+        || (!proc::alive(hung)).then_some(()),
+    );
+    let log = cd.log();
+    assert!(
+        log.contains("hung-runtime create did not finish within"),
+        "the shim says why: {}",
+        log.lines()
+            .filter(|l| l.contains("second"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The neighbour was never touched.
+    assert!(proc::alive(first.pid), "first still runs");
+    cd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "first"]);
+    cd.ctr_output(&["task", "rm", "second"]);
+    first.finish(&cd);
+}
+
 #[test]
 fn a_logger_that_never_gets_ready_stalls_no_neighbour() {
     let dir = tempfile::tempdir().expect("tempdir");

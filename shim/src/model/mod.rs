@@ -234,13 +234,23 @@ pub async fn within_request<F: std::future::Future>(timeout_nano: i64, work: F) 
     REQUEST_DEADLINE.scope(deadline, work).await
 }
 
-/// The moment a call made for the current request must end: the request's deadline, or
-/// `default` from now when it has none (or when no request is being served: a `delete`
-/// after a crash, an exit's cleanup), whichever comes first.
+/// How much earlier than the request's deadline a call made for it ends: the ttrpc server
+/// drops a request at its deadline with a bare "timed out", so the call fails a little
+/// before, and its own error (what hung, for how long) is what containerd receives.
+const ANSWER_MARGIN: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The moment a call made for the current request must end: shortly before the request's
+/// deadline ([`ANSWER_MARGIN`]), or `default` from now when it has none (or when no request
+/// is being served: a `delete` after a crash, an exit's cleanup), whichever comes first.
 pub fn deadline(default: std::time::Duration) -> std::time::Instant {
-    let own = std::time::Instant::now() + default;
+    let now = std::time::Instant::now();
+    let own = now + default;
     match REQUEST_DEADLINE.try_with(|d| *d) {
-        Ok(Some(request)) => request.min(own),
+        Ok(Some(request)) => request
+            .checked_sub(ANSWER_MARGIN)
+            .unwrap_or(request)
+            .max(now)
+            .min(own),
         _ => own,
     }
 }

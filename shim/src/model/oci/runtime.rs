@@ -25,7 +25,7 @@ use std::{
     time::Duration,
 };
 
-use log::debug;
+use log::{debug, warn};
 
 use crate::{
     error::{Error, Result},
@@ -175,12 +175,14 @@ impl Runtime {
             // Its exit, whenever it comes, is the reaper's; nobody waits for it any more.
             let _ = sys::signal_pidfd(&*pidfd, Signal::KILL);
             let limit = deadline.saturating_duration_since(started);
-            return Err(Error::DeadlineExceeded(format!(
-                "{} {what} did not finish within {limit:?} (the request's deadline, or {:?}): \
+            let message = format!(
+                "{} {what} did not finish within {limit:.1?} (the request's deadline, or {:?}): \
                  killed",
                 self.name(),
                 DEFAULT_DEADLINE
-            )));
+            );
+            warn!("{message}");
+            return Err(Error::DeadlineExceeded(message));
         };
         debug!("{} {what}: exit code {code}", self.name());
         if code != 0 {
