@@ -333,3 +333,66 @@ fn delete_after_a_crash_of_the_shared_shim_touches_only_its_own_container() {
         let _ = cd.ctr_output(&["container", "rm", id]);
     }
 }
+
+/// A host-mode container and an OCI-mode one in one shim (a group), the host mode without
+/// cgroups, so that its members are found through the process tree: the host container's
+/// end does not take the real container's processes for its strays, nor the other way
+/// round.
+#[test]
+fn a_host_container_and_a_real_one_in_one_shim_never_end_each_other() {
+    let Some(cd) = Containerd::start_with_env(&[("SAMPLE_SHIM_CGROUPS", "off")]) else {
+        return;
+    };
+    let busybox = cd.import_busybox();
+    let options = cd.dir().join("runc.toml");
+    std::fs::write(&options, "BinaryName = \"runc\"\n").expect("write the options");
+    let options = options.display().to_string();
+    let out = cd.ctr_output(&[
+        "run",
+        "-d",
+        "--runtime",
+        integration::RUNTIME,
+        "--runtime-config-path",
+        &options,
+        "--annotation",
+        GROUP,
+        busybox,
+        "real",
+        "sh",
+        "-c",
+        "sleep 1000 & sleep 1000 & wait",
+    ]);
+    assert!(out.status.success(), "ctr run real: {}", stderr(&out));
+    let real_init = cd.wait_status("real", "RUNNING");
+    let real: Vec<i32> = poll_until(Duration::from_secs(5), "real's two sleeps", || {
+        let pids: Vec<i32> = cd
+            .ctr_ok(&["task", "ps", "real"])
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+        (pids.len() == 3).then_some(pids)
+    });
+    // The host container leaves a daemon of its own behind (a stray), then exits.
+    let out = run(
+        &cd,
+        cd.namespace(),
+        "host",
+        &[GROUP],
+        &["sh", "-c", "setsid sleep 1000 & sleep 1"],
+    );
+    assert!(out.status.success(), "ctr run host: {}", stderr(&out));
+    assert_eq!(cd.the_shim(), cd.shim_pids()[0], "one shim for both");
+    cd.wait_status("host", "STOPPED");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        real.iter()
+            .chain([&real_init])
+            .all(|&p| integration::proc::alive(p)),
+        "the host container's end reached the real container's processes"
+    );
+    cd.ctr_ok(&["task", "rm", "host"]);
+    cd.ctr_ok(&["container", "rm", "host"]);
+    cd.kill_and_remove("real", "SIGKILL");
+    cd.wait_shims_gone();
+}
