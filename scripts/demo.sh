@@ -81,7 +81,9 @@ disabled_plugins = [$disabled]
 TOML
 # The sandbox image: the pause image the OCI mode runs (the host mode runs its own pause).
 image=localhost/sample-shim-test/pause:1
-printf 'binary_name = "runc"\n' >"$dir/sample-oci.toml"
+printf 'BinaryName = "runc"\n' >"$dir/sample-oci.toml"
+# The host mode runs a pod only when its handler asks for it by name.
+printf 'mode = "host"\n' >"$dir/sample-host.toml"
 if [ "$tour" = pod ] && [ "$config_version" = 2 ]; then
     cat >>"$dir/config.toml" <<TOML
 [plugins."io.containerd.grpc.v1.cri"]
@@ -93,6 +95,8 @@ if [ "$tour" = pod ] && [ "$config_version" = 2 ]; then
   runtime_type = "io.containerd.runc.v2"
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.sample]
   runtime_type = "com.example.sample.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.sample.options]
+    ConfigPath = "$dir/sample-host.toml"
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.sample-oci]
   runtime_type = "com.example.sample.v2"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.sample-oci.options]
@@ -113,6 +117,8 @@ elif [ "$tour" = pod ]; then
   runtime_type = "io.containerd.runc.v2"
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.sample]
   runtime_type = "com.example.sample.v2"
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.sample.options]
+    ConfigPath = "$dir/sample-host.toml"
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.sample-oci]
   runtime_type = "com.example.sample.v2"
   [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.sample-oci.options]

@@ -412,6 +412,11 @@ fn a_shim_killed_with_sigkill_leaves_no_process_and_no_mount() {
         })
         .unwrap_or_else(|| panic!("{binary}: no /tasks/exit after the shim died"));
         assert!(exit.contains("\"exit_status\":137"), "{binary}: {exit}");
+        // `delete` reports the pid the shim recorded, as runc-v2's does.
+        assert!(
+            exit.contains(&format!("\"pid\":{init}")),
+            "{binary}: the init's pid {init} in {exit}"
+        );
         integration::poll_until(Duration::from_secs(5), "the init to go", || {
             (!proc::alive(init)).then_some(())
         });

@@ -25,15 +25,36 @@ pub const HOW_TO_ENABLE: &str = "Enable the CRI plugin (remove \"cri\" from `dis
 /// The handler's configuration, for the reader to paste.
 fn how_to_configure(handler: &str) -> String {
     format!(
-        "Add the runtime handler to containerd's config.toml and restart containerd:\n\
+        "Add the runtime handler to containerd's config.toml and restart containerd; its \
+         options file says which mode (`mode = \"host\"`, or `BinaryName = \"runc\"` for real \
+         containers: the shim refuses a pod whose options say neither):\n\
          containerd 1.6/1.7 (version = 2):\n  \
            [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{handler}]\n    \
-             runtime_type = \"{RUNTIME}\"\n\
+             runtime_type = \"{RUNTIME}\"\n    \
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{handler}.options]\n      \
+               ConfigPath = \"/etc/containerd/sample-host.toml\"\n\
          containerd 2.x (version = 3):\n  \
            [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.{handler}]\n    \
-             runtime_type = \"{RUNTIME}\"\n\
+             runtime_type = \"{RUNTIME}\"\n    \
+             [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.{handler}.options]\n      \
+               ConfigPath = \"/etc/containerd/sample-host.toml\"\n\
          or run `make demo-pod`."
     )
+}
+
+/// Whether the options file at `path` asks for the host mode (`mode = "host"`): the shim's
+/// rule (`model/options.rs`), read the same way. A file that cannot be read is taken as the
+/// OCI mode's; the shim will say what is wrong with it.
+fn asks_for_host(path: &str) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|text| {
+        text.lines().any(|line| {
+            line.split('#')
+                .next()
+                .unwrap_or_default()
+                .split_once('=')
+                .is_some_and(|(k, v)| k.trim() == "mode" && v.trim() == "\"host\"")
+        })
+    })
 }
 
 pub async fn run(tour: &mut PodTour) -> Result<Observed> {
@@ -66,14 +87,23 @@ pub async fn run(tour: &mut PodTour) -> Result<Observed> {
             how_to_configure(&handler)
         );
     }
-    // A handler whose options name a config file runs our shim in the OCI mode.
-    tour.oci = config["containerd"]["runtimes"][&handler]["options"]["ConfigPath"]
+    // The handler's options file says which mode: `mode = "host"`, or an OCI runtime.
+    let options = config["containerd"]["runtimes"][&handler]["options"]["ConfigPath"]
         .as_str()
-        .is_some_and(|path| !path.is_empty());
+        .unwrap_or_default()
+        .to_string();
+    if options.is_empty() {
+        bail!(
+            "the runtime handler {handler:?} has no options file: the shim refuses a pod whose \
+             options say no mode.\n{}",
+            how_to_configure(&handler)
+        );
+    }
+    tour.oci = !asks_for_host(&options);
     let mode = if tour.oci {
-        "in the OCI mode (its options name a config file): real containers, through runc"
+        "in the OCI mode (its options file names a runtime): real containers, through runc"
     } else {
-        "in the host mode: host processes"
+        "in the host mode (its options file says mode = \"host\"): host processes"
     };
     tour.ui
         .ok(&format!("the handler {handler:?} runs {RUNTIME}, {mode}"));

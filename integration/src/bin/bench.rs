@@ -652,11 +652,21 @@ async fn run_to_delete(
 /// The pod sizes measured: containers besides the sandbox.
 const POD_SIZES: [usize; 3] = [1, 2, 10];
 
-/// Pods: shims and their memory for each of [`POD_SIZES`].
+/// Pods: shims and their memory for each of [`POD_SIZES`]. Ours is asked for the host mode
+/// by name: it refuses the CRI's containers host processes otherwise.
 async fn pods(bench: &Bench, rt: &Runtime) -> Result<Vec<PodMemory>> {
+    let options = if rt.runtime == RUNTIME {
+        let config = bench.cd.dir().join("bench-host.toml");
+        fs::write(&config, "mode = \"host\"\n")?;
+        Some(shim_demo::api::runtime_options(
+            &config.display().to_string(),
+        ))
+    } else {
+        None
+    };
     let mut pods = Vec::new();
     for size in POD_SIZES {
-        pods.push(pod_memory(bench, rt, size, None).await?);
+        pods.push(pod_memory(bench, (rt, rt), size, options.clone()).await?);
     }
     Ok(pods)
 }
@@ -674,18 +684,18 @@ struct PodMemory {
 }
 
 /// A pod as the CRI plugin would make it, through the task API: a sandbox and `size`
-/// containers with the CRI's annotations, all `sleep`ing. Both shims group a pod's
-/// containers by `io.kubernetes.cri.sandbox-id`. Measures the pod, then removes it.
+/// containers with the CRI's annotations, all `sleep`ing, on `rt` with `options`, with
+/// `spec_rt`'s spec (in the OCI mode both shims get runc-v2's: no spec-mode annotation).
+/// Both shims group a pod's containers by `io.kubernetes.cri.sandbox-id`. Measures the
+/// pod, then removes it.
 async fn pod_memory(
     bench: &Bench,
-    rt: &Runtime,
+    (rt, spec_rt): (&Runtime, &Runtime),
     size: usize,
-    oci: Option<RuntimeOptions>,
+    options: Option<RuntimeOptions>,
 ) -> Result<PodMemory> {
     let (api, address) = (&bench.daemon.api, &bench.daemon.address);
     let pod = format!("pod-{}-{size}", rt.shim_binary);
-    // In the OCI mode both shims get the same spec: no spec-mode annotation.
-    let spec_rt = if oci.is_some() { &RUNTIMES[1] } else { rt };
     let mut members = Vec::new();
     for i in 0..=size {
         let (id, kind) = if i == 0 {
@@ -700,7 +710,7 @@ async fn pod_memory(
         let sleep = bench
             .specs
             .spec_with(spec_rt, &id, &["/bin/sleep", "1000"], &annotations);
-        members.push(run(&bench.daemon, &id, rt.runtime, &sleep, oci.clone()).await?);
+        members.push(run(&bench.daemon, &id, rt.runtime, &sleep, options.clone()).await?);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let memory = shim_memory(rt.shim_binary, address);
@@ -975,7 +985,7 @@ async fn oci_column(
         let runtime = (rt.runtime, options.clone());
         values.push(run_to_delete(&bench.daemon, runtime, workers, prefix, spec_of).await?);
     }
-    let pod = pod_memory(bench, rt, 10, options).await?;
+    let pod = pod_memory(bench, (rt, &RUNTIMES[1]), 10, options).await?;
     values.push(pod.rss as f64 / 1024.0);
     Ok(values)
 }
