@@ -121,9 +121,14 @@ impl Harness {
         annotations: &[(&str, &str)],
     ) -> Result<i32, Error> {
         write_annotated_spec(bundle, args, annotations);
+        // The CRI plugin's containers run as host processes only when asked by name.
+        let cri = annotations
+            .iter()
+            .any(|(key, _)| *key == "io.kubernetes.cri.container-type");
         let req = api::CreateTaskRequest {
             id: id.into(),
             bundle: bundle.display().to_string(),
+            options: cri.then(|| generic_options("mode = \"host\"")).into(),
             ..Default::default()
         };
         Ok(self.service.create(req).await?.pid as i32)
@@ -263,6 +268,18 @@ fn write_spec(bundle: &Path, args: &[&str], env: &[String], terminal: bool) {
         },
     });
     std::fs::write(bundle.join("config.json"), spec.to_string()).expect("write config.json");
+}
+
+/// containerd's generic options, `runtimeoptions.v1.Options`, with `body` as its
+/// `config_body` (field 3): an options file's text.
+fn generic_options(body: &str) -> Any {
+    let mut value = vec![0x1a, body.len() as u8];
+    value.extend_from_slice(body.as_bytes());
+    Any {
+        type_url: "runtimeoptions.v1.Options".into(),
+        value,
+        ..Default::default()
+    }
 }
 
 /// Writes a `config.json` running `args` with `annotations` only.
@@ -416,6 +433,37 @@ async fn status(h: &Harness, id: &str, exec_id: &str) -> (api::Status, u32) {
         .await
         .expect("state");
     (state.status.enum_value_or_default(), state.exit_status)
+}
+
+/// A container of the CRI plugin whose options ask for no mode (what containerd 1.6 sends
+/// for runc's table on our runtime type) is refused, never run as a host process; with
+/// `mode = "host"` it runs.
+#[tokio::test]
+async fn a_kubernetes_container_runs_on_the_host_only_when_asked() {
+    let Some(h) = Harness::new(&["true"]) else {
+        return;
+    };
+    let bundle = tempfile::tempdir().expect("bundle");
+    write_annotated_spec(bundle.path(), &["sleep", "1000"], &sandbox_of("pod"));
+    for options in [None, Some(generic_options(""))] {
+        let req = api::CreateTaskRequest {
+            id: "pod".into(),
+            bundle: bundle.path().display().to_string(),
+            options: options.into(),
+            ..Default::default()
+        };
+        match h.service.create(req).await {
+            Err(Error::FailedPrecondition(message)) => {
+                assert!(message.contains("mode = \"host\""), "{message}")
+            }
+            other => panic!("expected FailedPrecondition, got {other:?}"),
+        }
+    }
+    assert!(h.timeline().is_empty(), "nothing was created");
+    h.create_in(bundle.path(), "pod", &["false"], &sandbox_of("pod"))
+        .await
+        .expect("mode = \"host\" runs it");
+    h.delete("pod", "").await.expect("delete");
 }
 
 #[tokio::test]
@@ -1195,18 +1243,11 @@ async fn the_oci_mode_makes_an_exec_at_its_start_and_forgets_an_unstarted_one() 
     std::fs::write(bundle.path().join("config.json"), spec.to_string()).expect("config.json");
     // runtimeoptions.v1.Options with its config_body (field 3): the options file's text.
     let state = bundle.path().join("runc-state");
-    let body = format!("binary_name = \"runc\"\nroot = \"{}\"\n", state.display());
-    let mut value = vec![0x1a, body.len() as u8];
-    value.extend_from_slice(body.as_bytes());
+    let body = format!("BinaryName = \"runc\"\nRoot = \"{}\"\n", state.display());
     let req = api::CreateTaskRequest {
         id: "oci".into(),
         bundle: bundle.path().display().to_string(),
-        options: Some(Any {
-            type_url: "runtimeoptions.v1.Options".into(),
-            value,
-            ..Default::default()
-        })
-        .into(),
+        options: Some(generic_options(&body)).into(),
         ..Default::default()
     };
     let init = h
@@ -1215,7 +1256,10 @@ async fn the_oci_mode_makes_an_exec_at_its_start_and_forgets_an_unstarted_one() 
         .await
         .expect("create through runc")
         .pid as i32;
-    assert!(state.join("oci").exists(), "runc has the container");
+    assert!(
+        state.join("core-test/oci").exists(),
+        "runc has the container, in Root/<namespace>"
+    );
     h.start("oci", "").await.expect("start");
     assert!(
         ProcStat::read(init).is_ok_and(|s| s.state != 'Z'),
