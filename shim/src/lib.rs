@@ -5,8 +5,10 @@
 //! every pod, under Kubernetes) and talks to it over ttrpc. By default (the *host mode*) a
 //! task runs [`task::spec::DEFAULT_COMMAND`], `sh -c 'while date --rfc-3339=seconds; do sleep 5;
 //! done'`, on the host, with **no isolation** (no namespaces, no root filesystem; cgroups
-//! limit it). A container whose runtime options name an OCI runtime ([`model::options`]) runs in
-//! the *OCI mode* instead ([`model::oci`]): a real container, made by runc or crun.
+//! limit it). A container whose runtime options name an OCI runtime ([`model::options`]:
+//! runc-v2's options) runs in the *OCI mode* instead ([`model::oci`]): a real container, made
+//! by runc or crun; so does every container when the binary is installed as
+//! `containerd-shim-runc-v2`, in runc-v2's place ([`model::modes`]).
 //!
 //! # Layout
 //!
@@ -18,6 +20,7 @@
 //! |---|---|---|
 //! | [`task`] | | **what containerd sees**: the task API, states, events, the exit policy |
 //! | | [`task::shim`] | lifecycle: the `start` and `delete` commands containerd runs, the daemon |
+//! | | [`task::info`] | `-info`: what the runtime supports, for containerd 2.x |
 //! | | [`task::rpc`] | the ttrpc `Task` service: each RPC (Create, Start, Kill, ...) calls `service` |
 //! | | [`task::service`] | the table of containers, the rules between them, routing RPCs and exits |
 //! | | [`task::container`] | one container: its processes, its lock, its events, its exit policy |
@@ -26,7 +29,7 @@
 //! | | [`task::events`] | `/tasks/*` events, and where they go ([`task::events::EventSink`]) |
 //! | | [`task::spec`], [`task::bundle`] | the bundle's `config.json`; the files the shim keeps there |
 //! | [`model`] | | **the seam**: how a container's processes run ([`model::Instance`]) |
-//! | | [`model::modes`], [`model::options`] | which model a container gets, from its runtime options |
+//! | | [`model::modes`], [`model::options`] | which model a container gets, from its runtime options (runc-v2's) |
 //! | | [`model::ending`] | what both models use to end what is left of a container |
 //! | | [`model::host`] | the host model: spawning behind a start gate, membership, ending |
 //! | | [`model::host::spawn`] | the birth of a host process: `clone3` into its cgroup, set up, `exec` |
