@@ -22,6 +22,16 @@ fn run(
     for annotation in annotations {
         run.splice(2..2, ["--annotation", annotation]);
     }
+    // What the CRI plugin marks as a pod's runs as host processes only when asked by name.
+    let host_mode = cd.dir().join("host-mode.toml");
+    std::fs::write(&host_mode, "mode = \"host\"\n").expect("write the options");
+    let host_mode = host_mode.display().to_string();
+    if annotations
+        .iter()
+        .any(|a| a.starts_with("io.kubernetes.cri.container-type"))
+    {
+        run.splice(2..2, ["--runtime-config-path", &host_mode]);
+    }
     full.extend(run);
     cd.ctr_output(&full)
 }

@@ -212,9 +212,10 @@ pub fn start(opts: &StartOpts) -> Result<String> {
     }
 
     // The container's runtime options, which containerd writes on `start`'s stdin: runc-v2's
-    // `ShimCgroup` is the daemon's cgroup.
-    let shim_cgroup = match options::from_request(read_options().as_ref())? {
-        Requested::Oci(config) => config.shim_cgroup,
+    // `ShimCgroup` is the daemon's cgroup. Options that are wrong are `Create`'s to refuse,
+    // with the right code: here, as in runc-v2, they only mean no `ShimCgroup`.
+    let shim_cgroup = match options::from_request(read_options().as_ref()) {
+        Ok(Requested::Oci(config)) => config.shim_cgroup,
         _ => None,
     };
     let exe = std::env::current_exe().map_err(Error::io("locate the shim binary"))?;
