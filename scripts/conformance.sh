@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make conformance`: critest (Kubernetes' CRI validation suite) against containerd's runc-v2
-# shim, ours in the OCI mode and ours in the host mode (a safe subset), in one private
-# containerd with the CRI plugin and a pod network; see integration/src/bin/conformance.rs.
+# shim, ours standing in for it (on 1.6, a second daemon whose PATH has ours as
+# containerd-shim-runc-v2), ours in the OCI mode and ours in the host mode (a safe subset),
+# with the CRI plugin and a pod network; see integration/src/bin/conformance.rs.
 # Builds critest offline first (scripts/critest.sh). Writes target/conformance/. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."

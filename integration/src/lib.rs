@@ -960,7 +960,7 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
         (OCI_HANDLER, oci_options.display(), host_options.display());
     // containerd 1.7 and later honour a handler's `runtime_path`: our binary stands in for
     // runc-v2 under runc-v2's runtime type and options (1.6 starts runc-v2's binary from
-    // its PATH whatever the path says: [`Containerd::start_cri_drop_in`] is its way).
+    // its PATH whatever the path says: [`Containerd::start_drop_in`] is its way).
     let shim = shim_binary()?;
     let drop_in = |section: &str| {
         if (major, minor) < (1, 7) {

@@ -259,10 +259,7 @@ fn the_same_id_in_two_namespaces_never_meets() {
     );
     assert!(stderr(&out).contains("no-such-command"), "{}", stderr(&out));
 
-    assert_eq!(
-        cd.task_status("twin").map(|(p, s)| (p, s)),
-        Some((pid, "RUNNING".to_string()))
-    );
+    assert_eq!(cd.task_status("twin"), Some((pid, "RUNNING".to_string())));
     assert!(proc::alive(pid), "the first namespace's twin still runs");
     cd.ctr_output(&["--namespace", &other, "container", "rm", "twin"]);
     cd.kill_and_remove("twin", "SIGKILL");
@@ -357,4 +354,86 @@ async fn runc_options_on_our_runtime_type_never_give_a_host_pod() {
         "the refused pod's shim to go",
         || cd.shim_pids().is_empty().then_some(()),
     );
+}
+
+/// `-info`, as containerd 2.x runs it: runc's `features` in a `RuntimeInfo`, so the CRI
+/// plugin draws the same conclusions for our handlers as for runc-v2 (user namespaces,
+/// recursive read-only mounts); on containerd 2.x its log says which.
+#[test]
+fn info_reports_the_runtime_features_as_runc_v2_does() {
+    let Some(cd) = Containerd::start_cri() else {
+        return;
+    };
+    let info = std::process::Command::new(&cd.shim)
+        .arg("-info")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run -info");
+    assert!(info.status.success(), "{}", stderr(&info));
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        text.contains(integration::RUNTIME),
+        "the shim's name: {text:?}"
+    );
+    assert!(
+        !text.contains("features/Features"),
+        "no options: the host mode, which reports no runtime features"
+    );
+    let mut typed = std::process::Command::new(&cd.shim)
+        .arg("-info")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run -info");
+    // An `Any` of `containerd.runc.v1.Options` with BinaryName (field 6) "runc", as
+    // containerd writes it.
+    let options = [&[0x32, 4][..], b"runc"].concat();
+    let url = b"containerd.runc.v1.Options";
+    let any = [
+        &[0x0a, url.len() as u8][..],
+        url,
+        &[0x12, options.len() as u8],
+        &options,
+    ]
+    .concat();
+    std::io::Write::write_all(typed.stdin.as_mut().expect("stdin"), &any).expect("write");
+    drop(typed.stdin.take());
+    let info = typed.wait_with_output().expect("-info");
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        text.contains("types.containerd.io/opencontainers/runtime-spec/1/features/Features"),
+        "{text:?}"
+    );
+    let runc = std::process::Command::new("runc")
+        .arg("features")
+        .output()
+        .expect("runc features");
+    let ours: serde_json::Value = serde_json::from_str(&text[text.find('{').expect("JSON")..])
+        .expect("the features are runc's JSON");
+    let theirs: serde_json::Value = serde_json::from_slice(&runc.stdout).expect("runc's JSON");
+    assert_eq!(ours, theirs, "runc's features, unchanged");
+
+    let version = cd.server_version();
+    if version.starts_with("v1.") || version.starts_with("1.") {
+        return eprintln!("containerd {version} does not ask: -info checked directly only");
+    }
+    // containerd 2.x introspects its io.containerd.runc.v2 handlers at start, with their
+    // options (2.1 asks no other runtime type); it logs its verdict on user namespaces,
+    // which needs `user` among the namespaces and idmapped mounts.
+    let expected = theirs["linux"]["namespaces"]
+        .as_array()
+        .is_some_and(|n| n.iter().any(|n| n == "user"))
+        && theirs["linux"]["mountExtensions"]["idmap"]["enabled"] == true;
+    let said = poll_until(
+        Duration::from_secs(10),
+        "the CRI plugin's introspection",
+        || {
+            let needle = format!("runtime \\\"{DROP_IN_HANDLER}\\\" supports CRI userns: ");
+            cd.log()
+                .lines()
+                .find_map(|l| Some(l[l.find(&needle)? + needle.len()..].starts_with("true")))
+        },
+    );
+    eprintln!("containerd says {DROP_IN_HANDLER} supports CRI userns: {said} (runc's features: {expected})");
+    assert_eq!(said, expected);
 }

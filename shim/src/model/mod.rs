@@ -240,7 +240,7 @@ pub async fn within_request<F: std::future::Future>(timeout_nano: i64, work: F) 
 const ANSWER_MARGIN: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The moment a call made for the current request must end: shortly before the request's
-/// deadline ([`ANSWER_MARGIN`]), or `default` from now when it has none (or when no request
+/// deadline (by `ANSWER_MARGIN`), or `default` from now when it has none (or when no request
 /// is being served: a `delete` after a crash, an exit's cleanup), whichever comes first.
 pub fn deadline(default: std::time::Duration) -> std::time::Instant {
     let now = std::time::Instant::now();

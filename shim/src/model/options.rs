@@ -400,12 +400,16 @@ pub fn parse(text: &str, origin: &str) -> Result<Requested> {
     settings.into_requested(origin)
 }
 
-/// A value as TOML writes it: `"text"` (then only a comment), `true`, `false`, an integer.
+/// A value as TOML writes it: `"text"` or `'text'` (containerd 2.x's `ConfigBody` uses the
+/// latter), then only a comment; `true`, `false`, an integer.
 fn value_of(value: &str) -> Option<Value> {
-    if let Some(quoted) = value.strip_prefix('"') {
-        let (inner, rest) = quoted.split_once('"')?;
-        let rest = rest.trim();
-        return (rest.is_empty() || rest.starts_with('#')).then(|| Value::Text(inner.to_string()));
+    for quote in ['"', '\''] {
+        if let Some(quoted) = value.strip_prefix(quote) {
+            let (inner, rest) = quoted.split_once(quote)?;
+            let rest = rest.trim();
+            return (rest.is_empty() || rest.starts_with('#'))
+                .then(|| Value::Text(inner.to_string()));
+        }
     }
     let bare = value.split('#').next().unwrap_or_default().trim();
     match bare {
@@ -525,11 +529,9 @@ mod tests {
         assert_eq!((config.io_uid, config.io_gid), (1000, 1001));
         assert_eq!(config.shim_cgroup.as_deref(), Some("/shims"));
         assert_eq!(config.criu_image_path, Some(PathBuf::from("/ckpt")));
-        // The names before runc-v2's still work; the default root is per binary.
-        let inline = oci(from_request(Some(&options(
-            "",
-            "binary_name = \"/bin/sh\"",
-        ))));
+        // The names before runc-v2's still work (here in containerd 2.x's literal string);
+        // the default root is per binary.
+        let inline = oci(from_request(Some(&options("", "binary_name = '/bin/sh'"))));
         assert_eq!(
             inline.root_for("k8s.io"),
             Path::new(DEFAULT_ROOT).join("sh/k8s.io")
