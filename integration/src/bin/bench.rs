@@ -905,13 +905,13 @@ async fn oci_rows(bench: &Bench) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// The OCI mode's rows (`OCI mode (<binary>): ...`): our shim with `binary_name =
+/// The OCI mode's rows (`OCI mode (<binary>): ...`): our shim with `BinaryName =
 /// <binary>` in the "ours" column, containerd's runc-v2 shim running the same binary
 /// (`BinaryName`, for crun) in the "runc" column, both on the same busybox root. With runc,
 /// every row; with crun, the start latency.
 async fn oci_mode(bench: &Bench, binary: &str) -> Result<Vec<Row>> {
     let config = bench.cd.dir().join(format!("bench-{binary}.toml"));
-    fs::write(&config, format!("binary_name = \"{binary}\"\n"))?;
+    fs::write(&config, format!("BinaryName = \"{binary}\"\n"))?;
     let config = config.display().to_string();
     let every_row = binary == "runc";
     let mut columns: Vec<Vec<f64>> = Vec::new();
