@@ -437,3 +437,48 @@ fn info_reports_the_runtime_features_as_runc_v2_does() {
     eprintln!("containerd says {DROP_IN_HANDLER} supports CRI userns: {said} (runc's features: {expected})");
     assert_eq!(said, expected);
 }
+
+/// `ShimCgroup`: at `start`, the shim daemon moves itself into the cgroup the options name
+/// (made if missing), before it serves; the container itself goes where its spec says.
+#[test]
+fn shim_cgroup_holds_the_shim() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let busybox = cd.import_busybox();
+    let cgroup = format!("/sample-shim-cgroup-{}", std::process::id());
+    let options = cd.dir().join("shim-cgroup.toml");
+    fs::write(
+        &options,
+        format!("BinaryName = \"runc\"\nShimCgroup = \"{cgroup}\"\n"),
+    )
+    .expect("write the options");
+    let options = options.display().to_string();
+    let out = cd.ctr_output(&[
+        "run",
+        "-d",
+        "--runtime",
+        integration::RUNTIME,
+        "--runtime-config-path",
+        &options,
+        busybox,
+        "in-shim-cgroup",
+        "sleep",
+        "1000",
+    ]);
+    assert!(out.status.success(), "ctr run: {}", stderr(&out));
+    let init = cd.wait_status("in-shim-cgroup", "RUNNING");
+    let of = |pid: i32| fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let shim = of(cd.the_shim());
+    assert!(shim.contains(&cgroup), "the shim is in {cgroup}: {shim}");
+    assert!(
+        !of(init).contains(&cgroup),
+        "the container is not: {}",
+        of(init)
+    );
+    cd.kill_and_remove("in-shim-cgroup", "SIGKILL");
+    cd.wait_shims_gone();
+    for dir in integration::cgroup_dirs(&cgroup) {
+        integration::remove_cgroup_tree(&dir);
+    }
+}
