@@ -873,16 +873,19 @@ pub fn remove_cgroup_tree(dir: &Path) {
     let _ = fs::remove_dir(dir);
 }
 
-/// Starts containerd with the config under `root`, our shim first on its `PATH`, its output
-/// appended to `root/containerd.log`.
+/// Starts containerd with the config under `root`, our shim first on its `PATH`, then the
+/// directory of the containerd binary (so that each version of the matrix runs its own
+/// `containerd-shim-runc-v2`), its output appended to `root/containerd.log`.
 fn spawn_daemon(containerd: &Path, root: &Path, env: &[(String, String)]) -> Result<Child> {
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(root.join("containerd.log"))?;
+    let own = containerd.parent().unwrap_or(Path::new("/usr/bin"));
     let path = format!(
-        "{}:{}",
+        "{}:{}:{}",
         root.join("bin").display(),
+        own.display(),
         std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
     );
     Command::new(containerd)

@@ -503,3 +503,54 @@ fn bad_configurations_and_runtime_errors_are_refused_and_leave_nothing() {
     assert!(cd.tasks().is_empty(), "no task left: {:?}", cd.tasks());
     cd.wait_shims_gone();
 }
+
+/// A terminal is held once: the shim keeps one handle on a container's pty master (its
+/// copies and `ResizePty` share it), as runc-v2 does (containerd's CRI test
+/// `TestContainerTTYLeakAfterExit` counts them); an exec's terminal adds one while it runs
+/// and none after.
+#[test]
+fn a_terminal_is_held_once() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let ptmx = |shim: i32| {
+        std::fs::read_dir(format!("/proc/{shim}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target.ends_with("ptmx")))
+            .count()
+    };
+    // `ctr ... -t` wants a terminal: `script` gives it one.
+    let on_a_terminal = |args: &str| {
+        let ctr = format!(
+            "{} --address {} --namespace {} {args}",
+            cd.ctr_path().display(),
+            cd.address.display(),
+            cd.namespace(),
+        );
+        Command::new("script")
+            .args(["-qfec", &ctr, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run script (bsdutils)")
+    };
+    let config = config(&cd, "runc");
+    let out = on_a_terminal(&format!(
+        "run -d -t --runtime {RUNTIME} --runtime-config-path {config} {} tty sleep 1000",
+        cd.import_busybox()
+    ));
+    assert!(out.status.success(), "{out:?}");
+    cd.wait_status("tty", "RUNNING");
+    let shim = cd.the_shim();
+    assert_eq!(ptmx(shim), 1, "one handle on the init's terminal");
+    let out = on_a_terminal("task exec -t --exec-id e1 tty sh -c 'echo in-exec'");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("in-exec"),
+        "{out:?}"
+    );
+    integration::poll_until(Duration::from_secs(5), "the exec's terminal to go", || {
+        (ptmx(shim) == 1).then_some(())
+    });
+    cd.kill_and_remove("tty", "SIGKILL");
+}

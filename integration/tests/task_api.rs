@@ -435,3 +435,72 @@ fn a_client_that_detaches_does_not_close_stdin_and_reattaching_works() {
     cd.kill_and_remove("cat", "SIGTERM");
     cd.wait_shims_gone();
 }
+
+/// The daemon serves the task API under both of containerd's names: `containerd.task.v2.Task`
+/// and `containerd.task.v3.Task` (containerd 2.x, and tools that dial a shim themselves, as
+/// containerd's own CRI tests do). Both answer `Connect` with the same pids. containerd 2.3
+/// sends `BootstrapParams` to `start`, which answers version 3: its `bootstrap.json` says so;
+/// older ones get a plain address and speak v2.
+#[test]
+fn the_task_api_answers_as_v2_and_v3() {
+    use containerd_shim_protos::{
+        protobuf::Message,
+        shim::shim::{ConnectRequest, ConnectResponse},
+        ttrpc::{sync::Client, Request},
+    };
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let args = cd.run_args("-d", "both", &["sleep", "1000"]);
+    cd.ctr_ok(&args);
+    let pid = cd.wait_status("both", "RUNNING");
+    let shim = cd.the_shim();
+    let socket = integration::pod::socket_of(shim);
+    let client = Client::connect(&format!("unix://{}", socket.display())).expect("dial the shim");
+    for service in ["containerd.task.v2.Task", "containerd.task.v3.Task"] {
+        let request = ConnectRequest {
+            id: "both".into(),
+            ..Default::default()
+        };
+        let response = client
+            .request(Request {
+                service: service.into(),
+                method: "Connect".into(),
+                payload: request.write_to_bytes().expect("encode"),
+                timeout_nano: 5_000_000_000,
+                ..Default::default()
+            })
+            .unwrap_or_else(|err| panic!("{service}/Connect: {err:?}"));
+        let answer = ConnectResponse::parse_from_bytes(&response.payload).expect("decode");
+        assert_eq!(
+            (answer.shim_pid as i32, answer.task_pid as i32),
+            (shim, pid),
+            "{service}"
+        );
+    }
+    let version = cd.server_version();
+    let bootstrap = cd
+        .dir()
+        .join("state/io.containerd.runtime.v2.task")
+        .join(cd.namespace())
+        .join("both/bootstrap.json");
+    let said = std::fs::read_to_string(&bootstrap).unwrap_or_default();
+    eprintln!("containerd {version}: bootstrap.json {said:?}");
+    let v3 = !(version.starts_with("1.")
+        || version.starts_with("v1.")
+        || version.starts_with("2.0")
+        || version.starts_with("2.1")
+        || version.starts_with("2.2"));
+    if v3 {
+        assert!(
+            said.contains("\"version\":3"),
+            "containerd {version} speaks v3: {said}"
+        );
+    } else {
+        assert!(
+            !said.contains("\"version\":3"),
+            "containerd {version} speaks v2: {said}"
+        );
+    }
+    cd.kill_and_remove("both", "SIGKILL");
+}

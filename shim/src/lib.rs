@@ -19,7 +19,9 @@
 //! | folder | module | role |
 //! |---|---|---|
 //! | [`task`] | | **what containerd sees**: the task API, states, events, the exit policy |
-//! | | [`task::shim`] | lifecycle: the `start` and `delete` commands containerd runs, the daemon |
+//! | | [`task::shim`] | lifecycle: the `start` and `delete` commands containerd runs, and which a run is |
+//! | | [`task::bootstrap`] | what `start` reads on stdin and answers: the task API version containerd speaks |
+//! | | [`task::daemon`] | the long-lived daemon: reaper, signals, the ttrpc server (task API v2 and v3) |
 //! | | [`task::info`] | `-info`: what the runtime supports, for containerd 2.x |
 //! | | [`task::rpc`] | the ttrpc `Task` service: each RPC (Create, Start, Kill, ...) calls `service` |
 //! | | [`task::service`] | the table of containers, the rules between them, routing RPCs and exits |

@@ -20,7 +20,7 @@
 //! other control characters `\t`, `\x01`, ... An empty value is `""`.
 //!
 //! The `containerd-shim` crate has a `FifoLogger` of its own, which `containerd_shim::run`
-//! installs unless told not to ([`crate::task::shim`] tells it). It writes `msg="{}"\n` with
+//! installs (this shim runs its daemon itself, `task/daemon.rs`). It writes `msg="{}"\n` with
 //! `writeln!`, so every record ends in two newlines (an empty line in containerd's log after
 //! each), and does not escape the message (a `"` in it ends the value early).
 //!

@@ -53,7 +53,7 @@ use std::{
 use log::debug;
 use nix::{fcntl::OFlag, unistd::pipe2};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{unix::AsyncFd, AsyncReadExt, AsyncWriteExt},
     net::unix::pipe,
     sync::oneshot,
     task::JoinHandle,
@@ -95,7 +95,7 @@ pub enum PtyMaker {
 pub struct PendingIo {
     shim_ends: ShimEnds,
     /// The pty master, kept for `ResizePty`.
-    pty: Option<OwnedFd>,
+    pty: Option<Master>,
     /// The logger of a `binary://` URI.
     logger: Option<Logger>,
     /// A terminal whose master the process model has yet to hand over.
@@ -117,40 +117,69 @@ struct Destination {
 
 /// One output copy's three ends: the task's pipe (or a terminal's master), and where it goes.
 struct OutputEnds {
-    from: pipe::Receiver,
+    from: Source,
     to: Destination,
 }
 
+/// A terminal's master, held once: its copies read and write it, `ResizePty` sizes it, the
+/// exit's watch asks it what is unread. One descriptor, as runc-v2 holds one (containerd's
+/// CRI tests count the shim's handles on `/dev/ptmx`), registered with the reactor once for
+/// both directions.
+type Master = Arc<AsyncFd<OwnedFd>>;
+
+/// Where an output copy reads: the task's pipe, or its terminal's master.
+enum Source {
+    Pipe(pipe::Receiver),
+    Terminal(Master),
+}
+
+/// Where the stdin copy writes: the task's pipe, or its terminal's master.
+enum Sink {
+    Pipe(pipe::Sender),
+    Terminal(Master),
+}
+
+impl Sink {
+    /// Writes all of `bytes`, waiting for room as it needs.
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let master = match self {
+            Sink::Pipe(pipe) => return pipe.write_all(bytes).await,
+            Sink::Terminal(master) => master,
+        };
+        let mut left = bytes;
+        while !left.is_empty() {
+            let mut ready = master.writable().await?;
+            match ready.try_io(|fd| Ok(rustix::io::write(fd.get_ref(), left)?)) {
+                Ok(written) => left = &left[written?..],
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
+    }
+}
+
 impl TerminalEnds {
-    /// The copies' ends with the pty `master` between them.
-    fn with_master(self, master: &OwnedFd) -> Result<ShimEnds> {
-        // A pty is not a pipe: the `_unchecked` constructors skip tokio's FIFO check (and
-        // do not make it non-blocking); epoll works on it all the same. Non-blocking, so
-        // that a read after a stale readiness answers `WouldBlock` instead of holding the
-        // shim's one thread (a runtime's console socket hands over a blocking master).
-        rustix::io::ioctl_fionbio(master, true)
+    /// The copies' ends with the pty `master` between them, and the master as they share it.
+    fn with_master(self, master: OwnedFd) -> Result<(ShimEnds, Master)> {
+        // Non-blocking, so that a read after a stale readiness answers `WouldBlock` instead
+        // of holding the shim's one thread (a runtime's console socket hands over a
+        // blocking master).
+        rustix::io::ioctl_fionbio(&master, true)
             .map_err(|e| Error::io("make the pty non-blocking")(e.into()))?;
-        let dup = || master.try_clone().map_err(Error::io("dup pty"));
-        let stdout = match self.destination {
-            None => None,
-            Some(to) => Some(OutputEnds {
-                from: pipe::Receiver::from_owned_fd_unchecked(dup()?)
-                    .map_err(Error::io("watch pty"))?,
-                to,
-            }),
-        };
-        let stdin = match self.stdin {
-            None => None,
-            Some(fifo) => Some((
-                fifo,
-                pipe::Sender::from_owned_fd_unchecked(dup()?).map_err(Error::io("watch pty"))?,
-            )),
-        };
-        Ok(ShimEnds {
+        let master = Arc::new(sys::on_reactor_both_ways(master).map_err(Error::io("watch pty"))?);
+        let stdout = self.destination.map(|to| OutputEnds {
+            from: Source::Terminal(master.clone()),
+            to,
+        });
+        let stdin = self
+            .stdin
+            .map(|fifo| (fifo, Sink::Terminal(master.clone())));
+        let ends = ShimEnds {
             stdin,
             stdout,
             stderr: None,
-        })
+        };
+        Ok((ends, master))
     }
 }
 
@@ -183,7 +212,7 @@ impl ChildStdio {
 /// The shim's side of each stream: (source, destination) for stdin, [`OutputEnds`] for the
 /// outputs.
 struct ShimEnds {
-    stdin: Option<(pipe::Receiver, pipe::Sender)>,
+    stdin: Option<(pipe::Receiver, Sink)>,
     stdout: Option<OutputEnds>,
     stderr: Option<OutputEnds>,
 }
@@ -207,7 +236,7 @@ pub struct Io {
     /// Tells the stdin copy to deliver what is pending, then end-of-file (`CloseIO`).
     close_stdin: Option<oneshot::Sender<()>>,
     /// The pty master of a terminal process.
-    pty: Option<OwnedFd>,
+    pty: Option<Master>,
     /// The logger of a `binary://` URI, stopped once the output ended.
     logger: Option<Logger>,
     /// A terminal whose master the process model has yet to hand over.
@@ -234,7 +263,7 @@ pub async fn open(
             let (read, write) = make_pipe()?;
             let fifo = pipe::Receiver::from_file(fifo).map_err(Error::io("watch stdin FIFO"))?;
             let to_child = pipe::Sender::from_owned_fd(write).map_err(Error::io("stdin pipe"))?;
-            (Some(read), Some((fifo, to_child)))
+            (Some(read), Some((fifo, Sink::Pipe(to_child))))
         }
     };
     let mut logger = None;
@@ -338,11 +367,12 @@ async fn open_terminal(
         stdout: Some(dup(&pty.slave)?),
         stderr: Some(pty.slave),
     };
+    let (shim_ends, master) = ends.with_master(pty.master)?;
     Ok((
         child,
         PendingIo {
-            shim_ends: ends.with_master(&pty.master)?,
-            pty: Some(pty.master),
+            shim_ends,
+            pty: Some(master),
             logger,
             terminal: None,
         },
@@ -362,7 +392,13 @@ fn output(name: &str, path: &str) -> Result<Output> {
     // 1 MiB pipes: 0.85 MiB of a 6.6 MiB output).
     let (read, write) = make_pipe()?;
     let from = pipe::Receiver::from_owned_fd(read).map_err(Error::io(format!("{name} pipe")))?;
-    Ok((Some(write), Some(OutputEnds { from, to })))
+    Ok((
+        Some(write),
+        Some(OutputEnds {
+            from: Source::Pipe(from),
+            to,
+        }),
+    ))
 }
 
 /// Opens an output FIFO as two ends: the shim's own reader (the keeper, opened first, which
@@ -437,13 +473,12 @@ impl PendingIo {
 
 impl Io {
     /// Starts a copy for each of `ends`; `pty` is the terminal's master, if any.
-    fn copy(&mut self, ends: ShimEnds, pty: Option<OwnedFd>) {
+    fn copy(&mut self, ends: ShimEnds, pty: Option<Master>) {
         let ShimEnds {
             stdin,
             stdout,
             stderr,
         } = ends;
-        let terminal = pty.is_some();
         for (stream, ends) in [("stdout", stdout), ("stderr", stderr)] {
             if let Some(OutputEnds { from, to }) = ends {
                 let label = format!("{} {stream}", self.name);
@@ -460,10 +495,9 @@ impl Io {
                 }
                 let mut to = to.to;
                 self.outputs.push(tokio::spawn(async move {
-                    let copied = if terminal {
-                        copy_output(&from, &mut to, &held).await
-                    } else {
-                        splice_output(&from, &mut to, &held).await
+                    let copied = match &from {
+                        Source::Pipe(pipe) => splice_output(pipe, &mut to, &held).await,
+                        Source::Terminal(master) => copy_terminal(master, &mut to, &held).await,
                     };
                     match copied {
                         Ok(bytes) => debug!("{label}: moved {bytes} bytes, end of stream"),
@@ -490,14 +524,14 @@ impl Io {
                 self.name
             )));
         };
-        let shim_ends = ends.with_master(&master)?;
+        let (shim_ends, master) = ends.with_master(master)?;
         self.copy(shim_ends, Some(master));
         Ok(())
     }
 }
 
 /// How many bytes the pipe, FIFO or terminal `fd` holds.
-fn unread(fd: &OwnedFd) -> usize {
+fn unread(fd: impl AsFd) -> usize {
     rustix::io::ioctl_fionread(fd).unwrap_or(0) as usize
 }
 
@@ -505,8 +539,9 @@ fn unread(fd: &OwnedFd) -> usize {
 /// still is (the task's pipe, the copy's hands, the FIFO), and whether anyone but the shim
 /// reads it.
 struct Stream {
-    /// The task's pipe (or the terminal's master): output not copied yet.
-    pipe: OwnedFd,
+    /// The task's pipe (a copy of its descriptor), or the terminal's master (shared, not
+    /// copied: one handle on a terminal): output not copied yet.
+    pipe: Box<dyn AsFd + Send + Sync>,
     /// The FIFO's write end: output its reader has yet to take, and whether it has one.
     fifo: OwnedFd,
     /// The shim's own reader of the FIFO, which keeps a detached task's output for a later
@@ -521,9 +556,13 @@ struct Stream {
 impl Stream {
     /// The watch on a copy from `from` into `to` (its keeper is set by the caller); `None`
     /// when the descriptors cannot be duplicated (the exit then waits for nothing).
-    fn new(from: &pipe::Receiver, to: &pipe::Sender, held: Arc<AtomicUsize>) -> Option<Stream> {
+    fn new(from: &Source, to: &pipe::Sender, held: Arc<AtomicUsize>) -> Option<Stream> {
+        let pipe: Box<dyn AsFd + Send + Sync> = match from {
+            Source::Pipe(pipe) => Box::new(pipe.as_fd().try_clone_to_owned().ok()?),
+            Source::Terminal(master) => Box::new(master.clone()),
+        };
         Some(Stream {
-            pipe: from.as_fd().try_clone_to_owned().ok()?,
+            pipe,
             fifo: to.as_fd().try_clone_to_owned().ok()?,
             keeper: None,
             held,
@@ -546,7 +585,9 @@ impl Stream {
     /// Whether the output the process wrote is all with the reader: nothing left in the
     /// pipe, in the copy's hands, or in the FIFO.
     fn delivered(&self) -> bool {
-        unread(&self.pipe) == 0 && self.held.load(Ordering::Relaxed) == 0 && unread(&self.fifo) == 0
+        unread(&*self.pipe) == 0
+            && self.held.load(Ordering::Relaxed) == 0
+            && unread(&self.fifo) == 0
     }
 }
 
@@ -610,22 +651,30 @@ async fn splice_output(
     }
 }
 
-/// Copies a terminal's output (a pty is not a pipe: no `splice`) into `to` until end-of-file
-/// or an error (`EIO` once the terminal has no process left); `held` as for
-/// [`splice_output`].
-async fn copy_output(
-    from: &pipe::Receiver,
+/// Copies a terminal's output into `to` until the terminal closes (`EIO` once the last
+/// process holding its slave is gone), a read and a write at a time (a pty is not a pipe:
+/// no `splice`).
+async fn copy_terminal(
+    master: &Master,
     to: &mut pipe::Sender,
     held: &AtomicUsize,
 ) -> std::io::Result<u64> {
     let mut buffer = vec![0u8; 8 * 1024];
     let mut moved = 0u64;
     loop {
-        from.readable().await?;
-        match copy_once(from, to, &mut buffer, held).await? {
-            Some(n) => moved += n as u64,
-            None => return Ok(moved),
+        let mut ready = master.readable().await?;
+        let n = match ready.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), &mut buffer)?)) {
+            Ok(read) => read?,
+            Err(_would_block) => continue,
+        };
+        if n == 0 {
+            return Ok(moved);
         }
+        held.store(n, Ordering::Relaxed);
+        let written = to.write_all(&buffer[..n]).await;
+        held.store(0, Ordering::Relaxed);
+        written?;
+        moved += n as u64;
     }
 }
 
@@ -655,7 +704,7 @@ async fn copy_once(
 /// already waiting in the FIFO and drops the pipe, which the task reads as end-of-file.
 async fn copy_stdin(
     mut fifo: pipe::Receiver,
-    mut to_child: pipe::Sender,
+    mut to_child: Sink,
     mut close: oneshot::Receiver<()>,
 ) {
     let mut buf = vec![0u8; 8 * 1024];
@@ -693,7 +742,8 @@ impl Io {
             .pty
             .as_ref()
             .ok_or_else(|| Error::FailedPrecondition("the process has no terminal".into()))?;
-        crate::sys::set_window_size(pty, width, height).map_err(Error::io("resize the terminal"))
+        crate::sys::set_window_size(pty.get_ref(), width, height)
+            .map_err(Error::io("resize the terminal"))
     }
 
     /// Waits, at most `limit`, until the output the process left in its pipes has reached
@@ -950,7 +1000,7 @@ mod tests {
         let (pipe, fifo) = {
             let stream = &io.streams[0];
             (
-                stream.pipe.try_clone().expect("dup"),
+                stream.pipe.as_fd().try_clone_to_owned().expect("dup"),
                 stream.fifo.try_clone().expect("dup"),
             )
         };

@@ -150,10 +150,25 @@ fn poll_now<const N: usize>(fds: [(BorrowedFd<'_>, PollFlags); N]) -> [bool; N] 
 /// `fd` on the tokio runtime's reactor, to `.await` its readiness (a pidfd's exit, a pipe's
 /// data, an eventfd's count).
 pub fn on_reactor(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
-    use tokio::io::{unix::AsyncFd, Interest};
+    on_reactor_with(fd, tokio::io::Interest::READABLE)
+}
+
+/// [`on_reactor`] for both directions: a terminal's master, read and written by its copies.
+pub fn on_reactor_both_ways(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    on_reactor_with(
+        fd,
+        tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE,
+    )
+}
+
+fn on_reactor_with(
+    fd: OwnedFd,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    use tokio::io::unix::AsyncFd;
     // SAFETY: an `OwnedFd` is open and stays the same descriptor until the `AsyncFd`, which
     // owns it, drops it: what `register_with_interest` asks of its caller.
-    Ok(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?)
+    Ok(unsafe { AsyncFd::register_with_interest(fd, interest) }?)
 }
 
 /// `splice(2)` from pipe `from` into pipe `to`, without blocking: moves up to `len` bytes

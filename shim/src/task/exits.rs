@@ -1,13 +1,13 @@
 //! Exits: from `SIGCHLD` to the container whose process exited.
 //!
-//! Every child of the shim is reaped in exactly one place: the reaper of the
-//! `containerd-shim` crate. On `SIGCHLD` it calls `waitpid(-1, WNOHANG)` until no child is
-//! left to collect, turns each status into containerd's exit code (the exit status, or 128 +
-//! the signal number: 143 for SIGTERM, 130 for SIGINT, 137 for SIGKILL) and broadcasts it on
-//! its *monitor*. The shim subscribes to the monitor once, before the service can spawn
-//! anything (`task/shim.rs`), so no exit can be missed, and [`from_monitor`] hands each exit on
-//! as a [`Reaped`]. Nothing else in the shim may wait for a child: a `Child::wait` would
-//! race the reaper and one of the two would lose the status. (The core's tests reap for
+//! Every child of the shim is reaped in exactly one place: [`reaper`]. On `SIGCHLD` it calls
+//! `waitpid(-1, WNOHANG)` until no child is left to collect (signals merge: one may stand
+//! for many exits), turns each status into containerd's exit code (the exit status, or 128 +
+//! the signal number: 143 for SIGTERM, 130 for SIGINT, 137 for SIGKILL) and sends it on as a
+//! [`Reaped`]. The daemon (`task/daemon.rs`) starts it before anything can be spawned, so no
+//! exit can be missed; `delete` starts it too, for the runtime commands it runs. Nothing else
+//! in the shim may wait for a child (`clippy.toml` forbids it): a `Child::wait` would race
+//! the reaper and one of the two would lose the status. (The core's tests reap for
 //! themselves and send [`Reaped`] values on the same kind of channel.)
 //!
 //! The [`Router`] then sends each exit to the one container it belongs to, on that
@@ -27,9 +27,16 @@ use std::{
     time::Duration,
 };
 
-use containerd_shim::monitor::{Subject, Subscription};
-use log::debug;
-use tokio::sync::mpsc;
+use log::{debug, warn};
+use nix::{
+    errno::Errno,
+    sys::wait::{waitpid, WaitPidFlag, WaitStatus},
+    unistd::Pid,
+};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
 
 use crate::sys;
 
@@ -45,24 +52,42 @@ pub struct Reaped {
     pub code: i32,
 }
 
-/// The exits the crate's reaper reports, as a channel of [`Reaped`].
-pub fn from_monitor(mut subscription: Subscription) -> mpsc::UnboundedReceiver<Reaped> {
+/// The one reaper: on every `SIGCHLD`, collects each child that has exited
+/// (`waitpid(-1, WNOHANG)` until none is left: signals merge, one may stand for many) and
+/// sends its exit code on the channel it returns. Call it once, before anything is spawned.
+pub fn reaper() -> std::io::Result<mpsc::UnboundedReceiver<Reaped>> {
+    let mut sigchld = signal(SignalKind::child())?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        while let Some(event) = subscription.rx.recv().await {
-            if let Subject::Pid(pid) = event.subject {
-                debug!("reaped process {pid}: exit code {}", event.exit_code);
-                let reaped = Reaped {
-                    pid,
-                    code: event.exit_code,
+        loop {
+            loop {
+                #[allow(clippy::disallowed_methods)] // this is the one reaper
+                let status = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG));
+                let reaped = match status {
+                    Ok(WaitStatus::Exited(pid, code)) => Reaped {
+                        pid: pid.as_raw(),
+                        code,
+                    },
+                    Ok(WaitStatus::Signaled(pid, signal, _)) => Reaped {
+                        pid: pid.as_raw(),
+                        code: 128 + signal as i32,
+                    },
+                    Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                    Err(Errno::EINTR) | Ok(_) => continue,
+                    Err(err) => {
+                        warn!("waitpid: {err}");
+                        break;
+                    }
                 };
-                if tx.send(reaped).is_err() {
-                    return;
-                }
+                debug!("reaped process {}: exit code {}", reaped.pid, reaped.code);
+                let _ = tx.send(reaped);
+            }
+            if sigchld.recv().await.is_none() {
+                return;
             }
         }
     });
-    rx
+    Ok(rx)
 }
 
 /// Where the exit of a pid goes: the container that made the process.

@@ -8,8 +8,10 @@
 //! ([`crate::model`]). The bundle's files are read here too: `config.json` ([`spec`]) and
 //! what the shim keeps beside it ([`bundle`]).
 
+pub mod bootstrap;
 pub mod bundle;
 pub mod container;
+pub mod daemon;
 pub mod events;
 pub mod exits;
 pub mod info;

@@ -21,7 +21,8 @@ use crate::{
     task::service::Service,
 };
 
-/// The task service as the `containerd-shim` crate serves it over ttrpc.
+/// The task service as the daemon serves it over ttrpc (`task/daemon.rs`), as task API v2
+/// and v3.
 pub struct TaskService(pub Arc<Service>);
 
 /// The answer for RPCs this shim leaves out. The generated default says "not found", which

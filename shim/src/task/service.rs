@@ -10,8 +10,8 @@
 //! order of its events, is the container's (`task/container.rs`), under its own lock.
 //!
 //! [`Service`] is free of ttrpc: it takes the request messages, answers with our [`Error`],
-//! and sends events to an [`EventSink`]. `task/rpc.rs` is the thin ttrpc face the
-//! `containerd-shim` crate serves. The core's tests (`shim/tests/core.rs`) drive [`Service`]
+//! and sends events to an [`EventSink`]. `task/rpc.rs` is the thin ttrpc face the daemon
+//! serves (`task/daemon.rs`). The core's tests (`shim/tests/core.rs`) drive [`Service`]
 //! directly, without containerd.
 
 use std::{

@@ -1,45 +1,36 @@
-//! The shim's lifecycle: the `start` and `delete` commands containerd runs, and the server.
+//! The shim's lifecycle: the `start` and `delete` commands containerd runs, and which of
+//! the three a run of the binary is.
 //!
 //! containerd runs the same binary three ways (see containerd's
 //! [runtime v2 README](https://github.com/containerd/containerd/blob/v1.6.20/runtime/v2/README.md)):
 //!
 //! 1. `containerd-shim-sample-v2 -namespace ns -id id -address a start`, in the bundle
 //!    directory: [`start`] launches the long-lived server as a daemon (or finds the one
-//!    serving the container's pod) and prints its ttrpc address on stdout, which is *all*
-//!    containerd reads, so nothing else may be printed;
+//!    serving the container's pod) and answers with its address on stdout, which is *all*
+//!    containerd reads, so nothing else may be printed (`task/bootstrap.rs`: what it reads
+//!    and answers);
 //! 2. the daemon itself (no action, `-socket` given): serves the `Task` service until
-//!    `Shutdown` finds no container left (see `task/service.rs`);
+//!    `Shutdown` finds no container left (`task/daemon.rs`);
 //! 3. `... delete`, after every disconnect, including a crash of the daemon: [`delete`]
 //!    cleans up whatever the daemon could not and answers a `DeleteResponse`.
 //!
-//! The `containerd-shim` crate parses the flags, sets the process up as child subreaper,
-//! runs the reaper and the ttrpc server, and calls into the [`Shim`] implementation below.
+//! [`run`] tells them apart, from the flags the `containerd-shim` crate parses.
 
 use std::{
-    future::Future,
-    io::Read,
+    io::{Read, Write},
     os::unix::{
         fs::{DirBuilderExt, FileTypeExt},
         net::UnixStream,
         process::CommandExt,
     },
     path::{Path, PathBuf},
-    pin::Pin,
     process::{Command, Stdio},
-    sync::Arc,
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
-use async_trait::async_trait;
-use containerd_shim::{
-    api::{ConnectRequest, DeleteResponse},
-    asynchronous::ExitSignal,
-    monitor::{monitor_subscribe, Topic},
-    publisher::RemotePublisher,
-    Config, Flags, Shim, StartOpts,
-};
+use containerd_shim::{api::ConnectRequest, api::DeleteResponse, Flags};
 use containerd_shim_protos::{
-    protobuf::{well_known_types::any::Any, Message},
+    protobuf::Message,
     shim_async::{Client, TaskClient},
     ttrpc::{self, context},
 };
@@ -48,115 +39,55 @@ use log::info;
 use crate::{
     cgroup::{self, Cgroup, Hierarchy},
     error::{Error, Result},
-    logfmt,
     model::host::Host,
     model::modes::Modes,
     model::options::{self, Requested},
     model::ProcessModel,
     sys,
+    task::bootstrap,
     task::bundle,
     task::container::validate_id,
-    task::events::{timestamp, Publisher},
+    task::daemon,
+    task::events::timestamp,
     task::exits::{self, Router},
-    task::rpc::TaskService,
-    task::service::Service,
     task::spec::{self, CONFIG_FILE},
+    RUNTIME_ID,
 };
 
 /// The exit code `delete` reports for a task it had to kill: 128 + SIGKILL.
 const KILLED_BY_DELETE: u32 = 128 + libc::SIGKILL as u32;
 
-/// The shim as the crate sees it: one value per process, whatever the action.
-pub struct SampleShim {
-    /// containerd namespace of the task (`-namespace`), for events.
-    namespace: String,
-    /// The ttrpc address this daemon serves (`-socket`), removed on exit.
-    socket: String,
-    /// Fired by `Shutdown` when no task is left.
-    exit: Arc<ExitSignal>,
-    /// Resolves once containerd has answered every event published (`task/events.rs`).
-    flushed: std::sync::Mutex<Option<Pin<Box<dyn Future<Output = ()> + Send>>>>,
-}
-
-#[async_trait]
-impl Shim for SampleShim {
-    type T = TaskService;
-
-    async fn new(runtime_id: &str, args: &Flags, config: &mut Config) -> Self {
-        // The daemon logs into the bundle's `log` FIFO through our logger, not the crate's
-        // (`logfmt.rs` says why). `start` and `delete` log nowhere, as before: containerd
-        // reads their stdout, and nobody reads the FIFO any more when `delete` runs.
-        config.no_setup_logger = true;
-        if !matches!(args.action.as_str(), "start" | "delete") {
-            if let Err(err) = logfmt::init(args.debug) {
-                // What the crate does when its own logger cannot start: the daemon exits,
-                // and `start` reports that it exited before serving.
-                eprintln!("{runtime_id}: open the log FIFO: {err}");
-                std::process::exit(1);
-            }
+/// Runs what `flags` ask for (`start`, `delete`, or the daemon) and returns the process's
+/// exit code; what went wrong is on stderr, which containerd shows.
+pub async fn run(flags: Flags) -> i32 {
+    let done = match flags.action.as_str() {
+        "start" => start(&flags).and_then(|answer| {
+            let mut stdout = std::io::stdout();
+            stdout
+                .write_all(&answer)
+                .and_then(|()| stdout.flush())
+                .map_err(Error::io("write the answer"))
+        }),
+        "delete" => delete().await.and_then(|response| {
+            let bytes = response.write_to_bytes().map_err(|e| Error::Io {
+                context: "encode the DeleteResponse".into(),
+                source: std::io::Error::other(e),
+            })?;
+            std::io::stdout()
+                .write_all(&bytes)
+                .map_err(Error::io("write the DeleteResponse"))
+        }),
+        "" if !flags.socket.is_empty() => daemon::run(&flags).await,
+        other => Err(Error::InvalidArgument(format!(
+            "unknown action {other:?}: containerd runs `start`, `delete`, or the daemon with -socket"
+        ))),
+    };
+    match done {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("{RUNTIME_ID}: {err}");
+            1
         }
-        SampleShim {
-            namespace: args.namespace.clone(),
-            socket: args.socket.clone(),
-            exit: Arc::new(ExitSignal::default()),
-            flushed: std::sync::Mutex::new(None),
-        }
-    }
-
-    async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
-        Ok(start(&opts)?)
-    }
-
-    async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
-        Ok(delete().await?)
-    }
-
-    async fn wait(&mut self) {
-        self.exit.wait().await;
-        // Every event answered before the daemon goes (containerd would otherwise write its
-        // answer to the last `/tasks/delete` into a closed connection); a containerd that
-        // does not answer is given what its own shims give it, 5 s.
-        let flushed = self.flushed.lock().ok().and_then(|mut f| f.take());
-        if let Some(flushed) = flushed {
-            if tokio::time::timeout(Duration::from_secs(5), flushed)
-                .await
-                .is_err()
-            {
-                info!("events still unanswered after 5 s: exiting anyway");
-            }
-        }
-        // Remove the socket ourselves: containerd may delete the bundle (and the `address`
-        // file the crate would read to find the socket) as soon as `Shutdown` returns.
-        let path = bundle::socket_path(&self.socket);
-        if let Err(err) = std::fs::remove_file(&path) {
-            info!("remove socket {}: {err}", path.display());
-        }
-    }
-
-    async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
-        // Subscribe to the reaper before the service can spawn anything: no exit is missed.
-        let exits = match monitor_subscribe(Topic::Pid).await {
-            Ok(subscription) => exits::from_monitor(subscription),
-            // The crate's monitor cannot fail to subscribe today; if it ever did, the shim
-            // could not report exits and must not pretend otherwise.
-            Err(err) => panic!("cannot subscribe to process exits: {err}"),
-        };
-        // Our own queue to the crate's address (`task/events.rs` says why); the crate's
-        // publisher, dropped here, closes its connection.
-        let events = Publisher::new(publisher.address.clone(), self.namespace.clone());
-        drop(publisher);
-        if let Ok(mut flushed) = self.flushed.lock() {
-            *flushed = Some(Box::pin(events.flushed()));
-        }
-        // `/proc/self/exe` is this binary, even if it was replaced on disk since.
-        let helper = Path::new("/proc/self/exe");
-        TaskService(Service::new(
-            events,
-            self.exit.clone(),
-            exits,
-            helper,
-            &self.namespace,
-        ))
     }
 }
 
@@ -169,8 +100,8 @@ impl Shim for SampleShim {
 /// of containerd's address, the namespace and the group, so groups never span namespaces.
 /// When a daemon already serves the group's socket, `start` only records and prints its
 /// address. Two `start`s of one group at once may both launch a daemon: the second cannot
-/// bind the socket, finds the first serving it, and exits (the `containerd-shim` crate does
-/// that), and both print the same address.
+/// bind the socket, finds the first serving it, and exits (`task/daemon.rs`), and both
+/// print the same address.
 ///
 /// The daemon is this binary again, with `-socket`. It gets a session of its own (`setsid`),
 /// so it is detached from containerd: a containerd restart or a signal to containerd's
@@ -178,7 +109,7 @@ impl Shim for SampleShim {
 /// away. Its umask is 0177, so the socket it binds is mode 0600: only root can connect. The
 /// daemon closes its stdout once it serves; reading that pipe to its end is how `start`
 /// knows the address is ready before printing it.
-pub fn start(opts: &StartOpts) -> Result<String> {
+pub fn start(opts: &Flags) -> Result<Vec<u8>> {
     // The id and namespace become part of the socket's name and of every log line.
     validate_id("task", &opts.id)?;
     validate_id("namespace", &opts.namespace)?;
@@ -189,6 +120,9 @@ pub fn start(opts: &StartOpts) -> Result<String> {
             bundle.display()
         )));
     }
+    // What containerd wrote on stdin: the container's runtime options, within
+    // `BootstrapParams` from containerd 2.3 on (which then takes task API v3).
+    let request = bootstrap::read(&read_stdin());
     // A spec that cannot be read is `Create`'s to report, with its reasons.
     let group =
         spec::read_spec(&bundle).map_or_else(|_| opts.id.clone(), |s| spec::group(&s, &opts.id));
@@ -200,7 +134,7 @@ pub fn start(opts: &StartOpts) -> Result<String> {
             "{}: joining the shim of group {group:?} at {address}",
             opts.id
         );
-        bundle::write_address(&bundle, &address).map(|()| address.clone())
+        bundle::write_address(&bundle, &address).map(|()| bootstrap::answer(&request, &address))
     };
     if group != opts.id && UnixStream::connect(&socket).is_ok() {
         return join();
@@ -211,10 +145,9 @@ pub fn start(opts: &StartOpts) -> Result<String> {
         other => other?,
     }
 
-    // The container's runtime options, which containerd writes on `start`'s stdin: runc-v2's
-    // `ShimCgroup` is the daemon's cgroup. Options that are wrong are `Create`'s to refuse,
-    // with the right code: here, as in runc-v2, they only mean no `ShimCgroup`.
-    let shim_cgroup = match options::from_request(read_options().as_ref()) {
+    // runc-v2's `ShimCgroup` is the daemon's cgroup. Options that are wrong are `Create`'s
+    // to refuse, with the right code: here, as in runc-v2, they only mean no `ShimCgroup`.
+    let shim_cgroup = match options::from_request(request.options.as_ref()) {
         Ok(Requested::Oci(config)) => config.shim_cgroup,
         _ => None,
     };
@@ -279,22 +212,22 @@ pub fn start(opts: &StartOpts) -> Result<String> {
         });
     }
     bundle::write_address(&bundle, &address)?;
-    Ok(address)
+    Ok(bootstrap::answer(&request, &address))
 }
 
-/// The runtime options containerd wrote on stdin (a protobuf `Any`), if any. Read only from
-/// a pipe or a file, as containerd gives: a terminal (a person trying `start`) is left alone.
-fn read_options() -> Option<Any> {
+/// What containerd wrote on stdin. Read only from a pipe or a file, as containerd gives: a
+/// terminal (a person trying `start`) is left alone.
+fn read_stdin() -> Vec<u8> {
     let stdin = std::io::stdin();
-    let kind = rustix::fs::fstat(&stdin).ok()?.st_mode & libc::S_IFMT;
-    if kind != libc::S_IFIFO && kind != libc::S_IFREG {
-        return None;
-    }
     let mut bytes = Vec::new();
-    stdin.lock().read_to_end(&mut bytes).ok()?;
-    (!bytes.is_empty())
-        .then(|| Any::parse_from_bytes(&bytes).ok())
-        .flatten()
+    let Ok(stat) = rustix::fs::fstat(&stdin) else {
+        return bytes;
+    };
+    let kind = stat.st_mode & libc::S_IFMT;
+    if kind == libc::S_IFIFO || kind == libc::S_IFREG {
+        let _ = stdin.lock().read_to_end(&mut bytes);
+    }
+    bytes
 }
 
 /// Moves process `pid` into the cgroup `path` (runc-v2's `ShimCgroup`), made if missing.
@@ -377,10 +310,7 @@ pub async fn delete() -> Result<DeleteResponse> {
     let bundle = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     // The same process models the daemon ran the task with (`model/mod.rs`). The OCI mode
     // runs its runtime's `delete`, whose exit comes through the reaper, as in the daemon.
-    let exits = match monitor_subscribe(Topic::Pid).await {
-        Ok(subscription) => exits::from_monitor(subscription),
-        Err(err) => panic!("cannot subscribe to process exits: {err}"),
-    };
+    let exits = exits::reaper().map_err(Error::io("watch SIGCHLD"))?;
     let host = Host::new(Path::new("/proc/self/exe"), Default::default());
     // The namespace only names a new container's state directory; `oci.json` has its own.
     let model = Modes::new(host, Router::serve(exits), "");
