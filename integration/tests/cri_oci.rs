@@ -71,7 +71,17 @@ async fn a_killed_shim_leaves_no_container_process_mount_or_cgroup() {
             pod::mounts_of(id)
         );
     }
-    // The containers' cgroups (their memory controller's, as the kernel listed them) are gone.
+    // The containers' cgroups (their memory controller's, as the kernel listed them) are
+    // gone. containerd 2.3 runs `delete` after a dead shim in the first container's bundle
+    // only (the sandbox's), never in the app's, so runc's state and the app's (empty) cgroup
+    // stay behind: containerd's own runc-v2 2.3.4 leaves the same (checked by hand with the
+    // `runc` handler). There, only the sandbox's must be gone, and the app's hold nothing.
+    let version = cd.server_version();
+    let v2_3 = !(version.starts_with("1.")
+        || version.starts_with("v1.")
+        || version.starts_with("2.0")
+        || version.starts_with("2.1")
+        || version.starts_with("2.2"));
     let roots: Vec<_> = integration::cgroup_dirs("/").into_iter().collect();
     for text in cgroups {
         for line in text
@@ -88,6 +98,12 @@ async fn a_killed_shim_leaves_no_container_process_mount_or_cgroup() {
             }
             for root in &roots {
                 let dir = root.join(path);
+                if v2_3 && path.contains(app.as_str()) {
+                    let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                    assert!(procs.trim().is_empty(), "{}: {procs}", dir.display());
+                    integration::remove_cgroup_tree(&dir);
+                    continue;
+                }
                 assert!(
                     !dir.join("cgroup.procs").exists(),
                     "cgroup left: {}",
