@@ -85,9 +85,23 @@ async fn an_exec_that_leaves_a_background_child_does_not_hang_exec_sync() {
         eprintln!(
             "{handler}: ExecSync of `sh -c 'sleep 365d &'` answered after {took:?}: {first:?}"
         );
-        let answer = first.unwrap_or_else(|_| {
-            panic!("{handler}: ExecSync hung for {timeout} s + 10 s: the exec's output was never closed")
-        });
+        let answer = match first {
+            Ok(answer) => answer,
+            // containerd 2.3's own runc-v2 shim hangs here (measured: its output is never
+            // closed); the reference is reported, ours is held to the rule.
+            Err(_) if handler == "runc" => {
+                eprintln!(
+                    "\n!!!!!!!! runc-v2 of containerd {version}: ExecSync hung for {timeout} s \
+                     + 10 s; the reference fails this test here\n"
+                );
+                cri.stop_pod(&pod_id).await.expect("StopPodSandbox");
+                cri.remove_pod(&pod_id).await.expect("RemovePodSandbox");
+                continue;
+            }
+            Err(_) => panic!(
+                "{handler}: ExecSync hung for {timeout} s + 10 s: the exec's output was never closed"
+            ),
+        };
         if let Err(status) = &answer {
             assert!(
                 status.message().contains("failed to drain exec process"),
