@@ -1,6 +1,6 @@
 //! `make bench` (`scripts/bench.sh`: builds the shim with `make shim`, then runs this with
 //! `SHIM_BIN` set and `[--quick] [--starts N] [--tasks N] [--cycles N] [--stdout-mib N]
-//! [--out DIR]`): our shim and Debian's `containerd-shim-runc-v2`, side by side, in one
+//! [--out DIR]`): our shim and containerd's `containerd-shim-runc-v2` (the daemon's own version), side by side, in one
 //! private containerd.
 //!
 //! Writes `bench/RESULTS.md` and `bench/results.svg`. runc gets a busybox root filesystem
@@ -1410,7 +1410,7 @@ fn markdown(
     writeln!(md, "- machine: {cpu}, {cores} cores; kernel {kernel}")?;
     writeln!(
         md,
-        "- containerd {containerd_version}; runc shim: Debian's `containerd-shim-runc-v2`"
+        "- containerd {containerd_version}; runc shim: that containerd's own `containerd-shim-runc-v2`"
     )?;
     writeln!(
         md,

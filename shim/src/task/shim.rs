@@ -60,6 +60,10 @@ const KILLED_BY_DELETE: u32 = 128 + libc::SIGKILL as u32;
 /// Runs what `flags` ask for (`start`, `delete`, or the daemon) and returns the process's
 /// exit code; what went wrong is on stderr, which containerd shows.
 pub async fn run(flags: Flags) -> i32 {
+    if flags.version {
+        println!("{RUNTIME_ID} {}", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
     let done = match flags.action.as_str() {
         "start" => start(&flags).and_then(|answer| {
             let mut stdout = std::io::stdout();
