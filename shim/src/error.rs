@@ -84,14 +84,6 @@ impl From<Error> for ttrpc::Error {
     }
 }
 
-/// The `Shim` trait of `containerd-shim` (lifecycle: `start`, `delete`) has its own error type;
-/// containerd prints whatever the binary writes, so the message is what counts there.
-impl From<Error> for containerd_shim::Error {
-    fn from(err: Error) -> Self {
-        containerd_shim::Error::Other(err.to_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
