@@ -228,8 +228,8 @@ impl Drop for Harness {
     }
 }
 
-/// The test's reaper: collects every child and reports it, as the crate's reaper does in
-/// the shim (the exit status, or 128 + the signal).
+/// The test's reaper: collects every child and reports it, as `exits::reaper` does in the
+/// shim (the exit status, or 128 + the signal).
 async fn reap(exits: UnboundedSender<Reaped>, reaping: Arc<AtomicBool>) {
     loop {
         while reaping.load(Ordering::SeqCst) {
