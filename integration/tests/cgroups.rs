@@ -122,6 +122,11 @@ fn the_oom_killer_s_kill_is_reported_before_the_exit_it_causes() {
             .into_iter()
             .find(|t| line.contains(t));
         if let Some(topic) = topic {
+            // The kernel may kill twice in one go (two processes of the hog's pipeline):
+            // each kill is an event, and all of them come before the exit.
+            if order.last() == Some(&topic) && topic == "/tasks/oom" {
+                continue;
+            }
             order.push(topic);
             if topic == "/tasks/exit" {
                 assert!(line.contains("\"exit_status\":137"), "{line}");
