@@ -3,7 +3,11 @@
 # the tree it built ("<root>/usr/bin" holds containerd, ctr and containerd's own runc shim,
 # as the matrix's other versions), for scripts/containerd-matrix.sh. Also builds containerd's
 # own test suites beside them: cri-integration.test (its CRI suite, `integration/`) and
-# client-integration.test (`integration/client`).
+# client-integration.test (`integration/client`), with the failpoint tools they use:
+# containerd-shim-runc-fp-v1 (its runc shim with failpoints, the CRI suite's handler
+# `runc-fp`), cni-bridge-fp (CNI's bridge with failpoints) and runc-fp (runc with failpoints,
+# the client suite's). ctrd-cri-suite is a link to the daemon: the CRI suite restarts its
+# daemon with `pkill -x <name>`, and that name hits nothing else.
 #
 # The archive is ../shared/vendor/containerd-2.3.4.tar.xz (or $CONTAINERD_ARCHIVE): `git
 # archive` of tag v2.3.4 with its vendor/. Go 1.26 is Debian's golang-1.26-go (sid, which
@@ -28,7 +32,8 @@ fi
 hash=$(sha256sum "$archive" | cut -c1-16)
 root="$cache/2.3.4-$hash"
 bin="$root/usr/bin"
-wanted="containerd ctr containerd-shim-runc-v2 cri-integration.test client-integration.test"
+wanted="containerd ctr containerd-shim-runc-v2 cri-integration.test client-integration.test
+    containerd-shim-runc-fp-v1 cni-bridge-fp runc-fp ctrd-cri-suite"
 built=yes
 for name in $wanted; do [ -x "$bin/$name" ] || built=no; done
 if [ "$built" = yes ]; then
@@ -61,6 +66,10 @@ mkdir -p "$bin.tmp"
         ./cmd/containerd-shim-runc-v2
     "$go" test -c -tags "$tags" -o "$bin.tmp/cri-integration.test" ./integration
     "$go" test -c -tags "$tags" -o "$bin.tmp/client-integration.test" ./integration/client
+    for tool in containerd-shim-runc-fp-v1 cni-bridge-fp runc-fp; do
+        "$go" build -tags "$tags" -o "$bin.tmp/$tool" "./integration/failpoint/cmd/$tool"
+    done
+    ln -s containerd "$bin.tmp/ctrd-cri-suite"
 ) >&2
 rm -rf "$bin"
 mkdir -p "$root/usr"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make critest`: builds critest (Kubernetes' CRI validation suite) and crictl from
-# cri-tools 1.36.0 with its vendored dependencies, offline, into target/cri-tools/.
+# cri-tools 1.36.0 with its vendored dependencies, offline, into target/cri-tools/, with
+# ginkgo (the runner of critest --parallel).
 # The source archive is ../shared/vendor/cri-tools-1.36.0.tar.xz (or $CRI_TOOLS_ARCHIVE);
 # Go 1.26 is Debian's golang-1.26-go. Nothing is fetched: GOPROXY=off, -mod=vendor.
 set -euo pipefail
@@ -18,7 +19,8 @@ if [ -z "$archive" ] || [ ! -f "$archive" ]; then
     echo "critest: no cri-tools-1.36.0.tar.xz (looked in ../shared/vendor and third_party; set CRI_TOOLS_ARCHIVE)" >&2
     exit 1
 fi
-if [ -x "$out/critest" ] && [ -x "$out/crictl" ] && [ "$out/critest" -nt "$archive" ]; then
+if [ -x "$out/critest" ] && [ -x "$out/crictl" ] && [ -x "$out/ginkgo" ] &&
+    [ "$out/critest" -nt "$archive" ]; then
     echo "$out"
     exit 0
 fi
@@ -38,6 +40,8 @@ mkdir -p "$out"
     export PATH="/usr/lib/go-1.26/bin:$PATH" GOFLAGS=-mod=vendor GOPROXY=off GOTOOLCHAIN=local \
         CGO_ENABLED=0 GOCACHE="$work/cache" GOPATH="$work/gopath"
     "$go" build -o "$out/crictl" ./cmd/crictl
+    # ginkgo's runner (vendored): critest --parallel N runs its specs in N processes through it.
+    "$go" build -o "$out/ginkgo" github.com/onsi/ginkgo/v2/ginkgo
     "$go" test -c -o "$out/critest" ./cmd/critest
 ) >&2
 echo "$out"

@@ -67,7 +67,50 @@ fn applets() -> Result<Vec<String>> {
         .collect())
 }
 
-/// The layer: `/bin/busybox`, its applets, `/etc/passwd` and the usual empty directories.
+/// The busybox image's `/etc/passwd` (upstream's, 1.36).
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh
+daemon:x:1:1:daemon:/usr/sbin:/bin/false
+bin:x:2:2:bin:/bin:/bin/false
+sys:x:3:3:sys:/dev:/bin/false
+sync:x:4:100:sync:/bin:/bin/sync
+mail:x:8:8:mail:/var/spool/mail:/bin/false
+www-data:x:33:33:www-data:/var/www:/bin/false
+operator:x:37:37:Operator:/var:/bin/false
+nobody:x:65534:65534:nobody:/home:/bin/false
+";
+
+/// The busybox image's `/etc/group` (upstream's, 1.36): `root` is in `wheel`, as tests of
+/// supplementary groups expect.
+const GROUP: &str = "root:x:0:
+daemon:x:1:
+bin:x:2:
+sys:x:3:
+adm:x:4:
+tty:x:5:
+disk:x:6:
+lp:x:7:
+mail:x:8:
+kmem:x:9:
+wheel:x:10:root
+cdrom:x:11:
+dialout:x:18:
+floppy:x:19:
+video:x:28:
+audio:x:29:
+tape:x:32:
+www-data:x:33:
+operator:x:37:
+utmp:x:43:
+plugdev:x:46:
+staff:x:50:
+lock:x:54:
+netdev:x:82:
+users:x:100:
+nobody:x:65534:
+";
+
+/// The layer: `/bin/busybox`, its applets, `/etc/passwd`, `/etc/group` and the usual empty
+/// directories.
 fn busybox_layer() -> Result<Vec<u8>> {
     let binary = std::fs::read(BUSYBOX_BINARY).map_err(|e| {
         anyhow::anyhow!(
@@ -93,12 +136,8 @@ fn busybox_layer() -> Result<Vec<u8>> {
         Ok(())
     };
     file("bin/busybox", 0o755, &binary)?;
-    file(
-        "etc/passwd",
-        0o644,
-        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-    )?;
-    file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")?;
+    file("etc/passwd", 0o644, PASSWD.as_bytes())?;
+    file("etc/group", 0o644, GROUP.as_bytes())?;
     for applet in applets()? {
         let mut header = tar::Header::new_ustar();
         header.set_entry_type(tar::EntryType::Symlink);
@@ -111,8 +150,13 @@ fn busybox_layer() -> Result<Vec<u8>> {
 
 /// Writes an OCI archive holding the busybox image as `name`.
 pub fn write_busybox_archive(path: &Path, name: &str) -> Result<()> {
+    busybox()?.write_archive(path, name)
+}
+
+/// The busybox image: one layer, `sh` as its command.
+fn busybox() -> Result<Image> {
     let config = serde_json::json!({ "Env": ["PATH=/bin"], "Cmd": ["sh"] });
-    write_layered_archive(path, name, &[busybox_layer()?], config)
+    Ok(Image::new(vec![busybox_layer()?], config))
 }
 
 /// The pod sandbox's image for the OCI mode and runc: busybox and `/pause`, a static
@@ -139,19 +183,47 @@ int main(void) {
 
 /// `/pause`, compiled statically.
 fn pause_binary() -> Result<Vec<u8>> {
+    static_binary(PAUSE_C)
+}
+
+/// `stress -m 1 --vm-bytes <N>M ... -t <seconds>`, what containerd's CRI suite runs in its
+/// resource consumer: holds N MiB, touched, for that long (the other options are taken as
+/// given), plus the few MiB stress's own two processes (it forks a worker) add: the test
+/// waits for the container's working set to pass its first figure plus N MiB.
+const STRESS_C: &str = r#"
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    long mib = 256, seconds = 30;
+    for (int i = 1; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "--vm-bytes")) mib = atol(argv[i + 1]);
+        if (!strcmp(argv[i], "-t")) seconds = atol(argv[i + 1]);
+    }
+    long bytes = (mib + 4) << 20;
+    char *memory = malloc(bytes);
+    if (!memory) return 1;
+    memset(memory, 1, bytes);
+    sleep(seconds);
+    return 0;
+}
+"#;
+
+/// The program `source` (C), compiled statically with the machine's `cc`.
+fn static_binary(source: &str) -> Result<Vec<u8>> {
     let dir = tempfile::tempdir()?;
-    let source = dir.path().join("pause.c");
-    let binary = dir.path().join("pause");
-    std::fs::write(&source, PAUSE_C)?;
+    let file = dir.path().join("main.c");
+    let binary = dir.path().join("main");
+    std::fs::write(&file, source)?;
     let out = std::process::Command::new("cc")
         .args(["-static", "-Os", "-s", "-o"])
         .arg(&binary)
-        .arg(&source)
+        .arg(&file)
         .output()
         .map_err(|e| anyhow::anyhow!("run cc: {e} (apt-get install -y gcc libc6-dev)"))?;
     if !out.status.success() {
         anyhow::bail!(
-            "cc -static pause.c failed (apt-get install -y gcc libc6-dev): {}",
+            "cc -static failed (apt-get install -y gcc libc6-dev): {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -160,65 +232,199 @@ fn pause_binary() -> Result<Vec<u8>> {
 
 /// Writes an OCI archive holding the pause image as `name`.
 pub fn write_pause_archive(path: &Path, name: &str) -> Result<()> {
-    let mut layer = tar::Builder::new(Vec::new());
+    pause(&pause_layer()?)?.write_archive(path, name)
+}
+
+/// The layer holding `/pause`.
+fn pause_layer() -> Result<Vec<u8>> {
     let binary = pause_binary()?;
+    let mut layer = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_ustar();
     header.set_size(binary.len() as u64);
     header.set_mode(0o755);
     header.set_cksum();
     layer.append_data(&mut header, "pause", binary.as_slice())?;
-    let config = serde_json::json!({ "Env": ["PATH=/bin"], "Entrypoint": ["/pause"] });
-    write_layered_archive(path, name, &[busybox_layer()?, layer.into_inner()?], config)
+    Ok(layer.into_inner()?)
 }
 
-/// Writes an OCI archive of one image `name`: uncompressed `layers` and the image config's
-/// `config` part.
-fn write_layered_archive(
-    path: &Path,
-    name: &str,
-    layers: &[Vec<u8>],
-    config: serde_json::Value,
-) -> Result<()> {
-    let arch = shim_demo::image::oci_arch();
-    let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
-    let config = serde_json::json!({
-        "architecture": arch,
-        "os": "linux",
-        "config": config,
-        "rootfs": { "type": "layers", "diff_ids": diff_ids },
-    })
-    .to_string()
-    .into_bytes();
-    let layer_descriptors: Vec<serde_json::Value> = layers
-        .iter()
-        .map(|layer| {
-            serde_json::json!({
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": digest(layer),
-                "size": layer.len(),
-            })
+/// The pause image: busybox, and `/pause` (`pause`, the layer) as its entry point.
+fn pause(pause: &[u8]) -> Result<Image> {
+    let config = serde_json::json!({ "Env": ["PATH=/bin"], "Entrypoint": ["/pause"] });
+    Ok(Image::new(vec![busybox_layer()?, pause.to_vec()], config))
+}
+
+/// An image as its blobs: what an archive packs and [`crate::registry`] serves. Its layers
+/// are uncompressed tars.
+pub struct Image {
+    /// The manifest (`application/vnd.oci.image.manifest.v1+json`).
+    pub manifest: Vec<u8>,
+    /// The image config.
+    pub config: Vec<u8>,
+    /// The layers, bottom first.
+    pub layers: Vec<Vec<u8>>,
+}
+
+impl Image {
+    /// The image of `layers` whose config's `config` part (command, environment, volumes)
+    /// is `config`, for this machine's architecture.
+    pub fn new(layers: Vec<Vec<u8>>, config: serde_json::Value) -> Image {
+        let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
+        let config = serde_json::json!({
+            "architecture": shim_demo::image::oci_arch(),
+            "os": "linux",
+            "config": config,
+            "rootfs": { "type": "layers", "diff_ids": diff_ids },
         })
-        .collect();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": shim_demo::image::MANIFEST_TYPE,
-        "config": {
-            "mediaType": shim_demo::image::CONFIG_TYPE,
-            "digest": digest(&config),
-            "size": config.len(),
-        },
-        "layers": layer_descriptors,
-    })
-    .to_string()
-    .into_bytes();
-    let descriptor = serde_json::json!({
-        "mediaType": shim_demo::image::MANIFEST_TYPE,
-        "digest": digest(&manifest),
-        "size": manifest.len(),
-        "platform": { "architecture": arch, "os": "linux" },
-        "annotations": { "io.containerd.image.name": name },
+        .to_string()
+        .into_bytes();
+        let layer_descriptors: Vec<serde_json::Value> = layers
+            .iter()
+            .map(|layer| {
+                serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest(layer),
+                    "size": layer.len(),
+                })
+            })
+            .collect();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": shim_demo::image::MANIFEST_TYPE,
+            "config": {
+                "mediaType": shim_demo::image::CONFIG_TYPE,
+                "digest": digest(&config),
+                "size": config.len(),
+            },
+            "layers": layer_descriptors,
+        })
+        .to_string()
+        .into_bytes();
+        Image {
+            manifest,
+            config,
+            layers,
+        }
+    }
+
+    /// Writes an OCI archive of this image, called `name`.
+    pub fn write_archive(&self, path: &Path, name: &str) -> Result<()> {
+        let arch = shim_demo::image::oci_arch();
+        let descriptor = serde_json::json!({
+            "mediaType": shim_demo::image::MANIFEST_TYPE,
+            "digest": digest(&self.manifest),
+            "size": self.manifest.len(),
+            "platform": { "architecture": arch, "os": "linux" },
+            "annotations": { "io.containerd.image.name": name },
+        });
+        let index =
+            serde_json::json!({ "schemaVersion": 2, "manifests": [descriptor] }).to_string();
+        let blobs: Vec<&Vec<u8>> = self
+            .layers
+            .iter()
+            .chain([&self.config, &self.manifest])
+            .collect();
+        pack(path, &index, &blobs)
+    }
+}
+
+/// The images containerd's own test suites (its CRI suite, `integration/`, and its client
+/// suite, `integration/client`) use, under their default names (`integration/images`),
+/// made here as stand-ins that do what the tests ask of each:
+///
+/// - `busybox`: busybox; `alpine`: busybox with alpine's `/etc/os-release`;
+/// - `pause`: the pause image (a container that runs until stopped);
+/// - `resource-consumer`: the pause image with `/bin/stress` ([`STRESS_C`]);
+/// - `nginx`: busybox printing nginx's "start worker processes", then pausing;
+/// - `volume-copy-up`: busybox with three volumes holding a `test_content` file each
+///   (`/test_dir`, `/:colon_prefixed`, `/C:/weird_test_dir`);
+/// - `volume-ownership`: busybox with the volume `/test_dir` owned by 65534:65534.
+///
+/// Returns each name with its image. Not made: the busybox pinned by digest (a digest names
+/// one upstream manifest) and the Windows and whiteout images.
+pub fn suite_images() -> Result<Vec<(&'static str, Image)>> {
+    let busybox_layer = busybox_layer()?;
+    let pause_layer = pause_layer()?;
+    let with = |extra: Vec<Vec<u8>>, config: serde_json::Value| {
+        let mut layers = vec![busybox_layer.clone()];
+        layers.extend(extra);
+        Image::new(layers, config)
+    };
+    let shell = serde_json::json!({ "Env": ["PATH=/bin"], "Cmd": ["sh"] });
+    let pausing = serde_json::json!({ "Env": ["PATH=/bin"], "Entrypoint": ["/pause"] });
+    let nginx = serde_json::json!({
+        "Env": ["PATH=/bin"],
+        "Entrypoint": ["/bin/sh", "-c", "echo 'start worker processes' >&2; exec /pause"],
     });
-    let index = serde_json::json!({ "schemaVersion": 2, "manifests": [descriptor] }).to_string();
-    let blobs: Vec<&Vec<u8>> = layers.iter().chain([&config, &manifest]).collect();
-    pack(path, &index, &blobs)
+    let os_release = layer(&[(
+        "etc/os-release",
+        0,
+        b"NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.14.0\n",
+    )])?;
+    let stress = layer(&[("bin/stress", 0, &static_binary(STRESS_C)?)])?;
+    let copy_up = layer(&[
+        ("test_dir/test_file", 0, b"test_content\n"),
+        (":colon_prefixed/colon_prefixed_file", 0, b"test_content\n"),
+        ("C:/weird_test_dir/weird_test_file", 0, b"test_content\n"),
+    ])?;
+    let copy_up_config = serde_json::json!({
+        "Env": ["PATH=/bin"],
+        "Cmd": ["sh"],
+        "Volumes": { "/test_dir": {}, "/:colon_prefixed": {}, "/C:/weird_test_dir": {} },
+    });
+    let ownership = layer(&[("test_dir/", 65534, b"")])?;
+    let ownership_config = serde_json::json!({
+        "Env": ["PATH=/bin"],
+        "Cmd": ["sh"],
+        "Volumes": { "/test_dir": {} },
+    });
+    Ok(vec![
+        (
+            "ghcr.io/containerd/busybox:1.36",
+            with(vec![], shell.clone()),
+        ),
+        (
+            "ghcr.io/containerd/alpine:3.14.0",
+            with(vec![os_release], shell),
+        ),
+        ("registry.k8s.io/pause:3.10.2", pause(&pause_layer)?),
+        (
+            "registry.k8s.io/e2e-test-images/resource-consumer:1.10",
+            with(vec![pause_layer.clone(), stress], pausing),
+        ),
+        (
+            "ghcr.io/containerd/nginx:1.27.0",
+            with(vec![pause_layer], nginx),
+        ),
+        (
+            "ghcr.io/containerd/volume-copy-up:2.2",
+            with(vec![copy_up], copy_up_config),
+        ),
+        (
+            "ghcr.io/containerd/volume-ownership:2.1",
+            with(vec![ownership], ownership_config),
+        ),
+    ])
+}
+
+/// A layer of `(path, owner, contents)`: a directory where the path ends with `/`, else a
+/// file (executable under `bin/`); owner is the uid and gid.
+fn layer(entries: &[(&str, u64, &[u8])]) -> Result<Vec<u8>> {
+    let mut layer = tar::Builder::new(Vec::new());
+    for (path, owner, data) in entries {
+        let mut header = tar::Header::new_ustar();
+        if path.ends_with('/') {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+        } else if path.starts_with("bin/") {
+            header.set_mode(0o755);
+        } else {
+            header.set_mode(0o644);
+        }
+        header.set_size(data.len() as u64);
+        header.set_uid(*owner);
+        header.set_gid(*owner);
+        header.set_cksum();
+        layer.append_data(&mut header, path, *data)?;
+    }
+    Ok(layer.into_inner()?)
 }

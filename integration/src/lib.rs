@@ -31,8 +31,10 @@ use anyhow::{bail, Context, Result};
 
 pub mod cgroupfs;
 pub mod image;
+pub mod outcomes;
 pub mod pod;
 pub mod proc;
+pub mod registry;
 pub mod soak;
 pub mod timing;
 
@@ -92,6 +94,16 @@ pub const DROP_IN_HANDLER: &str = "sample-runc-v2";
 /// A CRI handler of our runtime type with runc-v2's options table (`BinaryName`,
 /// `SystemdCgroup`), as an operator switching from runc writes it.
 pub const RUNC_TABLE_HANDLER: &str = "sample-runc-table";
+
+/// Names the CRI daemons' sandbox image, when set (default [`image::PAUSE`], imported).
+pub const SANDBOX_IMAGE_VAR: &str = "SAMPLE_SHIM_SANDBOX_IMAGE";
+
+/// containerd's runc shim with failpoints (built with containerd 2.3.4, beside it), the
+/// runtime of the CRI handler `runc-fp` its CRI suite uses.
+const SHIM_FAILPOINT_BINARY: &str = "containerd-shim-runc-fp-v1";
+
+/// containerd's CNI `bridge` with failpoints, the network of the handler `runc-fp`.
+const CNI_FAILPOINT_PLUGIN: &str = "cni-bridge-fp";
 
 /// The CRI handler for our shim in the OCI mode (with runc), beside
 /// [`shim_demo::cri::HANDLER`] (the host mode) and `runc` (containerd's runc-v2 shim).
@@ -184,6 +196,24 @@ impl Containerd {
             ],
         });
         fs::write(root.join("cni/conf/10-shimtest.conflist"), conf.to_string())?;
+        // containerd's CNI bridge with failpoints, where its build has it: the same network
+        // for the handler `runc-fp`, the pod's annotations passed to the plugin.
+        let failpoint = self.binary.with_file_name(CNI_FAILPOINT_PLUGIN);
+        if failpoint.exists() {
+            std::os::unix::fs::symlink(
+                &failpoint,
+                root.join("cni/bin").join(CNI_FAILPOINT_PLUGIN),
+            )?;
+            let mut conf = conf;
+            conf["plugins"][0]["type"] = CNI_FAILPOINT_PLUGIN.into();
+            conf["plugins"][0]["capabilities"] =
+                serde_json::json!({ "io.kubernetes.cri.pod-annotations": true });
+            fs::create_dir_all(root.join("cni/failpoint"))?;
+            fs::write(
+                root.join("cni/failpoint/10-failpoint.conflist"),
+                conf.to_string(),
+            )?;
+        }
         self.cni = Some((bridge, subnet));
         Ok(())
     }
@@ -297,6 +327,7 @@ impl Containerd {
             bail!("these tests run containerd and must run as root");
         }
         become_subreaper()?;
+        keep_inherited_fds_to_ourselves();
         let containerd = find_binary("CONTAINERD_BIN", "containerd")?;
         let ctr = find_binary("CTR_BIN", "ctr")?;
         let shim = shim_binary()?;
@@ -628,6 +659,27 @@ impl Containerd {
         self.daemon.id() as i32
     }
 
+    /// Whether the daemon is running (not exited).
+    pub fn daemon_running(&mut self) -> bool {
+        matches!(self.daemon.try_wait(), Ok(None))
+    }
+
+    /// Starts the daemon again if it has exited (a test killed it, as containerd's CRI suite
+    /// does to restart it); says whether it did.
+    pub fn restart_if_exited(&mut self) -> bool {
+        if self.daemon_running() {
+            return false;
+        }
+        self.start_daemon();
+        true
+    }
+
+    /// Where the daemon's registry configuration lives (`hosts.toml` per registry host;
+    /// containerd 2.x's CRI plugin reads it at each pull).
+    pub fn registry_config_path(&self) -> PathBuf {
+        self.dir.path().join("certs.d")
+    }
+
     /// Waits until every shim of this daemon has exited; panics after 5 s.
     pub fn wait_shims_gone(&self) {
         for _ in 0..250 {
@@ -733,6 +785,15 @@ fn become_subreaper() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Marks the descriptors this process inherited (past stdio) close-on-exec, so that the
+/// daemons, their shims and the clients started here do not inherit them: an open pipe
+/// of whoever started the tests would show in a shim's descriptors (containerd's CRI suite
+/// counts a shim's pipes). Ours are close-on-exec already.
+fn keep_inherited_fds_to_ourselves() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on open descriptors.
+    unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) };
 }
 
 /// Reaps the processes this guard killed and the shims that exited on their own, once
@@ -955,7 +1016,10 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
         r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]"#,
         r#"disabled_plugins = ["io.containerd.nri.v1.nri"]"#,
     );
-    let (handler, image, runtime) = (shim_demo::cri::HANDLER, image::PAUSE, RUNTIME);
+    // The sandboxes' image: the harness's pause, or the one `SANDBOX_IMAGE_VAR` names (a
+    // daemon that pulls it, from a registry of [`registry`]).
+    let sandbox = std::env::var(SANDBOX_IMAGE_VAR).unwrap_or_else(|_| image::PAUSE.into());
+    let (handler, image, runtime) = (shim_demo::cri::HANDLER, sandbox, RUNTIME);
     // The OCI mode's handler names an options file selecting runc; the host mode's one
     // asking for the host mode (the CRI plugin's containers are refused it otherwise).
     let oci_options = root.join("sample-oci.toml");
@@ -989,6 +1053,9 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
             r#"
 [plugins."io.containerd.cri.v1.images".pinned_images]
   sandbox = "{image}"
+
+[plugins."io.containerd.cri.v1.images".registry]
+  config_path = "{r}/certs.d"
 
 [plugins."io.containerd.cri.v1.runtime"]
   disable_cgroup = false
@@ -1035,8 +1102,9 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
-{}"#,
-            drop_in(r#"plugins."io.containerd.cri.v1.runtime""#)
+{}{}"#,
+            drop_in(r#"plugins."io.containerd.cri.v1.runtime""#),
+            failpoint_handler(root, containerd)
         )
     } else {
         format!(
@@ -1098,6 +1166,28 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
     Ok(common.replacen("version = 2", version, 1) + &cri)
 }
 
+/// The CRI handler `runc-fp` of containerd's CRI suite (its failpoint tests), where the
+/// containerd binary has its failpoint shim beside it: containerd's runc shim with failpoints
+/// taken from the pod's annotations, on the network of [`CNI_FAILPOINT_PLUGIN`]. No options:
+/// the CRI plugin gives a runtime type other than runc-v2's its generic options, which
+/// that shim does not read.
+fn failpoint_handler(root: &Path, containerd: &Path) -> String {
+    if !containerd.with_file_name(SHIM_FAILPOINT_BINARY).exists() {
+        return String::new();
+    }
+    let section = r#"plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc-fp"#;
+    format!(
+        r#"
+[{section}]
+  runtime_type = "io.containerd.runc-fp.v1"
+  pod_annotations = ["io.containerd.runtime.v2.shim.failpoint.*"]
+  cni_conf_dir = "{}/cni/failpoint"
+  cni_max_conf_num = 1
+"#,
+        root.display()
+    )
+}
+
 /// `$var` if set, else `name` looked up on `PATH`.
 fn find_binary(var: &str, name: &str) -> Result<PathBuf> {
     if let Ok(path) = std::env::var(var) {
@@ -1112,7 +1202,7 @@ fn find_binary(var: &str, name: &str) -> Result<PathBuf> {
 }
 
 /// The shim under test: `$SHIM_BIN`, or the one cargo built beside this test binary.
-fn shim_binary() -> Result<PathBuf> {
+pub fn shim_binary() -> Result<PathBuf> {
     built_binary("SHIM_BIN", SHIM_BINARY, "shim")
 }
 

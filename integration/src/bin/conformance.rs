@@ -23,7 +23,6 @@
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
     fs,
     path::{Path, PathBuf},
     process::Command,
@@ -31,7 +30,11 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use integration::{image, Containerd, DROP_IN_HANDLER, OCI_HANDLER};
+use integration::{
+    image,
+    outcomes::{self, Outcome},
+    Containerd, DROP_IN_HANDLER, OCI_HANDLER,
+};
 
 /// The specs that pull images from a registry: none is reachable.
 const PULLS: &str = "Image Manager|Image Consistency|Image Identifier Consistency";
@@ -52,13 +55,8 @@ const HOST_SAFE: &str = "PodSandbox runtime should support basic operations|Runt
     Container runtime should support log|\
     Streaming runtime should support streaming interfaces runtime should support attach";
 
-/// One spec's outcome under one handler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Passed,
-    Failed,
-    Skipped,
-}
+/// How many processes run critest's specs at once.
+const PARALLEL: u32 = 3;
 
 /// One critest run: a handler of a daemon.
 struct Run<'a> {
@@ -135,19 +133,29 @@ fn main() -> Result<()> {
             focus: Some(HOST_SAFE),
         },
     ];
-    let mut results: Vec<(&str, BTreeMap<String, Outcome>, f64)> = Vec::new();
-    for run in runs.iter().filter(|run| wanted(run.name)) {
-        eprintln!("== critest, {} (handler {})", run.name, run.handler);
-        let started = Instant::now();
-        let outcomes = critest_run(&critest, run, &out, &images)?;
-        results.push((run.name, outcomes, started.elapsed().as_secs_f64()));
-    }
     let drop_in_label = if drop_in_daemon.is_some() {
         "runc-v2 → ours (drop-in), handler `runc` of a second daemon"
     } else {
         "runc-v2 → ours (drop-in), `runtime_path`"
     };
-    let report = report(&cd, &results, drop_in_label);
+    let mut results = Vec::new();
+    for run in runs.iter().filter(|run| wanted(run.name)) {
+        eprintln!("== critest, {} (handler {})", run.name, run.handler);
+        let started = Instant::now();
+        let outcomes = critest_run(&critest, run, &out, &images)?;
+        let label = if run.name == DROP_IN_HANDLER {
+            drop_in_label
+        } else {
+            ""
+        };
+        results.push(outcomes::Run {
+            name: run.name.to_string(),
+            label: label.to_string(),
+            outcomes,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    let report = report(&cd, &results);
     fs::write(out.join("RESULTS.md"), &report.0)?;
     print!("{}", report.0);
     if !report.1.is_empty() {
@@ -197,6 +205,14 @@ fn critest_run(
     if let Some(focus) = run.focus {
         command.args(["--ginkgo.focus", focus]);
     }
+    // Specs in parallel processes: most of a spec's time is waiting (for a container to
+    // start, stop, print), so a 2-core machine runs several at once. critest runs them
+    // through ginkgo's runner, which scripts/critest.sh builds beside it.
+    let tools = critest.parent().unwrap_or(Path::new("."));
+    let path = std::env::var("PATH").unwrap_or_default();
+    command
+        .arg(format!("-parallel={PARALLEL}"))
+        .env("PATH", format!("{}:{path}", tools.display()));
     // critest exits 1 when a spec fails: the report says which.
     let status = command.status().context("run critest")?;
     let text = fs::read_to_string(&json)
@@ -224,81 +240,22 @@ fn critest_run(
     Ok(outcomes)
 }
 
-/// The report (Markdown) and the problems that fail the run. `drop_in_label` says how the
-/// drop-in ran.
-fn report(
-    cd: &Containerd,
-    results: &[(&str, BTreeMap<String, Outcome>, f64)],
-    drop_in_label: &str,
-) -> (String, Vec<String>) {
-    let mut md = String::new();
-    let _ = writeln!(
-        md,
-        "# critest 1.36 against containerd {}\n",
-        cd.server_version()
+/// The report (Markdown) and the problems that fail the run: ours with runc each held to
+/// what containerd's runc-v2 passes, the host mode to passing its subset.
+fn report(cd: &Containerd, results: &[outcomes::Run]) -> (String, Vec<String>) {
+    let mut md = format!(
+        "# critest 1.36 against containerd {}\n\n{}",
+        cd.server_version(),
+        outcomes::counts(results)
     );
-    let _ = writeln!(md, "| handler | passed | failed | skipped | time (s) |");
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|");
-    for (name, outcomes, seconds) in results {
-        let count = |o: Outcome| outcomes.values().filter(|v| **v == o).count();
-        let label = if *name == DROP_IN_HANDLER {
-            format!("{name}: {drop_in_label}")
-        } else {
-            name.to_string()
-        };
-        let _ = writeln!(
-            md,
-            "| {label} | {} | {} | {} | {seconds:.0} |",
-            count(Outcome::Passed),
-            count(Outcome::Failed),
-            count(Outcome::Skipped)
-        );
-    }
-    let mut problems = Vec::new();
-    let by = |name: &str| results.iter().find(|r| r.0 == name).map(|r| &r.1);
-    let empty = BTreeMap::new();
-    let runc = by("runc").unwrap_or(&empty);
-    // Ours with runc, each held to what containerd's runc-v2 passes; without a `runc` run
-    // (a partial run), to passing everything it ran.
-    for name in [OCI_HANDLER, DROP_IN_HANDLER] {
-        let Some(ours) = by(name) else { continue };
-        if runc.is_empty() {
-            let failed = ours.iter().filter(|(_, o)| **o == Outcome::Failed);
-            problems.extend(failed.map(|(spec, _)| format!("{name} fails: {spec}")));
-            continue;
-        }
-        for (spec, outcome) in runc {
-            if *outcome == Outcome::Passed && ours.get(spec) != Some(&Outcome::Passed) {
-                problems.push(format!("{name} fails a spec runc passes: {spec}"));
-            }
-        }
-    }
-    for (spec, outcome) in by(shim_demo::cri::HANDLER).unwrap_or(&empty) {
+    let mut problems = outcomes::regressions(results, "runc", &[OCI_HANDLER, DROP_IN_HANDLER]);
+    let host = results.iter().find(|r| r.name == shim_demo::cri::HANDLER);
+    for (spec, outcome) in host.into_iter().flat_map(|r| &r.outcomes) {
         if *outcome == Outcome::Failed {
             problems.push(format!("the host mode fails a spec of its subset: {spec}"));
         }
     }
-    let _ = writeln!(md, "\n## Every spec that ran\n");
-    let names: Vec<&str> = results.iter().map(|r| r.0).collect();
-    let _ = writeln!(md, "| spec | {} |", names.join(" | "));
-    let _ = writeln!(md, "|---|{}", "---|".repeat(names.len()));
-    let word = |o: Option<&Outcome>| match o {
-        Some(Outcome::Passed) => "pass",
-        Some(Outcome::Failed) => "FAIL",
-        Some(Outcome::Skipped) | None => "-",
-    };
-    let specs: std::collections::BTreeSet<&String> =
-        results.iter().flat_map(|r| r.1.keys()).collect();
-    for spec in specs {
-        let outcomes: Vec<Option<&Outcome>> = results.iter().map(|r| r.1.get(spec)).collect();
-        if outcomes
-            .iter()
-            .all(|o| matches!(o, Some(Outcome::Skipped) | None))
-        {
-            continue;
-        }
-        let words: Vec<&str> = outcomes.into_iter().map(word).collect();
-        let _ = writeln!(md, "| {spec} | {} |", words.join(" | "));
-    }
+    md.push_str("\n## Every spec that ran\n\n");
+    md.push_str(&outcomes::every_test(results));
     (md, problems)
 }
