@@ -19,7 +19,8 @@ cd "$(dirname "$0")/.."
 require_root conformance
 install_missing containerd=containerd runc=runc /bin/busybox=busybox-static cc=gcc \
     /usr/lib/cni/bridge=containernetworking-plugins iptables=iptables ip=iproute2 \
-    lsof=lsof strace=strace pkill=procps pidof=sysvinit-utils
+    lsof=lsof strace=strace pkill=procps pidof=sysvinit-utils socat=socat openssl=openssl \
+    unshare=util-linux
 bash scripts/test-prereqs.sh
 tools=$(bash scripts/critest.sh)
 cargo build --workspace --locked -q

@@ -201,9 +201,10 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "-t")) seconds = atol(argv[i + 1]);
     }
     long bytes = (mib + 4) << 20;
-    char *memory = malloc(bytes);
+    /* volatile: the pages are written, not optimized away. */
+    volatile char *memory = malloc(bytes);
     if (!memory) return 1;
-    memset(memory, 1, bytes);
+    for (long i = 0; i < bytes; i += 4096) memory[i] = 1;
     sleep(seconds);
     return 0;
 }

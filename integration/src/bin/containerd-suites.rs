@@ -17,10 +17,12 @@
 //!   daemon (`containerd` from `PATH`) on `/var/lib/containerd-test` and
 //!   `/run/containerd-test`, so the two runs are one after the other.
 //!
-//! Both suites pull their images by name; no registry is reachable, so a registry on
-//! `127.0.0.1` ([`integration::registry`]) serves stand-ins made here
-//! ([`integration::image::suite_images`]): as the mirror of `ghcr.io` and `registry.k8s.io`
-//! for the CRI suite (whose sandbox image is the suite's pause, pulled), by its own address for the client suite (`--image-list`).
+//! Both suites pull their images by their upstream names (`ghcr.io/containerd/busybox:1.36`,
+//! ...); no registry is reachable, so a registry on `127.0.0.1` ([`integration::registry`])
+//! serves stand-ins made here ([`integration::image::suite_images`]): as the mirror of
+//! `ghcr.io` and `registry.k8s.io` for the CRI suite's daemon (whose sandbox image is the
+//! suite's pause, pulled), and behind impersonated upstreams for the client suite, which
+//! pulls from the client side ([`Upstreams`]).
 //!
 //! Usage: `containerd-suites --bin DIR [--out DIR] [--suites cri,client] [--handlers a,b]
 //! [--run REGEX]`, `DIR` holding containerd 2.3.4 and the suites. Writes
@@ -346,8 +348,10 @@ fn client_suite(
     let shims = work.path().join("bin");
     fs::create_dir(&shims)?;
     if ours {
-        let shim = integration::shim_binary()?;
-        std::os::unix::fs::symlink(shim, shims.join(RUNC_V2_BINARY))?;
+        // A copy, not a link: a test copies the shim it finds through os.TempDir (set
+        // below to this run's directory), and nothing should ever write through to the
+        // build's binary.
+        fs::copy(integration::shim_binary()?, shims.join(RUNC_V2_BINARY))?;
     }
     let path = format!(
         "{}:{}:{}",
@@ -373,6 +377,7 @@ fn client_suite(
         .arg(format!("-test.timeout={}s", CLIENT_SUITE_LIMIT.as_secs()))
         .args(filter.map(|f| ["-test.run", f]).into_iter().flatten())
         .env("PATH", path)
+        .env("TMPDIR", work.path())
         .current_dir(work.path())
         .stdin(Stdio::null())
         .stdout(file.try_clone()?)
