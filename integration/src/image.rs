@@ -56,6 +56,8 @@ pub const BUSYBOX_BINARY: &str = "/bin/busybox";
 
 /// The applets linked to busybox in the image's `/bin`: all it has (`busybox --list`), as
 /// in the busybox image critest and Kubernetes' tests expect (`top`, `nc`, `hostname`, ...).
+/// Each is a link to `/bin/busybox`, absolute, as in alpine (a test of image volumes
+/// counts on `bin/sh` pointing out of its directory).
 fn applets() -> Result<Vec<String>> {
     let out = std::process::Command::new(BUSYBOX_BINARY)
         .arg("--list")
@@ -143,7 +145,7 @@ fn busybox_layer() -> Result<Vec<u8>> {
         header.set_entry_type(tar::EntryType::Symlink);
         header.set_size(0);
         header.set_mode(0o777);
-        layer.append_link(&mut header, format!("bin/{applet}"), "busybox")?;
+        layer.append_link(&mut header, format!("bin/{applet}"), "/bin/busybox")?;
     }
     Ok(layer.into_inner()?)
 }

@@ -569,8 +569,9 @@ impl Container {
             State::Created => {}
         }
         if !process.exists() {
-            // An exec its model makes at `Start`: nothing ran, nothing to kill or reap.
-            let exit = process.set_exited(128 + Signal::KILL.number() as u32);
+            // An exec its model makes at `Start`: nothing ran, nothing to kill or reap, and
+            // it ends with the status 0 runc-v2 reports for it.
+            let exit = process.set_exited(0);
             inner(&mut state)?.processes.cancel(&member_of(exec_id), 0);
             return Ok((state, exit));
         }
@@ -635,7 +636,7 @@ impl Container {
                 self.id
             )));
         }
-        let process: oci_spec::runtime::Process = req
+        let mut process: oci_spec::runtime::Process = req
             .spec
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("exec request without a process spec".into()))
@@ -643,12 +644,15 @@ impl Container {
                 serde_json::from_slice(&any.value)
                     .map_err(|e| Error::InvalidArgument(format!("exec process spec: {e}")))
             })?;
+        // The request says whether the exec has a terminal, whatever its spec says (a
+        // client's terminal I/O on the container's own process spec), as for runc-v2.
+        process.set_terminal(Some(req.terminal));
         inner.processes.check_exec(&process)?;
         let stdio = StdioPaths {
             stdin: req.stdin,
             stdout: req.stdout,
             stderr: req.stderr,
-            terminal: process.terminal().unwrap_or(false),
+            terminal: req.terminal,
         };
         let label = format!("{} exec {}", self.id, req.exec_id);
         // An exec's logger logs for the exec, as with containerd's runc shim.

@@ -196,6 +196,7 @@ pub fn start(opts: &Flags) -> Result<Vec<u8>> {
             return Err(err);
         }
     }
+    raise_oom_score(daemon.id() as i32);
     let mut ready = Vec::new();
     if let Some(mut stdout) = daemon.stdout.take() {
         let _ = stdout.read_to_end(&mut ready);
@@ -217,6 +218,23 @@ pub fn start(opts: &Flags) -> Result<Vec<u8>> {
     }
     bundle::write_address(&bundle, &address)?;
     Ok(bootstrap::answer(&request, &address))
+}
+
+/// Gives the daemon `pid` containerd's OOM score adjustment plus one, as runc-v2 does: under
+/// memory pressure the kernel takes a shim before the containerd that manages it. Raising
+/// it needs no privilege; where it fails anyway, the daemon keeps containerd's.
+fn raise_oom_score(pid: i32) {
+    let containerd = std::os::unix::process::parent_id();
+    let path = |pid: u32| format!("/proc/{pid}/oom_score_adj");
+    let raised = std::fs::read_to_string(path(containerd))
+        .ok()
+        .and_then(|score| score.trim().parse::<i32>().ok())
+        .map(|score| (score + 1).min(1000));
+    if let Some(score) = raised {
+        if let Err(err) = std::fs::write(path(pid as u32), score.to_string()) {
+            log::warn!("could not set the shim's oom_score_adj to {score}: {err}");
+        }
+    }
 }
 
 /// What containerd wrote on stdin. Read only from a pipe or a file, as containerd gives: a
