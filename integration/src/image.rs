@@ -336,7 +336,7 @@ impl Image {
 ///
 /// - `busybox`: busybox; `alpine`: busybox with alpine's `/etc/os-release`;
 /// - `pause`: the pause image (a container that runs until stopped);
-/// - `resource-consumer`: the pause image with `/bin/stress` ([`STRESS_C`]);
+/// - `resource-consumer`: the pause image with `/bin/stress` (`STRESS_C`);
 /// - `nginx`: busybox printing nginx's "start worker processes", then pausing;
 /// - `volume-copy-up`: busybox with three volumes holding a `test_content` file each
 ///   (`/test_dir`, `/:colon_prefixed`, `/C:/weird_test_dir`);
