@@ -296,10 +296,9 @@ fn cri_suite(
         let outcome = run_restarting(&mut cd, command, CRI_TEST_LIMIT + Duration::from_secs(30))
             .and_then(|finished| {
                 let text = fs::read_to_string(&log)?;
-                Ok(match finished {
-                    false => Outcome::Failed,
-                    true => outcome_of(&text, &test),
-                })
+                // A test that did not finish, or said nothing of its end, failed.
+                let said = go_outcomes(&text).get(&test).copied();
+                Ok(said.filter(|_| finished).unwrap_or(Outcome::Failed))
             })?;
         eprintln!(
             "   {test}: {outcome:?} ({:.0} s)",
@@ -347,16 +346,26 @@ fn run_restarting(cd: &mut Containerd, mut command: Command, limit: Duration) ->
     Ok(true)
 }
 
-/// A Go test's outcome from its `-test.v` output.
-fn outcome_of(text: &str, test: &str) -> Outcome {
-    let line = |word: &str| text.contains(&format!("--- {word}: {test} "));
-    if line("PASS") {
-        Outcome::Passed
-    } else if line("SKIP") {
-        Outcome::Skipped
-    } else {
-        Outcome::Failed
+/// Each top-level test's outcome in a Go test binary's `-test.v` output (a subtest's counts
+/// as its parent's).
+fn go_outcomes(text: &str) -> BTreeMap<String, Outcome> {
+    let mut outcomes = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        for (word, outcome) in [
+            ("--- PASS: ", Outcome::Passed),
+            ("--- FAIL: ", Outcome::Failed),
+            ("--- SKIP: ", Outcome::Skipped),
+        ] {
+            if let Some(rest) = line.strip_prefix(word) {
+                let test = rest.split_whitespace().next().unwrap_or_default();
+                if !test.contains('/') {
+                    outcomes.insert(test.to_string(), outcome);
+                }
+            }
+        }
     }
+    outcomes
 }
 
 /// Runs the client suite (the tests matching `filter`, if given) with containerd 2.3.4 and
@@ -417,23 +426,7 @@ fn client_suite(
     let status = status?;
     let mut text = String::new();
     fs::File::open(&log)?.read_to_string(&mut text)?;
-    let mut outcomes = BTreeMap::new();
-    for line in text.lines() {
-        let line = line.trim_start();
-        for (word, outcome) in [
-            ("--- PASS: ", Outcome::Passed),
-            ("--- FAIL: ", Outcome::Failed),
-            ("--- SKIP: ", Outcome::Skipped),
-        ] {
-            if let Some(rest) = line.strip_prefix(word) {
-                let test = rest.split_whitespace().next().unwrap_or_default();
-                // Subtests are their parent's.
-                if !test.contains('/') {
-                    outcomes.insert(test.to_string(), outcome);
-                }
-            }
-        }
-    }
+    let mut outcomes = go_outcomes(&text);
     for (test, reason) in CLIENT_EXCLUDED {
         eprintln!("   {test}: excluded ({reason})");
         outcomes.insert(test.to_string(), Outcome::Skipped);
