@@ -1214,11 +1214,9 @@ async fn wait_returns_once_the_fifo_s_reader_has_all_the_output() {
 /// is made at its `Start` (pid 0 until then, as under runc-v2), an exec deleted unstarted
 /// leaves nothing, and the events keep the host mode's order. (`integration/tests/oci.rs`
 /// has the rest, through `ctr`, with runc and crun.)
-#[tokio::test]
-async fn the_oci_mode_makes_an_exec_at_its_start_and_forgets_an_unstarted_one() {
-    let Some(h) = Harness::new(&["true"]) else {
-        return;
-    };
+/// A bundle of a small busybox container, and the `Create` of it as `id` in the OCI mode
+/// with the runtime `binary` (its state in the bundle's `runc-state`).
+fn oci_request(id: &str, binary: &str) -> (tempfile::TempDir, api::CreateTaskRequest) {
     assert!(
         Path::new("/usr/sbin/runc").exists() || Path::new("/usr/bin/runc").exists(),
         "this test runs containers with runc: apt-get install -y runc busybox-static"
@@ -1243,13 +1241,26 @@ async fn the_oci_mode_makes_an_exec_at_its_start_and_forgets_an_unstarted_one() 
     std::fs::write(bundle.path().join("config.json"), spec.to_string()).expect("config.json");
     // runtimeoptions.v1.Options with its config_body (field 3): the options file's text.
     let state = bundle.path().join("runc-state");
-    let body = format!("BinaryName = \"runc\"\nRoot = \"{}\"\n", state.display());
+    let body = format!(
+        "BinaryName = \"{binary}\"\nRoot = \"{}\"\n",
+        state.display()
+    );
     let req = api::CreateTaskRequest {
-        id: "oci".into(),
+        id: id.into(),
         bundle: bundle.path().display().to_string(),
         options: Some(generic_options(&body)).into(),
         ..Default::default()
     };
+    (bundle, req)
+}
+
+#[tokio::test]
+async fn the_oci_mode_makes_an_exec_at_its_start_and_forgets_an_unstarted_one() {
+    let Some(h) = Harness::new(&["true"]) else {
+        return;
+    };
+    let (bundle, req) = oci_request("oci", "runc");
+    let state = bundle.path().join("runc-state");
     let init = h
         .service
         .create(req)
@@ -1299,6 +1310,109 @@ async fn the_oci_mode_makes_an_exec_at_its_start_and_forgets_an_unstarted_one() 
             "exit five 5",
             "exec-added never",
             "exit oci 137",
+            "delete 137"
+        ]
+    );
+}
+
+/// containerd's `TestIssue10589`, in-process: `runc exec` held back (a wrapper waits for a
+/// file first, as containerd's `runc-fp` for a FIFO) blocks nothing but its own `Start`.
+/// The init dies meanwhile: `State` still answers, the init's exit is held until the start
+/// ends, an `Exec` is accepted and its `Start` refused; then both execs stay CREATED and the
+/// init's exit is reported last.
+#[tokio::test]
+async fn an_exec_start_out_of_the_lock_blocks_nothing_and_holds_the_init_s_exit() {
+    let Some(h) = Harness::new(&["true"]) else {
+        return;
+    };
+    let gates = tempfile::tempdir().expect("gates");
+    let (ready, go) = (gates.path().join("ready"), gates.path().join("go"));
+    let wrapper = gates.path().join("slow-exec-runc");
+    let script = format!(
+        "#!/bin/sh\ncase \" $* \" in *' exec '*) : > {ready}; \
+         while [ ! -e {go} ]; do sleep 0.05; done;; esac\nexec runc \"$@\"\n",
+        ready = ready.display(),
+        go = go.display()
+    );
+    std::fs::write(&wrapper, script).expect("wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let (_bundle, req) = oci_request("slow", &wrapper.display().to_string());
+    let init = h.service.create(req).await.expect("create").pid as i32;
+    h.start("slow", "").await.expect("start");
+    h.exec("slow", "one", &["sleep", "301"])
+        .await
+        .expect("exec one");
+    let service = h.service.clone();
+    let start_one = tokio::spawn(async move {
+        let req = api::StartRequest {
+            id: "slow".into(),
+            exec_id: "one".into(),
+            ..Default::default()
+        };
+        service.start(req).await
+    });
+    eventually("runc exec to wait", || ready.exists().then_some(())).await;
+
+    let answered = |what: &'static str, exec_id: &'static str| {
+        let state = h.service.state(state_request("slow", exec_id));
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), state)
+                .await
+                .unwrap_or_else(|_| panic!("State of {what} hangs while an exec starts"))
+                .expect("state")
+                .status()
+        }
+    };
+    assert_eq!(answered("the task", "").await, api::Status::RUNNING);
+    assert_eq!(answered("the exec", "one").await, api::Status::CREATED);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the init");
+    eventually("the init to be reaped", || {
+        ProcStat::read(init).is_err().then_some(())
+    })
+    .await;
+    assert_eq!(
+        answered("the task", "").await,
+        api::Status::RUNNING,
+        "the init's exit is held while an exec starts"
+    );
+    h.exec("slow", "two", &["sleep", "302"])
+        .await
+        .expect("an exec is accepted while the init's exit is held");
+    let refused = h.start("slow", "two").await;
+    assert!(
+        matches!(refused, Err(Error::FailedPrecondition(_))),
+        "{refused:?}"
+    );
+
+    std::fs::write(&go, "").expect("let runc exec go on");
+    let started = start_one.await.expect("start task");
+    assert!(
+        started.is_err(),
+        "runc execs into a dead container: {started:?}"
+    );
+    assert_eq!(h.wait("slow", "").await, 137);
+    assert_eq!(answered("the exec", "one").await, api::Status::CREATED);
+    assert_eq!(answered("the exec", "two").await, api::Status::CREATED);
+    for exec_id in ["one", "two"] {
+        assert_eq!(h.delete("slow", exec_id).await.expect("delete the exec"), 0);
+    }
+    assert_eq!(h.delete("slow", "").await.expect("delete"), 137);
+    assert_eq!(
+        h.timeline(),
+        [
+            "create",
+            "start",
+            "exec-added one",
+            "exec-added two",
+            "exit slow 137",
             "delete 137"
         ]
     );

@@ -23,7 +23,8 @@
 //!   the reaper saw before that is kept for it (`exits::Router`).
 //! - The container calls one method at a time (it holds its own lock), so a model keeps
 //!   its state in `&mut self` without locks of its own; a slow call delays that container
-//!   only, **provided it never blocks the shim's one thread**: `.await` what can be
+//!   (an exec made at `Start`, [`Exec::AtStart`], delays nothing: it runs out of the lock,
+//!   and owns what it needs), **provided it never blocks the shim's one thread**: `.await` what can be
 //!   awaited (a child's report on a pipe, a runtime binary's exit through the reaper), and
 //!   run what cannot (a mount, a VM's boot, a wasm compile) through [`blocking`], which
 //!   puts it on a thread of its own under a deadline.
@@ -34,7 +35,7 @@ pub mod modes;
 pub mod oci;
 pub mod options;
 
-use std::{os::fd::OwnedFd, path::Path, sync::Arc, time::Duration};
+use std::{future::Future, os::fd::OwnedFd, path::Path, pin::Pin, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use containerd_shim_protos::{api::CreateTaskRequest, protobuf::well_known_types::any::Any};
@@ -52,7 +53,7 @@ use crate::{
 };
 
 /// A process a model made: held before its program runs, until [`Instance::start`], or
-/// made by it.
+/// made at `Start` ([`Exec::AtStart`]).
 pub struct NewProcess {
     /// Its pid.
     pub pid: i32,
@@ -67,6 +68,20 @@ pub struct NewProcess {
     /// ([`Instance::pty_maker`] says so).
     pub terminal: Option<OwnedFd>,
 }
+
+/// What [`Instance::exec`] made.
+pub enum Exec {
+    /// The process, held before its program runs until [`Instance::start`], as the init.
+    Held(NewProcess),
+    /// Nothing yet: `Start` makes the process by running this future, out of the
+    /// container's lock, so that the container answers its other RPCs meanwhile (an OCI
+    /// runtime's `exec` takes as long as the runtime likes). A `Delete` before `Start`
+    /// drops it unrun.
+    AtStart(MakeAtStart),
+}
+
+/// The making of an exec process at its `Start` ([`Exec::AtStart`]).
+pub type MakeAtStart = Pin<Box<dyn Future<Output = Result<NewProcess>> + Send>>;
 
 /// Which process of a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,22 +146,21 @@ pub trait Instance: Send + 'static {
     fn check_exec(&self, process: &oci_spec::runtime::Process) -> Result<()>;
 
     /// `Exec`: another process in the container, `exec_id`, from an OCI `process`: made
-    /// and held the same way, or (`None`) only recorded, to be made by
-    /// [`Instance::start`] (an OCI runtime's `exec` runs the process at once). The
-    /// container has checked that its init runs and is not paused.
+    /// and held the same way ([`Exec::Held`]), or left for `Start` to make
+    /// ([`Exec::AtStart`]: an OCI runtime's `exec` runs the process at once). The container
+    /// has checked that its init runs and is not paused.
     async fn exec(
         &mut self,
         exec_id: &str,
         process: &oci_spec::runtime::Process,
         stdio: ChildStdio,
-    ) -> Result<Option<NewProcess>>;
+    ) -> Result<Exec>;
 
-    /// `Start`: lets the held process `pid` of `member` run its program, or makes it (an
-    /// exec that [`Instance::exec`] only recorded, `pid` 0) and returns it.
-    async fn start(&mut self, member: &Member, pid: i32) -> Result<Option<NewProcess>>;
+    /// `Start`: lets the held process `pid` of `member` run its program.
+    async fn start(&mut self, member: &Member, pid: i32) -> Result<()>;
 
-    /// `Delete` of a process never started: it must exit without running anything (the
-    /// container has already sent it SIGKILL), or, never made, be forgotten.
+    /// `Delete` of a held process never started: it must exit without running anything
+    /// (the container has already sent it SIGKILL).
     fn cancel(&mut self, member: &Member, pid: i32);
 
     /// `Kill --all`: `signal` to every process of the container. The container has checked

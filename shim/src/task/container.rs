@@ -15,7 +15,7 @@
 //! freeze) delays this container's RPCs only. See "Concurrency" in docs/ARCHITECTURE.md.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::PathBuf,
     sync::{
         atomic::{AtomicI32, Ordering},
@@ -28,14 +28,14 @@ use containerd_shim_protos::api::{self, ProcessInfo, Status};
 use log::{info, warn};
 use tokio::sync::{
     mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender},
-    Mutex, MutexGuard,
+    Mutex, MutexGuard, Notify,
 };
 
 use crate::{
     cgroup::oom::OomWatch,
     error::{Error, Result},
     model::host::members::Registry,
-    model::{Instance, Member},
+    model::{Exec, Instance, MakeAtStart, Member},
     stdio::logs::LogContext,
     stdio::{self, StdioPaths},
     sys::Signal,
@@ -107,6 +107,8 @@ pub struct Container {
     init_pid: AtomicI32,
     /// The exit task, stopped at `Delete`.
     task: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+    /// Wakes a `Delete` waiting for an exec's start to end.
+    start_ended: Notify,
 }
 
 /// A created container's state, behind its lock.
@@ -117,6 +119,13 @@ struct Inner {
     init: Process,
     /// Exec processes by exec id, from `Exec` until their `Delete`.
     execs: HashMap<String, Process>,
+    /// The making of the execs their model makes at `Start` ([`Exec::AtStart`]), until
+    /// then.
+    at_start: HashMap<String, MakeAtStart>,
+    /// The execs whose `Start` is making them, out of the lock.
+    starting: HashSet<String>,
+    /// The init's exit, while an exec is starting: recorded once no exec is.
+    held_init_exit: Option<Reaped>,
     /// Between `Pause` and `Resume`.
     paused: bool,
     /// The OOM kills already published as `/tasks/oom`.
@@ -137,6 +146,7 @@ impl Container {
             exits_rx: std::sync::Mutex::new(Some(exits_rx)),
             init_pid: AtomicI32::new(0),
             task: std::sync::Mutex::new(None),
+            start_ended: Notify::new(),
         }
     }
 
@@ -163,7 +173,13 @@ impl Container {
     /// given in between would say RUNNING for a process that is gone.
     async fn lock_settled(&self, exec_id: &str) -> Result<MutexGuard<'_, Option<Inner>>> {
         let mut state = self.lock().await?;
-        let process = inner(&mut state)?.process(&self.id, exec_id)?;
+        let inner = inner(&mut state)?;
+        if exec_id.is_empty() && !inner.starting.is_empty() {
+            // An exit of the init is held until the exec starts under way end: none is
+            // about to be recorded.
+            return Ok(state);
+        }
+        let process = inner.process(&self.id, exec_id)?;
         if !process.exit_pending() {
             return Ok(state);
         }
@@ -245,6 +261,9 @@ impl Container {
             bundle: PathBuf::from(req.bundle),
             init,
             execs: HashMap::new(),
+            at_start: HashMap::new(),
+            starting: HashSet::new(),
+            held_init_exit: None,
             paused: false,
             oom_kills,
             processes,
@@ -314,6 +333,11 @@ impl Container {
     /// (FailedPrecondition); `Kill` finds the process finished (NotFound). From the moment
     /// the init exits, the three agree it stopped, as containerd's runc shim answers once
     /// its init exited.
+    ///
+    /// One exception, runc-v2's: while an exec is being made by its `Start` (out of the
+    /// lock, [`Exec::AtStart`]), the init's exit is held, and recorded once no exec is
+    /// starting. Meanwhile the init answers RUNNING, an `Exec` is accepted and its `Start`
+    /// refused; the exec that did start is ended with the rest, and reported first.
     pub async fn process_exited(&self, reaped: Reaped, exits: &mut UnboundedReceiver<Reaped>) {
         let mut state = self.state.lock().await;
         let Ok(inner) = inner(&mut state) else {
@@ -323,6 +347,14 @@ impl Container {
             return;
         };
         if member == Member::Init {
+            if !inner.starting.is_empty() {
+                info!(
+                    "{}: the init exited; its exit waits for exec starts",
+                    self.id
+                );
+                inner.held_init_exit = Some(reaped);
+                return;
+            }
             if inner.paused {
                 // Frozen processes would not die (v1) until thawed.
                 inner.processes.thaw();
@@ -407,7 +439,8 @@ impl Container {
         }
     }
 
-    /// `Start`: lets the init or an exec process run its program.
+    /// `Start`: lets the init or an exec process run its program, or makes an exec its
+    /// model makes only now ([`Exec::AtStart`]), out of the lock.
     pub async fn start(&self, exec_id: &str) -> Result<i32> {
         let mut state = self.lock().await?;
         let inner = inner(&mut state)?;
@@ -416,24 +449,38 @@ impl Container {
             process.ensure_created()?;
             process.pid
         };
-        let member = member_of(exec_id);
-        let window = self.shared.router.window();
-        let made = inner.processes.start(&member, pid).await?;
-        let process = inner.process(&self.id, exec_id)?;
-        if let Some(mut spawned) = made {
-            // An exit the reaper saw meanwhile is kept for it (`exits::Router`).
-            let pidfd =
-                self.shared
-                    .router
-                    .add(spawned.pid, spawned.pidfd.take(), &self.exits, &window);
-            process.made(spawned.pid, pidfd);
-            if let Some(master) = spawned.terminal.take() {
-                process.io.attach_terminal(master)?;
+        if !exec_id.is_empty() {
+            if inner.starting.contains(exec_id) {
+                return Err(Error::FailedPrecondition(format!(
+                    "exec process {exec_id:?} is being started already"
+                )));
+            }
+            // As runc-v2: once the init has exited, no exec starts (the exit is recorded,
+            // or on its way, or held until another exec's start ends).
+            if inner.init.is_stopped() || inner.init.exit_pending() {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot start exec {exec_id:?}: the init process of task {:?} is not running",
+                    self.id
+                )));
+            }
+            if let Some(make) = inner.at_start.remove(exec_id) {
+                return self.start_made_now(state, exec_id, make).await;
+            }
+            if pid == 0 {
+                return Err(Error::FailedPrecondition(format!(
+                    "exec process {exec_id:?} failed to start already; delete it"
+                )));
             }
         }
-        drop(window);
-        let pid = process.pid;
+        inner.processes.start(&member_of(exec_id), pid).await?;
+        let process = inner.process(&self.id, exec_id)?;
         process.set_running();
+        self.started(process, exec_id).await
+    }
+
+    /// The end of a `Start` once the process runs: logged, and published.
+    async fn started(&self, process: &Process, exec_id: &str) -> Result<i32> {
+        let pid = process.pid;
         info!("{}: started process {pid} {exec_id:?}", self.id);
         let event = if exec_id.is_empty() {
             TaskEvent::Start {
@@ -449,6 +496,50 @@ impl Container {
         };
         self.shared.events.publish(event).await;
         Ok(pid)
+    }
+
+    /// `Start` of an exec its model makes now: `make` runs without the lock, so `State`,
+    /// `Kill`, `Exec` and the rest go on meanwhile. Until it ends, the exec is `starting`
+    /// (CREATED to `State`; `Delete` waits) and an exit of the init is held, not recorded:
+    /// as with runc-v2, the init's exit comes after the end of every exec start, and an
+    /// exec that did start then ends before the init's exit is reported.
+    async fn start_made_now(
+        &self,
+        mut state: MutexGuard<'_, Option<Inner>>,
+        exec_id: &str,
+        make: MakeAtStart,
+    ) -> Result<i32> {
+        inner(&mut state)?.starting.insert(exec_id.to_string());
+        // Open before the process is made: its exit, however early, is matched in it.
+        let window = self.shared.router.window();
+        drop(state);
+        let made = make.await;
+        let mut state = self.state.lock().await;
+        // The container cannot go meanwhile: its init is not stopped while an exec starts.
+        let inner = inner(&mut state)?;
+        inner.starting.remove(exec_id);
+        self.start_ended.notify_waiters();
+        if inner.starting.is_empty() {
+            if let Some(exit) = inner.held_init_exit.take() {
+                // Back to the exit policy, after the exits already queued (this exec's, if
+                // it is gone already).
+                let _ = self.exits.send(exit);
+            }
+        }
+        let mut spawned = made?;
+        // An exit the reaper saw meanwhile is kept for it (`exits::Router`).
+        let pidfd = self
+            .shared
+            .router
+            .add(spawned.pid, spawned.pidfd.take(), &self.exits, &window);
+        drop(window);
+        let process = inner.process(&self.id, exec_id)?;
+        process.made(spawned.pid, pidfd);
+        if let Some(master) = spawned.terminal.take() {
+            process.io.attach_terminal(master)?;
+        }
+        process.set_running();
+        self.started(process, exec_id).await
     }
 
     /// `State`: where a process is in its life, and how it ended.
@@ -557,6 +648,13 @@ impl Container {
     /// started is killed where it waits (nothing ever ran); a running one is refused.
     async fn stopped(&self, exec_id: &str) -> Result<(MutexGuard<'_, Option<Inner>>, ExitStatus)> {
         let mut state = self.lock_settled(exec_id).await?;
+        while inner(&mut state)?.starting.contains(exec_id) {
+            // Being made out of the lock: its start ends first, whichever way.
+            let ended = self.start_ended.notified();
+            drop(state);
+            ended.await;
+            state = self.lock_settled(exec_id).await?;
+        }
         let process = inner(&mut state)?.process(&self.id, exec_id)?;
         match process.state() {
             State::Stopped(exit) => return Ok((state, exit)),
@@ -572,7 +670,7 @@ impl Container {
             // An exec its model makes at `Start`: nothing ran, nothing to kill or reap, and
             // it ends with the status 0 runc-v2 reports for it.
             let exit = process.set_exited(0);
-            inner(&mut state)?.processes.cancel(&member_of(exec_id), 0);
+            inner(&mut state)?.at_start.remove(exec_id);
             return Ok((state, exit));
         }
         let mut exited = process.subscribe_exit();
@@ -623,7 +721,7 @@ impl Container {
                 req.exec_id, self.id
             )));
         }
-        if !matches!(inner.init.state(), State::Running) || inner.init.exit_pending() {
+        if !matches!(inner.init.state(), State::Running) || inner.init_exit_unheld() {
             return Err(Error::FailedPrecondition(format!(
                 "cannot exec in task {:?}: its init process is not running",
                 self.id
@@ -660,24 +758,26 @@ impl Container {
         let pty = inner.processes.pty_maker();
         let (child, pending) = stdio::open(&stdio, pty, &log, &self.shared.registry).await?;
         // A logger may have taken its time: the init may have exited meanwhile.
-        if inner.init.is_stopped() || inner.init.exit_pending() {
+        if inner.init.is_stopped() || inner.init_exit_unheld() {
             return Err(Error::FailedPrecondition(format!(
                 "cannot exec in task {:?}: its init process exited",
                 self.id
             )));
         }
         let window = self.shared.router.window();
-        let spawned = inner.processes.exec(&req.exec_id, &process, child).await?;
-        let (pid, pidfd) = match spawned {
+        let (pid, pidfd) = match inner.processes.exec(&req.exec_id, &process, child).await? {
             // An exit the reaper saw meanwhile is kept for it (`exits::Router`).
-            Some(spawned) => {
+            Exec::Held(spawned) => {
                 let pidfd =
                     self.shared
                         .router
                         .add(spawned.pid, spawned.pidfd, &self.exits, &window);
                 (spawned.pid, pidfd)
             }
-            None => (0, None),
+            Exec::AtStart(make) => {
+                inner.at_start.insert(req.exec_id.clone(), make);
+                (0, None)
+            }
         };
         drop(window);
         let exec = Process::new(pid, pidfd, stdio, pending.start(&label));
@@ -825,6 +925,12 @@ impl Inner {
     /// True while its init process has not been reported exited.
     fn is_running(&self) -> bool {
         !self.init.is_stopped()
+    }
+
+    /// True when the init has exited and its exit is about to be recorded: not held while
+    /// an exec starts (an `Exec` is then accepted, as by runc-v2, and its `Start` refused).
+    fn init_exit_unheld(&self) -> bool {
+        self.init.exit_pending() && self.starting.is_empty()
     }
 
     /// True while an exec process has not been reported exited.

@@ -55,7 +55,7 @@ use crate::{
     model::host::members::Registry,
     model::{
         ending::{end_all, ProcessTree},
-        Instance, Member, NewProcess, ProcessModel,
+        Exec, Instance, Member, NewProcess, ProcessModel,
     },
     stdio::ChildStdio,
     sys::procfs::{self, ProcStat},
@@ -381,7 +381,7 @@ impl Instance for HostProcesses {
         exec_id: &str,
         process: &oci_spec::runtime::Process,
         stdio: ChildStdio,
-    ) -> Result<Option<NewProcess>> {
+    ) -> Result<Exec> {
         let name = format!("{} exec {exec_id}", self.id);
         let process = spec::process_spec(process, None)?;
         let init = self.init.as_ref().map_or(0, |(pid, _)| *pid);
@@ -395,10 +395,10 @@ impl Instance for HostProcesses {
         let leads = group == Group::Own || process.terminal;
         let (spawned, _) = self.spawn(&process, stdio, group, &name).await?;
         self.registry.spawned(&self.id, spawned.pid, leads, false);
-        Ok(Some(spawned))
+        Ok(Exec::Held(spawned))
     }
 
-    async fn start(&mut self, _: &Member, pid: i32) -> Result<Option<NewProcess>> {
+    async fn start(&mut self, _: &Member, pid: i32) -> Result<()> {
         // Only what is left of the move into the cgroups: it went on since `Create`.
         self.settle().await;
         if let Some(Joined::Done(Err(err))) = self.joining.remove(&pid) {
@@ -416,7 +416,7 @@ impl Instance for HostProcesses {
                 "process {pid} exited before it could be started: {errno}"
             ))
         })?;
-        Ok(None)
+        Ok(())
     }
 
     fn cancel(&mut self, _: &Member, pid: i32) {

@@ -29,7 +29,6 @@
 pub mod runtime;
 
 use std::{
-    collections::HashMap,
     io::{self, IoSliceMut},
     mem::MaybeUninit,
     os::{fd::OwnedFd, unix::net::UnixListener},
@@ -53,7 +52,7 @@ use crate::{
     model::host::members::Registry,
     model::oci::runtime::Runtime,
     model::options::OciConfig,
-    model::{self, Instance, Member, NewProcess},
+    model::{self, Exec, Instance, Member, NewProcess},
     stdio::{ChildStdio, PtyMaker},
     sys::procfs::ProcStat,
     sys::Signal,
@@ -128,7 +127,6 @@ pub fn container(
         created: false,
         init: None,
         registry,
-        execs: HashMap::new(),
     }))
 }
 
@@ -165,8 +163,6 @@ pub struct OciProcesses {
     /// container's processes are registered there, so that a host-mode container of the
     /// same shim never ends them as its strays.
     registry: Arc<Registry>,
-    /// Exec processes recorded by `Exec`, until their `Start` runs them.
-    execs: HashMap<String, (oci_spec::runtime::Process, ChildStdio)>,
 }
 
 impl OciProcesses {
@@ -212,6 +208,36 @@ impl OciProcesses {
         Ok(())
     }
 
+    /// Who makes this container's processes, for as long as it takes.
+    fn maker(&self) -> Maker {
+        Maker {
+            id: self.id.clone(),
+            runtime: self.runtime.clone(),
+            io_owner: self.io_owner,
+            registry: self.registry.clone(),
+        }
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.bundle.join(STATE_FILE)
+    }
+}
+
+/// What makes a container's processes (the runtime's `create` and `exec`), owned: an exec
+/// made at `Start` takes it along, out of the container's lock.
+#[derive(Clone)]
+struct Maker {
+    /// The container id.
+    id: String,
+    /// The runtime that makes them.
+    runtime: Runtime,
+    /// Who gets the stdio pipes (`IoUid`, `IoGid`).
+    io_owner: (u32, u32),
+    /// Where they are registered as this container's.
+    registry: Arc<Registry>,
+}
+
+impl Maker {
     /// Runs a command that makes a process (`create`, `exec`): with a console socket for a
     /// terminal, and the pid file; returns the process.
     async fn make(
@@ -267,10 +293,6 @@ impl OciProcesses {
         })
     }
 
-    fn state_file(&self) -> PathBuf {
-        self.bundle.join(STATE_FILE)
-    }
-
     /// Registers process `pid` as this container's, leading its group or session if it
     /// does (runc's init leads a session of its own).
     fn register(&self, pid: i32, init: bool) {
@@ -309,10 +331,11 @@ impl Instance for OciProcesses {
         let pid_file = self.bundle.join(INIT_PID_FILE);
         let mut args = vec!["create", "--bundle", &bundle];
         args.extend(&self.create_flags);
-        let spawned = self.make(&args, &pid_file, stdio, self.terminal).await?;
+        let maker = self.maker();
+        let spawned = maker.make(&args, &pid_file, stdio, self.terminal).await?;
         self.created = true;
         self.init = Some(spawned.pid);
-        self.register(spawned.pid, true);
+        maker.register(spawned.pid, true);
         // Where the runtime put the init: a relative `cgroupsPath` (the CRI plugin's
         // `<parent>/<id>` with an empty or relative parent) is relative to the runtime's own
         // cgroup in each v1 hierarchy, which may differ between hierarchies; only the
@@ -341,51 +364,51 @@ impl Instance for OciProcesses {
         exec_id: &str,
         process: &oci_spec::runtime::Process,
         stdio: ChildStdio,
-    ) -> Result<Option<NewProcess>> {
-        self.execs
-            .insert(exec_id.to_string(), (process.clone(), stdio));
-        Ok(None)
-    }
-
-    async fn start(&mut self, member: &Member, _: i32) -> Result<Option<NewProcess>> {
-        let exec_id = match member {
-            Member::Init => {
-                self.runtime.run(&["start", &self.id], None).await?;
-                return Ok(None);
-            }
-            Member::Exec(exec_id) => exec_id,
-        };
-        let (process, stdio) = self.execs.remove(exec_id).ok_or_else(|| {
-            Error::FailedPrecondition(format!("exec {exec_id:?} was started already"))
-        })?;
+    ) -> Result<Exec> {
+        let maker = self.maker();
         let spec_file = self.bundle.join(format!("exec-{exec_id}.json"));
-        let json = serde_json::to_vec(&process)
-            .map_err(|e| Error::InvalidArgument(format!("exec process spec: {e}")))?;
-        std::fs::write(&spec_file, json)
-            .map_err(Error::io(format!("write {}", spec_file.display())))?;
         let pid_file = self.bundle.join(format!("exec-{exec_id}.pid"));
-        let spec_path = spec_file.display().to_string();
+        let json = serde_json::to_vec(process)
+            .map_err(|e| Error::InvalidArgument(format!("exec process spec: {e}")))?;
         let terminal = process.terminal().unwrap_or(false);
-        let made = self
-            .make(
-                &["exec", "--detach", "--process", &spec_path],
-                &pid_file,
-                stdio,
-                terminal,
-            )
-            .await;
-        let _ = std::fs::remove_file(&spec_file);
-        let _ = std::fs::remove_file(&pid_file);
-        let spawned = made?;
-        self.register(spawned.pid, false);
-        info!("{}: exec {exec_id:?} runs as pid {}", self.id, spawned.pid);
-        Ok(Some(spawned))
+        let exec_id = exec_id.to_string();
+        Ok(Exec::AtStart(Box::pin(async move {
+            std::fs::write(&spec_file, json)
+                .map_err(Error::io(format!("write {}", spec_file.display())))?;
+            let spec_path = spec_file.display().to_string();
+            let made = maker
+                .make(
+                    &["exec", "--detach", "--process", &spec_path],
+                    &pid_file,
+                    stdio,
+                    terminal,
+                )
+                .await;
+            let _ = std::fs::remove_file(&spec_file);
+            let _ = std::fs::remove_file(&pid_file);
+            let spawned = made?;
+            maker.register(spawned.pid, false);
+            info!("{}: exec {exec_id:?} runs as pid {}", maker.id, spawned.pid);
+            Ok(spawned)
+        })))
     }
 
-    fn cancel(&mut self, member: &Member, _: i32) {
-        if let Member::Exec(exec_id) = member {
-            self.execs.remove(exec_id);
+    async fn start(&mut self, member: &Member, pid: i32) -> Result<()> {
+        match member {
+            Member::Init => self
+                .runtime
+                .run(&["start", &self.id], None)
+                .await
+                .map(|_| ()),
+            // Never held: made at `Start` (`Exec::AtStart`).
+            Member::Exec(exec_id) => Err(Error::FailedPrecondition(format!(
+                "exec {exec_id:?} (pid {pid}) is not held by the runtime"
+            ))),
         }
+    }
+
+    fn cancel(&mut self, _: &Member, _: i32) {
+        // Nothing is held: an exec not started was never made.
     }
 
     async fn signal_all(&mut self, signal: Signal) -> Result<()> {
@@ -455,7 +478,6 @@ impl Instance for OciProcesses {
     }
 
     async fn release(&mut self) {
-        self.execs.clear();
         if self.created {
             if let Err(err) = self
                 .runtime
