@@ -287,6 +287,12 @@ impl Containerd {
         Some(containerd)
     }
 
+    /// [`Containerd::start_drop_in`] (without the CRI plugin) with `env` added to the
+    /// daemon's environment; a `PATH` there goes before the machine's.
+    pub fn start_drop_in_with_env(env: &[(&str, &str)]) -> Option<Containerd> {
+        Self::start_with_options(false, true, env)
+    }
+
     /// [`Containerd::start_drop_in`] with the CRI plugin and a pod network, as
     /// [`Containerd::start_cri_with_cni`]: critest's daemon for our shim as runc-v2.
     pub fn start_drop_in_with_cni() -> Option<Containerd> {
@@ -937,6 +943,49 @@ pub fn remove_cgroup_tree(dir: &Path) {
     let _ = fs::remove_dir(dir);
 }
 
+/// Set to 1 to skip the checkpoint tests where CRIU cannot work (`criu check` fails).
+pub const SKIP_CRIU_VAR: &str = "SAMPLE_SHIM_SKIP_CRIU";
+
+/// The directory of a `criu` that works here (CRIU 4.2, built once from the vendored source
+/// by `scripts/criu.sh` and cached), for the `PATH` of a daemon whose shims checkpoint
+/// (runc runs the `criu` on its `PATH`). `None` only when [`SKIP_CRIU_VAR`] is 1 and CRIU
+/// cannot be had: said loudly. Otherwise that panics, with what the script said.
+pub fn criu_dir() -> Option<PathBuf> {
+    static DIR: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
+        std::sync::OnceLock::new();
+    let found = DIR.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/criu.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("run {}: {e}", script.display()))?;
+        let said = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = said.lines().rev().take(5).collect();
+        if !out.status.success() {
+            return Err(format!(
+                "scripts/criu.sh failed ({}): {}",
+                out.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    });
+    match found {
+        Ok(dir) => Some(dir.clone()),
+        Err(err) if std::env::var(SKIP_CRIU_VAR).as_deref() == Ok("1") => {
+            eprintln!(
+                "\n!!!!!!!! SKIPPED (checkpoints): {err}\n!!!!!!!! ({SKIP_CRIU_VAR}=1 is set)\n"
+            );
+            None
+        }
+        Err(err) => panic!(
+            "the checkpoint tests need a CRIU that works here: {err}\n\
+             Set {SKIP_CRIU_VAR}=1 to skip them where `criu check` fails."
+        ),
+    }
+}
+
 /// Starts containerd with the config under `root`, our shim first on its `PATH`, then the
 /// directory of the containerd binary (so that each version of the matrix runs its own
 /// `containerd-shim-runc-v2`), its output appended to `root/containerd.log`.
@@ -946,17 +995,27 @@ fn spawn_daemon(containerd: &Path, root: &Path, env: &[(String, String)]) -> Res
         .append(true)
         .open(root.join("containerd.log"))?;
     let own = containerd.parent().unwrap_or(Path::new("/usr/bin"));
-    let path = format!(
-        "{}:{}:{}",
-        root.join("bin").display(),
-        own.display(),
-        std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
-    );
+    // A `PATH` in `env` comes after our shim's directory, before the rest (CRIU's).
+    let extra: Vec<&str> = env
+        .iter()
+        .filter(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let path = [
+        root.join("bin").display().to_string(),
+        extra.join(":"),
+        own.display().to_string(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+    ]
+    .into_iter()
+    .filter(|p| !p.is_empty())
+    .collect::<Vec<_>>()
+    .join(":");
     Command::new(containerd)
         .arg("--config")
         .arg(root.join("config.toml"))
         .env("PATH", path)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(env.iter().filter(|(k, _)| k != "PATH").map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -23,7 +23,7 @@
 //!   the reaper saw before that is kept for it (`exits::Router`).
 //! - The container calls one method at a time (it holds its own lock), so a model keeps
 //!   its state in `&mut self` without locks of its own; a slow call delays that container
-//!   (an exec made at `Start`, [`Exec::AtStart`], delays nothing: it runs out of the lock,
+//!   (an exec made at `Start`, [`Made::AtStart`], delays nothing: it runs out of the lock,
 //!   and owns what it needs), **provided it never blocks the shim's one thread**: `.await` what can be
 //!   awaited (a child's report on a pipe, a runtime binary's exit through the reaper), and
 //!   run what cannot (a mount, a VM's boot, a wasm compile) through [`blocking`], which
@@ -38,7 +38,9 @@ pub mod options;
 use std::{future::Future, os::fd::OwnedFd, path::Path, pin::Pin, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use containerd_shim_protos::{api::CreateTaskRequest, protobuf::well_known_types::any::Any};
+use containerd_shim_protos::{
+    api::CreateTaskRequest, protobuf::well_known_types::any::Any, shim::oci::CheckpointOptions,
+};
 use oci_spec::runtime::{LinuxResources, Spec};
 
 use log::warn;
@@ -53,7 +55,7 @@ use crate::{
 };
 
 /// A process a model made: held before its program runs, until [`Instance::start`], or
-/// made at `Start` ([`Exec::AtStart`]).
+/// made at `Start` ([`Made::AtStart`]).
 pub struct NewProcess {
     /// Its pid.
     pub pid: i32,
@@ -69,18 +71,19 @@ pub struct NewProcess {
     pub terminal: Option<OwnedFd>,
 }
 
-/// What [`Instance::exec`] made.
-pub enum Exec {
-    /// The process, held before its program runs until [`Instance::start`], as the init.
+/// What [`Instance::create`] and [`Instance::exec`] made.
+pub enum Made {
+    /// The process, held before its program runs until [`Instance::start`].
     Held(NewProcess),
     /// Nothing yet: `Start` makes the process by running this future, out of the
     /// container's lock, so that the container answers its other RPCs meanwhile (an OCI
-    /// runtime's `exec` takes as long as the runtime likes). A `Delete` before `Start`
-    /// drops it unrun.
+    /// runtime's `exec` takes as long as the runtime likes; its `restore` of an init from a
+    /// checkpoint, too). Then the model hears of it ([`Instance::started`]). A `Delete`
+    /// before `Start` drops it unrun.
     AtStart(MakeAtStart),
 }
 
-/// The making of an exec process at its `Start` ([`Exec::AtStart`]).
+/// The making of a process at its `Start` ([`Made::AtStart`]).
 pub type MakeAtStart = Pin<Box<dyn Future<Output = Result<NewProcess>> + Send>>;
 
 /// Which process of a container.
@@ -101,7 +104,9 @@ pub trait ProcessModel: Send + Sync + 'static {
     /// the container needs (its cgroup). Nothing runs yet: [`Instance::create`] does.
     ///
     /// `req` is containerd's request as it came: the id, the bundle, the root filesystem's
-    /// mounts (which a model with a root filesystem mounts), the runtime's options.
+    /// mounts (which a model with a root filesystem mounts), the runtime's options, and
+    /// the `checkpoint` to restore, if any: a model that cannot restore refuses it
+    /// (FailedPrecondition), never starts the container fresh instead.
     async fn container(
         &self,
         req: &CreateTaskRequest,
@@ -137,8 +142,10 @@ pub trait Instance: Send + 'static {
         PtyMaker::Shim
     }
 
-    /// `Create`: makes the init process with `stdio`, held before its program runs.
-    async fn create(&mut self, stdio: ChildStdio) -> Result<NewProcess>;
+    /// `Create`: makes the init process with `stdio`, held before its program runs, or
+    /// ([`Made::AtStart`]) left for `Start` to make: a restore from a checkpoint
+    /// ([`ProcessModel::container`] had the request's `checkpoint`).
+    async fn create(&mut self, stdio: ChildStdio) -> Result<Made>;
 
     /// Whether an `Exec` of the OCI `process` can run here (its command, its working
     /// directory), checked before its stdio is opened: nothing is started for an exec
@@ -146,18 +153,30 @@ pub trait Instance: Send + 'static {
     fn check_exec(&self, process: &oci_spec::runtime::Process) -> Result<()>;
 
     /// `Exec`: another process in the container, `exec_id`, from an OCI `process`: made
-    /// and held the same way ([`Exec::Held`]), or left for `Start` to make
-    /// ([`Exec::AtStart`]: an OCI runtime's `exec` runs the process at once). The container
+    /// and held the same way ([`Made::Held`]), or left for `Start` to make
+    /// ([`Made::AtStart`]: an OCI runtime's `exec` runs the process at once). The container
     /// has checked that its init runs and is not paused.
     async fn exec(
         &mut self,
         exec_id: &str,
         process: &oci_spec::runtime::Process,
         stdio: ChildStdio,
-    ) -> Result<Exec>;
+    ) -> Result<Made>;
 
     /// `Start`: lets the held process `pid` of `member` run its program.
     async fn start(&mut self, member: &Member, pid: i32) -> Result<()>;
+
+    /// A process made at `Start` ([`Made::AtStart`]) runs as `pid`. By default, nothing
+    /// to note.
+    fn started(&mut self, member: &Member, pid: i32) {
+        let _ = (member, pid);
+    }
+
+    /// `Checkpoint`: the running container's image written into `path` (containerd's
+    /// directory, or the options' `image_path`), as `options` ask (runc-v2's
+    /// `CheckpointOptions`: exit or leave it running, keep open TCP connections, ...).
+    /// With `exit`, the container's processes end, and their exits come as any other.
+    async fn checkpoint(&mut self, path: &Path, options: &CheckpointOptions) -> Result<()>;
 
     /// `Delete` of a held process never started: it must exit without running anything
     /// (the container has already sent it SIGKILL).

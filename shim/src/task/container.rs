@@ -24,7 +24,11 @@ use std::{
     time::Duration,
 };
 
-use containerd_shim_protos::api::{self, ProcessInfo, Status};
+use containerd_shim_protos::{
+    api::{self, ProcessInfo, Status},
+    protobuf::Message,
+    shim::oci::CheckpointOptions,
+};
 use log::{info, warn};
 use tokio::sync::{
     mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender},
@@ -35,7 +39,7 @@ use crate::{
     cgroup::oom::OomWatch,
     error::{Error, Result},
     model::host::members::Registry,
-    model::{Exec, Instance, MakeAtStart, Member},
+    model::{Instance, Made, MakeAtStart, Member},
     stdio::logs::LogContext,
     stdio::{self, StdioPaths},
     sys::Signal,
@@ -119,7 +123,7 @@ struct Inner {
     init: Process,
     /// Exec processes by exec id, from `Exec` until their `Delete`.
     execs: HashMap<String, Process>,
-    /// The making of the execs their model makes at `Start` ([`Exec::AtStart`]), until
+    /// The making of the execs their model makes at `Start` ([`Made::AtStart`]), until
     /// then.
     at_start: HashMap<String, MakeAtStart>,
     /// The execs whose `Start` is making them, out of the lock.
@@ -222,26 +226,37 @@ impl Container {
             let (child, pending) = stdio::open(&stdio, pty, &log, &self.shared.registry).await?;
             Ok::<_, Error>((processes.create(child).await?, pending))
         };
-        let (mut spawned, pending) = match made.await {
+        let (made, pending) = match made.await {
             Ok(made) => made,
             Err(err) => {
                 processes.release().await;
                 return Err(err);
             }
         };
-        // An exit the reaper saw meanwhile is kept for it (`exits::Router`).
-        let pidfd = self
-            .shared
-            .router
-            .add(spawned.pid, spawned.pidfd.take(), &self.exits, &window);
-        drop(window);
         let mut io = pending.start(&self.id);
-        if let Some(master) = spawned.terminal.take() {
-            if let Err(err) = io.attach_terminal(master) {
-                warn!("{}: {err}", self.id);
+        let mut at_start = HashMap::new();
+        let (pid, pidfd) = match made {
+            Made::Held(mut spawned) => {
+                // An exit the reaper saw meanwhile is kept for it (`exits::Router`).
+                let pidfd =
+                    self.shared
+                        .router
+                        .add(spawned.pid, spawned.pidfd.take(), &self.exits, &window);
+                if let Some(master) = spawned.terminal.take() {
+                    if let Err(err) = io.attach_terminal(master) {
+                        warn!("{}: {err}", self.id);
+                    }
+                }
+                (spawned.pid, pidfd)
             }
-        }
-        let init = Process::new(spawned.pid, pidfd, stdio, io);
+            // A restore from a checkpoint: the init comes at `Start`.
+            Made::AtStart(make) => {
+                at_start.insert(String::new(), make);
+                (0, None)
+            }
+        };
+        drop(window);
+        let init = Process::new(pid, pidfd, stdio, io);
         let pid = init.pid;
         self.init_pid.store(pid, Ordering::Relaxed);
         self.shared
@@ -261,7 +276,7 @@ impl Container {
             bundle: PathBuf::from(req.bundle),
             init,
             execs: HashMap::new(),
-            at_start: HashMap::new(),
+            at_start,
             starting: HashSet::new(),
             held_init_exit: None,
             paused: false,
@@ -335,7 +350,7 @@ impl Container {
     /// its init exited.
     ///
     /// One exception, runc-v2's: while an exec is being made by its `Start` (out of the
-    /// lock, [`Exec::AtStart`]), the init's exit is held, and recorded once no exec is
+    /// lock, [`Made::AtStart`]), the init's exit is held, and recorded once no exec is
     /// starting. Meanwhile the init answers RUNNING, an `Exec` is accepted and its `Start`
     /// refused; the exec that did start is ended with the rest, and reported first.
     pub async fn process_exited(&self, reaped: Reaped, exits: &mut UnboundedReceiver<Reaped>) {
@@ -440,7 +455,7 @@ impl Container {
     }
 
     /// `Start`: lets the init or an exec process run its program, or makes an exec its
-    /// model makes only now ([`Exec::AtStart`]), out of the lock.
+    /// model makes only now ([`Made::AtStart`]), out of the lock.
     pub async fn start(&self, exec_id: &str) -> Result<i32> {
         let mut state = self.lock().await?;
         let inner = inner(&mut state)?;
@@ -449,12 +464,13 @@ impl Container {
             process.ensure_created()?;
             process.pid
         };
+        if inner.starting.contains(exec_id) {
+            return Err(Error::FailedPrecondition(format!(
+                "process {exec_id:?} of task {:?} is being started already",
+                self.id
+            )));
+        }
         if !exec_id.is_empty() {
-            if inner.starting.contains(exec_id) {
-                return Err(Error::FailedPrecondition(format!(
-                    "exec process {exec_id:?} is being started already"
-                )));
-            }
             // As runc-v2: once the init has exited, no exec starts (the exit is recorded,
             // or on its way, or held until another exec's start ends).
             if inner.init.is_stopped() || inner.init.exit_pending() {
@@ -463,14 +479,15 @@ impl Container {
                     self.id
                 )));
             }
-            if let Some(make) = inner.at_start.remove(exec_id) {
-                return self.start_made_now(state, exec_id, make).await;
-            }
-            if pid == 0 {
-                return Err(Error::FailedPrecondition(format!(
-                    "exec process {exec_id:?} failed to start already; delete it"
-                )));
-            }
+        }
+        if let Some(make) = inner.at_start.remove(exec_id) {
+            return self.start_made_now(state, exec_id, make).await;
+        }
+        if pid == 0 {
+            return Err(Error::FailedPrecondition(format!(
+                "process {exec_id:?} of task {:?} failed to start already; delete it",
+                self.id
+            )));
         }
         inner.processes.start(&member_of(exec_id), pid).await?;
         let process = inner.process(&self.id, exec_id)?;
@@ -533,6 +550,10 @@ impl Container {
             .router
             .add(spawned.pid, spawned.pidfd.take(), &self.exits, &window);
         drop(window);
+        inner.processes.started(&member_of(exec_id), spawned.pid);
+        if exec_id.is_empty() {
+            self.init_pid.store(spawned.pid, Ordering::Relaxed);
+        }
         let process = inner.process(&self.id, exec_id)?;
         process.made(spawned.pid, pidfd);
         if let Some(master) = spawned.terminal.take() {
@@ -767,14 +788,14 @@ impl Container {
         let window = self.shared.router.window();
         let (pid, pidfd) = match inner.processes.exec(&req.exec_id, &process, child).await? {
             // An exit the reaper saw meanwhile is kept for it (`exits::Router`).
-            Exec::Held(spawned) => {
+            Made::Held(spawned) => {
                 let pidfd =
                     self.shared
                         .router
                         .add(spawned.pid, spawned.pidfd, &self.exits, &window);
                 (spawned.pid, pidfd)
             }
-            Exec::AtStart(make) => {
+            Made::AtStart(make) => {
                 inner.at_start.insert(req.exec_id.clone(), make);
                 (0, None)
             }
@@ -790,6 +811,47 @@ impl Container {
             })
             .await;
         Ok(())
+    }
+
+    /// `Checkpoint`: the running container's image, written by its model into `path` (or
+    /// the options' `image_path`), as runc-v2's `CheckpointOptions` ask; with `exit`, the
+    /// container's processes end, and their exits come as any other.
+    pub async fn checkpoint(&self, req: &api::CheckpointTaskRequest) -> Result<()> {
+        let options = match req.options.as_ref() {
+            Some(any) if !any.value.is_empty() || !any.type_url.is_empty() => {
+                if !any
+                    .type_url
+                    .ends_with("containerd.runc.v1.CheckpointOptions")
+                {
+                    return Err(Error::InvalidArgument(format!(
+                        "checkpoint options of type {:?}: only runc-v2's \
+                         containerd.runc.v1.CheckpointOptions are understood",
+                        any.type_url
+                    )));
+                }
+                CheckpointOptions::parse_from_bytes(&any.value)
+                    .map_err(|e| Error::InvalidArgument(format!("checkpoint options: {e}")))?
+            }
+            _ => CheckpointOptions::default(),
+        };
+        let path = match options.image_path.as_str() {
+            "" => PathBuf::from(&req.path),
+            said => PathBuf::from(said),
+        };
+        if path.as_os_str().is_empty() {
+            return Err(Error::InvalidArgument(
+                "checkpoint without a path for its image".into(),
+            ));
+        }
+        let mut state = self.lock_settled("").await?;
+        let inner = inner(&mut state)?;
+        if !matches!(inner.init.state(), State::Running) || inner.init.exit_pending() {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot checkpoint task {:?}: its init process is not running",
+                self.id
+            )));
+        }
+        inner.processes.checkpoint(&path, &options).await
     }
 
     /// `Pids`: every live process of the container.

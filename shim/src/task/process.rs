@@ -48,7 +48,7 @@ pub enum State {
 /// A process of the task.
 pub struct Process {
     /// Its pid (the init's is also the task's process group id in the host model); 0 for
-    /// an exec its model makes only at `Start` (an OCI runtime's).
+    /// a process its model makes only at `Start` (an OCI runtime's exec, a restored init).
     pub pid: i32,
     /// A handle on exactly this process, for signals that cannot hit a recycled pid; none
     /// before the process exists, or when it had exited before a handle could be taken.
@@ -77,7 +77,8 @@ impl Process {
         }
     }
 
-    /// Whether the process exists: always, but for an exec its model makes at `Start`.
+    /// Whether the process exists: always, but for one its model makes at `Start` (an OCI
+    /// runtime's exec, an init restored from a checkpoint) until then.
     pub fn exists(&self) -> bool {
         self.pid != 0
     }
@@ -147,7 +148,7 @@ impl Process {
         self.ensure_alive()?;
         if !self.exists() {
             return Err(Error::FailedPrecondition(
-                "the exec process is not started: there is no process to signal yet".into(),
+                "the process is not started: there is no process to signal yet".into(),
             ));
         }
         let Some(pidfd) = &self.pidfd else {

@@ -309,6 +309,11 @@ impl Service {
         self.get(&req.id)?.update(&req).await
     }
 
+    /// `Checkpoint`: the task's image, where containerd asks (`task/container.rs`).
+    pub async fn checkpoint(&self, req: api::CheckpointTaskRequest) -> Result<()> {
+        self.get(&req.id)?.checkpoint(&req).await
+    }
+
     /// `Connect`: the shim's pid and the task's.
     pub async fn connect(&self, req: api::ConnectRequest) -> Result<api::ConnectResponse> {
         let task_pid = self.table().get(&req.id).map_or(0, |c| c.init_pid() as u32);

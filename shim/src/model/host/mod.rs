@@ -36,7 +36,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use containerd_shim_protos::api::CreateTaskRequest;
+use containerd_shim_protos::{api::CreateTaskRequest, shim::oci::CheckpointOptions};
 use log::{debug, info, warn};
 use nix::{
     fcntl::OFlag,
@@ -55,7 +55,7 @@ use crate::{
     model::host::members::Registry,
     model::{
         ending::{end_all, ProcessTree},
-        Exec, Instance, Member, NewProcess, ProcessModel,
+        Instance, Made, Member, NewProcess, ProcessModel,
     },
     stdio::ChildStdio,
     sys::procfs::{self, ProcStat},
@@ -63,6 +63,14 @@ use crate::{
     task::bundle,
     task::spec::{self, Kind, ProcessSpec},
 };
+
+/// The refusal of a checkpoint or a restore: what cannot be done, and why.
+fn no_checkpoints(what: &str) -> Error {
+    Error::FailedPrecondition(format!(
+        "{what}: it runs host processes (mode = \"host\"), which have no CRIU image to give \
+         or take; checkpoints need the OCI mode (mode = \"oci\", runc and CRIU)"
+    ))
+}
 
 /// Which process group a new process goes into (ignored for a process with a terminal,
 /// which leads a session, and so a group, of its own).
@@ -112,6 +120,12 @@ impl ProcessModel for Host {
         kind: &Kind,
     ) -> Result<Box<dyn Instance>> {
         let (id, bundle) = (&req.id, Path::new(&req.bundle));
+        if !req.checkpoint.is_empty() {
+            return Err(no_checkpoints(&format!(
+                "cannot restore task {id:?} from the checkpoint {:?}",
+                req.checkpoint
+            )));
+        }
         if !req.rootfs.is_empty() {
             debug!(
                 "{id}: ignoring {} rootfs mounts: host processes",
@@ -352,7 +366,7 @@ impl Instance for HostProcesses {
         self.init_spec.terminal
     }
 
-    async fn create(&mut self, stdio: ChildStdio) -> Result<NewProcess> {
+    async fn create(&mut self, stdio: ChildStdio) -> Result<Made> {
         let init_spec = self.init_spec.clone();
         let id = self.id.clone();
         let (spawned, pidfd) = self.spawn(&init_spec, stdio, Group::Own, &id).await?;
@@ -369,7 +383,14 @@ impl Instance for HostProcesses {
         }
         self.registry.spawned(&self.id, pid, true, true);
         self.init = Some((pid, pidfd));
-        Ok(spawned)
+        Ok(Made::Held(spawned))
+    }
+
+    async fn checkpoint(&mut self, _: &Path, _: &CheckpointOptions) -> Result<()> {
+        Err(no_checkpoints(&format!(
+            "cannot checkpoint task {:?}",
+            self.id
+        )))
     }
 
     fn check_exec(&self, process: &oci_spec::runtime::Process) -> Result<()> {
@@ -381,7 +402,7 @@ impl Instance for HostProcesses {
         exec_id: &str,
         process: &oci_spec::runtime::Process,
         stdio: ChildStdio,
-    ) -> Result<Exec> {
+    ) -> Result<Made> {
         let name = format!("{} exec {exec_id}", self.id);
         let process = spec::process_spec(process, None)?;
         let init = self.init.as_ref().map_or(0, |(pid, _)| *pid);
@@ -395,7 +416,7 @@ impl Instance for HostProcesses {
         let leads = group == Group::Own || process.terminal;
         let (spawned, _) = self.spawn(&process, stdio, group, &name).await?;
         self.registry.spawned(&self.id, spawned.pid, leads, false);
-        Ok(Exec::Held(spawned))
+        Ok(Made::Held(spawned))
     }
 
     async fn start(&mut self, _: &Member, pid: i32) -> Result<()> {

@@ -40,7 +40,9 @@ use std::{
 };
 
 use async_trait::async_trait;
-use containerd_shim_protos::{api::CreateTaskRequest, types::mount::Mount};
+use containerd_shim_protos::{
+    api::CreateTaskRequest, shim::oci::CheckpointOptions, types::mount::Mount,
+};
 use log::{info, warn};
 use oci_spec::runtime::{LinuxResources, Spec};
 
@@ -52,7 +54,7 @@ use crate::{
     model::host::members::Registry,
     model::oci::runtime::Runtime,
     model::options::OciConfig,
-    model::{self, Exec, Instance, Member, NewProcess},
+    model::{self, Instance, Made, Member, NewProcess},
     stdio::{ChildStdio, PtyMaker},
     sys::procfs::ProcStat,
     sys::Signal,
@@ -108,6 +110,23 @@ pub fn container(
         .as_ref()
         .and_then(|p| p.terminal())
         .unwrap_or(false);
+    // runc-v2's `ShouldKillAllOnExit`: a pid namespace of its own dies with its init.
+    let own_pid_namespace = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|namespaces| {
+            namespaces.iter().any(|n| {
+                n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none()
+            })
+        });
+    // containerd unpacked the checkpoint there (or took the options' `CriuImagePath`).
+    let restore = Some(PathBuf::from(&req.checkpoint))
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|image| Restore {
+            image,
+            work: config.criu_work_path.clone(),
+        });
     info!(
         "{}: OCI mode with {} (root {})",
         req.id,
@@ -127,7 +146,17 @@ pub fn container(
         created: false,
         init: None,
         registry,
+        restore,
+        own_pid_namespace,
     }))
+}
+
+/// A checkpoint to restore a container from (runc-v2's `CriuImagePath`, `CriuWorkPath`).
+struct Restore {
+    /// CRIU's image, as `checkpoint` wrote it.
+    image: PathBuf,
+    /// Where CRIU works and logs (`restore.log`): the image's directory if not said.
+    work: Option<PathBuf>,
 }
 
 /// One container's processes, through its OCI runtime.
@@ -157,8 +186,13 @@ pub struct OciProcesses {
     /// and `delete --force` of an id the runtime had from elsewhere would end someone
     /// else's container.
     created: bool,
-    /// The init's pid, once created.
+    /// The init's pid, once created (or restored).
     init: Option<i32>,
+    /// The checkpoint to restore the init from, at `Start`, instead of creating it.
+    restore: Option<Restore>,
+    /// Whether the container has a pid namespace of its own, whose processes the kernel
+    /// kills when its init exits.
+    own_pid_namespace: bool,
     /// Who runs what among the shim's descendants (`model/host/members.rs`): this
     /// container's processes are registered there, so that a host-mode container of the
     /// same shim never ends them as its strays.
@@ -208,6 +242,21 @@ impl OciProcesses {
         Ok(())
     }
 
+    /// The runtime has the container, its init `pid` made (created, or restored at `Start`).
+    fn init_made(&mut self, pid: i32) {
+        self.created = true;
+        self.init = Some(pid);
+        // Where the runtime put the init: a relative `cgroupsPath` (the CRI plugin's
+        // `<parent>/<id>` with an empty or relative parent) is relative to the runtime's own
+        // cgroup in each v1 hierarchy, which may differ between hierarchies; only the
+        // process itself tells.
+        if let Some(cgroup) = self.cgroup.as_mut() {
+            if let Some(found) = cgroup_of(pid, &cgroup.hierarchy) {
+                *cgroup = found;
+            }
+        }
+    }
+
     /// Who makes this container's processes, for as long as it takes.
     fn maker(&self) -> Maker {
         Maker {
@@ -220,6 +269,27 @@ impl OciProcesses {
 
     fn state_file(&self) -> PathBuf {
         self.bundle.join(STATE_FILE)
+    }
+}
+
+/// A checkpoint that failed: `err` with CRIU's last errors from its log `dump_log`, which is
+/// kept in the bundle as `criu-dump.log` (runc-v2's name) and named in the message.
+fn criu_failed(err: Error, dump_log: &Path, bundle: &Path) -> Error {
+    let kept = bundle.join("criu-dump.log");
+    let Ok(log) = std::fs::read_to_string(dump_log) else {
+        return err;
+    };
+    let _ = std::fs::write(&kept, &log);
+    let reasons: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Error (") || l.contains("Err ("))
+        .map(|l| l.trim())
+        .collect();
+    let said = reasons[reasons.len().saturating_sub(3)..].join("; ");
+    let message = format!("{err}; CRIU: {said} (its log: {})", kept.display());
+    match err {
+        Error::DeadlineExceeded(_) => Error::DeadlineExceeded(message),
+        _ => Error::FailedPrecondition(message),
     }
 }
 
@@ -315,7 +385,7 @@ impl Instance for OciProcesses {
         PtyMaker::Model
     }
 
-    async fn create(&mut self, stdio: ChildStdio) -> Result<NewProcess> {
+    async fn create(&mut self, stdio: ChildStdio) -> Result<Made> {
         // Which runtime has the container, for `delete` after a shim crash.
         let state = serde_json::json!({
             "binary": self.runtime.binary,
@@ -329,29 +399,106 @@ impl Instance for OciProcesses {
         let bundle = self.bundle.display().to_string();
         // Kept until `release`: `delete` after a shim crash reports the init's pid from it.
         let pid_file = self.bundle.join(INIT_PID_FILE);
+        let maker = self.maker();
+        if let Some(restore) = &self.restore {
+            // As runc-v2: nothing runs until `Start`, which restores the init.
+            let mut args: Vec<String> = ["restore", "--detach", "--no-subreaper", "--bundle"]
+                .map(String::from)
+                .into();
+            args.push(bundle);
+            args.push("--image-path".into());
+            args.push(restore.image.display().to_string());
+            if let Some(work) = &restore.work {
+                args.push("--work-path".into());
+                args.push(work.display().to_string());
+            }
+            if self.create_flags.contains(&"--no-pivot") {
+                args.push("--no-pivot".into());
+            }
+            let terminal = self.terminal;
+            return Ok(Made::AtStart(Box::pin(async move {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let spawned = maker.make(&args, &pid_file, stdio, terminal).await?;
+                maker.register(spawned.pid, true);
+                info!(
+                    "{}: restored from its checkpoint, init pid {}",
+                    maker.id, spawned.pid
+                );
+                Ok(spawned)
+            })));
+        }
         let mut args = vec!["create", "--bundle", &bundle];
         args.extend(&self.create_flags);
-        let maker = self.maker();
         let spawned = maker.make(&args, &pid_file, stdio, self.terminal).await?;
-        self.created = true;
-        self.init = Some(spawned.pid);
         maker.register(spawned.pid, true);
-        // Where the runtime put the init: a relative `cgroupsPath` (the CRI plugin's
-        // `<parent>/<id>` with an empty or relative parent) is relative to the runtime's own
-        // cgroup in each v1 hierarchy, which may differ between hierarchies; only the
-        // process itself tells.
-        if let Some(cgroup) = self.cgroup.as_mut() {
-            if let Some(found) = cgroup_of(spawned.pid, &cgroup.hierarchy) {
-                *cgroup = found;
-            }
-        }
+        self.init_made(spawned.pid);
         info!(
             "{}: {} created the container, init pid {}",
             self.id,
             self.runtime.name(),
             spawned.pid
         );
-        Ok(spawned)
+        Ok(Made::Held(spawned))
+    }
+
+    fn started(&mut self, member: &Member, pid: i32) {
+        if *member == Member::Init {
+            self.init_made(pid);
+        }
+    }
+
+    async fn checkpoint(&mut self, path: &Path, options: &CheckpointOptions) -> Result<()> {
+        // runc-v2's: the options' work path, kept; or one of ours, removed after.
+        let (work, ours) = match options.work_path.as_str() {
+            "" => (self.bundle.join("criu-work"), true),
+            said => (PathBuf::from(said), false),
+        };
+        for dir in [path, &work] {
+            std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        }
+        let mut args: Vec<String> = vec![
+            "checkpoint".into(),
+            "--image-path".into(),
+            path.display().to_string(),
+            "--work-path".into(),
+            work.display().to_string(),
+        ];
+        let flags = [
+            (!options.exit, "--leave-running"),
+            (options.open_tcp, "--tcp-established"),
+            (options.external_unix_sockets, "--ext-unix-sk"),
+            (options.terminal, "--shell-job"),
+            (options.file_locks, "--file-locks"),
+        ];
+        args.extend(
+            flags
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, f)| f.to_string()),
+        );
+        if !options.cgroups_mode.is_empty() {
+            args.push("--manage-cgroups-mode".into());
+            args.push(options.cgroups_mode.clone());
+        }
+        for namespace in &options.empty_namespaces {
+            args.push("--empty-ns".into());
+            args.push(namespace.clone());
+        }
+        args.push(self.id.clone());
+        let ran = self.runtime.run(&args, None).await;
+        let result = match ran {
+            Ok(_) => {
+                info!("{}: checkpointed into {}", self.id, path.display());
+                Ok(())
+            }
+            // CRIU's own reason is in its log, which goes with our work directory: kept in
+            // the bundle as `criu-dump.log`, as runc-v2 does.
+            Err(err) => Err(criu_failed(err, &work.join("dump.log"), &self.bundle)),
+        };
+        if ours {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        result
     }
 
     fn check_exec(&self, _: &oci_spec::runtime::Process) -> Result<()> {
@@ -364,7 +511,7 @@ impl Instance for OciProcesses {
         exec_id: &str,
         process: &oci_spec::runtime::Process,
         stdio: ChildStdio,
-    ) -> Result<Exec> {
+    ) -> Result<Made> {
         let maker = self.maker();
         let spec_file = self.bundle.join(format!("exec-{exec_id}.json"));
         let pid_file = self.bundle.join(format!("exec-{exec_id}.pid"));
@@ -372,7 +519,7 @@ impl Instance for OciProcesses {
             .map_err(|e| Error::InvalidArgument(format!("exec process spec: {e}")))?;
         let terminal = process.terminal().unwrap_or(false);
         let exec_id = exec_id.to_string();
-        Ok(Exec::AtStart(Box::pin(async move {
+        Ok(Made::AtStart(Box::pin(async move {
             std::fs::write(&spec_file, json)
                 .map_err(Error::io(format!("write {}", spec_file.display())))?;
             let spec_path = spec_file.display().to_string();
@@ -400,7 +547,7 @@ impl Instance for OciProcesses {
                 .run(&["start", &self.id], None)
                 .await
                 .map(|_| ()),
-            // Never held: made at `Start` (`Exec::AtStart`).
+            // Never held: made at `Start` (`Made::AtStart`).
             Member::Exec(exec_id) => Err(Error::FailedPrecondition(format!(
                 "exec {exec_id:?} (pid {pid}) is not held by the runtime"
             ))),
@@ -463,9 +610,14 @@ impl Instance for OciProcesses {
     }
 
     async fn init_exited(&mut self) {
-        // In a pid namespace of its own, the kernel killed the rest with the init. Sharing
-        // one (the host's, a pod's), the rest is still running: everything in the cgroup
-        // is ended, or, with no cgroup to read, the runtime ends what it knows of.
+        // In a pid namespace of its own, the kernel killed the rest with the init, and its
+        // cgroup may hold another container's processes (a restore from a checkpoint has
+        // its original's `cgroupsPath`): nothing to end, as runc-v2. Sharing one (the
+        // host's, a pod's), the rest is still running: everything in the cgroup is ended,
+        // or, with no cgroup to read, the runtime ends what it knows of.
+        if self.own_pid_namespace {
+            return;
+        }
         match &self.cgroup {
             Some(cgroup) => {
                 end_all(cgroup).await;
@@ -492,7 +644,11 @@ impl Instance for OciProcesses {
             unmount(&self.rootfs_dir());
             self.mounted = false;
         }
-        let _ = std::fs::remove_file(self.state_file());
+        // Kept, saying all is done: containerd runs `delete` in the bundle after the shim
+        // exits, even after a clean `Delete`, and without it that would take the bundle for
+        // the host mode's, and end whatever runs in the spec's cgroup (a container restored
+        // from this one's checkpoint runs in the same).
+        let _ = std::fs::write(self.state_file(), r#"{"released":true}"#);
         let _ = std::fs::remove_file(self.bundle.join(INIT_PID_FILE));
         self.registry.forget(&self.id);
     }
@@ -557,6 +713,11 @@ pub async fn clean_up_after_crash(bundle: &Path, router: Arc<Router>) -> Option<
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(0);
     let state: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+    if state["released"].as_bool() == Some(true) {
+        // The shim released everything before it exited.
+        let _ = std::fs::remove_file(bundle.join(STATE_FILE));
+        return Some(pid);
+    }
     match (
         state["binary"].as_str(),
         state["root"].as_str(),
