@@ -23,6 +23,10 @@ if [ "${BENCH_CONTAINERD:-2.3}" = 2.3 ]; then
     export CONTAINERD_BIN="$root/usr/bin/containerd" CTR_BIN="$root/usr/bin/ctr"
 fi
 
+# CRIU for the checkpoint rows, first on the daemons' PATH (runc runs the `criu` it finds).
+criu=$(bash scripts/criu.sh)
+export PATH="$criu:$PATH"
+
 export SHIM_BIN
 SHIM_BIN=$(bash scripts/build-shim.sh)
 cargo build --release --locked -q -p integration --bin bench

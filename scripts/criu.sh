@@ -36,7 +36,8 @@ if [ ! -x "$dir/criu" ]; then
     done
     if [ -n "$missing" ]; then
         echo "criu: installing$missing" >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >&2
+        apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >&2
     fi
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT

@@ -42,3 +42,11 @@ if [ "$(id -u)" -eq 0 ] && [ -f "$unified/cgroup.controllers" ]; then
         fi
     done
 fi
+
+# CRIU 4.2 for the checkpoint tests, built once from the vendored source (scripts/criu.sh):
+# here, so that its build (a minute the first time) is not inside a test. Where it cannot
+# be built or `criu check` fails, the checkpoint tests say so (SAMPLE_SHIM_SKIP_CRIU=1
+# skips them).
+if [ "$(id -u)" -eq 0 ]; then
+    bash scripts/criu.sh >/dev/null || echo "test-prereqs: no working CRIU here (scripts/criu.sh failed): the checkpoint tests will fail unless SAMPLE_SHIM_SKIP_CRIU=1" >&2
+fi

@@ -179,6 +179,30 @@ impl Containerd {
         .await
     }
 
+    /// Creates the task of container `id` restored from the checkpoint image at
+    /// `image_path` (runc-v2's task options with `CriuImagePath`, which containerd hands
+    /// the shim as the checkpoint to restore). Returns its pid: 0 until `Start` restores.
+    pub async fn create_task_restoring(
+        &self,
+        id: &str,
+        fifos: &FifoSet,
+        image_path: &Path,
+    ) -> CallResult<u32> {
+        let mut options = runc_options("runc");
+        options
+            .value
+            .extend(length_delimited(10, &image_path.display().to_string()));
+        let request = self.request(CreateTaskRequest {
+            container_id: id.into(),
+            stdin: fifos.stdin_path(),
+            stdout: fifos.stdout_path(),
+            stderr: fifos.stderr_path(),
+            options: Some(options),
+            ..Default::default()
+        });
+        Ok(self.client.tasks().create(request).await?.into_inner().pid)
+    }
+
     /// Creates the task with stdio as given: FIFO paths, or log URIs (`file:///...`,
     /// `binary:///...`) for stdout and stderr, as `ctr run --log-uri` sends them.
     pub async fn create_task_with_io(

@@ -1417,3 +1417,76 @@ async fn an_exec_start_out_of_the_lock_blocks_nothing_and_holds_the_init_s_exit(
         ]
     );
 }
+
+/// A `Create` that carries a checkpoint is never started fresh: the host mode refuses it
+/// (FailedPrecondition, nothing spawned, no event), and so it does a `Checkpoint`.
+#[tokio::test]
+async fn the_host_mode_refuses_a_restore_and_a_checkpoint_and_starts_nothing() {
+    let Some(h) = Harness::new(&["sleep", "1000"]) else {
+        return;
+    };
+    let req = api::CreateTaskRequest {
+        id: "restore".into(),
+        bundle: h.bundle(),
+        checkpoint: "/var/lib/nowhere/checkpoint".into(),
+        ..Default::default()
+    };
+    match h.service.create(req).await {
+        Err(Error::FailedPrecondition(message)) => {
+            assert!(message.contains("CRIU"), "{message}")
+        }
+        other => panic!("a restore in the host mode: {other:?}"),
+    }
+    let me = std::process::id() as i32;
+    let left = containerd_shim_sample_v2::sys::procfs::descendants_exhaustive(me).expect("ps");
+    assert!(left.is_empty(), "processes started: {left:?}");
+    assert!(h.timeline().is_empty(), "{:?}", h.timeline());
+
+    h.create("host").await.expect("create");
+    h.start("host", "").await.expect("start");
+    let req = api::CheckpointTaskRequest {
+        id: "host".into(),
+        path: h.bundle.path().join("image").display().to_string(),
+        ..Default::default()
+    };
+    let refused = h.service.checkpoint(req).await;
+    assert!(
+        matches!(refused, Err(Error::FailedPrecondition(_))),
+        "{refused:?}"
+    );
+    assert_eq!(status(&h, "host", "").await.0, api::Status::RUNNING);
+    h.kill("host", 9).await.expect("kill");
+    assert_eq!(h.wait("host", "").await, 137);
+    h.delete("host", "").await.expect("delete");
+}
+
+/// In the OCI mode, a `Create` with a checkpoint runs nothing (runc-v2's created state):
+/// `Start` restores. A checkpoint that cannot be restored fails `Start` with the runtime's
+/// reason, and the task is deleted as one never started: exit 0, nothing left.
+#[tokio::test]
+async fn an_oci_restore_runs_at_start_and_a_failed_one_leaves_nothing() {
+    let Some(h) = Harness::new(&["true"]) else {
+        return;
+    };
+    let (bundle, mut req) = oci_request("restore", "runc");
+    let image = bundle.path().join("no-image");
+    std::fs::create_dir_all(&image).expect("an empty image");
+    req.checkpoint = image.display().to_string();
+    let pid = h.service.create(req).await.expect("create").pid;
+    assert_eq!(pid, 0, "nothing runs before Start");
+    assert_eq!(status(&h, "restore", "").await.0, api::Status::CREATED);
+    let failed = h.start("restore", "").await;
+    assert!(
+        matches!(&failed, Err(Error::FailedPrecondition(m)) if m.contains("restore")),
+        "{failed:?}"
+    );
+    assert_eq!(h.delete("restore", "").await.expect("delete"), 0);
+    let me = std::process::id() as i32;
+    let left = containerd_shim_sample_v2::sys::procfs::descendants_exhaustive(me).expect("ps");
+    assert!(left.is_empty(), "processes left: {left:?}");
+    assert_eq!(h.timeline(), ["create", "delete 0"]);
+    assert!(
+        !bundle.path().join("runc-state/core-test/restore").exists(),
+        "runc kept no state of it"
+    );
+}

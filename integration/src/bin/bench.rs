@@ -20,6 +20,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use containerd_shim_protos::{protobuf::Message, shim::oci::CheckpointOptions};
 use integration::{proc, Containerd, RUNTIME};
 use shim_demo::{
     api::{Containerd as Api, RuntimeOptions},
@@ -1058,13 +1059,83 @@ async fn drop_in_rows(bench: &Bench) -> Result<Vec<Row>> {
     let drop_in = Bench::on(cd, bench.settings).await?;
     let options = Some(shim_demo::api::runc_options("runc"));
     let mut columns = Vec::new();
+    let mut checkpoints = Vec::new();
     for (daemon, tag) in [(&drop_in, "dropin-ours"), (bench, "dropin-runc")] {
         eprintln!("== drop-in (runc-v2 options): {tag}");
         let runc_v2 = &RUNTIMES[1];
         let starts = oci_column(daemon, runc_v2, tag, options.clone(), false).await?;
         let [rss, ..] = oci_idle(daemon, runc_v2, tag, options.clone()).await?;
         columns.push((rss, starts[0]));
+        checkpoints.push(checkpoint_column(daemon, tag, options.clone()).await?);
     }
+    let mut rows = drop_in_memory_and_starts(&columns);
+    let row = |label: &str, pick: fn(&(f64, f64)) -> f64| Row {
+        label: format!("checkpoint (runc and CRIU 4.2): {label}"),
+        ours: pick(&checkpoints[0]),
+        runc: pick(&checkpoints[1]),
+        unit: "ms",
+        lower_is_better: true,
+    };
+    rows.push(row(
+        "Checkpoint latency p50, leave running (goal: at most 1.0x)",
+        |c| c.0,
+    ));
+    rows.push(row(
+        "restore latency p50, Create + Start (goal: at most 1.0x)",
+        |c| c.1,
+    ));
+    Ok(rows)
+}
+
+/// Checkpoint and restore latency (ms, p50) of a small idle container (`sleep`) through
+/// one shim as runc-v2: `Checkpoint` leaving it running, its image at a path of ours (so
+/// containerd writes nothing to its content store); then a new container restored from
+/// that image (`Create` with `CriuImagePath`, then `Start`), killed and removed.
+async fn checkpoint_column(
+    bench: &Bench,
+    tag: &str,
+    options: Option<RuntimeOptions>,
+) -> Result<(f64, f64)> {
+    let (daemon, runc_v2) = (&bench.daemon, &RUNTIMES[1]);
+    let samples = (bench.settings.starts / 10).clamp(3, 20);
+    let id = format!("{tag}-checkpointed");
+    let spec = bench.specs.spec(runc_v2, &id, &["/bin/sleep", "1000"]);
+    let running = run(daemon, &id, RUNC, &spec, options.clone()).await?;
+    let images = tempfile::tempdir()?;
+    let (mut checkpoints, mut restores) = (Vec::new(), Vec::new());
+    for i in 0..samples {
+        let image = images.path().join(i.to_string());
+        let leave_running = CheckpointOptions {
+            image_path: image.display().to_string(),
+            ..Default::default()
+        };
+        let leave_running = prost_types::Any {
+            type_url: "containerd.runc.v1.CheckpointOptions".into(),
+            value: leave_running.write_to_bytes()?,
+        };
+        let started = Instant::now();
+        daemon.api.checkpoint(&id, Some(leave_running)).await?;
+        checkpoints.push(started.elapsed().as_secs_f64() * 1000.0);
+        let restored = format!("{tag}-restored-{i}");
+        let spec = bench
+            .specs
+            .spec(runc_v2, &restored, &["/bin/sleep", "1000"]);
+        let (fifos, _readers) = prepare(daemon, &restored, RUNC, &spec, options.clone()).await?;
+        let started = Instant::now();
+        daemon
+            .api
+            .create_task_restoring(&restored, &fifos, &image)
+            .await?;
+        daemon.api.start_task(&restored).await?;
+        restores.push(started.elapsed().as_secs_f64() * 1000.0);
+        kill_and_delete(&daemon.api, &restored, fifos).await?;
+    }
+    kill_and_delete(&daemon.api, &id, running.fifos).await?;
+    Ok((ms(&mut checkpoints).0, ms(&mut restores).0))
+}
+
+/// The drop-in's memory and start rows, from each column's (idle RSS, start p50).
+fn drop_in_memory_and_starts(columns: &[(f64, f64)]) -> Vec<Row> {
     let row = |label: &str, unit, pick: fn(&(f64, f64)) -> f64| Row {
         label: format!("drop-in (runc-v2 options): {label}"),
         ours: pick(&columns[0]),
@@ -1072,10 +1143,10 @@ async fn drop_in_rows(bench: &Bench) -> Result<Vec<Row>> {
         unit,
         lower_is_better: true,
     };
-    Ok(vec![
+    vec![
         row("idle RSS, one shim (goal: at most 0.3x)", "MiB", |c| c.0),
         row("start latency p50 (goal: at most 0.8x)", "ms", |c| c.1),
-    ])
+    ]
 }
 
 /// Start latency of ours on cgroup v2 alone: a daemon whose shims have

@@ -387,12 +387,19 @@ fn client_suite(
         // build's binary.
         fs::copy(integration::shim_binary()?, shims.join(RUNC_V2_BINARY))?;
     }
-    let path = format!(
-        "{}:{}:{}",
-        shims.display(),
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    // Its checkpoint tests run where CRIU works (the suite looks for `criu` on its PATH,
+    // and the daemon it starts, runc under the shims, inherit it).
+    let criu = integration::criu_dir();
+    let path = [
+        Some(shims.display().to_string()),
+        criu.as_ref().map(|dir| dir.display().to_string()),
+        Some(bin.display().to_string()),
+        std::env::var("PATH").ok(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(":");
     let log = out.join(format!("client-{name}.log"));
     let file = fs::File::create(&log)?;
     let skip: Vec<String> = CLIENT_EXCLUDED
@@ -401,13 +408,8 @@ fn client_suite(
         .collect();
     let mut command = upstreams.command(&bin.join("client-integration.test"));
     command
-        .args([
-            "-test.root",
-            "-test.v",
-            "-no-criu",
-            "-test.skip",
-            &skip.join("|"),
-        ])
+        .args(["-test.root", "-test.v", "-test.skip", &skip.join("|")])
+        .args(criu.is_none().then_some("-no-criu"))
         .arg(format!("-test.timeout={}s", CLIENT_SUITE_LIMIT.as_secs()))
         .args(filter.map(|f| ["-test.run", f]).into_iter().flatten())
         .env("PATH", path)
