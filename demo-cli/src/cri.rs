@@ -17,14 +17,15 @@ use anyhow::{anyhow, Result};
 use containerd_client::tonic::{transport::Channel, Request};
 use k8s_cri::v1::{
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
-    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerStatsRequest, ContainerStatus,
-    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ExecSyncResponse, ImageSpec,
-    ImageStatusRequest, KeyValue, LinuxContainerResources, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, ListContainersRequest, ListPodSandboxRequest, NamespaceMode,
-    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStats, PodSandboxStatsRequest,
-    PodSandboxStatus, PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StatusRequest, StopContainerRequest,
-    StopPodSandboxRequest, UpdateContainerResourcesRequest, VersionRequest,
+    CheckpointContainerRequest, ContainerConfig, ContainerFilter, ContainerMetadata,
+    ContainerStatsRequest, ContainerStatus, ContainerStatusRequest, CreateContainerRequest,
+    ExecSyncRequest, ExecSyncResponse, ImageSpec, ImageStatusRequest, KeyValue,
+    LinuxContainerResources, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    ListContainersRequest, ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata, PodSandboxStats, PodSandboxStatsRequest, PodSandboxStatus,
+    PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StatusRequest, StopContainerRequest, StopPodSandboxRequest,
+    UpdateContainerResourcesRequest, VersionRequest,
 };
 
 pub use containerd_client::tonic;
@@ -318,6 +319,18 @@ impl Cri {
             .await?
             .into_inner()
             .container_id)
+    }
+
+    /// `CheckpointContainer` (containerd 2.x; the kubelet's checkpoint API calls it): the
+    /// running container saved, left running, into the archive at `location`.
+    pub async fn checkpoint_container(&mut self, id: &str, location: &Path) -> CallResult<()> {
+        let request = CheckpointContainerRequest {
+            container_id: id.to_string(),
+            location: location.display().to_string(),
+            timeout: 60,
+        };
+        self.runtime.checkpoint_container(request).await?;
+        Ok(())
     }
 
     /// `StartContainer`.

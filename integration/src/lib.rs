@@ -139,6 +139,14 @@ impl Containerd {
         Some(containerd)
     }
 
+    /// [`Containerd::start_cri`] with `env` added to the daemon's environment; a `PATH`
+    /// there goes before the machine's (CRIU's, for the CRI's checkpoints).
+    pub fn start_cri_with_env(env: &[(&str, &str)]) -> Option<Containerd> {
+        let containerd = Self::start_with_options(true, false, env)?;
+        containerd.import_cri_images();
+        Some(containerd)
+    }
+
     /// The images a CRI daemon needs, in the CRI's namespace: the tiny image (the host
     /// mode's containers), busybox (the OCI mode's), and the pause image (every sandbox).
     fn import_cri_images(&self) {
@@ -1107,6 +1115,12 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
             shim.display()
         )
     };
+    // CheckpointContainer's archive, restored by CreateContainer (2.3 and later ask for it).
+    let restore = if (major, minor) >= (2, 3) {
+        "\n  enable_experimental_restore_via_create = true"
+    } else {
+        ""
+    };
     let cri = if major >= 2 {
         format!(
             r#"
@@ -1125,7 +1139,7 @@ fn cri_config_toml(root: &Path, containerd: &Path) -> Result<String> {
   restrict_oom_score_adj = true
   # An exec whose background child holds its output: ExecSync gives up waiting for the
   # output's end after this long, deletes the exec, and the shim closes the FIFOs.
-  drain_exec_sync_io_timeout = "10s"
+  drain_exec_sync_io_timeout = "10s"{restore}
 
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{handler}]
   runtime_type = "{runtime}"

@@ -272,11 +272,12 @@ impl OciProcesses {
     }
 }
 
-/// A checkpoint that failed: `err` with CRIU's last errors from its log `dump_log`, which is
-/// kept in the bundle as `criu-dump.log` (runc-v2's name) and named in the message.
-fn criu_failed(err: Error, dump_log: &Path, bundle: &Path) -> Error {
-    let kept = bundle.join("criu-dump.log");
-    let Ok(log) = std::fs::read_to_string(dump_log) else {
+/// A checkpoint or a restore that failed: `err` with CRIU's last errors from its log
+/// `criu_log`, which is kept in the bundle as `kept` (`criu-dump.log`, runc-v2's name, or
+/// `criu-restore.log`) and named in the message.
+fn criu_failed(err: Error, criu_log: &Path, bundle: &Path, kept: &str) -> Error {
+    let kept = bundle.join(kept);
+    let Ok(log) = std::fs::read_to_string(criu_log) else {
         return err;
     };
     let _ = std::fs::write(&kept, &log);
@@ -416,9 +417,18 @@ impl Instance for OciProcesses {
                 args.push("--no-pivot".into());
             }
             let terminal = self.terminal;
+            let restore_log = restore
+                .work
+                .as_ref()
+                .unwrap_or(&restore.image)
+                .join("restore.log");
+            let bundle = self.bundle.clone();
             return Ok(Made::AtStart(Box::pin(async move {
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let spawned = maker.make(&args, &pid_file, stdio, terminal).await?;
+                let spawned = maker
+                    .make(&args, &pid_file, stdio, terminal)
+                    .await
+                    .map_err(|err| criu_failed(err, &restore_log, &bundle, "criu-restore.log"))?;
                 maker.register(spawned.pid, true);
                 info!(
                     "{}: restored from its checkpoint, init pid {}",
@@ -493,7 +503,12 @@ impl Instance for OciProcesses {
             }
             // CRIU's own reason is in its log, which goes with our work directory: kept in
             // the bundle as `criu-dump.log`, as runc-v2 does.
-            Err(err) => Err(criu_failed(err, &work.join("dump.log"), &self.bundle)),
+            Err(err) => Err(criu_failed(
+                err,
+                &work.join("dump.log"),
+                &self.bundle,
+                "criu-dump.log",
+            )),
         };
         if ours {
             let _ = std::fs::remove_dir_all(&work);
