@@ -25,7 +25,7 @@ use std::{
     },
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use containerd_shim::{api::ConnectRequest, api::DeleteResponse, Flags};
@@ -143,7 +143,15 @@ pub fn start(opts: &Flags) -> Result<Vec<u8>> {
     if group != opts.id && UnixStream::connect(&socket).is_ok() {
         return join();
     }
-    match prepare_socket(&socket) {
+    // A task's own address may still be served, for a moment, by the shim of an earlier
+    // task of the same id, which containerd just shut down (a `Create` that failed, and the
+    // client creates the task again at once): that shim is given time to go.
+    let grace = if group == opts.id {
+        PREVIOUS_SHIM_GRACE
+    } else {
+        Duration::ZERO
+    };
+    match prepare_socket(&socket, grace) {
         // Another `start` of the group launched its daemon in between.
         Err(Error::AlreadyExists(_)) if group != opts.id => return join(),
         other => other?,
@@ -266,9 +274,13 @@ fn join_cgroup(path: &str, pid: i32) -> Result<()> {
     joined.map_err(|err| invalid(format!("cannot move the shim there: {err}")))
 }
 
+/// How long `start` waits for a shim that still serves the task's address to go.
+const PREVIOUS_SHIM_GRACE: Duration = Duration::from_secs(2);
+
 /// Makes the directory for the socket, and clears a stale socket left by a crashed shim.
-/// A socket that still answers belongs to a live shim: refusing is the only safe answer.
-fn prepare_socket(socket: &Path) -> Result<()> {
+/// A socket that still answers after `grace` belongs to a live shim: refusing is the only
+/// safe answer.
+fn prepare_socket(socket: &Path, grace: Duration) -> Result<()> {
     if let Some(dir) = socket.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -276,16 +288,29 @@ fn prepare_socket(socket: &Path) -> Result<()> {
             .create(dir)
             .map_err(Error::io(format!("create {}", dir.display())))?;
     }
-    match std::fs::symlink_metadata(socket) {
-        Err(_) => Ok(()),
-        Ok(meta) if meta.file_type().is_socket() && UnixStream::connect(socket).is_err() => {
-            std::fs::remove_file(socket)
-                .map_err(Error::io(format!("remove stale {}", socket.display())))
+    let deadline = std::time::Instant::now() + grace;
+    loop {
+        match std::fs::symlink_metadata(socket) {
+            Err(_) => return Ok(()),
+            Ok(meta) if meta.file_type().is_socket() && UnixStream::connect(socket).is_err() => {
+                return std::fs::remove_file(socket)
+                    .or_else(|e| match e.kind() {
+                        // Its shim removed it meanwhile.
+                        std::io::ErrorKind::NotFound => Ok(()),
+                        _ => Err(e),
+                    })
+                    .map_err(Error::io(format!("remove stale {}", socket.display())));
+            }
+            Ok(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(_) => {
+                return Err(Error::AlreadyExists(format!(
+                    "{} is in use: another shim serves this task",
+                    socket.display()
+                )))
+            }
         }
-        Ok(_) => Err(Error::AlreadyExists(format!(
-            "{} is in use: another shim serves this task",
-            socket.display()
-        ))),
     }
 }
 
@@ -351,4 +376,34 @@ pub async fn delete() -> Result<DeleteResponse> {
         exited_at: Some(timestamp(SystemTime::now())).into(),
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+
+    use super::*;
+
+    #[test]
+    fn a_socket_whose_shim_goes_within_the_grace_is_taken_over_one_that_stays_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let socket = dir.path().join("s");
+        // The previous shim of the task: it stops listening 200 ms later, as a shim that
+        // containerd just shut down.
+        let listener = UnixListener::bind(&socket).expect("bind");
+        let going = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(listener);
+        });
+        prepare_socket(&socket, Duration::from_secs(2)).expect("taken over");
+        assert!(!socket.exists(), "the stale socket is removed");
+        going.join().expect("thread");
+
+        let _staying = UnixListener::bind(&socket).expect("bind");
+        let refused = prepare_socket(&socket, Duration::from_millis(100));
+        assert!(
+            matches!(&refused, Err(Error::AlreadyExists(m)) if m.contains("in use")),
+            "{refused:?}"
+        );
+    }
 }
