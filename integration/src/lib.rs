@@ -755,15 +755,36 @@ impl Containerd {
             unsafe { libc::kill(daemon, libc::SIGTERM) };
         }
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut stopped = false;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.daemon.try_wait() {
-                return;
+                stopped = true;
+                break;
             }
             thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-        reap_orphans(&killed);
+        if !stopped {
+            let _ = self.daemon.kill();
+            let _ = self.daemon.wait();
+            reap_orphans(&killed);
+        }
+        self.kill_strays();
+    }
+
+    /// Kills, by pid, whatever still runs a program from this daemon's directory: a CNI
+    /// plugin (containerd's `cni-bridge-fp`, under the CRI suite's failpoints) that the
+    /// daemon left behind when it was restarted, orphaned.
+    fn kill_strays(&self) {
+        let dir = self.dir.path().display().to_string();
+        for pid in proc::all_pids() {
+            let ours = proc::cmdline(pid)
+                .first()
+                .is_some_and(|program| program.starts_with(&dir));
+            if ours && pid != std::process::id() as i32 {
+                // SAFETY: a plain system call on a pid just identified as this daemon's.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
     }
 
     /// Unmounts whatever a daemon stopped half-way left mounted below its directory (the
